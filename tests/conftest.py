@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A spec small enough for tests: tiny MLPs, two epochs.
+TINY_SPEC = """
+[study]
+name = "tiny"
+n_trials = 3
+seed = 1
+
+[data]
+source = "sklearn:iris"
+
+[latency]
+max_seconds = 0.2
+
+[model]
+n_layers = [1, 2]
+units = [4, 16]
+
+[training]
+batch_size = [16, 32]
+max_epochs = 2
+patience = 1
+"""
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[..., Path]:
+    """Write a spec file into the test's temp dir and return its path."""
+
+    def write(text: str = TINY_SPEC, name: str = "spec.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in the temp dir, so the default ``mlruns/`` stores land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tradeoff_search import Dataset, SpecError, StudySpec, load_dataset
+
+
+def _spec(write_spec, data: str) -> StudySpec:
+    return StudySpec.load(write_spec(f"[data]\n{data}\n"))
+
+
+def test_sklearn_split_is_stratified_seeded_and_scaled(write_spec) -> None:
+    spec = _spec(write_spec, 'source = "sklearn:digits"\nvalidation_fraction = 0.25\ntest_fraction = 0.2')
+    data = load_dataset(spec)
+    total = len(data.y_train) + len(data.y_val) + len(data.y_test)
+    assert total == 1797
+    assert len(data.y_test) == pytest.approx(0.2 * total, abs=1)
+    assert len(data.y_val) == pytest.approx(0.25 * total, abs=1)
+    assert data.n_classes == 10 and data.input_shape == (64,)
+    assert data.x_train.dtype == np.float32
+    np.testing.assert_allclose(data.x_train.mean(axis=0), 0, atol=1e-5)
+    # stratified: every class in every split, in about the same share
+    for y in (data.y_train, data.y_val, data.y_test):
+        shares = np.bincount(y, minlength=10) / len(y)
+        np.testing.assert_allclose(shares, 0.1, atol=0.02)
+    again = load_dataset(spec)
+    np.testing.assert_array_equal(again.x_test, data.x_test)
+
+
+def test_balanced_class_weights(write_spec) -> None:
+    data = load_dataset(_spec(write_spec, 'source = "sklearn:breast_cancer"\nclass_weight = "balanced"'))
+    assert data.n_classes == 2
+    weights = data.class_weight
+    assert weights is not None and weights[0] > 1 > weights[1]
+
+
+def test_csv_with_text_labels(write_spec, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = ["f1,f2,label"] + [f"{a:.3f},{b:.3f},{'cat' if a > 0 else 'dog'}" for a, b in rng.normal(size=(60, 2))]
+    (tmp_path / "d.csv").write_text("\n".join(rows))
+    data = load_dataset(_spec(write_spec, 'source = "csv:d.csv"\ntarget = "label"'))
+    assert data.input_shape == (2,) and data.n_classes == 2
+
+
+@pytest.mark.parametrize(
+    ("csv", "key", "expected"),
+    [
+        ("a,b\n1,x\n2,y\n", "data.target", "a column of d.csv"),
+        ("a,y\n1,0\n,1\n" + "3,0\n4,1\n" * 10, "data.source", "no missing values"),
+        ("a,y\nhello,0\nworld,1\n" + "x,0\nz,1\n" * 10, "data.source", "holds text"),
+        ("a,y\n" + "1,0\n" * 20, "data.source", "at least 2 classes"),
+        ("a,y\n1,0\n2,1\n3,0\n", "data.source", "enough rows"),
+    ],
+)
+def test_bad_csv(write_spec, tmp_path: Path, csv: str, key: str, expected: str) -> None:
+    (tmp_path / "d.csv").write_text(csv)
+    spec = _spec(write_spec, 'source = "csv:d.csv"\ntarget = "y"')
+    with pytest.raises(SpecError, match=expected) as caught:
+        load_dataset(spec)
+    assert caught.value.key == key
+
+
+def test_npz_loads_plain_arrays_and_refuses_pickles(write_spec, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ok.npz", x=rng.normal(size=(50, 3)), y=np.arange(50) % 2)
+    assert load_dataset(_spec(write_spec, 'source = "npz:ok.npz"')).input_shape == (3,)
+    np.savez(tmp_path / "bad.npz", x=np.array([{"a": 1}] * 50, dtype=object), y=np.arange(50) % 2)
+    with pytest.raises(SpecError, match="plain-array"):
+        load_dataset(_spec(write_spec, 'source = "npz:bad.npz"'))
+
+
+def test_from_arrays_encodes_labels() -> None:
+    x = np.zeros((4, 2))
+    data = Dataset.from_arrays(x, np.array(["b", "a"]), x[:2], np.array(["a", "c"]))
+    assert data.y_train.tolist() == [1, 0] and data.y_val.tolist() == [0, 2] and data.n_classes == 3

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tradeoff_search import measure_latency
+from tradeoff_search._latency import cpu_model, to_tflite
+from tradeoff_search._models import build_model
+from tradeoff_search._space import Candidate
+
+
+def _mlp(units: tuple[int, ...]):
+    candidate = Candidate(units=units, activation="relu", dropout=0.0, batch_norm=False, optimizer="adam",
+                          learning_rate=1e-3, schedule="constant", batch_size=32)  # fmt: skip
+    return build_model(candidate, (64,), 10)
+
+
+@pytest.fixture(scope="module")
+def small_and_large():
+    small, large = _mlp((14,)), _mlp((1400, 1400))
+    assert 900 <= small.count_params() <= 1200
+    assert 2_000_000 <= large.count_params() <= 2_200_000
+    return to_tflite(small), to_tflite(large)
+
+
+def test_litert_ranks_a_2m_parameter_mlp_slower_than_a_1k_one(small_and_large) -> None:
+    small, large = small_and_large
+    fast = measure_latency(small, max_seconds=0.5)
+    slow = measure_latency(large, max_seconds=0.5)
+    assert slow.value_ms > 5 * fast.value_ms
+    assert slow.model_bytes > 1000 * 1024 > fast.model_bytes
+
+
+def test_statistics_and_fingerprint(small_and_large) -> None:
+    stats = measure_latency(small_and_large[0], batch_size=4, threads=1, statistic="median", max_seconds=0.3)
+    assert 0 < stats.p10_ms <= stats.median_ms <= stats.p90_ms
+    assert stats.iqr_ms >= 0 and stats.samples >= 40 and stats.calls_per_block >= 1
+    assert stats.value_ms == stats.median_ms
+    assert stats.runtime == "litert" and stats.runtime_version.startswith("ai-edge-litert ")
+    assert stats.batch_size == 4 and stats.threads == 1
+    assert stats.cpu == cpu_model() and stats.cpu
+    assert stats.logical_cores == os.cpu_count()
+    assert set(stats.to_dict()) >= {"p10_ms", "median_ms", "p90_ms", "iqr_ms", "cpu", "runtime", "batch_size"}
+
+
+def test_tf_runtime_measures_a_keras_model() -> None:
+    stats = measure_latency(_mlp((8,)), runtime="tf", max_seconds=0.2)
+    assert stats.runtime == "tf" and stats.runtime_version.startswith("tensorflow ")
+    assert stats.value_ms > 0 and stats.model_bytes is None
+
+
+@pytest.mark.parametrize("kwargs", [{"runtime": "onnx"}, {"statistic": "mean"}, {"batch_size": 0}])
+def test_bad_arguments(small_and_large, kwargs) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        measure_latency(small_and_large[0], **kwargs)

@@ -1,0 +1,122 @@
+"""The MLflow layer on a plain analytic study (no Keras): layout, states, Pareto tags, idempotence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from tradeoff_search import MLflowParetoCallback
+from tradeoff_search._tracking import TAG_ROLE
+
+
+def _objective(trial: optuna.Trial) -> tuple[float, float]:
+    x = trial.suggest_float("x", 0, 1)
+    y = trial.suggest_float("y", 0, 1)
+    if trial.number == 3:
+        raise RuntimeError("boom")
+    if trial.number == 5:
+        raise optuna.TrialPruned("not promising")
+    trial.set_user_attr("n_params", 100 + trial.number)
+    return x, (1 - x) ** 2 + y  # maximize x, minimize the other: a real trade-off
+
+
+def _runs(client: MlflowClient, experiment: str) -> tuple[list, list]:
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get(TAG_ROLE) == "study"]
+    children = [r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]
+    return parents, children
+
+
+def _non_dominated(points: np.ndarray) -> set[int]:
+    """Indices not dominated (maximize column 0, minimize column 1): recomputed independently."""
+    keep = set()
+    for i, (a, b) in enumerate(points):
+        dominated = any((c >= a and d <= b) and (c > a or d < b) for c, d in points)
+        if not dominated:
+            keep.add(i)
+    return keep
+
+
+@pytest.fixture
+def tracked(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="analytic", storage=storage, directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
+    study.set_metric_names(["score", "cost"])
+    callback = MLflowParetoCallback(tracking_uri=uri, experiment="analytic-exp")
+    study.optimize(_objective, n_trials=12, callbacks=[callback], catch=(RuntimeError,))
+    callback.finish(study)
+    return study, callback, MlflowClient(uri), storage
+
+
+def test_layout_states_and_pareto_tags(tracked) -> None:
+    study, _, client, _ = tracked
+    parents, children = _runs(client, "analytic-exp")
+    assert len(parents) == 1 and len(children) == 12
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "analytic"
+    by_trial = {int(r.data.tags["optuna.trial"]): r for r in children}
+    assert sorted(by_trial) == list(range(12))
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert by_trial[3].info.status == "FAILED"
+    assert by_trial[5].info.status == "KILLED"
+    complete = [n for n, r in by_trial.items() if r.info.status == "FINISHED"]
+    assert len(complete) == 10
+    first = by_trial[0]
+    assert first.info.run_name == "trial-0000"
+    assert set(first.data.params) == {"x", "y"}
+    assert {"score", "cost", "params"} <= set(first.data.metrics)
+    # tagged Pareto set == non-dominated set recomputed from the logged metrics
+    points = np.array([[by_trial[n].data.metrics["score"], by_trial[n].data.metrics["cost"]] for n in complete])
+    expected = {complete[i] for i in _non_dominated(points)}
+    tagged = {n for n, r in by_trial.items() if r.data.tags.get("pareto") == "true"}
+    assert tagged == expected == {t.number for t in study.best_trials}
+    assert by_trial[3].data.tags["pareto"] == "false"
+    history = client.get_metric_history(parent.info.run_id, "hypervolume")
+    assert history == []  # no latency objective and no reference point: no hypervolume
+
+
+def test_resume_and_sync_twice_keep_counts(tracked) -> None:
+    _, _, client, storage = tracked
+    resumed = optuna.load_study(study_name="analytic", storage=storage)
+    callback = MLflowParetoCallback(tracking_uri=client.tracking_uri, experiment="analytic-exp")
+    resumed.optimize(_objective, n_trials=3, callbacks=[callback])
+    parents, children = _runs(client, "analytic-exp")
+    assert (len(parents), len(children)) == (1, 15)
+    for _ in range(2):
+        MLflowParetoCallback(tracking_uri=client.tracking_uri, experiment="analytic-exp").sync(resumed)
+        parents, children = _runs(client, "analytic-exp")
+        assert (len(parents), len(children)) == (1, 15)
+    tagged = {int(r.data.tags["optuna.trial"]) for r in children if r.data.tags.get("pareto") == "true"}
+    assert tagged == {t.number for t in resumed.best_trials}
+
+
+def test_sync_rebuilds_a_lost_record(tracked, tmp_path: Path) -> None:
+    study = tracked[0]
+    uri = f"sqlite:///{tmp_path}/rebuilt.db"
+    MLflowParetoCallback(tracking_uri=uri, experiment="rebuilt").sync(study)
+    parents, children = _runs(MlflowClient(uri), "rebuilt")
+    assert len(parents) == 1 and len(children) == len(study.trials)
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(parents[0].info.run_id)}
+    assert {"pareto.csv", "pareto_front.png"} <= artifacts
+
+
+def test_hypervolume_with_a_reference_point(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    callback = MLflowParetoCallback(tracking_uri=uri, experiment="hv", hypervolume_reference=[0.0, 2.0])
+    for x, y in [(0.5, 1.0), (1.0, 1.5), (0.2, 0.5)]:
+        trial = study.ask()
+        study.tell(trial, [x, y])
+        callback(study, study.trials[-1])
+    parent = _runs(MlflowClient(uri), "hv")[0][0]
+    values = [m.value for m in MlflowClient(uri).get_metric_history(parent.info.run_id, "hypervolume")]
+    # boxes to (0, 2): 0.5·1 → +(1-0.5)·0.5 → +0.2·(1-0.5) = 0.5, 0.75, 0.85
+    np.testing.assert_allclose(values, [0.5, 0.75, 0.85])

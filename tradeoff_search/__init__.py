@@ -1,0 +1,31 @@
+"""tradeoff_search: search Keras architectures × optimizers for accuracy vs measured latency.
+
+The public API; everything in ``_modules`` may change. Importing this package imports neither
+TensorFlow nor MLflow: they load when a model is built or a run is logged.
+"""
+
+import os
+
+# TensorFlow's C++ INFO/WARNING lines would drown the progress bar; users can still set it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tradeoff_search._data import Dataset, load_dataset
+from tradeoff_search._latency import LatencyStats, measure_latency
+from tradeoff_search._objective import TradeoffObjective
+from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._study import run_study
+from tradeoff_search._tracking import MLflowParetoCallback
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Dataset",
+    "LatencyStats",
+    "MLflowParetoCallback",
+    "SpecError",
+    "StudySpec",
+    "TradeoffObjective",
+    "load_dataset",
+    "measure_latency",
+    "run_study",
+]

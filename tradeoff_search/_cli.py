@@ -1,0 +1,178 @@
+"""``python -m tradeoff_search``: a thin shell over the public API.
+
+Heavy modules (TensorFlow, MLflow, Optuna) are imported inside the commands, so ``--help`` and
+argument errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from tradeoff_search._spec import SpecError, StudySpec
+
+_logger = logging.getLogger("tradeoff_search")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tradeoff_search._study import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+
+    parser = argparse.ArgumentParser(
+        prog="tradeoff_search",
+        description="Search Keras architectures × optimizers for accuracy vs measured inference latency "
+        "(Optuna multi-objective), recorded in MLflow.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_stores(command: argparse.ArgumentParser, tracking: bool = True) -> None:
+        command.add_argument("spec", help="study spec (TOML), e.g. studies/digits.toml")
+        command.add_argument(
+            "--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})"
+        )
+        if tracking:
+            command.add_argument(
+                "--tracking-uri",
+                default=DEFAULT_TRACKING_URI,
+                help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})",
+            )
+
+    run = commands.add_parser("run", help="run or resume a study")
+    with_stores(run)
+    run.add_argument("--n-trials", type=_positive_int, help="finished trials to reach (default: the spec's)")
+    run.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    pareto = commands.add_parser("pareto", help="print a study's Pareto set")
+    with_stores(pareto, tracking=False)
+
+    sync = commands.add_parser("sync", help="rebuild or repair a study's MLflow record from the Optuna storage")
+    with_stores(sync)
+
+    ui = commands.add_parser("ui", help="open the MLflow UI over the study records")
+    ui.add_argument(
+        "--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow backend store (default: {DEFAULT_TRACKING_URI})"
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    ui.add_argument("--port", type=_positive_int, default=5000, help="port (default: 5000)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        return {"run": _run, "pareto": _pareto, "sync": _sync, "ui": _ui}[args.command](args)
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _quiet_libraries() -> None:
+    """Keep the console for progress and results: libraries log only warnings."""
+    import warnings
+
+    import mlflow  # noqa: F401 - it sets its loggers' levels when imported; override after
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for name in ("mlflow", "alembic", "tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _load(args: argparse.Namespace) -> StudySpec:
+    return StudySpec.load(args.spec)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from tradeoff_search._data import load_dataset
+    from tradeoff_search._pareto import format_table, front_rows
+    from tradeoff_search._study import redact, run_study
+
+    spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
+    data = load_dataset(spec)
+    _quiet_libraries()
+    _logger.info(
+        "study %r: %d trials on %s; Optuna %s, MLflow %s",
+        spec.study.name,
+        spec.study.n_trials,
+        spec.data.source,
+        redact(args.storage),
+        redact(args.tracking_uri),
+    )
+    study = run_study(
+        spec, storage=args.storage, tracking_uri=args.tracking_uri, data=data, show_progress_bar=not args.no_progress
+    )
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    complete = states.count(optuna.trial.TrialState.COMPLETE)
+    failed = states.count(optuna.trial.TrialState.FAIL)
+    print(f"\nPareto set of study {spec.study.name!r} ({complete} complete, {failed} failed trials):")
+    print(format_table(front_rows(study)))
+    print(f"\nBrowse it: python -m tradeoff_search ui --tracking-uri {redact(args.tracking_uri)}")
+    if complete == 0:
+        print("error: no trial completed; see the failure reasons above and in MLflow", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _pareto(args: argparse.Namespace) -> int:
+    from tradeoff_search._pareto import format_table, front_rows
+    from tradeoff_search._study import open_study
+
+    _quiet_libraries()
+    study = open_study(_load(args), args.storage, create=False)
+    print(format_table(front_rows(study)))
+    return EXIT_OK
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from tradeoff_search._study import make_callback, open_study
+
+    _quiet_libraries()
+    spec = _load(args)
+    study = open_study(spec, args.storage, create=False)
+    make_callback(spec, args.tracking_uri).sync(study)
+    print(f"MLflow record of study {spec.study.name!r} matches its {len(study.trials)} trials")
+    return EXIT_OK
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from tradeoff_search._study import STATE_DIR, redact
+
+    # Job execution spawns ~2.8 GB of workers that browsing does not need.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", args.tracking_uri,
+        "--default-artifact-root", str(STATE_DIR.resolve()),
+        "--host", args.host,
+        "--port", str(args.port),
+    ]  # fmt: skip
+    print(f"MLflow UI for {redact(args.tracking_uri)} on http://{args.host}:{args.port} (Ctrl-C stops it)")
+    return subprocess.call(command, env=env)

@@ -1,0 +1,155 @@
+"""Data sources (``sklearn:NAME``, ``csv:PATH``, ``npz:PATH``) → split, scaled arrays."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from tradeoff_search._spec import SpecError, StudySpec
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train/validation/test arrays (features float32, labels int 0..n_classes-1).
+
+    The test split is never seen by the search; it is kept for the final evaluation of a chosen model.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    class_weight: dict[int, float] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_val.max())) + 1
+
+    @classmethod
+    def from_arrays(cls, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> Dataset:
+        """Wrap arrays a user already split; labels of any type are encoded to ``0..n_classes-1``."""
+        classes, codes = np.unique(np.concatenate([np.asarray(y_train), np.asarray(y_val)]), return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"data: expected at least 2 classes in y_train/y_val, got {classes.tolist()}")
+        n_train = len(y_train)
+        return cls(
+            np.asarray(x_train, dtype=np.float32),
+            codes[:n_train].astype(np.int64),
+            np.asarray(x_val, dtype=np.float32),
+            codes[n_train:].astype(np.int64),
+        )
+
+
+def load_dataset(spec: StudySpec) -> Dataset:
+    """Load the spec's data source, split it (stratified, seeded), scale it on the train split."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+    from sklearn.utils.class_weight import compute_class_weight
+
+    data = spec.data
+    x, y = _read_source(spec)
+    classes, y = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise SpecError(
+            spec.path, "data.source", data.source, f"labels of at least 2 classes, found {classes.tolist()}"
+        )
+    try:
+        x_rest, x_test, y_rest, y_test = train_test_split(
+            x, y, test_size=data.test_fraction, stratify=y, random_state=data.split_seed
+        )
+        x_train, x_val, y_train, y_val = train_test_split(
+            x_rest,
+            y_rest,
+            test_size=data.validation_fraction / (1 - data.test_fraction),
+            stratify=y_rest,
+            random_state=data.split_seed,
+        )
+    except ValueError as error:  # too few rows, or a class too small to stratify
+        raise SpecError(
+            spec.path, "data.source", data.source, f"enough rows of every class for the splits ({error})"
+        ) from None
+    if data.scaling != "none":
+        scaler = StandardScaler() if data.scaling == "standard" else MinMaxScaler()
+        shape = x_train.shape
+        scaler.fit(x_train.reshape(len(x_train), -1))
+        x_train, x_val, x_test = (
+            scaler.transform(a.reshape(len(a), -1)).reshape(-1, *shape[1:]) for a in (x_train, x_val, x_test)
+        )
+    class_weight = None
+    if data.class_weight == "balanced":
+        present = np.unique(y_train)
+        class_weight = dict(
+            zip(present.tolist(), compute_class_weight("balanced", classes=present, y=y_train).tolist(), strict=True)
+        )
+    _logger.info("data %s: %d train, %d validation, %d test rows", data.source, len(y_train), len(y_val), len(y_test))
+    f32 = np.float32
+    return Dataset(x_train.astype(f32), y_train, x_val.astype(f32), y_val, x_test.astype(f32), y_test, class_weight)
+
+
+def _read_source(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
+    kind, location = spec.data.kind, spec.data.location
+    if kind == "sklearn":
+        import sklearn.datasets
+
+        x, y = getattr(sklearn.datasets, f"load_{location}")(return_X_y=True)
+        return np.asarray(x, dtype=np.float64), np.asarray(y)
+    if kind == "csv":
+        return _read_csv(spec)
+    return _read_npz(spec)
+
+
+def _read_csv(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+
+    path, target = spec.data_path, spec.data.target
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise SpecError(spec.path, "data.source", spec.data.source, f"a readable CSV file ({error})") from None
+    if target not in frame.columns:
+        raise SpecError(
+            spec.path, "data.target", target, f"a column of {path.name} ({', '.join(map(str, frame.columns))})"
+        )
+    features = frame.drop(columns=[target])
+    if features.shape[1] == 0:
+        raise SpecError(spec.path, "data.source", spec.data.source, "at least one feature column besides the target")
+    for column in features.columns:
+        if not pd.api.types.is_numeric_dtype(features[column]) or pd.api.types.is_bool_dtype(features[column]):
+            raise SpecError(
+                spec.path, "data.source", spec.data.source, f"numeric feature columns (column {column!r} holds text)"
+            )
+        if features[column].isna().any():
+            raise SpecError(
+                spec.path, "data.source", spec.data.source, f"no missing values (column {column!r} has some)"
+            )
+    if frame[target].isna().any():
+        raise SpecError(spec.path, "data.target", target, "a column without missing labels")
+    return features.to_numpy(dtype=np.float64), frame[target].to_numpy()
+
+
+def _read_npz(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
+    source = spec.data.source
+    try:
+        with np.load(spec.data_path, allow_pickle=False) as archive:
+            if not {"x", "y"} <= set(archive.files):
+                raise SpecError(
+                    spec.path, "data.source", source, f"an .npz with arrays 'x' and 'y' (found {archive.files})"
+                )
+            x, y = archive["x"], archive["y"]
+    except (OSError, ValueError) as error:  # not an npz, or object arrays refused without pickle
+        raise SpecError(spec.path, "data.source", source, f"a plain-array .npz file ({error})") from None
+    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+        raise SpecError(spec.path, "data.source", source, "finite numeric features in 'x'")
+    if len(x) != len(y):
+        raise SpecError(spec.path, "data.source", source, f"as many labels as rows ({len(y)} vs {len(x)})")
+    return x.astype(np.float64), y

@@ -1,0 +1,143 @@
+"""The Optuna objective: trial → candidate → model → latency (+ budget) → training → values."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tradeoff_search._data import Dataset, load_dataset
+from tradeoff_search._latency import measure_latency, to_tflite
+from tradeoff_search._models import build_model
+from tradeoff_search._space import suggest
+from tradeoff_search._spec import StudySpec
+from tradeoff_search._training import predict_classes, score, train
+
+if TYPE_CHECKING:
+    import keras
+    import optuna
+
+_logger = logging.getLogger(__name__)
+
+LATENCY_CONSTRAINT = "latency_ms_over_budget"
+
+
+class TradeoffObjective:
+    """An Optuna objective returning ``(accuracy, latency_ms)`` for a Keras model of the spec's space.
+
+    Use it in any study whose directions are :attr:`directions`:
+
+    .. code-block:: python
+
+        import optuna
+        from tradeoff_search import StudySpec, TradeoffObjective
+
+        spec = StudySpec.load("studies/digits.toml")
+        objective = TradeoffObjective(spec)  # or TradeoffObjective(spec, data=(x_train, y_train, x_val, y_val))
+        study = optuna.create_study(directions=objective.directions)
+        study.optimize(objective, n_trials=10)
+
+    Latency is measured before training (weights do not change it): with ``latency.budget_ms`` set,
+    an over-budget candidate is not trained; it is recorded with ``trial.set_constraint`` (so it
+    never enters ``study.best_trials``) and accuracy 0.
+
+    Each trial records user attributes: ``n_params``, ``latency`` (all statistics and the
+    fingerprint), ``trained``, ``train_seconds``, ``epochs`` and ``history`` (per-epoch curves).
+
+    Args:
+        spec: the study spec (space, data, latency and training settings).
+        data: arrays ``(x_train, y_train, x_val, y_val)`` or a :class:`Dataset` to use instead of
+            the spec's data source.
+        model_dir: if given, each trained model is saved as ``trial-NNNN/model.keras`` and
+            ``model.tflite`` under it (the MLflow callback logs them from there).
+    """
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        data: Dataset | tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+        model_dir: str | Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self._data = Dataset.from_arrays(*data) if isinstance(data, tuple) else data
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize", "minimize"]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return self.spec.metric_names
+
+    @property
+    def data(self) -> Dataset:
+        """The dataset, loaded from the spec on first use."""
+        if self._data is None:
+            self._data = load_dataset(self.spec)
+        return self._data
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        try:
+            return self._evaluate(trial)
+        except Exception as error:
+            # Optuna keeps no failure reason in its storage; the MLflow record shows this one.
+            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:2000])
+            raise
+
+    def _evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
+        import keras
+
+        # A fresh Keras state per trial keeps a long study's memory flat.
+        keras.backend.clear_session(free_memory=True)
+        keras.utils.set_random_seed(self.spec.study.seed + trial.number)
+        data, latency_spec = self.data, self.spec.latency
+        candidate = suggest(trial, self.spec)
+        model = build_model(candidate, data.input_shape, data.n_classes)
+        trial.set_user_attr("n_params", model.count_params())
+
+        flatbuffer = to_tflite(model) if latency_spec.runtime == "litert" else None
+        stats = measure_latency(
+            flatbuffer if flatbuffer is not None else model,
+            runtime=latency_spec.runtime,
+            batch_size=latency_spec.batch_size,
+            threads=latency_spec.threads,
+            statistic=latency_spec.statistic,
+            max_seconds=latency_spec.max_seconds,
+        )
+        trial.set_user_attr("latency", stats.to_dict())
+        latency_ms = stats.value_ms
+        if latency_spec.budget_ms is not None:
+            over_budget = latency_ms - latency_spec.budget_ms
+            trial.set_constraint(LATENCY_CONSTRAINT, over_budget)
+            if over_budget > 0:
+                trial.set_user_attr("trained", False)
+                _logger.info(
+                    "trial %d: %.4f ms over the %.4f ms budget, not trained",
+                    trial.number,
+                    over_budget,
+                    latency_spec.budget_ms,
+                )
+                return 0.0, latency_ms
+
+        result = train(model, candidate, data, self.spec.training)
+        accuracy = score(self.spec.objectives.accuracy, data.y_val, predict_classes(model, data.x_val))
+        trial.set_user_attr("trained", True)
+        trial.set_user_attr("train_seconds", result.seconds)
+        trial.set_user_attr("epochs", result.epochs)
+        trial.set_user_attr("history", result.history)
+        if self.model_dir is not None:
+            self._save(trial.number, model, flatbuffer if flatbuffer is not None else to_tflite(model))
+        return accuracy, latency_ms
+
+    def _save(self, number: int, model: keras.Model, flatbuffer: bytes) -> None:
+        directory = trial_model_dir(self.model_dir, number)
+        directory.mkdir(parents=True, exist_ok=True)
+        model.save(directory / "model.keras")
+        (directory / "model.tflite").write_bytes(flatbuffer)
+
+
+def trial_model_dir(root: Path, number: int) -> Path:
+    return root / f"trial-{number:04d}"

@@ -1,0 +1,69 @@
+"""The search space: an Optuna trial → a :class:`Candidate` (plain data, no framework objects)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from tradeoff_search._spec import Categorical, FloatRange, IntRange, StudySpec
+
+if TYPE_CHECKING:
+    import optuna
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the architecture × optimizer space."""
+
+    units: tuple[int, ...]
+    activation: str
+    dropout: float
+    batch_norm: bool
+    optimizer: str
+    learning_rate: float
+    schedule: str
+    batch_size: int
+    weight_decay: float | None = None
+    momentum: float | None = None
+    nesterov: bool | None = None
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.units)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _suggest(trial: optuna.Trial, name: str, value: IntRange | FloatRange | Categorical) -> Any:
+    if isinstance(value, Categorical):
+        return trial.suggest_categorical(name, list(value.choices))
+    if isinstance(value, IntRange):
+        return trial.suggest_int(name, value.low, value.high, log=value.log)
+    return trial.suggest_float(name, value.low, value.high, log=value.log)
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec) -> Candidate:
+    """Ask ``trial`` for a candidate, define-by-run: a trial suggests only the knobs it uses.
+
+    Units are per layer (``units_0``, ``units_1``, …); ``weight_decay`` only for ``adamw`` (for
+    Keras' other optimizers it would turn ``adam`` into a copy of ``adamw``); ``momentum`` for
+    ``sgd`` and ``rmsprop``; ``nesterov`` for ``sgd``.
+    """
+    model, opt = spec.model, spec.optimizer
+    n_layers = _suggest(trial, "n_layers", model.n_layers)
+    units = tuple(_suggest(trial, f"units_{i}", model.units) for i in range(n_layers))
+    optimizer = _suggest(trial, "optimizer", opt.name)
+    return Candidate(
+        units=units,
+        activation=_suggest(trial, "activation", model.activation),
+        dropout=_suggest(trial, "dropout", model.dropout),
+        batch_norm=_suggest(trial, "batch_norm", model.batch_norm),
+        optimizer=optimizer,
+        learning_rate=_suggest(trial, "learning_rate", opt.learning_rate),
+        schedule=_suggest(trial, "schedule", opt.schedule),
+        batch_size=_suggest(trial, "batch_size", spec.training.batch_size),
+        weight_decay=_suggest(trial, "weight_decay", opt.weight_decay) if optimizer == "adamw" else None,
+        momentum=_suggest(trial, "momentum", opt.momentum) if optimizer in ("sgd", "rmsprop") else None,
+        nesterov=_suggest(trial, "nesterov", opt.nesterov) if optimizer == "sgd" else None,
+    )

@@ -1,0 +1,422 @@
+"""Study specs: a TOML file turned into a validated, frozen :class:`StudySpec`.
+
+Validation is declarative (in the spirit of scikit-learn's ``_param_validation``): every field
+of every section names the rule that parses it, and every rule failure becomes a
+:class:`SpecError` that names the file, the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Categorical",
+    "FloatRange",
+    "IntRange",
+    "SpecError",
+    "StudySpec",
+]
+
+
+class SpecError(ValueError):
+    """A user input is invalid: says where (file or flag), which key, the value and what fits.
+
+    The CLI prints ``str(error)`` as one line and exits with code 2.
+    """
+
+    def __init__(self, source: str | Path, key: str, value: Any, expected: str) -> None:
+        self.source = str(source)
+        self.key = key
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{self.source}: {key} = {_show(value)}: expected {expected}")
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+# --------------------------------------------------------------------------- search-space values
+@dataclass(frozen=True)
+class IntRange:
+    """An integer hyperparameter searched in ``[low, high]`` (a fixed value when equal)."""
+
+    low: int
+    high: int
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A float hyperparameter searched in ``[low, high]`` (a fixed value when equal)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """A hyperparameter chosen among ``choices``."""
+
+    choices: tuple[Any, ...]
+
+
+# --------------------------------------------------------------------------- rules
+@dataclass(frozen=True)
+class _Interval:
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+            return False
+        return not (self.high is not None and (x >= self.high if self.high_open else x > self.high))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"> {self.low}" if self.low_open else f">= {self.low}"
+        left = "(" if self.low_open else "["
+        right = ")" if self.high_open else "]"
+        return f"in {left}{self.low}, {self.high}{right}"
+
+
+_ANY = _Interval()
+_POSITIVE = _Interval(0, low_open=True)
+_AT_LEAST_ONE = _Interval(1)
+_FRACTION = _Interval(0, 1, low_open=True, high_open=True)
+
+
+def _is_number(x: Any, kind: type) -> bool:
+    if isinstance(x, bool):
+        return False
+    if kind is int:
+        return isinstance(x, int)
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _type_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
+
+
+@dataclass(frozen=True)
+class _Scalar:
+    kind: type
+    bounds: _Interval = _ANY
+    choices: tuple[Any, ...] | None = None
+
+    def parse(self, value: Any, source: Path, key: str) -> Any:
+        if self.choices is not None:
+            if value not in self.choices or isinstance(value, bool) != (self.kind is bool):
+                raise SpecError(source, key, value, f"one of {_show(list(self.choices))}")
+            return value
+        ok = _is_number(value, self.kind) if self.kind in (int, float) else isinstance(value, self.kind)
+        if not ok:
+            raise SpecError(source, key, value, _type_name(self.kind))
+        if self.kind in (int, float) and value not in self.bounds:
+            raise SpecError(source, key, value, f"{_type_name(self.kind)} {self.bounds}")
+        return float(value) if self.kind is float else value
+
+
+@dataclass(frozen=True)
+class _Range:
+    """A fixed number or ``[low, high]``; log ranges need a positive low."""
+
+    kind: type
+    bounds: _Interval = _ANY
+    log: bool = False
+
+    def parse(self, value: Any, source: Path, key: str) -> IntRange | FloatRange:
+        what = f"{_type_name(self.kind)} or [low, high] of them, {self.bounds}"
+        pair = list(value) if isinstance(value, list) else [value, value]
+        if len(pair) != 2 or not all(_is_number(x, self.kind) for x in pair):
+            raise SpecError(source, key, value, what)
+        low, high = pair
+        if low not in self.bounds or high not in self.bounds:
+            raise SpecError(source, key, value, what)
+        if low > high:
+            raise SpecError(source, key, value, "[low, high] with low <= high")
+        if self.kind is int:
+            return IntRange(low, high, self.log)
+        return FloatRange(float(low), float(high), self.log)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """One value or a non-empty list of distinct values, each one of ``allowed``."""
+
+    kind: type
+    allowed: tuple[Any, ...] | None = None
+    bounds: _Interval = _ANY
+
+    def parse(self, value: Any, source: Path, key: str) -> Categorical:
+        items = value if isinstance(value, list) else [value]
+        item = _Scalar(self.kind, self.bounds, self.allowed)
+        what = f"a list of {_show(list(self.allowed)) if self.allowed else _type_name(self.kind)}"
+        if not items or len(set(map(_show, items))) != len(items):
+            raise SpecError(source, key, value, f"{what}, non-empty and without repeats")
+        for x in items:
+            try:
+                item.parse(x, source, key)
+            except SpecError as error:
+                raise SpecError(source, key, value, f"{what}; {_show(x)} is not {error.expected}") from None
+        return Categorical(tuple(float(x) if self.kind is float else x for x in items))
+
+
+def _rule(rule: Any, default: Any = dataclasses.MISSING) -> Any:
+    return field(default=default, metadata={"rule": rule})
+
+
+# --------------------------------------------------------------------------- sections
+DATASETS = ("digits", "breast_cancer", "wine", "iris")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+ACTIVATIONS = ("relu", "gelu", "tanh", "elu", "selu", "swish", "sigmoid")
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+@dataclass(frozen=True)
+class StudySection:
+    """``[study]``: how the search runs."""
+
+    name: str = _rule(_Scalar(str), "")
+    n_trials: int = _rule(_Scalar(int, _AT_LEAST_ONE), 30)
+    timeout: float | None = _rule(_Scalar(float, _POSITIVE), None)
+    sampler: str = _rule(_Scalar(str, choices=SAMPLERS), "tpe")
+    seed: int = _rule(_Scalar(int), 0)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """``[data]``: where the examples come from and how they are split."""
+
+    source: str = _rule(_Scalar(str))
+    target: str | None = _rule(_Scalar(str), None)
+    validation_fraction: float = _rule(_Scalar(float, _FRACTION), 0.2)
+    test_fraction: float = _rule(_Scalar(float, _FRACTION), 0.2)
+    split_seed: int = _rule(_Scalar(int), 0)
+    scaling: str = _rule(_Scalar(str, choices=("standard", "minmax", "none")), "standard")
+    class_weight: str = _rule(_Scalar(str, choices=("none", "balanced")), "none")
+
+    @property
+    def kind(self) -> str:
+        return self.source.partition(":")[0]
+
+    @property
+    def location(self) -> str:
+        return self.source.partition(":")[2]
+
+
+@dataclass(frozen=True)
+class ObjectivesSection:
+    """``[objectives]``: what is maximized besides minimizing latency."""
+
+    accuracy: str = _rule(_Scalar(str, choices=("accuracy", "balanced_accuracy")), "accuracy")
+
+
+@dataclass(frozen=True)
+class LatencySection:
+    """``[latency]``: how inference latency is measured."""
+
+    runtime: str = _rule(_Scalar(str, choices=("litert", "tf")), "litert")
+    batch_size: int = _rule(_Scalar(int, _AT_LEAST_ONE), 1)
+    threads: int = _rule(_Scalar(int, _AT_LEAST_ONE), 1)
+    statistic: str = _rule(_Scalar(str, choices=("p10", "median")), "p10")
+    max_seconds: float = _rule(_Scalar(float, _POSITIVE), 1.0)
+    budget_ms: float | None = _rule(_Scalar(float, _POSITIVE), None)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """``[model]``: the MLP architecture space."""
+
+    n_layers: IntRange = _rule(_Range(int, _AT_LEAST_ONE), IntRange(1, 3))
+    units: IntRange = _rule(_Range(int, _AT_LEAST_ONE, log=True), IntRange(16, 512, log=True))
+    activation: Categorical = _rule(_Choice(str, ACTIVATIONS), Categorical(("relu", "gelu", "tanh")))
+    dropout: FloatRange = _rule(_Range(float, _Interval(0, 1, high_open=True)), FloatRange(0.0, 0.3))
+    batch_norm: Categorical = _rule(_Choice(bool), Categorical((False,)))
+
+
+@dataclass(frozen=True)
+class OptimizerSection:
+    """``[optimizer]``: the optimizer space; conditional knobs apply only where they mean something."""
+
+    name: Categorical = _rule(_Choice(str, OPTIMIZERS), Categorical(OPTIMIZERS))
+    learning_rate: FloatRange = _rule(_Range(float, _POSITIVE, log=True), FloatRange(1e-4, 3e-2, log=True))
+    schedule: Categorical = _rule(
+        _Choice(str, ("constant", "cosine", "exponential")), Categorical(("constant", "cosine", "exponential"))
+    )
+    weight_decay: FloatRange = _rule(_Range(float, _POSITIVE, log=True), FloatRange(1e-6, 1e-2, log=True))
+    momentum: FloatRange = _rule(_Range(float, _Interval(0, 1, high_open=True)), FloatRange(0.0, 0.95))
+    nesterov: Categorical = _rule(_Choice(bool), Categorical((False, True)))
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    """``[training]``: batch size (searched) and the epoch budget (fixed)."""
+
+    batch_size: Categorical = _rule(_Choice(int, bounds=_AT_LEAST_ONE), Categorical((32, 64, 128)))
+    max_epochs: int = _rule(_Scalar(int, _AT_LEAST_ONE), 30)
+    patience: int = _rule(_Scalar(int, _AT_LEAST_ONE), 5)
+
+
+@dataclass(frozen=True)
+class TrackingSection:
+    """``[tracking]``: the MLflow record."""
+
+    experiment: str = _rule(_Scalar(str), "")
+    log_models: str = _rule(_Scalar(str, choices=("pareto", "all", "none")), "pareto")
+
+
+_SECTIONS: dict[str, type] = {
+    "study": StudySection,
+    "data": DataSection,
+    "objectives": ObjectivesSection,
+    "latency": LatencySection,
+    "model": ModelSection,
+    "optimizer": OptimizerSection,
+    "training": TrainingSection,
+    "tracking": TrackingSection,
+}
+
+
+def _parse_section(cls: type, table: Any, source: Path, section: str) -> Any:
+    if not isinstance(table, dict):
+        raise SpecError(source, section, table, "a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in table.items():
+        if key not in fields:
+            raise SpecError(source, f"{section}.{key}", value, f"one of the keys {sorted(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{section}.{name}"
+        if name in table:
+            kwargs[name] = f.metadata["rule"].parse(table[name], source, key)
+        elif f.default is dataclasses.MISSING:
+            raise SpecError(source, key, None, "a value (this key is required)")
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated, immutable study specification.
+
+    Load one with :meth:`StudySpec.load` (a TOML file) or :meth:`StudySpec.from_dict`; every
+    invalid input raises :class:`SpecError` naming the file, the key and the value.
+
+    Example:
+        >>> spec = StudySpec.load("studies/digits.toml")  # doctest: +SKIP
+        >>> spec.study.n_trials  # doctest: +SKIP
+        30
+    """
+
+    path: Path
+    study: StudySection
+    data: DataSection
+    objectives: ObjectivesSection = ObjectivesSection()
+    latency: LatencySection = LatencySection()
+    model: ModelSection = ModelSection()
+    optimizer: OptimizerSection = OptimizerSection()
+    training: TrainingSection = TrainingSection()
+    tracking: TrackingSection = TrackingSection()
+    digest: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudySpec:
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise SpecError(path, "(file)", str(path), f"a readable TOML file ({error.strerror})") from None
+        try:
+            document = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise SpecError(path, "(file)", str(path), f"valid TOML ({error})") from None
+        return cls.from_dict(document, path=path, digest=hashlib.sha256(raw).hexdigest()[:16])
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any], path: str | Path = "<dict>", digest: str = "") -> StudySpec:
+        path = Path(path)
+        for section, table in document.items():
+            if section not in _SECTIONS:
+                raise SpecError(path, section, table, f"one of the sections {sorted(_SECTIONS)}")
+        if "data" not in document:
+            raise SpecError(path, "data", None, "a [data] table (this section is required)")
+        parsed = {name: _parse_section(kind, document.get(name, {}), path, name) for name, kind in _SECTIONS.items()}
+        if not parsed["study"].name:
+            parsed["study"] = dataclasses.replace(parsed["study"], name=path.stem)
+        if not parsed["tracking"].experiment:
+            parsed["tracking"] = dataclasses.replace(parsed["tracking"], experiment=parsed["study"].name)
+        if not digest:
+            digest = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        spec = cls(path=path, digest=digest, **parsed)
+        spec._check_data()
+        return spec
+
+    def _check_data(self) -> None:
+        data = self.data
+        if data.validation_fraction + data.test_fraction >= 1:
+            raise SpecError(
+                self.path,
+                "data.validation_fraction",
+                data.validation_fraction,
+                f"validation_fraction + test_fraction < 1 (test_fraction = {data.test_fraction})",
+            )
+        kinds = {"sklearn": DATASETS, "csv": None, "npz": None}
+        if data.kind not in kinds or not data.location:
+            raise SpecError(self.path, "data.source", data.source, "'sklearn:NAME', 'csv:PATH' or 'npz:PATH'")
+        if data.kind == "sklearn" and data.location not in DATASETS:
+            raise SpecError(self.path, "data.source", data.source, f"sklearn:NAME with NAME in {list(DATASETS)}")
+        if data.kind in ("csv", "npz") and not self.data_path.is_file():
+            raise SpecError(self.path, "data.source", data.source, f"an existing file ({self.data_path} not found)")
+        if data.kind == "csv" and data.target is None:
+            raise SpecError(self.path, "data.target", None, "the name of the label column (required for csv:)")
+        if data.kind != "csv" and data.target is not None:
+            raise SpecError(self.path, "data.target", data.target, "no target (only csv: sources take one)")
+
+    @property
+    def data_path(self) -> Path:
+        """A ``csv:``/``npz:`` source's file, relative paths taken from the spec file's folder."""
+        location = Path(self.data.location)
+        return location if location.is_absolute() else self.path.parent / location
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [self.objectives.accuracy, "latency_ms"]
+
+    def override(self, *, n_trials: int | None = None, timeout: float | None = None) -> StudySpec:
+        """A copy with ``[study]`` settings replaced (as the CLI flags do)."""
+        changes: dict[str, Any] = {}
+        if n_trials is not None:
+            changes["n_trials"] = _Scalar(int, _AT_LEAST_ONE).parse(n_trials, Path("--n-trials"), "n_trials")
+        if timeout is not None:
+            changes["timeout"] = _Scalar(float, _POSITIVE).parse(timeout, Path("--timeout"), "timeout")
+        return dataclasses.replace(self, study=dataclasses.replace(self.study, **changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec (defaults filled in) as plain data, for logging."""
+        return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in _SECTIONS}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"choices"}:
+            return _plain(value["choices"])
+        if set(value) == {"low", "high", "log"}:
+            return [value["low"], value["high"]]
+        return {k: _plain(v) for k, v in value.items() if v is not None}  # TOML has no null
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value

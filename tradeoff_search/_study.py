@@ -1,0 +1,156 @@
+"""Running a study: storage, sampler, resume, the MLflow record."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from tradeoff_search._data import Dataset, load_dataset
+from tradeoff_search._objective import TradeoffObjective
+from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._tracking import MLflowParetoCallback
+
+if TYPE_CHECKING:
+    import optuna
+
+_logger = logging.getLogger(__name__)
+
+STATE_DIR = Path("mlruns")
+DEFAULT_STORAGE = f"sqlite:///{STATE_DIR}/optuna.db"
+DEFAULT_TRACKING_URI = f"sqlite:///{STATE_DIR}/mlflow.db"
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    seed = spec.study.seed
+    if spec.study.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if spec.study.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
+def _prepare_local_state(*urls: str) -> None:
+    """Create ``mlruns/`` only when a default local store will live in it."""
+    if any(url.startswith(f"sqlite:///{STATE_DIR}/") for url in urls):
+        STATE_DIR.mkdir(exist_ok=True)
+
+
+def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool = True) -> optuna.Study:
+    """The spec's study in ``storage``: created on first use, resumed after.
+
+    Raises:
+        SpecError: the storage cannot be reached, the study does not exist (``create=False``),
+            or it exists with other objectives.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    _prepare_local_state(storage)
+    try:
+        if create:
+            study = optuna.create_study(
+                study_name=spec.study.name,
+                storage=storage,
+                directions=TradeoffObjective(spec).directions,
+                sampler=make_sampler(spec),
+                load_if_exists=True,
+            )
+        else:
+            study = optuna.load_study(study_name=spec.study.name, storage=storage, sampler=make_sampler(spec))
+    except KeyError:
+        raise SpecError(
+            spec.path, "study.name", spec.study.name, f"a study in {redact(storage)} (run it first)"
+        ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SpecError("--storage", "storage", redact(storage), f"a reachable Optuna storage ({message})") from None
+    if [d.name.lower() for d in study.directions] != ["maximize", "minimize"]:
+        raise SpecError(spec.path, "study.name", spec.study.name, "a study maximizing accuracy and minimizing latency")
+    if create:
+        if study.metric_names is None:
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, and what plots and callbacks read
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(spec.metric_names)
+        previous = study.user_attrs.get("spec_digest")
+        if previous is None:
+            study.set_user_attr("spec_digest", spec.digest)
+        elif previous != spec.digest:
+            _logger.warning(
+                "study %r resumes under a changed spec (%s, was %s)", spec.study.name, spec.digest, previous
+            )
+    return study
+
+
+def make_callback(spec: StudySpec, tracking_uri: str = DEFAULT_TRACKING_URI) -> MLflowParetoCallback:
+    """The MLflow callback for the spec's study, with the spec logged on the parent run."""
+    _prepare_local_state(tracking_uri)
+    return MLflowParetoCallback(
+        tracking_uri=tracking_uri,
+        experiment=spec.tracking.experiment,
+        parent_tags={"spec.digest": spec.digest, "spec.path": str(spec.path)},
+        parent_artifacts={"spec.json": spec.to_dict()},
+    )
+
+
+def finished_count(study: optuna.Study) -> int:
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=done))
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    storage: str = DEFAULT_STORAGE,
+    tracking_uri: str = DEFAULT_TRACKING_URI,
+    data: Dataset | None = None,
+    show_progress_bar: bool = False,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+) -> optuna.Study:
+    """Run (or resume) the spec's study until it has ``study.n_trials`` finished trials.
+
+    Data is loaded and checked before any store is touched, so a bad spec leaves nothing behind.
+    Every trial is logged to MLflow as it ends; at the end (also after Ctrl-C) the parent run
+    gets ``pareto.csv`` and the front plot.
+    """
+    import optuna
+
+    data = data if data is not None else load_dataset(spec)
+    study = open_study(spec, storage)
+    callback = make_callback(spec, tracking_uri)
+    remaining = spec.study.n_trials - finished_count(study)
+    if remaining <= 0:
+        _logger.info("study %r already has %d finished trials", spec.study.name, spec.study.n_trials)
+    else:
+        objective = TradeoffObjective(spec, data=data)
+        stop_at_target = optuna.study.MaxTrialsCallback(
+            spec.study.n_trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        )
+        try:
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=spec.study.timeout,
+                callbacks=[callback, stop_at_target, *callbacks],
+                catch=(Exception,),  # a failed trial is recorded as FAIL; the study goes on
+                show_progress_bar=show_progress_bar,
+            )
+        finally:
+            callback.finish(study)
+    return study
