@@ -54,7 +54,14 @@ def test_cli_run_then_pareto_and_sync(write_spec, tmp_path: Path) -> None:
     pareto = {n for n, r in children.items() if r.data.tags["pareto"] == "true"}
     assert pareto == {t.number for t in study.best_trials}
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"pareto.csv", "pareto_front.png", "spec.json"} <= artifacts
+    assert {"pareto.csv", "pareto_front.png", "hypervolume.png", "spec.json"} <= artifacts
+    assert {"param_importances.json", "param_importances.png"} <= artifacts
+    hypervolume = client.get_metric_history(parents[0].info.run_id, "hypervolume")
+    assert [m.step for m in hypervolume][:3] == [0, 1, 2] and hypervolume[-1].value > 0
+    for number in pareto:  # log_models = "pareto" (the default): a Keras model and its .tflite
+        logged = {a.path for a in client.list_artifacts(children[number].info.run_id)}
+        assert "tflite" in logged
+    assert not any((tmp_path / "mlruns" / "staging" / "tiny").iterdir())
     assert str(tmp_path / "mlruns") in client.get_run(parents[0].info.run_id).info.artifact_uri
 
     table = subprocess.run(

@@ -165,7 +165,8 @@ def _ui(args: argparse.Namespace) -> int:
 
     from tradeoff_search._study import STATE_DIR, redact
 
-    # Job execution spawns ~2.8 GB of workers that browsing does not need.
+    # Job execution spawns ~2.8 GB of workers, and 4 server workers are 4 processes: browsing
+    # needs neither.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     command = [
         sys.executable, "-m", "mlflow", "ui",
@@ -173,6 +174,10 @@ def _ui(args: argparse.Namespace) -> int:
         "--default-artifact-root", str(STATE_DIR.resolve()),
         "--host", args.host,
         "--port", str(args.port),
+        "--workers", "1",
     ]  # fmt: skip
     print(f"MLflow UI for {redact(args.tracking_uri)} on http://{args.host}:{args.port} (Ctrl-C stops it)")
-    return subprocess.call(command, env=env)
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:  # Ctrl-C is how the UI is meant to stop
+        return EXIT_OK

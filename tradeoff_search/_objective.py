@@ -13,10 +13,10 @@ from tradeoff_search._latency import measure_latency, to_tflite
 from tradeoff_search._models import build_model
 from tradeoff_search._space import suggest
 from tradeoff_search._spec import StudySpec
+from tradeoff_search._tracking import staged_model_path
 from tradeoff_search._training import predict_classes, score, train
 
 if TYPE_CHECKING:
-    import keras
     import optuna
 
 _logger = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ class TradeoffObjective:
         spec: the study spec (space, data, latency and training settings).
         data: arrays ``(x_train, y_train, x_val, y_val)`` or a :class:`Dataset` to use instead of
             the spec's data source.
-        model_dir: if given, each trained model is saved as ``trial-NNNN/model.keras`` and
-            ``model.tflite`` under it (the MLflow callback logs them from there).
+        model_dir: if given, trained models that ``tracking.log_models`` may log are saved as
+            ``trial-NNNN/model.keras`` under it, for :class:`MLflowParetoCallback` to log.
     """
 
     def __init__(
@@ -128,16 +128,18 @@ class TradeoffObjective:
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("epochs", result.epochs)
         trial.set_user_attr("history", result.history)
-        if self.model_dir is not None:
-            self._save(trial.number, model, flatbuffer if flatbuffer is not None else to_tflite(model))
+        if self.model_dir is not None and self._may_be_logged(trial, accuracy, latency_ms):
+            path = staged_model_path(self.model_dir, trial.number)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            model.save(path)
         return accuracy, latency_ms
 
-    def _save(self, number: int, model: keras.Model, flatbuffer: bytes) -> None:
-        directory = trial_model_dir(self.model_dir, number)
-        directory.mkdir(parents=True, exist_ok=True)
-        model.save(directory / "model.keras")
-        (directory / "model.tflite").write_bytes(flatbuffer)
-
-
-def trial_model_dir(root: Path, number: int) -> Path:
-    return root / f"trial-{number:04d}"
+    def _may_be_logged(self, trial: optuna.Trial, accuracy: float, latency_ms: float) -> bool:
+        """Whether the MLflow callback could log this model: with ``log_models = "pareto"``, a
+        model already dominated by a finished trial will never be on the front."""
+        if self.spec.tracking.log_models != "pareto":
+            return self.spec.tracking.log_models == "all"
+        return not any(
+            best.values[0] >= accuracy and best.values[1] <= latency_ms and best.values != [accuracy, latency_ms]
+            for best in trial.study.best_trials
+        )

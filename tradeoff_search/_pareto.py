@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tradeoff_search._spec import DEFAULT_REFERENCE_LATENCY_MS
+
 if TYPE_CHECKING:
     import optuna
 
-# Hypervolume is taken over (1 - accuracy, log10 latency in µs): latencies span orders of
-# magnitude, so equal ratios should count alike. The default reference point is accuracy 0 and
-# 100 ms (log10 1e5 µs = 5); with a latency budget, the budget.
-DEFAULT_REFERENCE_LATENCY_MS = 100.0
+# Latencies span orders of magnitude, so hypervolume compares them on a log scale (log10 µs): a
+# 2× speed-up counts the same at 2 µs as at 2 ms. Other objectives stay as they are.
+LATENCY_METRIC = "latency_ms"
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -54,18 +55,53 @@ def _latency_index(study: optuna.Study) -> int:
     return names.index("latency_ms") if "latency_ms" in names else len(study.directions) - 1
 
 
-def tradeoff_hypervolume(
-    accuracy_latency: Sequence[tuple[float, float]], reference_latency_ms: float = DEFAULT_REFERENCE_LATENCY_MS
-) -> float:
-    """Hypervolume of ``(accuracy, latency_ms)`` points in (error, log10 µs) space."""
-    import moocore
+def default_reference(names: Sequence[str]) -> list[float] | None:
+    """Accuracy 0 and 100 ms for ``(accuracy, latency_ms)`` studies; none for other studies."""
+    if len(names) == 2 and LATENCY_METRIC in names:
+        return [DEFAULT_REFERENCE_LATENCY_MS if name == LATENCY_METRIC else 0.0 for name in names]
+    return None
 
-    reference = (1.0, math.log10(reference_latency_ms * 1e3))
-    points = [(1.0 - acc, math.log10(max(lat, 1e-9) * 1e3)) for acc, lat in accuracy_latency]
-    points = [p for p in points if p[0] < reference[0] and p[1] < reference[1]]
-    if not points:
+
+def hypervolume(
+    points: Sequence[Sequence[float]],
+    directions: Sequence[optuna.study.StudyDirection],
+    names: Sequence[str],
+    reference: Sequence[float],
+) -> float:
+    """Hypervolume dominated by ``points`` up to ``reference`` (both in objective units).
+
+    Objectives named ``latency_ms`` are compared as log10 of microseconds (see above); points that
+    do not beat the reference in every objective add nothing.
+    """
+    import moocore
+    import optuna
+
+    def transform(row: Sequence[float]) -> list[float]:
+        return [math.log10(max(v, 1e-9) * 1e3) if n == LATENCY_METRIC else v for v, n in zip(row, names, strict=True)]
+
+    maximise = [d == optuna.study.StudyDirection.MAXIMIZE for d in directions]
+    ref = transform(reference)
+    kept = [
+        row
+        for row in map(transform, points)
+        if all((v > r) if up else (v < r) for v, r, up in zip(row, ref, maximise, strict=True))
+    ]
+    if not kept:
         return 0.0
-    return float(moocore.hypervolume(np.array(points), ref=reference))
+    return float(moocore.hypervolume(np.array(kept, dtype=float), ref=ref, maximise=maximise))
+
+
+def hypervolume_history(
+    study: optuna.Study, names: Sequence[str], reference: Sequence[float]
+) -> list[tuple[int, float]]:
+    """``(trial number, hypervolume of the feasible front so far)`` after each completed trial."""
+    trials = sorted(completed_trials(study), key=lambda t: t.number)
+    history = []
+    for i, trial in enumerate(trials):
+        ranks = pareto_ranks(trials[: i + 1], study.directions)
+        front = [t.values for t in trials[: i + 1] if ranks.get(t.number) == 0]
+        history.append((trial.number, hypervolume(front, study.directions, names, reference)))
+    return history
 
 
 def front_rows(study: optuna.Study) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+DEFAULT_REFERENCE_LATENCY_MS = 100.0
+
 __all__ = [
     "Categorical",
     "FloatRange",
@@ -176,6 +178,18 @@ class _Choice:
         return Categorical(tuple(float(x) if self.kind is float else x for x in items))
 
 
+@dataclass(frozen=True)
+class _Point:
+    """A list of ``length`` numbers, e.g. a reference point."""
+
+    length: int
+
+    def parse(self, value: Any, source: Path, key: str) -> tuple[float, ...]:
+        if not isinstance(value, list) or len(value) != self.length or not all(_is_number(x, float) for x in value):
+            raise SpecError(source, key, value, f"a list of {self.length} numbers")
+        return tuple(float(x) for x in value)
+
+
 def _rule(rule: Any, default: Any = dataclasses.MISSING) -> Any:
     return field(default=default, metadata={"rule": rule})
 
@@ -278,6 +292,8 @@ class TrackingSection:
 
     experiment: str = _rule(_Scalar(str), "")
     log_models: str = _rule(_Scalar(str, choices=("pareto", "all", "none")), "pareto")
+    # [accuracy, latency_ms]; default [0, latency.budget_ms or 100]
+    hypervolume_reference: tuple[float, ...] | None = _rule(_Point(2), None)
 
 
 _SECTIONS: dict[str, type] = {
@@ -395,6 +411,13 @@ class StudySpec:
     @property
     def metric_names(self) -> list[str]:
         return [self.objectives.accuracy, "latency_ms"]
+
+    @property
+    def hypervolume_reference(self) -> list[float]:
+        """Where hypervolume is measured from: the spec's point, else accuracy 0 and the budget or 100 ms."""
+        if self.tracking.hypervolume_reference is not None:
+            return list(self.tracking.hypervolume_reference)
+        return [0.0, self.latency.budget_ms or DEFAULT_REFERENCE_LATENCY_MS]
 
     def override(self, *, n_trials: int | None = None, timeout: float | None = None) -> StudySpec:
         """A copy with ``[study]`` settings replaced (as the CLI flags do)."""

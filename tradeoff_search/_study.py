@@ -96,12 +96,20 @@ def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool 
     return study
 
 
+def staging_dir(spec: StudySpec) -> Path:
+    """Where trials leave their models for the MLflow callback (emptied as they are logged)."""
+    return STATE_DIR / "staging" / spec.study.name
+
+
 def make_callback(spec: StudySpec, tracking_uri: str = DEFAULT_TRACKING_URI) -> MLflowParetoCallback:
     """The MLflow callback for the spec's study, with the spec logged on the parent run."""
     _prepare_local_state(tracking_uri)
     return MLflowParetoCallback(
         tracking_uri=tracking_uri,
         experiment=spec.tracking.experiment,
+        hypervolume_reference=spec.hypervolume_reference,
+        log_models=spec.tracking.log_models,
+        model_dir=staging_dir(spec),
         parent_tags={"spec.digest": spec.digest, "spec.path": str(spec.path)},
         parent_artifacts={"spec.json": spec.to_dict()},
     )
@@ -138,7 +146,8 @@ def run_study(
     if remaining <= 0:
         _logger.info("study %r already has %d finished trials", spec.study.name, spec.study.n_trials)
     else:
-        objective = TradeoffObjective(spec, data=data)
+        model_dir = staging_dir(spec) if spec.tracking.log_models != "none" else None
+        objective = TradeoffObjective(spec, data=data, model_dir=model_dir)
         stop_at_target = optuna.study.MaxTrialsCallback(
             spec.study.n_trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         )

@@ -7,24 +7,31 @@ never duplicate a run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
 import math
+import shutil
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tradeoff_search._latency import to_tflite
 from tradeoff_search._pareto import (
     completed_trials,
+    default_reference,
     front_rows,
+    hypervolume,
+    hypervolume_history,
     is_feasible,
     pareto_ranks,
-    tradeoff_hypervolume,
 )
 
 if TYPE_CHECKING:
     import optuna
+    from matplotlib.figure import Figure
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
@@ -33,8 +40,10 @@ _logger = logging.getLogger(__name__)
 TAG_STUDY = "optuna.study"
 TAG_TRIAL = "optuna.trial"
 TAG_ROLE = "optuna.role"
+LOG_MODELS = ("pareto", "all", "none")
 _PARENT, _CHILD = "study", "trial"
 _STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
+_BATCH = 1000  # MLflow's limit of metrics per log_batch
 
 
 class MLflowParetoCallback:
@@ -51,37 +60,61 @@ class MLflowParetoCallback:
         callback = MLflowParetoCallback(tracking_uri="sqlite:///mlruns/mlflow.db", experiment="demo")
         study = optuna.create_study(directions=["maximize", "minimize"])
         study.optimize(objective, n_trials=20, callbacks=[callback])
-        callback.finish(study)  # pareto.csv and the front plot on the parent run
+        callback.finish(study)  # pareto.csv, plots and importances on the parent run
 
-    Layout: the parent run (named after the study) holds ``hypervolume`` (step = trial number) and,
-    after :meth:`finish`, ``pareto.csv`` and ``pareto_front.png``. Each trial is a nested run
-    ``trial-0007`` with its params, objective values, user attributes that are numbers, per-epoch
-    ``history`` curves as stepped metrics, and the tags ``pareto`` and ``pareto_rank``.
-    Trial states map to run states: COMPLETE → FINISHED, FAIL → FAILED, PRUNED → KILLED.
+    Layout:
+
+    - the parent run, named after the study, tagged with its name, directions, sampler and metric
+      names; the metric ``hypervolume`` (step = trial number); after :meth:`finish`,
+      ``pareto.csv``, ``pareto_front.png``, ``hypervolume.png`` and ``param_importances.json``/``.png``
+      (which hyperparameters decide each objective, over the feasible trials);
+    - one nested run per trial, ``trial-0007``: params, objective values under their names, every
+      number in the trial's user attributes (``latency`` statistics flattened to
+      ``latency_p10_ms``, …), constraint values as ``constraint.NAME``, ``history`` curves as
+      stepped metrics (step = epoch), the tags ``pareto`` (``true``/``false``), ``pareto_rank``
+      (0 on the front; ``infeasible`` or ``none`` when it has none), ``feasible``,
+      ``optuna.state`` and ``error`` (a failed trial's ``fail_reason`` user attribute);
+    - run states follow trial states: COMPLETE → FINISHED, FAIL → FAILED, PRUNED → KILLED.
 
     Args:
-        tracking_uri: MLflow tracking URI (default: MLflow's own default resolution).
+        tracking_uri: MLflow tracking URI (default: MLflow's own resolution).
         experiment: experiment name (default: the study name).
+        hypervolume_reference: reference point of the ``hypervolume`` metric, in objective units;
+            objectives named ``latency_ms`` are compared on a log scale. Default for
+            ``(accuracy, latency_ms)`` studies: accuracy 0 and 100 ms; other studies without one
+            log no hypervolume.
+        log_models: ``"pareto"`` (models of trials that reach the front when they finish),
+            ``"all"`` or ``"none"``. Models are read from ``model_dir/trial-NNNN/model.keras``, as
+            :class:`~tradeoff_search.TradeoffObjective` writes them, logged as ``model`` (MLflow's
+            Keras flavor: ``mlflow.keras.load_model("runs:/RUN_ID/model")``) and
+            ``tflite/model.tflite``, then removed from ``model_dir``.
+        model_dir: where the objective saves each trial's model.
         parent_tags: extra tags for the parent run (e.g. the spec hash).
-        parent_artifacts: JSON documents to log on the parent run, by file name.
-        hypervolume_reference: reference point for the ``hypervolume`` metric, in objective
-            space. Without one, ``(accuracy, latency_ms)`` studies use (error, log10 µs) space with
-            reference (1, 5), i.e. accuracy 0 and 100 ms; other studies log no hypervolume.
+        parent_artifacts: JSON documents logged on the parent run when it is created, by file name.
     """
 
     def __init__(
         self,
         tracking_uri: str | None = None,
         experiment: str | None = None,
+        *,
+        hypervolume_reference: Sequence[float] | None = None,
+        log_models: str = "none",
+        model_dir: str | Path | None = None,
         parent_tags: dict[str, str] | None = None,
         parent_artifacts: dict[str, dict[str, Any]] | None = None,
-        hypervolume_reference: Sequence[float] | None = None,
     ) -> None:
+        if log_models not in LOG_MODELS:
+            raise ValueError(f"log_models={log_models!r}: expected one of {LOG_MODELS}")
+        if log_models != "none" and model_dir is None:
+            raise ValueError(f"log_models={log_models!r} needs model_dir, where the objective saves models")
         self.tracking_uri = tracking_uri
         self.experiment = experiment
+        self.hypervolume_reference = list(hypervolume_reference) if hypervolume_reference is not None else None
+        self.log_models = log_models
+        self.model_dir = Path(model_dir) if model_dir is not None else None
         self.parent_tags = dict(parent_tags or {})
         self.parent_artifacts = dict(parent_artifacts or {})
-        self.hypervolume_reference = list(hypervolume_reference) if hypervolume_reference is not None else None
         self._client_instance: MlflowClient | None = None
         self._parent_id: str | None = None
         self._experiment_id: str | None = None
@@ -89,8 +122,11 @@ class MLflowParetoCallback:
     # ------------------------------------------------------------------ Optuna callback
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         parent_id = self._parent(study)
-        self._log_trial(study, trial, parent_id)
-        self._update_front(study, parent_id, step=trial.number)
+        ranks = pareto_ranks(study.get_trials(deepcopy=False), study.directions)
+        self._log_trial(study, trial, parent_id, with_model=self._wants_model(trial, ranks))
+        self._update_front(study, parent_id, ranks, step=trial.number)
+        if self.model_dir is not None:
+            shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
 
     def sync(self, study: optuna.Study) -> None:
         """Make the MLflow record match the storage: log missing trials, then :meth:`finish`.
@@ -104,21 +140,33 @@ class MLflowParetoCallback:
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
         for trial in study.get_trials(deepcopy=False, states=finished):
             if trial.number not in logged:
-                self._log_trial(study, trial, parent_id)
+                self._log_trial(study, trial, parent_id, with_model=False)
         self.finish(study)
 
     def finish(self, study: optuna.Study) -> None:
-        """Refresh the Pareto tags, log ``pareto.csv`` and ``pareto_front.png``, close the parent run."""
+        """Refresh the Pareto tags; log the front, plots and importances; close the parent run."""
+        import matplotlib.pyplot as plt
+
         parent_id = self._parent(study)
         trials = study.get_trials(deepcopy=False)
-        self._update_front(study, parent_id, step=max((t.number for t in trials), default=0))
+        ranks = pareto_ranks(trials, study.directions)
+        self._update_front(study, parent_id, ranks, step=max((t.number for t in trials), default=0))
         client = self._client
         client.log_text(parent_id, _rows_to_csv(front_rows(study)), "pareto.csv")
+        figures = {}
         if completed_trials(study):
-            figure = _front_figure(study)
-            client.log_figure(parent_id, figure, "pareto_front.png")
-            import matplotlib.pyplot as plt
-
+            figures["pareto_front.png"] = _front_figure(study)
+        reference = self._reference(study)
+        if reference is not None and completed_trials(study):
+            figures["hypervolume.png"] = _hypervolume_figure(
+                hypervolume_history(study, _metric_names(study), reference), reference
+            )
+        importances = param_importances(study)
+        if importances:
+            client.log_dict(parent_id, importances, "param_importances.json")
+            figures["param_importances.png"] = _importances_figure(importances)
+        for name, figure in figures.items():
+            client.log_figure(parent_id, figure, name)
             plt.close(figure)
         client.set_terminated(parent_id, "FINISHED")
 
@@ -133,18 +181,18 @@ class MLflowParetoCallback:
 
     def _experiment_of(self, study: optuna.Study) -> str:
         if self._experiment_id is None:
+            from mlflow.exceptions import MlflowException
+
             client = self._client
             name = self.experiment or study.study_name
             experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                from mlflow.exceptions import MlflowException
-
+            if experiment is not None:
+                self._experiment_id = experiment.experiment_id
+            else:
                 try:
                     self._experiment_id = client.create_experiment(name)
                 except MlflowException:  # another worker created it first
                     self._experiment_id = client.get_experiment_by_name(name).experiment_id
-            else:
-                self._experiment_id = experiment.experiment_id
         return self._experiment_id
 
     def _search(self, study: optuna.Study, filter_string: str) -> list[Run]:
@@ -174,7 +222,11 @@ class MLflowParetoCallback:
                 "optuna.metric_names": ",".join(_metric_names(study)),
                 **self.parent_tags,
             }
-            run = self._client.create_run(self._experiment_of(study), tags=tags, run_name=study.study_name)
+            # Starts when the study's first trial did, so it lists before its trials in the UI.
+            starts = [_millis(t.datetime_start) for t in study.get_trials(deepcopy=False) if t.datetime_start]
+            run = self._client.create_run(
+                self._experiment_of(study), start_time=min(starts, default=None), tags=tags, run_name=study.study_name
+            )
             for name, document in self.parent_artifacts.items():
                 self._client.log_dict(run.info.run_id, document, name)
             runs = self._search(study, query)
@@ -189,7 +241,7 @@ class MLflowParetoCallback:
         runs = self._search(study, f"tags.`mlflow.parentRunId` = '{parent_id}'")
         return {int(r.data.tags[TAG_TRIAL]): r for r in runs}
 
-    def _log_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, parent_id: str) -> str:
+    def _log_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, parent_id: str, with_model: bool) -> str:
         from mlflow.entities import Metric, Param, RunTag
 
         client = self._client
@@ -199,68 +251,99 @@ class MLflowParetoCallback:
             return existing[0].info.run_id
         start = _millis(trial.datetime_start)
         end = _millis(trial.datetime_complete) or start
+        tags = {"mlflow.parentRunId": parent_id, TAG_STUDY: study.study_name, TAG_ROLE: _CHILD}
         run = client.create_run(
             self._experiment_of(study),
             start_time=start,
             run_name=f"trial-{trial.number:04d}",
-            tags={
-                "mlflow.parentRunId": parent_id,
-                TAG_STUDY: study.study_name,
-                TAG_ROLE: _CHILD,
-                TAG_TRIAL: str(trial.number),
-            },
+            tags={**tags, TAG_TRIAL: str(trial.number)},
         )
         run_id = run.info.run_id
         metrics = [Metric(k, v, end, 0) for k, v in _trial_metrics(study, trial).items()]
         for curve, values in (trial.user_attrs.get("history") or {}).items():
             metrics += [Metric(curve, float(v), end, epoch) for epoch, v in enumerate(values) if math.isfinite(v)]
         params = [Param(k, str(v)) for k, v in trial.params.items()]
-        tags = [RunTag(k, v) for k, v in _trial_tags(trial).items()]
-        for i in range(0, max(len(metrics), 1), 1000):  # MLflow takes at most 1000 metrics a batch
+        run_tags = [RunTag(k, v) for k, v in _trial_tags(trial).items()]
+        for i in range(0, max(len(metrics), 1), _BATCH):
+            first = i == 0
             client.log_batch(
-                run_id, metrics=metrics[i : i + 1000], params=params if i == 0 else (), tags=tags if i == 0 else ()
+                run_id, metrics=metrics[i : i + _BATCH], params=params if first else (), tags=run_tags if first else ()
             )
+        if with_model and self.model_dir is not None:
+            self._log_model(run_id, staged_model_path(self.model_dir, trial.number))
         client.set_terminated(run_id, _STATUS.get(trial.state.name, "FAILED"), end_time=end)
         return run_id
 
-    def _update_front(self, study: optuna.Study, parent_id: str, step: int) -> None:
-        trials = study.get_trials(deepcopy=False)
-        ranks = pareto_ranks(trials, study.directions)
+    def _wants_model(self, trial: optuna.trial.FrozenTrial, ranks: dict[int, int]) -> bool:
+        # A trial off the front when it finishes stays off it: later trials can only dominate it.
+        return self.log_models == "all" or (self.log_models == "pareto" and ranks.get(trial.number) == 0)
+
+    def _log_model(self, run_id: str, keras_file: Path) -> None:
+        """Log the staged Keras model (MLflow Keras flavor, with signature) and its LiteRT ``.tflite``."""
+        if not keras_file.is_file():
+            return
+        directory = keras_file.parent
+        import keras
+        import mlflow.keras
+
+        # save_model + log_artifacts, not log_model: log_model only logs to the fluent API's
+        # global active run and tracking URI, which are the user's, not ours to change.
+        model = keras.models.load_model(keras_file, compile=False)
+        flavor_dir = directory / "mlflow_model"
+        mlflow.keras.save_model(
+            model, str(flavor_dir), signature=_signature(model), pip_requirements=_pip_requirements()
+        )
+        self._client.log_artifacts(run_id, str(flavor_dir), "model")
+        (directory / "model.tflite").write_bytes(to_tflite(model))
+        self._client.log_artifact(run_id, str(directory / "model.tflite"), "tflite")
+
+    def _update_front(self, study: optuna.Study, parent_id: str, ranks: dict[int, int], step: int) -> None:
         client = self._client
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         for number, run in self._child_runs(study, parent_id).items():
             rank = ranks.get(number)
-            wanted = {"pareto": str(rank == 0).lower(), "pareto_rank": "" if rank is None else str(rank)}
-            for key, value in wanted.items():
+            trial = trials.get(number)
+            if rank is not None:
+                shown = str(rank)
+            elif trial is not None and trial.values is not None and not is_feasible(trial):
+                shown = "infeasible"
+            else:
+                shown = "none"
+            for key, value in {"pareto": str(rank == 0).lower(), "pareto_rank": shown}.items():
                 if run.data.tags.get(key) != value:
                     client.set_tag(run.info.run_id, key, value)
-        front = [t.values for t in trials if ranks.get(t.number) == 0]
-        hypervolume = self._hypervolume(study, front)
-        if hypervolume is not None:
-            client.log_metric(parent_id, "hypervolume", hypervolume, step=step)
+        reference = self._reference(study)
+        if reference is not None:
+            front = [trials[n].values for n, rank in ranks.items() if rank == 0]
+            value = hypervolume(front, study.directions, _metric_names(study), reference)
+            client.log_metric(parent_id, "hypervolume", value, step=step)
 
-    def _hypervolume(self, study: optuna.Study, front: list[list[float]]) -> float | None:
-        """In objective space against ``hypervolume_reference``; for ``(accuracy, latency_ms)``
-        studies without one, :func:`tradeoff_hypervolume`'s (error, log10 µs) default."""
-        import moocore
-        import numpy as np
-        import optuna
+    def _reference(self, study: optuna.Study) -> list[float] | None:
+        return self.hypervolume_reference or default_reference(_metric_names(study))
 
-        if self.hypervolume_reference is not None:
-            maximise = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
-            return (
-                float(
-                    moocore.hypervolume(
-                        np.array(front).reshape(-1, len(maximise)), ref=self.hypervolume_reference, maximise=maximise
-                    )
-                )
-                if front
-                else 0.0
-            )
-        names = _metric_names(study)
-        if len(names) != 2 or "latency_ms" not in names:
-            return None
-        latency = names.index("latency_ms")
-        return tradeoff_hypervolume([(values[1 - latency], values[latency]) for values in front])
+
+# ---------------------------------------------------------------------- gathering
+def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
+    """Per objective, how much each hyperparameter decides reaching its good values, over the
+    feasible completed trials (Optuna's default evaluator, PED-ANOVA, which scores what leads to
+    *low* values: maximized objectives are negated). Empty when too few trials share parameters."""
+    import optuna
+
+    feasible = [t for t in completed_trials(study) if is_feasible(t)]
+    if len(feasible) < 3:
+        return {}
+    view = optuna.create_study(directions=study.directions)
+    view.add_trials(feasible)
+    importances = {}
+    for i, name in enumerate(_metric_names(study)):
+        sign = -1.0 if study.directions[i] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        try:
+            values = optuna.importance.get_param_importances(view, target=lambda t, i=i, s=sign: s * t.values[i])
+        except (ValueError, RuntimeError) as error:  # e.g. no parameter common to all trials
+            _logger.warning("no importances for %s: %s", name, error)
+            return {}
+        importances[name] = {k: float(v) for k, v in values.items()}
+    return importances
 
 
 def _metric_names(study: optuna.Study) -> list[str]:
@@ -272,18 +355,11 @@ def _trial_metrics(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict
     if trial.values is not None:
         metrics.update(zip(_metric_names(study), trial.values, strict=True))
     for key, value in trial.user_attrs.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if _is_number(value):
             metrics["params" if key == "n_params" else key] = float(value)
-        elif isinstance(value, dict) and key == "latency":
-            metrics.update(
-                {
-                    f"latency_{k}": float(v)
-                    for k, v in value.items()
-                    if isinstance(v, int | float) and not isinstance(v, bool)
-                }
-            )
-    for key, value in trial.constraints.items():
-        metrics[f"constraint.{key}"] = value
+        elif key == "latency" and isinstance(value, dict):
+            metrics.update({f"latency_{k}": float(v) for k, v in value.items() if _is_number(v)})
+    metrics.update({f"constraint.{key}": value for key, value in trial.constraints.items()})
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
 
@@ -291,16 +367,20 @@ def _trial_tags(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
     tags = {"optuna.state": trial.state.name, "feasible": str(is_feasible(trial)).lower()}
     latency = trial.user_attrs.get("latency")
     if isinstance(latency, dict):
-        tags.update(
-            {
-                f"latency.{k}": str(latency[k])
-                for k in ("runtime", "runtime_version", "cpu", "statistic")
-                if k in latency
-            }
-        )
+        described = ("runtime", "runtime_version", "cpu", "statistic")
+        tags.update({f"latency.{k}": str(latency[k]) for k in described if k in latency})
     if "fail_reason" in trial.user_attrs:
         tags["error"] = str(trial.user_attrs["fail_reason"])[:5000]
     return tags
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def staged_model_path(model_dir: Path, number: int) -> Path:
+    """Where an objective leaves trial ``number``'s Keras model for the callback to log."""
+    return model_dir / f"trial-{number:04d}" / "model.keras"
 
 
 def _millis(moment: Any) -> int | None:
@@ -309,6 +389,30 @@ def _millis(moment: Any) -> int | None:
 
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _signature(model: Any) -> Any:
+    import numpy as np
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    def spec(shape: tuple[int | None, ...]) -> Schema:
+        return Schema([TensorSpec(np.dtype(np.float32), (-1, *shape[1:]))])
+
+    return ModelSignature(inputs=spec(model.input_shape), outputs=spec(model.output_shape))
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned requirements, so MLflow does not spend seconds inferring them per model."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = []
+    for names in (("tensorflow-cpu", "tensorflow"), ("keras",)):
+        for name in names:
+            with contextlib.suppress(PackageNotFoundError):
+                requirements.append(f"{name}=={version(name)}")
+                break
+    return requirements
 
 
 def _rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -322,11 +426,19 @@ def _rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def _front_figure(study: optuna.Study) -> Any:
-    """Optuna's Pareto-front plot (feasible, infeasible and dominated trials told apart)."""
+# ---------------------------------------------------------------------- drawing
+def _pyplot() -> Any:
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _front_figure(study: optuna.Study) -> Figure:
+    """Optuna's Pareto-front plot (feasible, infeasible and dominated trials told apart)."""
+    _pyplot()
     import optuna
 
     names = _metric_names(study)
@@ -336,3 +448,24 @@ def _front_figure(study: optuna.Study) -> Any:
     if "latency_ms" in names[:2]:  # latencies span orders of magnitude
         (axes.set_xscale if names.index("latency_ms") == 0 else axes.set_yscale)("log")
     return axes.figure
+
+
+def _hypervolume_figure(history: Sequence[tuple[int, float]], reference: Sequence[float]) -> Figure:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.step([n for n, _ in history], [v for _, v in history], where="post")
+    axes.set(xlabel="trial", ylabel="hypervolume", title=f"Hypervolume (reference {list(reference)})")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def _importances_figure(importances: dict[str, dict[str, float]]) -> Figure:
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(importances), figsize=(5 * len(importances), 4), squeeze=False)
+    for axis, (objective, values) in zip(axes[0], importances.items(), strict=True):
+        names = sorted(values, key=values.get)
+        axis.barh(names, [values[n] for n in names])
+        axis.set(title=f"What decides {objective}", xlabel="importance (PED-ANOVA)")
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,98 @@
+"""MLflow overhead per trial of MLflowParetoCallback, without and with model logging, side by side.
+
+    python benchmarks/mlflow_overhead.py [--trials 60]
+
+Trials are real Optuna trials in a real SQLite storage carrying what tradeoff_search records
+(params, two objectives, latency statistics, 4 per-epoch curves of 30 epochs); the MLflow store is
+a real SQLite store. "With models" includes what logging a model costs end to end: the objective
+saving ``model.keras`` and the callback logging it (Keras flavor + ``.tflite``).
+Target (issue 3): median ≤ 150 ms without models, ≤ 500 ms with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from tradeoff_search import MLflowParetoCallback
+from tradeoff_search._models import build_model
+from tradeoff_search._space import Candidate
+from tradeoff_search._tracking import staged_model_path
+
+
+def _trial(rng: np.random.Generator) -> optuna.trial.FrozenTrial:
+    units = int(rng.integers(8, 512))
+    curves = {k: rng.random(30).tolist() for k in ("train_loss", "val_loss", "train_accuracy", "val_accuracy")}
+    latency = {"p10_ms": 0.002, "median_ms": 0.0021, "p90_ms": 0.003, "iqr_ms": 0.0002, "samples": 200,
+               "calls_per_block": 900, "statistic": "p10", "ci95_relative": 0.01, "runtime": "litert",
+               "runtime_version": "ai-edge-litert 2.3.0", "threads": 1, "batch_size": 1, "cpu": "x",
+               "logical_cores": 2, "model_bytes": 12345}  # fmt: skip
+    distributions = {
+        "n_layers": optuna.distributions.IntDistribution(1, 3),
+        "units_0": optuna.distributions.IntDistribution(8, 512, log=True),
+        "learning_rate": optuna.distributions.FloatDistribution(1e-4, 3e-2, log=True),
+        "optimizer": optuna.distributions.CategoricalDistribution(["adam", "sgd"]),
+    }
+    params = {"n_layers": 1, "units_0": units, "learning_rate": float(rng.uniform(1e-4, 3e-2)), "optimizer": "adam"}
+    return optuna.trial.create_trial(
+        params=params,
+        distributions=distributions,
+        values=[float(rng.random()), float(rng.random() * 0.1)],
+        user_attrs={"n_params": units * 75, "latency": latency, "history": curves, "train_seconds": 3.0, "epochs": 30},
+    )
+
+
+def measure(n_trials: int, with_models: bool, root: Path) -> list[float]:
+    rng = np.random.default_rng(0)
+    staging = root / "staging"
+    study = optuna.create_study(storage=f"sqlite:///{root}/optuna.db", directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "latency_ms"])
+    callback = MLflowParetoCallback(
+        tracking_uri=f"sqlite:///{root}/mlflow.db",
+        experiment="overhead",
+        log_models="all" if with_models else "none",
+        model_dir=staging,
+    )
+    candidate = Candidate(units=(64,), activation="relu", dropout=0.0, batch_norm=False, optimizer="adam",
+                          learning_rate=1e-3, schedule="constant", batch_size=32)  # fmt: skip
+    model = build_model(candidate, (64,), 10)
+    seconds = []
+    for _ in range(n_trials):
+        study.add_trial(_trial(rng))
+        trial = study.trials[-1]
+        start = time.perf_counter()
+        if with_models:
+            path = staged_model_path(staging, trial.number)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            model.save(path)
+        callback(study, trial)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=60)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for with_models in (False, True):
+        with tempfile.TemporaryDirectory() as root:
+            seconds = measure(args.trials, with_models, Path(root))
+        steady = seconds[1:]  # the first call pays imports and table creation
+        label = "with models   " if with_models else "without models"
+        print(
+            f"{label}: median {statistics.median(steady) * 1e3:6.1f} ms, "
+            f"p90 {np.percentile(steady, 90) * 1e3:6.1f} ms, "
+            f"last 10 median {statistics.median(seconds[-10:]) * 1e3:6.1f} ms, first call {seconds[0]:.2f} s "
+            f"({args.trials} trials)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""A model logged to MLflow loads back and predicts exactly as it did before logging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import mlflow.keras
+import numpy as np
+import optuna
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from mlflow import MlflowClient
+
+from tradeoff_search import MLflowParetoCallback, StudySpec, TradeoffObjective
+from tradeoff_search._tracking import staged_model_path
+
+from .conftest import TINY_SPEC
+
+pytestmark = pytest.mark.e2e
+
+
+def test_logged_pareto_model_predicts_as_before(write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = StudySpec.load(write_spec(TINY_SPEC + '[tracking]\nlog_models = "all"\n'))
+    staging = tmp_path / "staging"
+    objective = TradeoffObjective(spec, model_dir=staging)
+    before: dict[int, np.ndarray] = {}
+    x = objective.data.x_val
+
+    def predict_staged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        model = keras.models.load_model(staged_model_path(staging, trial.number))
+        before[trial.number] = np.asarray(model(x, training=False))
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    callback = MLflowParetoCallback(tracking_uri=uri, experiment="models", log_models="all", model_dir=staging)
+    study = optuna.create_study(directions=objective.directions)
+    study.set_metric_names(spec.metric_names)
+    study.optimize(objective, n_trials=2, callbacks=[predict_staged, callback])
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("models").experiment_id], "tags.`optuna.trial` = '0'")
+    run_id = runs[0].info.run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # as a user points MLflow at the study's store
+    loaded = mlflow.keras.load_model(f"runs:/{run_id}/model")
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), before[0])
+
+    tflite = Path(client.download_artifacts(run_id, "tflite/model.tflite", str(tmp_path)))
+    interpreter = Interpreter(model_path=str(tflite))
+    (detail,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(detail["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x)
+    interpreter.invoke()
+    litert = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(litert, before[0], atol=1e-5)
+    assert not staging.exists() or not any(staging.iterdir())  # logged, then removed
