@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from tradeoff_search._spec import SpecError, StudySpec
 
@@ -19,24 +21,37 @@ _logger = logging.getLogger("tradeoff_search")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other input error (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message}\n")
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     from tradeoff_search._study import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tradeoff_search",
         description="Search Keras architectures × optimizers for accuracy vs measured inference latency "
         "(Optuna multi-objective), recorded in MLflow.",
@@ -116,14 +131,6 @@ def _run(args: argparse.Namespace) -> int:
     spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
     data = load_dataset(spec)
     _quiet_libraries()
-    _logger.info(
-        "study %r: %d trials on %s; Optuna %s, MLflow %s",
-        spec.study.name,
-        spec.study.n_trials,
-        spec.data.source,
-        redact(args.storage),
-        redact(args.tracking_uri),
-    )
     study = run_study(
         spec, storage=args.storage, tracking_uri=args.tracking_uri, data=data, show_progress_bar=not args.no_progress
     )
@@ -150,10 +157,11 @@ def _pareto(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from tradeoff_search._study import make_callback, open_study
+    from tradeoff_search._study import check_tracking_uri, make_callback, open_study
 
     _quiet_libraries()
     spec = _load(args)
+    check_tracking_uri(args.tracking_uri)
     study = open_study(spec, args.storage, create=False)
     make_callback(spec, args.tracking_uri).sync(study)
     print(f"MLflow record of study {spec.study.name!r} matches its {len(study.trials)} trials")

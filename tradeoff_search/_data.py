@@ -138,16 +138,20 @@ def _read_csv(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_npz(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
+    import zipfile
+
     source = spec.data.source
+    if not zipfile.is_zipfile(spec.data_path):
+        raise SpecError(spec.path, "data.source", source, "a NumPy .npz archive (this file is not one)")
     try:
         with np.load(spec.data_path, allow_pickle=False) as archive:
-            if not {"x", "y"} <= set(archive.files):
-                raise SpecError(
-                    spec.path, "data.source", source, f"an .npz with arrays 'x' and 'y' (found {archive.files})"
-                )
-            x, y = archive["x"], archive["y"]
-    except (OSError, ValueError) as error:  # not an npz, or object arrays refused without pickle
-        raise SpecError(spec.path, "data.source", source, f"a plain-array .npz file ({error})") from None
+            names = archive.files
+            arrays = {name: archive[name] for name in ("x", "y") if name in names}
+    except (OSError, ValueError) as error:  # object arrays are refused: loading them would unpickle
+        raise SpecError(spec.path, "data.source", source, f"an .npz of plain arrays ({error})") from None
+    if len(arrays) != 2:
+        raise SpecError(spec.path, "data.source", source, f"an .npz with arrays 'x' and 'y' (found {names})")
+    x, y = arrays["x"], arrays["y"]
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
         raise SpecError(spec.path, "data.source", source, "finite numeric features in 'x'")
     if len(x) != len(y):

@@ -396,7 +396,8 @@ class StudySpec:
         if data.kind == "sklearn" and data.location not in DATASETS:
             raise SpecError(self.path, "data.source", data.source, f"sklearn:NAME with NAME in {list(DATASETS)}")
         if data.kind in ("csv", "npz") and not self.data_path.is_file():
-            raise SpecError(self.path, "data.source", data.source, f"an existing file ({self.data_path} not found)")
+            problem = "is not a file" if self.data_path.exists() else "not found"
+            raise SpecError(self.path, "data.source", data.source, f"an existing file ({self.data_path} {problem})")
         if data.kind == "csv" and data.target is None:
             raise SpecError(self.path, "data.target", None, "the name of the label column (required for csv:)")
         if data.kind != "csv" and data.target is not None:

@@ -33,6 +33,42 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def check_tracking_uri(uri: str) -> None:
+    """Fail fast, before any store is touched, on a tracking URI MLflow could not use.
+
+    A server is asked for ``/health`` (MLflow's own client would retry for minutes); a SQLite
+    file needs its folder (``mlruns/`` is made for the default); MLflow 3.17 no longer accepts
+    plain-folder stores.
+    """
+    import urllib.error
+    import urllib.request
+
+    parts = urlsplit(uri)
+    scheme = parts.scheme
+    if scheme in ("http", "https"):
+        # Credentials go to MLflow by MLFLOW_TRACKING_USERNAME/PASSWORD; the probe needs none.
+        netloc = parts.netloc.rpartition("@")[2]
+        health = urlunsplit((scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+        try:
+            with urllib.request.urlopen(health, timeout=5) as answer:
+                answer.read(64)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            raise SpecError(
+                "--tracking-uri", "tracking_uri", redact(uri), f"a reachable MLflow server ({reason})"
+            ) from None
+    elif scheme in ("", "file"):
+        raise SpecError(
+            "--tracking-uri", "tracking_uri", uri, "a database URI such as sqlite:///mlruns/mlflow.db or a server URL"
+        )
+    elif scheme == "sqlite" and not uri.startswith(f"sqlite:///{STATE_DIR}/"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise SpecError(
+                "--tracking-uri", "tracking_uri", uri, f"a SQLite file in an existing folder ({folder} is missing)"
+            )
+
+
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     import optuna
 
@@ -60,7 +96,11 @@ def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool 
     import optuna
     import sqlalchemy.exc
 
-    _prepare_local_state(storage)
+    if create:
+        _prepare_local_state(storage)
+    elif storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        # Loading would create an empty database: a query must not write.
+        raise SpecError(spec.path, "study.name", spec.study.name, f"a study in {redact(storage)} (run it first)")
     try:
         if create:
             study = optuna.create_study(
@@ -140,8 +180,17 @@ def run_study(
     import optuna
 
     data = data if data is not None else load_dataset(spec)
+    check_tracking_uri(tracking_uri)
     study = open_study(spec, storage)
     callback = make_callback(spec, tracking_uri)
+    _logger.info(
+        "study %r: %d trials on %s; Optuna %s, MLflow %s",
+        spec.study.name,
+        spec.study.n_trials,
+        spec.data.source,
+        redact(storage),
+        redact(tracking_uri),
+    )
     remaining = spec.study.n_trials - finished_count(study)
     if remaining <= 0:
         _logger.info("study %r already has %d finished trials", spec.study.name, spec.study.n_trials)
