@@ -158,7 +158,7 @@ CASES = [
         IRIS + "[tracking]\nhypervolume_reference = [0.0, 10.0, 1.0]\n",
         "tracking.hypervolume_reference",
         "[0.0, 10.0, 1.0]",
-        hint="2 numbers",
+        hint="one number for each of ['accuracy', 'latency_ms']",
     ),
     spec_case("latency_runtime_onnx", IRIS + '[latency]\nruntime = "onnx"\n', "latency.runtime", '"onnx"'),
     spec_case("latency_budget_zero", IRIS + "[latency]\nbudget_ms = 0\n", "latency.budget_ms", "0"),

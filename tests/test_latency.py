@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
 from tradeoff_search import measure_latency
-from tradeoff_search._latency import cpu_model, to_tflite
+from tradeoff_search._latency import calibrate_reference, cpu_model, measure_latencies, to_tflite
+from tradeoff_search._lock import machine_lock
 from tradeoff_search._models import build_model
 from tradeoff_search._space import Candidate
 
@@ -54,3 +58,41 @@ def test_tf_runtime_measures_a_keras_model() -> None:
 def test_bad_arguments(small_and_large, kwargs) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         measure_latency(small_and_large[0], **kwargs)
+
+
+def test_interleaved_reference_and_normalization(small_and_large) -> None:
+    stats = measure_latency(small_and_large[1], max_seconds=0.5)
+    assert stats.reference_p10_ms is not None and 0 < stats.reference_p10_ms <= stats.reference_median_ms
+    assert stats.normalized_ms(stats.reference_p10_ms) == pytest.approx(stats.p10_ms)
+    assert stats.normalized_ms(2 * stats.reference_p10_ms) == pytest.approx(2 * stats.p10_ms)
+    bare = measure_latency(small_and_large[0], max_seconds=0.2, reference=False)
+    assert bare.reference_p10_ms is None and bare.normalized_ms(123.0) == bare.p10_ms
+
+
+def test_side_by_side_keeps_order_and_ranks(small_and_large) -> None:
+    small, large = small_and_large
+    stats = measure_latencies([large, small], max_seconds=0.6)
+    assert [s.model_bytes for s in stats] == [len(large), len(small)]
+    assert stats[0].p10_ms > 5 * stats[1].p10_ms
+    assert stats[0].reference_p10_ms == stats[1].reference_p10_ms  # one reference, timed in the same rounds
+    calibration = calibrate_reference(max_seconds=0.3)
+    assert calibration["p10_ms"] > 0 and calibration["runtime"] == "litert" and calibration["cpu"] == cpu_model()
+
+
+def test_measuring_waits_while_another_process_trains(small_and_large) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom tradeoff_search._lock import machine_lock\n"
+         "with machine_lock(shared=True):\n    print('holding', flush=True)\n    time.sleep(1.5)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "holding"
+    start = time.perf_counter()
+    measure_latency(small_and_large[0], max_seconds=0.1, reference=False)
+    waited = time.perf_counter() - start
+    holder.wait(timeout=10)
+    assert waited > 1.0  # it timed only once the "training" process let go
+    start = time.perf_counter()
+    with machine_lock(shared=True), machine_lock(shared=True):  # trainings share it
+        pass
+    assert time.perf_counter() - start < 0.5

@@ -34,3 +34,36 @@ def test_batch_norm_and_image_inputs(batch_norm: bool) -> None:
     assert "Flatten" in names
     assert ("BatchNormalization" in names) == batch_norm
     assert "Dropout" not in names
+
+
+def test_macs_of_dense_conv_and_gru() -> None:
+    import keras
+
+    from tradeoff_search._models import count_macs
+
+    mlp = build_model(_candidate(), (64,), 10)
+    assert count_macs(mlp) == 64 * 16 + 16 * 8 + 8 * 10
+    inputs = keras.Input((40, 1))
+    x = keras.layers.Conv1D(8, 5, padding="same")(inputs)
+    x = keras.layers.Conv1D(16, 3, strides=2, padding="same")(x)
+    x = keras.layers.GRU(12)(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    expected = 40 * 5 * 1 * 8 + 20 * 3 * 8 * 16 + 20 * 3 * (16 + 12) * 12 + 12 * 10
+    assert count_macs(model) == expected
+
+
+def test_a_conv_net_with_fewer_parameters_but_more_macs_measures_slower() -> None:
+    import keras
+
+    from tradeoff_search import measure_latency
+    from tradeoff_search._models import count_macs
+
+    inputs = keras.Input((64, 1))
+    x = keras.layers.Conv1D(24, 5, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv1D(24, 5, padding="same", activation="relu")(x)
+    cnn = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling1D()(x)))
+    mlp = build_model(_candidate(units=(96,), dropout=0.0), (64,), 10)
+    assert cnn.count_params() < mlp.count_params() and count_macs(cnn) > 10 * count_macs(mlp)
+    cnn_ms = measure_latency(cnn, max_seconds=0.5).p10_ms
+    mlp_ms = measure_latency(mlp, max_seconds=0.5).p10_ms
+    assert cnn_ms > 3 * mlp_ms

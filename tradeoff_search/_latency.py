@@ -19,11 +19,13 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from tradeoff_search._lock import machine_lock
 
 if TYPE_CHECKING:
     import keras
@@ -39,7 +41,13 @@ _RELATIVE_CI = 0.02  # stop once the statistic's 95% confidence interval is with
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Per-call latency of one model: quantiles over timed blocks, and what it was measured on."""
+    """Per-call latency of one model: quantiles over timed blocks, and what it was measured on.
+
+    ``reference_*`` are the same statistics of a fixed reference model timed in blocks
+    interleaved with this model's: machine drift (fast and slow states, other processes) moves
+    both alike, so :meth:`normalized_ms` makes measurements from different trials, processes and
+    workers comparable.
+    """
 
     p10_ms: float
     median_ms: float
@@ -56,11 +64,23 @@ class LatencyStats:
     cpu: str
     logical_cores: int
     model_bytes: int | None = None
+    reference_p10_ms: float | None = None
+    reference_median_ms: float | None = None
 
     @property
     def value_ms(self) -> float:
-        """The statistic the objective uses (``p10`` by default; see the module docstring)."""
+        """The raw statistic the objective uses (``p10`` by default; see the module docstring)."""
         return self.p10_ms if self.statistic == "p10" else self.median_ms
+
+    @property
+    def reference_ms(self) -> float | None:
+        return self.reference_p10_ms if self.statistic == "p10" else self.reference_median_ms
+
+    def normalized_ms(self, calibration_ms: float) -> float:
+        """The statistic in units of a calibration of the reference model: ``value / reference ×
+        calibration``. Without an interleaved reference, the raw value."""
+        reference = self.reference_ms
+        return self.value_ms if reference is None else self.value_ms / reference * calibration_ms
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +95,23 @@ def to_tflite(model: keras.Model) -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
+def reference_model() -> keras.Model:
+    """The fixed drift reference: an MLP 64 → 128 → 128 → 10 (~26k multiply-adds), the same in
+    every process and on every machine (its weights do not change its latency)."""
+    from tradeoff_search._models import build_model
+    from tradeoff_search._space import Candidate
+
+    candidate = Candidate(units=(128, 128), activation="relu", dropout=0.0, batch_norm=False, optimizer="adam",
+                          learning_rate=1e-3, schedule="constant", batch_size=32)  # fmt: skip
+    return build_model(candidate, (64,), 10)
+
+
+@functools.cache
+def _reference(runtime: str) -> keras.Model | bytes:
+    model = reference_model()
+    return to_tflite(model) if runtime == "litert" else model
+
+
 def measure_latency(
     model: keras.Model | bytes,
     runtime: str = "litert",
@@ -82,6 +119,7 @@ def measure_latency(
     threads: int = 1,
     statistic: str = "p10",
     max_seconds: float = 1.0,
+    reference: bool = True,
 ) -> LatencyStats:
     """Measure the per-call inference latency of ``model``.
 
@@ -93,46 +131,87 @@ def measure_latency(
         threads: intra-op threads of the runtime.
         statistic: what :attr:`LatencyStats.value_ms` reports, ``"p10"`` or ``"median"``.
         max_seconds: time cap; timing stops earlier once the statistic's 95% confidence interval
-            is within ±2%.
+            is within ±2% (for the reference too).
+        reference: also time :func:`reference_model` in interleaved blocks, for drift control.
 
     Example:
         >>> stats = measure_latency(model)  # doctest: +SKIP
         >>> stats.value_ms, stats.median_ms, stats.cpu  # doctest: +SKIP
     """
+    return measure_latencies([model], runtime, batch_size, threads, statistic, max_seconds, reference)[0]
+
+
+def measure_latencies(
+    models: Sequence[keras.Model | bytes],
+    runtime: str = "litert",
+    batch_size: int = 1,
+    threads: int = 1,
+    statistic: str = "p10",
+    max_seconds: float = 1.0,
+    reference: bool = True,
+) -> list[LatencyStats]:
+    """:func:`measure_latency` for several models at once, timed side by side: one short block of
+    each in turn, round after round, so that all see the same machine states."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r}: expected one of {RUNTIMES}")
     if statistic not in STATISTICS:
         raise ValueError(f"statistic={statistic!r}: expected one of {STATISTICS}")
     if batch_size < 1 or threads < 1 or max_seconds <= 0:
         raise ValueError(f"batch_size={batch_size}, threads={threads}, max_seconds={max_seconds}: expected positive")
-    model_bytes = None
-    if runtime == "litert":
-        flatbuffer = model if isinstance(model, bytes) else to_tflite(model)
-        model_bytes = len(flatbuffer)
-        invoke, version = _litert_invoker(flatbuffer, batch_size, threads)
-    elif isinstance(model, bytes):
-        raise ValueError("runtime='tf' needs a Keras model, not a .tflite flatbuffer")
-    else:
-        invoke, version = _tf_invoker(model, batch_size, threads)
-    per_call, calls = _time_blocks(invoke, max_seconds, statistic)
-    p10, p25, median, p75, p90 = np.percentile(per_call, [10, 25, 50, 75, 90]) * 1e3
-    return LatencyStats(
-        p10_ms=float(p10),
-        median_ms=float(median),
-        p90_ms=float(p90),
-        iqr_ms=float(p75 - p25),
-        samples=len(per_call),
-        calls_per_block=calls,
-        statistic=statistic,
-        ci95_relative=_quantile_ci(per_call, 0.1 if statistic == "p10" else 0.5),
-        runtime=runtime,
-        runtime_version=version,
-        threads=threads,
-        batch_size=batch_size,
-        cpu=cpu_model(),
-        logical_cores=os.cpu_count() or 1,
-        model_bytes=model_bytes,
-    )
+    timed = [*models, _reference(runtime)] if reference else list(models)
+    invokers, sizes = [], []
+    for model in timed:
+        if runtime == "litert":
+            flatbuffer = model if isinstance(model, bytes) else to_tflite(model)
+            sizes.append(len(flatbuffer))
+            invoke, version = _litert_invoker(flatbuffer, batch_size, threads)
+        elif isinstance(model, bytes):
+            raise ValueError("runtime='tf' needs a Keras model, not a .tflite flatbuffer")
+        else:
+            sizes.append(None)
+            invoke, version = _tf_invoker(model, batch_size, threads)
+        invokers.append(invoke)
+    q = 0.1 if statistic == "p10" else 0.5
+    with machine_lock(shared=False):  # no worker on this machine trains while we time
+        timings = _time_interleaved(invokers, max_seconds, q)
+    reference_timing = timings.pop() if reference else None
+    results = []
+    for (per_call, calls), size in zip(timings, sizes[: len(timings)], strict=True):
+        p10, p25, median, p75, p90 = np.percentile(per_call, [10, 25, 50, 75, 90]) * 1e3
+        results.append(
+            LatencyStats(
+                p10_ms=float(p10),
+                median_ms=float(median),
+                p90_ms=float(p90),
+                iqr_ms=float(p75 - p25),
+                samples=len(per_call),
+                calls_per_block=calls,
+                statistic=statistic,
+                ci95_relative=_quantile_ci(per_call, q),
+                runtime=runtime,
+                runtime_version=version,
+                threads=threads,
+                batch_size=batch_size,
+                cpu=cpu_model(),
+                logical_cores=os.cpu_count() or 1,
+                model_bytes=size,
+                reference_p10_ms=None
+                if reference_timing is None
+                else float(np.percentile(reference_timing[0], 10) * 1e3),
+                reference_median_ms=None if reference_timing is None else float(np.median(reference_timing[0]) * 1e3),
+            )
+        )
+    return results
+
+
+def calibrate_reference(
+    runtime: str = "litert", batch_size: int = 1, threads: int = 1, max_seconds: float = 2.0
+) -> dict[str, Any]:
+    """The reference model's latency, measured alone: what :meth:`LatencyStats.normalized_ms`
+    scales to. A study stores one and every trial, process and worker uses it."""
+    stats = measure_latencies([_reference(runtime)], runtime, batch_size, threads, "p10", max_seconds, False)[0]
+    return {"p10_ms": stats.p10_ms, "median_ms": stats.median_ms, "runtime": runtime, "batch_size": batch_size,
+            "threads": threads, "cpu": stats.cpu}  # fmt: skip
 
 
 def _litert_invoker(flatbuffer: bytes, batch_size: int, threads: int) -> tuple[Callable[[], Any], str]:
@@ -166,30 +245,40 @@ def _set_tf_threads(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def _time_blocks(invoke: Callable[[], Any], max_seconds: float, statistic: str) -> tuple[np.ndarray, int]:
-    """Per-call seconds of many short blocks, until the statistic is tight or time is up."""
+def _calls_per_block(invoke: Callable[[], Any], warm_seconds: float) -> int:
+    """Warm ``invoke`` up, then size a block to last about ``_BLOCK_SECONDS``."""
     clock = time.perf_counter
-    warm_until = clock() + min(0.05, max_seconds / 10)
     calls = 0
     start = clock()
-    while clock() < warm_until or calls < 5:
+    while clock() - start < warm_seconds or calls < 5:
         invoke()
         calls += 1
-    per_call_guess = (clock() - start) / calls
-    calls_per_block = max(1, round(_BLOCK_SECONDS / per_call_guess))
-    q = 0.1 if statistic == "p10" else 0.5
+    return max(1, round(_BLOCK_SECONDS / ((clock() - start) / calls)))
+
+
+def _time_interleaved(
+    invokers: Sequence[Callable[[], Any]], max_seconds: float, q: float
+) -> list[tuple[np.ndarray, int]]:
+    """Per-call seconds of each invoker, one short block of each per round, until every
+    invoker's quantile ``q`` is tight or time is up."""
+    clock = time.perf_counter
+    warm = min(0.05, max_seconds / 10) / len(invokers)
+    sizes = [_calls_per_block(invoke, warm) for invoke in invokers]
+    samples: list[list[float]] = [[] for _ in invokers]
     deadline = clock() + max_seconds
-    samples: list[float] = []
+    rounds = 0
     while True:
-        start = clock()
-        for _ in range(calls_per_block):
-            invoke()
-        samples.append((clock() - start) / calls_per_block)
+        for invoke, calls, timings in zip(invokers, sizes, samples, strict=True):
+            start = clock()
+            for _ in range(calls):
+                invoke()
+            timings.append((clock() - start) / calls)
+        rounds += 1
         if clock() > deadline:
             break
-        if len(samples) >= _MIN_BLOCKS and len(samples) % 10 == 0 and _quantile_ci(samples, q) <= _RELATIVE_CI:
+        if rounds >= _MIN_BLOCKS and rounds % 10 == 0 and all(_quantile_ci(t, q) <= _RELATIVE_CI for t in samples):
             break
-    return np.asarray(samples), calls_per_block
+    return [(np.asarray(t), calls) for t, calls in zip(samples, sizes, strict=True)]
 
 
 def _quantile_ci(samples: np.ndarray | list[float], q: float) -> float:

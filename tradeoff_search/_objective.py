@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tradeoff_search._data import Dataset, load_dataset
-from tradeoff_search._latency import measure_latency, to_tflite
-from tradeoff_search._models import build_model
+from tradeoff_search._latency import calibrate_reference, measure_latency, to_tflite
+from tradeoff_search._models import build_model, count_macs
+from tradeoff_search._pareto import is_nondominated_by
 from tradeoff_search._space import suggest
 from tradeoff_search._spec import StudySpec
 from tradeoff_search._tracking import staged_model_path
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 LATENCY_CONSTRAINT = "latency_ms_over_budget"
+CALIBRATION_ATTR = "latency_calibration"
 
 
 class TradeoffObjective:
@@ -66,7 +68,7 @@ class TradeoffObjective:
 
     @property
     def directions(self) -> list[str]:
-        return ["maximize", "minimize"]
+        return self.spec.directions
 
     @property
     def metric_names(self) -> list[str]:
@@ -79,7 +81,7 @@ class TradeoffObjective:
             self._data = load_dataset(self.spec)
         return self._data
 
-    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         try:
             return self._evaluate(trial)
         except Exception as error:
@@ -87,7 +89,20 @@ class TradeoffObjective:
             trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:2000])
             raise
 
-    def _evaluate(self, trial: optuna.Trial) -> tuple[float, float]:
+    def calibrate(self, study: optuna.Study) -> dict[str, float]:
+        """The study's latency calibration: the drift reference model's latency, measured once
+        (by whichever trial or worker comes first) and stored in the study, so that every trial's
+        ``latency_ms`` is in the same units. See :meth:`LatencyStats.normalized_ms`."""
+        spec = self.spec.latency
+        settings = {"runtime": spec.runtime, "batch_size": spec.batch_size, "threads": spec.threads}
+        stored = study.user_attrs.get(CALIBRATION_ATTR)
+        if stored is None or any(stored.get(k) != v for k, v in settings.items()):
+            stored = calibrate_reference(**settings)
+            study.set_user_attr(CALIBRATION_ATTR, stored)
+            _logger.info("latency calibration: reference model %.4f ms (p10) on %s", stored["p10_ms"], stored["cpu"])
+        return stored
+
+    def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
         import keras
 
         # A fresh Keras state per trial keeps a long study's memory flat.
@@ -96,7 +111,9 @@ class TradeoffObjective:
         data, latency_spec = self.data, self.spec.latency
         candidate = suggest(trial, self.spec)
         model = build_model(candidate, data.input_shape, data.n_classes)
-        trial.set_user_attr("n_params", model.count_params())
+        companions = {"params": model.count_params(), "macs": count_macs(model)}
+        trial.set_user_attr("n_params", companions["params"])
+        trial.set_user_attr("macs", companions["macs"])
 
         flatbuffer = to_tflite(model) if latency_spec.runtime == "litert" else None
         stats = measure_latency(
@@ -107,8 +124,12 @@ class TradeoffObjective:
             statistic=latency_spec.statistic,
             max_seconds=latency_spec.max_seconds,
         )
-        trial.set_user_attr("latency", stats.to_dict())
-        latency_ms = stats.value_ms
+        latency_ms = stats.normalized_ms(self.calibrate(trial.study)[f"{latency_spec.statistic}_ms"])
+        trial.set_user_attr("latency", {**stats.to_dict(), "normalized_ms": latency_ms})
+        companions["model_bytes"] = len(flatbuffer if flatbuffer is not None else to_tflite(model))
+        trial.set_user_attr("model_bytes", companions["model_bytes"])
+        extras = [float(companions[name]) for name in self.spec.objectives.extra.choices]
+
         if latency_spec.budget_ms is not None:
             over_budget = latency_ms - latency_spec.budget_ms
             trial.set_constraint(LATENCY_CONSTRAINT, over_budget)
@@ -120,7 +141,7 @@ class TradeoffObjective:
                     over_budget,
                     latency_spec.budget_ms,
                 )
-                return 0.0, latency_ms
+                return 0.0, latency_ms, *extras
 
         result = train(model, candidate, data, self.spec.training)
         accuracy = score(self.spec.objectives.accuracy, data.y_val, predict_classes(model, data.x_val))
@@ -128,18 +149,17 @@ class TradeoffObjective:
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("epochs", result.epochs)
         trial.set_user_attr("history", result.history)
-        if self.model_dir is not None and self._may_be_logged(trial, accuracy, latency_ms):
+        values = (accuracy, latency_ms, *extras)
+        if self.model_dir is not None and self._may_be_logged(trial, values):
             path = staged_model_path(self.model_dir, trial.number)
             path.parent.mkdir(parents=True, exist_ok=True)
             model.save(path)
-        return accuracy, latency_ms
+        return values
 
-    def _may_be_logged(self, trial: optuna.Trial, accuracy: float, latency_ms: float) -> bool:
+    def _may_be_logged(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
         """Whether the MLflow callback could log this model: with ``log_models = "pareto"``, a
         model already dominated by a finished trial will never be on the front."""
         if self.spec.tracking.log_models != "pareto":
             return self.spec.tracking.log_models == "all"
-        return not any(
-            best.values[0] >= accuracy and best.values[1] <= latency_ms and best.values != [accuracy, latency_ms]
-            for best in trial.study.best_trials
-        )
+        front = [best.values for best in trial.study.best_trials]
+        return is_nondominated_by(values, front, trial.study.directions)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # Latencies span orders of magnitude, so hypervolume compares them on a log scale (log10 µs): a
 # 2× speed-up counts the same at 2 µs as at 2 ms. Other objectives stay as they are.
 LATENCY_METRIC = "latency_ms"
+RETIMED_ATTR = "retimed_latency_ms"  # study user attribute: the front re-timed side by side
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -32,15 +33,39 @@ def pareto_ranks(
     trials: Sequence[optuna.trial.FrozenTrial], directions: Sequence[optuna.study.StudyDirection]
 ) -> dict[int, int]:
     """Non-domination rank (0 = the Pareto front) of each feasible completed trial, by number."""
-    import moocore
     import optuna
 
     feasible = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and is_feasible(t)]
-    if not feasible:
-        return {}
+    ranks = nondomination_ranks([t.values for t in feasible], directions)
+    return {t.number: rank for t, rank in zip(feasible, ranks, strict=True)}
+
+
+def nondomination_ranks(
+    points: Sequence[Sequence[float]], directions: Sequence[optuna.study.StudyDirection]
+) -> list[int]:
+    """Non-domination rank of each point, 0 for the non-dominated ones (moocore)."""
+    import moocore
+    import optuna
+
+    if not points:
+        return []
     maximise = [d == optuna.study.StudyDirection.MAXIMIZE for d in directions]
-    ranks = moocore.pareto_rank(np.array([t.values for t in feasible], dtype=float), maximise=maximise)
-    return {t.number: int(rank) - int(ranks.min()) for t, rank in zip(feasible, ranks, strict=True)}
+    ranks = moocore.pareto_rank(np.array(points, dtype=float), maximise=maximise)
+    return [int(rank) - int(ranks.min()) for rank in ranks]
+
+
+def is_nondominated_by(
+    values: Sequence[float], others: Sequence[Sequence[float]], directions: Sequence[optuna.study.StudyDirection]
+) -> bool:
+    """Whether no point of ``others`` dominates ``values``."""
+    import moocore
+    import optuna
+
+    if not others:
+        return True
+    maximise = [d == optuna.study.StudyDirection.MAXIMIZE for d in directions]
+    points = np.array([*others, values], dtype=float)
+    return bool(moocore.is_nondominated(points, maximise=maximise, keep_weakly=True)[-1])
 
 
 def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -107,10 +132,13 @@ def hypervolume_history(
 def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One plain row per Pareto trial: number, objective values, size and its hyperparameters."""
     names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    retimed = study.user_attrs.get(RETIMED_ATTR) or {}
     rows = []
     for trial in front_trials(study):
         row: dict[str, Any] = {"trial": trial.number}
         row.update(zip(names, trial.values, strict=True))
+        if retimed:
+            row["latency_retimed_ms"] = retimed.get(str(trial.number))
         row["n_params"] = trial.user_attrs.get("n_params")
         row.update(trial.params)
         rows.append(row)

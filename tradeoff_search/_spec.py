@@ -163,13 +163,15 @@ class _Choice:
     kind: type
     allowed: tuple[Any, ...] | None = None
     bounds: _Interval = _ANY
+    may_be_empty: bool = False
 
     def parse(self, value: Any, source: Path, key: str) -> Categorical:
         items = value if isinstance(value, list) else [value]
         item = _Scalar(self.kind, self.bounds, self.allowed)
         what = f"a list of {_show(list(self.allowed)) if self.allowed else _type_name(self.kind)}"
-        if not items or len(set(map(_show, items))) != len(items):
-            raise SpecError(source, key, value, f"{what}, non-empty and without repeats")
+        if (not items and not self.may_be_empty) or len(set(map(_show, items))) != len(items):
+            empty = "" if self.may_be_empty else "non-empty and "
+            raise SpecError(source, key, value, f"{what}, {empty}without repeats")
         for x in items:
             try:
                 item.parse(x, source, key)
@@ -180,13 +182,11 @@ class _Choice:
 
 @dataclass(frozen=True)
 class _Point:
-    """A list of ``length`` numbers, e.g. a reference point."""
-
-    length: int
+    """A non-empty list of numbers, e.g. a reference point (its length is checked by the spec)."""
 
     def parse(self, value: Any, source: Path, key: str) -> tuple[float, ...]:
-        if not isinstance(value, list) or len(value) != self.length or not all(_is_number(x, float) for x in value):
-            raise SpecError(source, key, value, f"a list of {self.length} numbers")
+        if not isinstance(value, list) or not value or not all(_is_number(x, float) for x in value):
+            raise SpecError(source, key, value, "a list of numbers")
         return tuple(float(x) for x in value)
 
 
@@ -199,6 +199,7 @@ DATASETS = ("digits", "breast_cancer", "wine", "iris")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
 ACTIVATIONS = ("relu", "gelu", "tanh", "elu", "selu", "swish", "sigmoid")
 SAMPLERS = ("tpe", "nsga2", "random")
+COMPANIONS = ("params", "macs", "model_bytes")  # deterministic, measured without timing
 
 
 @dataclass(frozen=True)
@@ -235,9 +236,10 @@ class DataSection:
 
 @dataclass(frozen=True)
 class ObjectivesSection:
-    """``[objectives]``: what is maximized besides minimizing latency."""
+    """``[objectives]``: accuracy is maximized, latency minimized, and any ``extra`` minimized too."""
 
     accuracy: str = _rule(_Scalar(str, choices=("accuracy", "balanced_accuracy")), "accuracy")
+    extra: Categorical = _rule(_Choice(str, COMPANIONS, may_be_empty=True), Categorical(()))
 
 
 @dataclass(frozen=True)
@@ -292,8 +294,8 @@ class TrackingSection:
 
     experiment: str = _rule(_Scalar(str), "")
     log_models: str = _rule(_Scalar(str, choices=("pareto", "all", "none")), "pareto")
-    # [accuracy, latency_ms]; default [0, latency.budget_ms or 100]
-    hypervolume_reference: tuple[float, ...] | None = _rule(_Point(2), None)
+    # one number per objective: [accuracy, latency_ms, *extra]; default [0, budget_ms or 100]
+    hypervolume_reference: tuple[float, ...] | None = _rule(_Point(), None)
 
 
 _SECTIONS: dict[str, type] = {
@@ -382,6 +384,14 @@ class StudySpec:
         return spec
 
     def _check_data(self) -> None:
+        reference = self.tracking.hypervolume_reference
+        if reference is not None and len(reference) != len(self.metric_names):
+            raise SpecError(
+                self.path,
+                "tracking.hypervolume_reference",
+                list(reference),
+                f"one number for each of {self.metric_names}",
+            )
         data = self.data
         if data.validation_fraction + data.test_fraction >= 1:
             raise SpecError(
@@ -411,13 +421,20 @@ class StudySpec:
 
     @property
     def metric_names(self) -> list[str]:
-        return [self.objectives.accuracy, "latency_ms"]
+        return [self.objectives.accuracy, "latency_ms", *self.objectives.extra.choices]
 
     @property
-    def hypervolume_reference(self) -> list[float]:
-        """Where hypervolume is measured from: the spec's point, else accuracy 0 and the budget or 100 ms."""
+    def directions(self) -> list[str]:
+        return ["maximize"] + ["minimize"] * (len(self.metric_names) - 1)
+
+    @property
+    def hypervolume_reference(self) -> list[float] | None:
+        """Where hypervolume is measured from: the spec's point; else, for accuracy and latency
+        alone, accuracy 0 and the latency budget or 100 ms; else none."""
         if self.tracking.hypervolume_reference is not None:
             return list(self.tracking.hypervolume_reference)
+        if self.objectives.extra.choices:
+            return None
         return [0.0, self.latency.budget_ms or DEFAULT_REFERENCE_LATENCY_MS]
 
     def override(self, *, n_trials: int | None = None, timeout: float | None = None) -> StudySpec:

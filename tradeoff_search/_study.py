@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tradeoff_search._data import Dataset, load_dataset
 from tradeoff_search._objective import TradeoffObjective
+from tradeoff_search._retime import retime_front
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._tracking import MLflowParetoCallback
 
@@ -106,7 +107,7 @@ def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool 
             study = optuna.create_study(
                 study_name=spec.study.name,
                 storage=storage,
-                directions=TradeoffObjective(spec).directions,
+                directions=spec.directions,
                 sampler=make_sampler(spec),
                 load_if_exists=True,
             )
@@ -119,8 +120,11 @@ def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool 
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise SpecError("--storage", "storage", redact(storage), f"a reachable Optuna storage ({message})") from None
-    if [d.name.lower() for d in study.directions] != ["maximize", "minimize"]:
-        raise SpecError(spec.path, "study.name", spec.study.name, "a study maximizing accuracy and minimizing latency")
+    if [d.name.lower() for d in study.directions] != spec.directions:
+        found = [d.name.lower() for d in study.directions]
+        raise SpecError(
+            spec.path, "study.name", spec.study.name, f"a study with directions {spec.directions}, not {found}"
+        )
     if create:
         if study.metric_names is None:
             with warnings.catch_warnings():  # experimental since Optuna 3.2, and what plots and callbacks read
@@ -197,6 +201,7 @@ def run_study(
     else:
         model_dir = staging_dir(spec) if spec.tracking.log_models != "none" else None
         objective = TradeoffObjective(spec, data=data, model_dir=model_dir)
+        objective.calibrate(study)  # once, before any worker times a trial
         stop_at_target = optuna.study.MaxTrialsCallback(
             spec.study.n_trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         )
@@ -210,5 +215,7 @@ def run_study(
                 show_progress_bar=show_progress_bar,
             )
         finally:
+            if finished_count(study):
+                retime_front(study, objective)
             callback.finish(study)
     return study

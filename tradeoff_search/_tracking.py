@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tradeoff_search._latency import to_tflite
 from tradeoff_search._pareto import (
+    RETIMED_ATTR,
     completed_trials,
     default_reference,
     front_rows,
@@ -152,6 +153,7 @@ class MLflowParetoCallback:
         ranks = pareto_ranks(trials, study.directions)
         self._update_front(study, parent_id, ranks, step=max((t.number for t in trials), default=0))
         client = self._client
+        self._log_retimed(study, parent_id)
         client.log_text(parent_id, _rows_to_csv(front_rows(study)), "pareto.csv")
         figures = {}
         if completed_trials(study):
@@ -318,6 +320,22 @@ class MLflowParetoCallback:
             value = hypervolume(front, study.directions, _metric_names(study), reference)
             client.log_metric(parent_id, "hypervolume", value, step=step)
 
+    def _log_retimed(self, study: optuna.Study, parent_id: str) -> None:
+        """Latencies of the front re-timed side by side (see ``retime_front``), when the study has them."""
+        from tradeoff_search._retime import retimed_front
+
+        retimed = study.user_attrs.get(RETIMED_ATTR)
+        if not retimed:
+            return
+        still = retimed_front(study)
+        runs = self._child_runs(study, parent_id)
+        for number, value in retimed.items():
+            run = runs.get(int(number))
+            if run is not None:
+                self._client.log_metric(run.info.run_id, "latency_retimed_ms", value)
+                self._client.set_tag(run.info.run_id, "pareto_retimed", str(int(number) in still).lower())
+        self._client.set_tag(parent_id, "pareto_retimed_size", str(len(still)))
+
     def _reference(self, study: optuna.Study) -> list[float] | None:
         return self.hypervolume_reference or default_reference(_metric_names(study))
 
@@ -445,7 +463,7 @@ def _front_figure(study: optuna.Study) -> Figure:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         axes = optuna.visualization.matplotlib.plot_pareto_front(study, target_names=names)
-    if "latency_ms" in names[:2]:  # latencies span orders of magnitude
+    if len(names) == 2 and "latency_ms" in names:  # latencies span orders of magnitude
         (axes.set_xscale if names.index("latency_ms") == 0 else axes.set_yscale)("log")
     return axes.figure
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tradeoff_search._data import Dataset
+from tradeoff_search._lock import machine_lock
 from tradeoff_search._space import Candidate
 from tradeoff_search._spec import TrainingSection
 
@@ -90,17 +91,18 @@ def train(
         monitor="val_loss", patience=training.patience, restore_best_weights=True
     )
     start = time.perf_counter()
-    fitted = model.fit(
-        data.x_train,
-        data.y_train,
-        validation_data=(data.x_val, data.y_val),
-        batch_size=candidate.batch_size,
-        validation_batch_size=_EVAL_BATCH_SIZE,
-        epochs=training.max_epochs,
-        class_weight=data.class_weight,
-        callbacks=[keras.callbacks.TerminateOnNaN(), early_stopping, *(callbacks or [])],
-        verbose=0,
-    )
+    with machine_lock(shared=True):  # latency is never measured on this machine meanwhile
+        fitted = model.fit(
+            data.x_train,
+            data.y_train,
+            validation_data=(data.x_val, data.y_val),
+            batch_size=candidate.batch_size,
+            validation_batch_size=_EVAL_BATCH_SIZE,
+            epochs=training.max_epochs,
+            class_weight=data.class_weight,
+            callbacks=[keras.callbacks.TerminateOnNaN(), early_stopping, *(callbacks or [])],
+            verbose=0,
+        )
     seconds = time.perf_counter() - start
     history = {
         (key if key.startswith("val_") else f"train_{key}"): [float(v) for v in values]

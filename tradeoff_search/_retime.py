@@ -1,0 +1,76 @@
+"""Re-time the Pareto set side by side in one process, once the study is done.
+
+Trials are timed one at a time, minutes apart, maybe in other processes or on other workers;
+drift control makes them comparable, and this final check times every front model in the same
+rounds, against the same reference, so their order is as fair as a measurement can make it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from tradeoff_search._latency import measure_latencies, to_tflite
+from tradeoff_search._models import build_model
+from tradeoff_search._pareto import RETIMED_ATTR, front_trials, nondomination_ranks
+from tradeoff_search._space import suggest
+
+if TYPE_CHECKING:
+    import optuna
+
+    from tradeoff_search._objective import TradeoffObjective
+
+_logger = logging.getLogger(__name__)
+
+
+def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int, float]:
+    """Time every Pareto-optimal trial's model side by side; store and return ``latency_ms`` by trial.
+
+    Latency does not depend on the weights, so each model is rebuilt from its trial's parameters.
+    The values go to the study's user attribute ``retimed_latency_ms`` (finished trials cannot be
+    changed); a warning says so when the latency order of the front changed.
+    """
+    import optuna
+
+    front = front_trials(study)
+    if len(front) < 2:
+        return {}
+    spec, data = objective.spec, objective.data
+    latency = spec.latency
+    models = []
+    for trial in front:
+        model = build_model(suggest(optuna.trial.FixedTrial(trial.params), spec), data.input_shape, data.n_classes)
+        models.append(to_tflite(model) if latency.runtime == "litert" else model)
+    stats = measure_latencies(
+        models,
+        runtime=latency.runtime,
+        batch_size=latency.batch_size,
+        threads=latency.threads,
+        statistic=latency.statistic,
+        max_seconds=max(2.0, latency.max_seconds * len(models)),
+    )
+    calibration = objective.calibrate(study)[f"{latency.statistic}_ms"]
+    retimed = {t.number: s.normalized_ms(calibration) for t, s in zip(front, stats, strict=True)}
+    study.set_user_attr(RETIMED_ATTR, {str(number): value for number, value in retimed.items()})
+    before = [t.number for t in front]  # front_trials sorts by latency
+    after = sorted(retimed, key=retimed.__getitem__)
+    if before != after:
+        _logger.warning("re-timed side by side, the front's latency order changed: %s -> %s", before, after)
+    return retimed
+
+
+def retimed_front(study: optuna.Study) -> set[int]:
+    """Trials still Pareto-optimal with their re-timed latencies (all of the front if never re-timed)."""
+    stored = study.user_attrs.get(RETIMED_ATTR)
+    front = front_trials(study)
+    if not stored:
+        return {t.number for t in front}
+    names = study.metric_names or []
+    latency = names.index("latency_ms") if "latency_ms" in names else 1
+    points = []
+    for trial in front:
+        values = list(trial.values)
+        values[latency] = stored.get(str(trial.number), values[latency])
+        points.append(values)
+    ranks = nondomination_ranks(points, study.directions)
+    return {t.number for t, rank in zip(front, ranks, strict=True) if rank == 0}
