@@ -3,8 +3,10 @@
     python benchmarks/latency_harness.py [--out benchmarks/results/latency_harness.json]
 
 1. Reproducibility: 12 MLPs from ~5k to ~10M multiply-adds (neighbours ~2× apart) are measured
-   with ``measure_latency`` (defaults: LiteRT, one thread, batch 1, p10) in two independent
-   processes, one after the other; Spearman rank correlation and median |relative difference|.
+   with ``measure_latency`` (defaults: LiteRT, one thread, batch 1, p10, interleaved drift
+   reference) in two independent processes, one after the other; Spearman rank correlation and
+   median |relative difference|, of the raw p10 and of ``latency_ms`` as trials report it
+   (normalized by the reference: candidate/reference ratio × one calibration shared by the study).
 2. Under load: the same, while a third process trains a Keras model on the other core (each
    process pinned to its own core).
 3. Harness overhead: ``measure_latency`` of a near-empty model vs the best per-call time of a raw
@@ -78,11 +80,14 @@ def harness_overhead(out: Path) -> None:
     out.write_text(json.dumps({"harness_p10_ms": harness, "raw_loop_p10_ms": raw_p10, "ratio": harness / raw_p10}))
 
 
-def compare(a: list[dict], b: list[dict]) -> dict[str, float]:
+def latency_ms(result: dict, calibration_ms: float) -> float:
+    """What a trial reports: p10 relative to the interleaved reference, times the study's calibration."""
+    return result["p10_ms"] / result["reference_p10_ms"] * calibration_ms
+
+
+def compare(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     from scipy.stats import spearmanr
 
-    x = np.array([r["p10_ms"] for r in a])
-    y = np.array([r["p10_ms"] for r in b])
     relative = np.abs(x - y) / ((x + y) / 2)
     return {
         "spearman": float(spearmanr(x, y).statistic),
@@ -135,13 +140,23 @@ def main() -> None:
     tmp = args.out.parent
     tmp.mkdir(parents=True, exist_ok=True)
     report: dict = {"macs": [64 * w + w * w + 10 * w for w in map(width_for, TARGET_MACS)]}
+    calibration_ms = None
     for label, with_load in (("idle", False), ("loaded", True)):
         a, b = run_pair(tmp, label, with_load)
-        report[label] = {"a_ms": [r["p10_ms"] for r in a], "b_ms": [r["p10_ms"] for r in b], **compare(a, b)}
-        print(
-            f"{label:6s}: spearman {report[label]['spearman']:.3f}, "
-            f"median |rel diff| {report[label]['median_abs_rel_diff']:.1%}, max {report[label]['max_abs_rel_diff']:.1%}"
-        )
+        # One calibration for everything, as a study stores one: the first process's reference.
+        calibration_ms = calibration_ms or float(np.median([r["reference_p10_ms"] for r in a]))
+        raw = [np.array([r["p10_ms"] for r in run]) for run in (a, b)]
+        normalized = [np.array([latency_ms(r, calibration_ms) for r in run]) for run in (a, b)]
+        report[label] = {
+            "raw": {"a_ms": raw[0].tolist(), "b_ms": raw[1].tolist(), **compare(*raw)},
+            "latency_ms": {"a_ms": normalized[0].tolist(), "b_ms": normalized[1].tolist(), **compare(*normalized)},
+        }
+        for kind in ("raw", "latency_ms"):
+            r = report[label][kind]
+            print(
+                f"{label:6s} {kind:10s}: spearman {r['spearman']:.3f}, "
+                f"median |rel diff| {r['median_abs_rel_diff']:.1%}, max {r['max_abs_rel_diff']:.1%}"
+            )
     overhead = tmp / "overhead.json"
     subprocess.run([sys.executable, __file__, "--overhead", str(overhead)], check=True, stderr=subprocess.DEVNULL)
     report["overhead"] = json.loads(overhead.read_text())
@@ -149,8 +164,9 @@ def main() -> None:
         f"overhead: harness p10 {report['overhead']['harness_p10_ms'] * 1e3:.3f} µs vs raw invoke loop "
         f"{report['overhead']['raw_loop_p10_ms'] * 1e3:.3f} µs: ratio {report['overhead']['ratio']:.2f}"
     )
-    print("per model (MACs: idle a / b µs):")
-    for macs, x, y in zip(report["macs"], report["idle"]["a_ms"], report["idle"]["b_ms"], strict=True):
+    print("per model (MACs: idle latency_ms a / b, in µs):")
+    idle = report["idle"]["latency_ms"]
+    for macs, x, y in zip(report["macs"], idle["a_ms"], idle["b_ms"], strict=True):
         print(f"  {macs:>10,d}: {x * 1e3:9.2f} / {y * 1e3:9.2f}")
     args.out.write_text(json.dumps(report, indent=2))
     print(f"written {args.out}")

@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_stores(run)
     run.add_argument("--n-trials", type=_positive_int, help="finished trials to reach (default: the spec's)")
     run.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
+    run.add_argument("--workers", type=_positive_int, default=1, help="worker processes on this machine (default: 1)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
 
     pareto = commands.add_parser("pareto", help="print a study's Pareto set")
     with_stores(pareto, tracking=False)
@@ -113,8 +115,10 @@ def _quiet_libraries() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    for name in ("mlflow", "alembic", "tensorflow", "absl"):
+    for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("tensorflow", "absl"):  # their warnings are about tracing and conversion internals
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _load(args: argparse.Namespace) -> StudySpec:
@@ -132,8 +136,16 @@ def _run(args: argparse.Namespace) -> int:
     data = load_dataset(spec)
     _quiet_libraries()
     study = run_study(
-        spec, storage=args.storage, tracking_uri=args.tracking_uri, data=data, show_progress_bar=not args.no_progress
+        spec,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        data=data,
+        workers=args.workers,
+        show_progress_bar=not args.no_progress,
+        finish=not args.worker,  # the coordinating process finishes the record once
     )
+    if args.worker:
+        return EXIT_OK
     states = [t.state for t in study.get_trials(deepcopy=False)]
     complete = states.count(optuna.trial.TrialState.COMPLETE)
     failed = states.count(optuna.trial.TrialState.FAIL)

@@ -211,6 +211,8 @@ class StudySection:
     timeout: float | None = _rule(_Scalar(float, _POSITIVE), None)
     sampler: str = _rule(_Scalar(str, choices=SAMPLERS), "tpe")
     seed: int = _rule(_Scalar(int), 0)
+    # A worker silent for twice this long is taken as crashed: its trial fails and is re-queued.
+    heartbeat_seconds: int = _rule(_Scalar(int, _AT_LEAST_ONE), 30)
 
 
 @dataclass(frozen=True)

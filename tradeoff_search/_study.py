@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +16,7 @@ from tradeoff_search._objective import TradeoffObjective
 from tradeoff_search._retime import retime_front
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._tracking import MLflowParetoCallback
+from tradeoff_search._workers import top_up, work
 
 if TYPE_CHECKING:
     import optuna
@@ -87,6 +90,25 @@ def _prepare_local_state(*urls: str) -> None:
         STATE_DIR.mkdir(exist_ok=True)
 
 
+def make_storage(spec: StudySpec, url: str) -> optuna.storages.BaseStorage | str:
+    """Optuna's RDB storage with heartbeats: a trial whose worker went silent for two heartbeats
+    is failed and re-queued (at most twice) with the same parameters."""
+    import optuna
+
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        return url
+    # SQLite: several local workers write in turn; wait for the lock instead of failing.
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    beat = spec.study.heartbeat_seconds
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=beat,
+        grace_period=2 * beat,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+    )
+
+
 def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool = True) -> optuna.Study:
     """The spec's study in ``storage``: created on first use, resumed after.
 
@@ -103,16 +125,17 @@ def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool 
         # Loading would create an empty database: a query must not write.
         raise SpecError(spec.path, "study.name", spec.study.name, f"a study in {redact(storage)} (run it first)")
     try:
+        rdb = make_storage(spec, storage)
         if create:
             study = optuna.create_study(
                 study_name=spec.study.name,
-                storage=storage,
+                storage=rdb,
                 directions=spec.directions,
                 sampler=make_sampler(spec),
                 load_if_exists=True,
             )
         else:
-            study = optuna.load_study(study_name=spec.study.name, storage=storage, sampler=make_sampler(spec))
+            study = optuna.load_study(study_name=spec.study.name, storage=rdb, sampler=make_sampler(spec))
     except KeyError:
         raise SpecError(
             spec.path, "study.name", spec.study.name, f"a study in {redact(storage)} (run it first)"
@@ -172,50 +195,94 @@ def run_study(
     storage: str = DEFAULT_STORAGE,
     tracking_uri: str = DEFAULT_TRACKING_URI,
     data: Dataset | None = None,
+    workers: int = 1,
     show_progress_bar: bool = False,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    finish: bool = True,
 ) -> optuna.Study:
-    """Run (or resume) the spec's study until it has ``study.n_trials`` finished trials.
+    """Run (or resume) the spec's study until it has ``study.n_trials`` trials.
 
-    Data is loaded and checked before any store is touched, so a bad spec leaves nothing behind.
-    Every trial is logged to MLflow as it ends; at the end (also after Ctrl-C) the parent run
-    gets ``pareto.csv`` and the front plot.
+    Data and stores are checked before anything is written, so a bad spec leaves nothing behind.
+    With ``workers > 1``, that many worker processes share the study (TensorFlow threads split
+    between them); on other machines, ``run`` with the same ``storage`` joins the same study.
+    Every trial is logged to MLflow as it ends. With ``finish`` (the default), the Pareto set is
+    then re-timed side by side and the MLflow record completed (``pareto.csv``, plots), also
+    after Ctrl-C.
     """
-    import optuna
-
     data = data if data is not None else load_dataset(spec)
     check_tracking_uri(tracking_uri)
     study = open_study(spec, storage)
     callback = make_callback(spec, tracking_uri)
     _logger.info(
-        "study %r: %d trials on %s; Optuna %s, MLflow %s",
+        "study %r: %d trials on %s, %d worker(s); Optuna %s, MLflow %s",
         spec.study.name,
         spec.study.n_trials,
         spec.data.source,
+        workers,
         redact(storage),
         redact(tracking_uri),
     )
-    remaining = spec.study.n_trials - finished_count(study)
-    if remaining <= 0:
-        _logger.info("study %r already has %d finished trials", spec.study.name, spec.study.n_trials)
-    else:
-        model_dir = staging_dir(spec) if spec.tracking.log_models != "none" else None
-        objective = TradeoffObjective(spec, data=data, model_dir=model_dir)
-        objective.calibrate(study)  # once, before any worker times a trial
-        stop_at_target = optuna.study.MaxTrialsCallback(
-            spec.study.n_trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        )
-        try:
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                timeout=spec.study.timeout,
-                callbacks=[callback, stop_at_target, *callbacks],
-                catch=(Exception,),  # a failed trial is recorded as FAIL; the study goes on
-                show_progress_bar=show_progress_bar,
-            )
-        finally:
+    model_dir = staging_dir(spec) if spec.tracking.log_models != "none" else None
+    objective = TradeoffObjective(spec, data=data, model_dir=model_dir)
+    objective.calibrate(study)  # once, before any worker times a trial
+    top_up(study, spec.study.n_trials, storage)
+    progress = _Progress(study, spec.study.n_trials, show_progress_bar)
+    try:
+        if workers == 1:
+            work(study, objective, [callback, *callbacks], spec.study.timeout, on_trial=progress.refresh)
+        else:
+            _run_worker_processes(spec, storage, tracking_uri, workers, progress)
+    finally:
+        progress.close()
+        if finish:
             if finished_count(study):
                 retime_front(study, objective)
-            callback.finish(study)
+            callback.sync(study)  # also logs trials a crashed worker left unrecorded
     return study
+
+
+class _Progress:
+    """A progress bar over the study's finished trials (whichever worker finished them)."""
+
+    def __init__(self, study: optuna.Study, total: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.study = study
+        self.bar = tqdm(total=total, initial=finished_count(study), disable=not enabled, unit="trial")
+
+    def refresh(self) -> None:
+        self.bar.n = finished_count(self.study)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.refresh()
+        self.bar.close()
+
+
+def _run_worker_processes(spec: StudySpec, storage: str, tracking_uri: str, workers: int, progress: _Progress) -> None:
+    """``workers`` processes of ``run --worker`` on this machine, each with its share of the cores."""
+    import subprocess
+    import sys
+
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": threads}
+    command = [
+        sys.executable, "-m", "tradeoff_search", "run", str(spec.path), "--worker", "--no-progress",
+        "--storage", storage, "--tracking-uri", tracking_uri, "--n-trials", str(spec.study.n_trials),
+    ]  # fmt: skip
+    if spec.study.timeout is not None:
+        command += ["--timeout", str(spec.study.timeout)]
+    children = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for _ in range(workers)]
+    try:
+        while any(child.poll() is None for child in children):
+            progress.refresh()
+            time.sleep(1)
+    finally:
+        for child in children:
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    failed = [child.returncode for child in children if child.returncode not in (0, 1)]
+    if failed:
+        _logger.warning("%d worker(s) ended abnormally (exit codes %s)", len(failed), failed)

@@ -1,0 +1,50 @@
+"""What an over-budget candidate costs, and whether the sampler learns to avoid them (issue 8).
+
+    python benchmarks/latency_budget.py [--trials 40] [--budget-ms 0.003]
+
+Runs the default digits study with ``latency.budget_ms`` set (real Optuna and MLflow stores in a
+temporary folder). Over-budget candidates are measured but not trained; this reports their median
+wall time as a fraction of trained trials', and the share of over-budget proposals in the first
+and second half of the study (the sampler should learn the infeasible region: lower later).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+from pathlib import Path
+
+from tradeoff_search import StudySpec, run_study
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--budget-ms", type=float, default=0.003)
+    args = parser.parse_args()
+    spec = StudySpec.load(REPO / "studies" / "digits.toml").override(n_trials=args.trials)
+    spec = dataclasses.replace(spec, latency=dataclasses.replace(spec.latency, budget_ms=args.budget_ms))
+    with tempfile.TemporaryDirectory() as root:
+        study = run_study(spec, storage=f"sqlite:///{root}/optuna.db", tracking_uri=f"sqlite:///{root}/mlflow.db")
+    trials = sorted(study.trials, key=lambda t: t.number)
+    seconds = {t.number: (t.datetime_complete - t.datetime_start).total_seconds() for t in trials}
+    over = [t.number for t in trials if t.user_attrs.get("trained") is False]
+    trained = [t.number for t in trials if t.user_attrs.get("trained") is True]
+    half = len(trials) // 2
+    first = sum(n < half for n in over) / half
+    second = sum(n >= half for n in over) / (len(trials) - half)
+    over_s = statistics.median(seconds[n] for n in over) if over else float("nan")
+    trained_s = statistics.median(seconds[n] for n in trained) if trained else float("nan")
+    print(f"budget {args.budget_ms} ms, {len(trials)} trials: {len(over)} over budget, {len(trained)} trained")
+    print(f"median wall time: over-budget {over_s:.2f} s, trained {trained_s:.2f} s, ratio {over_s / trained_s:.1%}")
+    print(f"over-budget share of proposals: first half {first:.0%}, second half {second:.0%}")
+    print(f"front (feasible only): {[t.number for t in study.best_trials]}; none over budget: "
+          f"{not set(over) & {t.number for t in study.best_trials}}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Several workers on one study, crashes, failures: real processes, real SQLite and PostgreSQL stores.
+
+PostgreSQL runs when TRADEOFF_SEARCH_TEST_POSTGRES holds a URL of a database the tests may write
+to (.ci/run starts one); without it those cases are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import optuna
+import pytest
+import sqlalchemy.exc
+from mlflow import MlflowClient
+
+from tradeoff_search._tracking import TAG_ROLE
+
+from .conftest import TINY_SPEC
+
+pytestmark = pytest.mark.e2e
+
+POSTGRES = os.environ.get("TRADEOFF_SEARCH_TEST_POSTGRES")
+
+
+def _run(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tradeoff_search", "run", *args, "--no-progress"],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def _mlflow_runs(tracking_uri: str, experiment: str) -> tuple[list, dict[int, object]]:
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags[TAG_ROLE] == "study"]
+    children = [r for r in runs if r.data.tags[TAG_ROLE] == "trial"]
+    by_trial = {int(r.data.tags["optuna.trial"]): r for r in children}
+    assert len(by_trial) == len(children), "a trial has two MLflow runs"
+    return parents, by_trial
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.skipif(not POSTGRES, reason="no TRADEOFF_SEARCH_TEST_POSTGRES")),
+    ],
+)
+def test_two_workers_run_exactly_the_requested_trials(tmp_path: Path, backend: str) -> None:
+    name = f"workers_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "spec.toml").write_text(
+        TINY_SPEC.replace('name = "tiny"', f'name = "{name}"').replace("n_trials = 3", "n_trials = 6")
+    )
+    storage = POSTGRES if backend == "postgres" else f"sqlite:///{tmp_path}/optuna.db"
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    done = _run("spec.toml", "--workers", "2", "--storage", storage, "--tracking-uri", tracking, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == 6 and sorted(numbers) == list(range(6))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    parents, children = _mlflow_runs(tracking, name)
+    assert len(parents) == 1 and sorted(children) == numbers
+    tagged = {n for n, r in children.items() if r.data.tags["pareto"] == "true"}
+    assert tagged == {t.number for t in study.best_trials}
+    password = urlsplit(storage).password
+    if password:  # never on the console, nor anywhere in the MLflow record
+        assert password not in done.stdout + done.stderr
+        assert all(password not in str(r.data) for r in [*parents, *children.values()])
+
+
+def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path) -> None:
+    slow = TINY_SPEC.replace('source = "sklearn:iris"', 'source = "sklearn:digits"').replace(
+        "max_epochs = 2", "max_epochs = 60"
+    )
+    slow = slow.replace("patience = 1", "patience = 60").replace("[study]", "[study]\nheartbeat_seconds = 1")
+    (tmp_path / "spec.toml").write_text(slow)
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    killed_number = None
+    while time.monotonic() < deadline and killed_number is None:
+        time.sleep(0.5)
+        if not (tmp_path / "mlruns" / "optuna.db").exists():
+            continue
+        try:  # the worker may be creating the study, or holding SQLite's write lock
+            study = optuna.load_study(study_name="tiny", storage=storage)
+            complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+            running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        except (KeyError, sqlalchemy.exc.OperationalError):
+            continue
+        training = [t for t in running if "latency" in t.user_attrs]
+        if complete and training:  # one trial done, the next one training: kill it now
+            killed_number = training[0].number
+            worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    assert killed_number is not None, "the worker never reached a second trial"
+    time.sleep(2.5)  # two heartbeats of silence: the trial is stale
+
+    done = _run("spec.toml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    states = {t.number: t.state for t in study.trials}
+    assert states[killed_number] == optuna.trial.TrialState.FAIL
+    retries = [
+        t
+        for t in study.trials
+        if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed_number
+    ]
+    assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.COMPLETE
+    assert retries[0].params == study.trials[killed_number].params  # retried as it was
+    complete = [n for n, s in states.items() if s == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and len(states) == 4  # nothing lost, nothing extra
+    parents, children = _mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "tiny")
+    assert len(parents) == 1 and sorted(children) == sorted(states)
+    assert children[killed_number].info.status == "FAILED"
+
+
+def test_a_study_where_every_trial_fails_exits_1_with_a_summary(tmp_path: Path) -> None:
+    # Finite but huge, unscaled features: every model's activations overflow and its loss is NaN.
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "huge.npz", x=rng.uniform(1e37, 3e38, size=(60, 4)).astype(np.float32), y=np.arange(60) % 2)
+    spec = TINY_SPEC.replace('source = "sklearn:iris"', 'source = "npz:huge.npz"\nscaling = "none"')
+    spec = spec.replace("units = [4, 16]", 'units = [4, 16]\nactivation = "relu"')
+    (tmp_path / "spec.toml").write_text(spec)
+    done = _run("spec.toml", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert "(0 complete, 3 failed trials)" in done.stdout
+    assert "error: no trial completed" in done.stderr
+    _, children = _mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "tiny")
+    assert all(r.info.status == "FAILED" and "diverged" in r.data.tags["error"] for r in children.values())

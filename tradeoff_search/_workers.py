@@ -1,0 +1,137 @@
+"""Workers sharing one study: trial tickets, a storage-wide lock, the trial loop, heartbeats.
+
+Why tickets: Optuna's ``n_trials`` counts per ``optimize`` call and ``MaxTrialsCallback`` checks
+after a trial, so workers started together overshoot. Here the study holds exactly
+``n_trials`` live slots (queued, running or finished trials); a worker tops the queue up under a
+lock that every worker of the storage shares, and runs only trials it claims from the queue.
+A failed trial frees its slot for the next run; a crashed worker's trial is found stale through
+its heartbeat, failed, and re-queued with the same parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+_logger = logging.getLogger(__name__)
+
+Callback = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
+
+
+def live_states() -> tuple[Any, ...]:
+    import optuna
+
+    state = optuna.trial.TrialState
+    return (state.COMPLETE, state.PRUNED, state.RUNNING, state.WAITING)
+
+
+@contextlib.contextmanager
+def storage_lock(url: str, name: str) -> Iterator[None]:
+    """A lock shared by every worker of ``url``: a file lock beside a SQLite database, an advisory
+    lock in PostgreSQL; other storages get none (their workers should not top up at once)."""
+    if url.startswith("sqlite:///"):
+        import fcntl
+
+        lock_path = Path(url.removeprefix("sqlite:///")).with_suffix(".lock")
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+    elif url.startswith("postgresql"):
+        import sqlalchemy
+
+        key = int.from_bytes(hashlib.sha256(f"tradeoff_search:{name}".encode()).digest()[:8], "big", signed=True)
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                try:
+                    yield
+                finally:
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        finally:
+            engine.dispose()
+    else:
+        yield
+
+
+def top_up(study: optuna.Study, n_trials: int, storage_url: str) -> int:
+    """Queue tickets until the study has ``n_trials`` live trials; returns how many were queued."""
+    with storage_lock(storage_url, study.study_name):
+        live = len(study.get_trials(deepcopy=False, states=live_states()))
+        for _ in range(n_trials - live):
+            study.enqueue_trial({})
+        return max(0, n_trials - live)
+
+
+def _claim(study: optuna.Study) -> optuna.Trial | None:
+    """A queued trial, now RUNNING and ours; None when the queue is empty.
+
+    ``Study.ask`` would create a new trial when the queue is empty, which is exactly what the
+    tickets prevent; its queue-popping step (atomic in the storage) is reused as it is.
+    """
+    import optuna
+
+    trial_id = study._pop_waiting_trial_id()
+    return None if trial_id is None else optuna.Trial(study, trial_id)
+
+
+def work(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], Sequence[float]],
+    callbacks: Sequence[Callback] = (),
+    timeout: float | None = None,
+    on_trial: Callable[[], None] | None = None,
+) -> None:
+    """Run queued trials until the queue is empty or ``timeout`` seconds have passed.
+
+    Each trial sends heartbeats (when the storage has them on) and is told to the study as
+    COMPLETE, PRUNED or FAIL; a failure is logged and the loop goes on. On Ctrl-C the running
+    trial is told FAIL and the interrupt goes up.
+    """
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    state = optuna.trial.TrialState
+    while deadline is None or time.monotonic() < deadline:
+        if is_heartbeat_enabled(study._storage):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # re-queues a crashed worker's trial
+        trial = _claim(study)
+        if trial is None:
+            return
+        values: Sequence[float] | None = None
+        with get_heartbeat_thread(trial._trial_id, study._storage):
+            try:
+                values = objective(trial)
+                outcome = state.COMPLETE
+            except optuna.TrialPruned as reason:
+                outcome = state.PRUNED
+                _logger.info("trial %d pruned: %s", trial.number, reason)
+            except Exception as error:
+                outcome = state.FAIL
+                _logger.warning("trial %d failed: %s: %s", trial.number, type(error).__name__, error)
+            except KeyboardInterrupt:
+                study.tell(trial, state=state.FAIL)
+                raise
+        with warnings.catch_warnings():  # values Optuna refuses (NaN) fail the trial with a warning
+            warnings.simplefilter("ignore", UserWarning)
+            frozen = study.tell(trial, values if outcome == state.COMPLETE else None, state=outcome)
+        for callback in callbacks:
+            callback(study, frozen)
+        if on_trial is not None:
+            on_trial()
