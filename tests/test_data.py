@@ -76,3 +76,16 @@ def test_from_arrays_encodes_labels() -> None:
     x = np.zeros((4, 2))
     data = Dataset.from_arrays(x, np.array(["b", "a"]), x[:2], np.array(["a", "c"]))
     assert data.y_train.tolist() == [1, 0] and data.y_val.tolist() == [0, 2] and data.n_classes == 3
+
+
+def test_mnist1d_is_generated_locally_with_its_own_test_set(write_spec) -> None:
+    data = load_dataset(_spec(write_spec, 'source = "mnist1d"\ninput_shape = [40, 1]\nvalidation_fraction = 0.2'))
+    assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (3200, 800, 1000)
+    assert data.input_shape == (40, 1) and data.n_classes == 10
+
+
+def test_input_shape_must_hold_the_features(write_spec) -> None:
+    with pytest.raises(SpecError, match=r"data.input_shape = \[8, 9\]: expected a shape of 64 features"):
+        load_dataset(_spec(write_spec, 'source = "sklearn:digits"\ninput_shape = [8, 9]'))
+    data = load_dataset(_spec(write_spec, 'source = "sklearn:digits"\ninput_shape = [8, 8, 1]'))
+    assert data.input_shape == (8, 8, 1)

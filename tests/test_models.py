@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tradeoff_search._models import build_model
+from tradeoff_search._models import build_model, count_macs
 from tradeoff_search._space import Candidate
 
 
@@ -39,8 +39,6 @@ def test_batch_norm_and_image_inputs(batch_norm: bool) -> None:
 def test_macs_of_dense_conv_and_gru() -> None:
     import keras
 
-    from tradeoff_search._models import count_macs
-
     mlp = build_model(_candidate(), (64,), 10)
     assert count_macs(mlp) == 64 * 16 + 16 * 8 + 8 * 10
     inputs = keras.Input((40, 1))
@@ -56,7 +54,6 @@ def test_a_conv_net_with_fewer_parameters_but_more_macs_measures_slower() -> Non
     import keras
 
     from tradeoff_search import measure_latency
-    from tradeoff_search._models import count_macs
 
     inputs = keras.Input((64, 1))
     x = keras.layers.Conv1D(24, 5, padding="same", activation="relu")(inputs)
@@ -67,3 +64,47 @@ def test_a_conv_net_with_fewer_parameters_but_more_macs_measures_slower() -> Non
     cnn_ms = measure_latency(cnn, max_seconds=0.5).p10_ms
     mlp_ms = measure_latency(mlp, max_seconds=0.5).p10_ms
     assert cnn_ms > 3 * mlp_ms
+
+
+FAMILIES = {
+    "mlp": ({"units": (16,)}, (40, 1)),
+    "cnn1d": ({"filters": (8, 16), "kernel_size": 5, "downsample": "max", "residual": True}, (40, 1)),
+    "cnn2d": ({"filters": (4, 8), "kernel_size": 3, "downsample": "stride", "residual": True}, (8, 8, 1)),
+    "gru": ({"gru_units": (8, 12)}, (12, 2)),
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_builds_trains_converts_and_measures(family: str) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tradeoff_search import Dataset, measure_latency
+    from tradeoff_search._latency import to_tflite
+    from tradeoff_search._spec import TrainingSection
+    from tradeoff_search._training import predict_classes, train
+
+    knobs, shape = FAMILIES[family]
+    candidate = _candidate(**{"units": (), **knobs}, family=family, batch_norm=family != "gru")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, *shape)).astype(np.float32)
+    y = np.arange(64) % 4
+    data = Dataset(x[:48], y[:48], x[48:], y[48:])
+    model = build_model(candidate, shape, 4)
+    result = train(model, candidate, data, TrainingSection(max_epochs=1))
+    assert result.epochs == 1 and len(result.history["val_loss"]) == 1
+    assert predict_classes(model, data.x_val).shape == (16,)
+
+    flatbuffer = to_tflite(model)
+    interpreter = Interpreter(model_content=flatbuffer)
+    (detail,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(detail["index"], [16, *shape])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], data.x_val)
+    interpreter.invoke()
+    litert = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(litert, np.asarray(model(data.x_val, training=False)), atol=1e-4)
+
+    stats = measure_latency(flatbuffer, max_seconds=0.2)
+    assert stats.value_ms > 0 and stats.model_bytes == len(flatbuffer)
+    assert count_macs(model) > 0

@@ -97,3 +97,16 @@ def test_to_dict_round_trips(write_spec) -> None:
     spec = StudySpec.load(write_spec())
     again = StudySpec.from_dict(spec.to_dict(), path=spec.path)
     assert again.model == spec.model and again.optimizer == spec.optimizer and again.training == spec.training
+
+
+def test_families_and_input_shape(write_spec) -> None:
+    spec = StudySpec.load(
+        write_spec('[data]\nsource = "mnist1d"\ninput_shape = [40, 1]\n[model]\nfamilies = ["mlp", "cnn1d", "gru"]\n')
+    )
+    assert spec.data.input_shape == (40, 1) and spec.model.families == Categorical(("mlp", "cnn1d", "gru"))
+    with pytest.raises(SpecError, match=r'model.families = \["cnn2d"\]: expected families that take inputs'):
+        StudySpec.load(write_spec('[data]\nsource = "mnist1d"\ninput_shape = [40, 1]\n[model]\nfamilies = ["cnn2d"]\n'))
+    with pytest.raises(SpecError, match=r"data.input_shape = \[40, 0\]"):
+        StudySpec.load(write_spec('[data]\nsource = "mnist1d"\ninput_shape = [40, 0]\n'))
+    with pytest.raises(SpecError, match=r"model\.families"):  # a conv net needs an explicit shape
+        StudySpec.load(write_spec('[data]\nsource = "sklearn:digits"\n[model]\nfamilies = ["cnn1d"]\n'))

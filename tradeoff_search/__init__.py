@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tradeoff_search._data import Dataset, load_dataset
 from tradeoff_search._latency import LatencyStats, measure_latency
 from tradeoff_search._objective import TradeoffObjective
+from tradeoff_search._select import Selection, select_model
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._study import run_study
 from tradeoff_search._tracking import MLflowParetoCallback
@@ -22,10 +23,12 @@ __all__ = [
     "Dataset",
     "LatencyStats",
     "MLflowParetoCallback",
+    "Selection",
     "SpecError",
     "StudySpec",
     "TradeoffObjective",
     "load_dataset",
     "measure_latency",
     "run_study",
+    "select_model",
 ]

@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     pareto = commands.add_parser("pareto", help="print a study's Pareto set")
     with_stores(pareto, tracking=False)
+    pareto.add_argument("--explain", action="store_true", help="also: which hyperparameters decide each objective")
+
+    select = commands.add_parser("select", help="pick one model of the front, test, export and register it")
+    with_stores(select)
+    rule = select.add_mutually_exclusive_group()
+    rule.add_argument("--rule", choices=["knee"], default="knee", help="the front's knee (default)")
+    rule.add_argument("--max-latency-ms", type=_positive_float, metavar="T", help="most accurate within T ms")
+    rule.add_argument("--min-accuracy", type=_positive_float, metavar="A", help="fastest with accuracy >= A")
+    rule.add_argument("--mnas", type=float, metavar="W", help="max accuracy·(latency/target)^W (MnasNet; W < 0)")
+    select.add_argument("--target-ms", type=_positive_float, help="--mnas target latency (default: front median)")
+    select.add_argument("--out", help="export folder (default: mlruns/selected/STUDY)")
 
     sync = commands.add_parser("sync", help="rebuild or repair a study's MLflow record from the Optuna storage")
     with_stores(sync)
@@ -97,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
-        return {"run": _run, "pareto": _pareto, "sync": _sync, "ui": _ui}[args.command](args)
+        return {"run": _run, "pareto": _pareto, "select": _select, "sync": _sync, "ui": _ui}[args.command](args)
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -165,6 +176,48 @@ def _pareto(args: argparse.Namespace) -> int:
     _quiet_libraries()
     study = open_study(_load(args), args.storage, create=False)
     print(format_table(front_rows(study)))
+    if args.explain:
+        from tradeoff_search._tracking import param_importances
+
+        for objective, importances in param_importances(study).items():
+            ranked = ", ".join(f"{name} {share:.2f}" for name, share in importances.items())
+            print(f"\nwhat decides {objective}: {ranked}")
+    return EXIT_OK
+
+
+def _select(args: argparse.Namespace) -> int:
+    from tradeoff_search._select import select_model
+    from tradeoff_search._study import STATE_DIR, check_tracking_uri, open_study
+
+    _quiet_libraries()
+    spec = _load(args)
+    check_tracking_uri(args.tracking_uri)
+    study = open_study(spec, args.storage, create=False)
+    rule = (
+        "max_latency"
+        if args.max_latency_ms
+        else "min_accuracy"
+        if args.min_accuracy
+        else "mnas"
+        if args.mnas
+        else "knee"
+    )
+    chosen = select_model(
+        spec,
+        study,
+        args.out or STATE_DIR / "selected" / spec.study.name,
+        rule=rule,
+        tracking_uri=args.tracking_uri,
+        max_latency_ms=args.max_latency_ms,
+        min_accuracy=args.min_accuracy,
+        mnas_weight=args.mnas if args.mnas is not None else -0.07,
+        target_ms=args.target_ms,
+    )
+    print(f"trial {chosen.trial} by {rule}: accuracy {chosen.validation_accuracy:.4f} validation, "
+          f"{chosen.test_accuracy:.4f} test (never seen by the search)")  # fmt: skip
+    print(f"latency {chosen.latency_ms * 1e3:.2f} µs on the front, {chosen.exported_latency_ms * 1e3:.2f} µs exported")
+    print(f"exported {chosen.keras_path} and {chosen.tflite_path}")
+    print(f"registered {chosen.registered_model} version {chosen.registered_version}")
     return EXIT_OK
 
 

@@ -51,28 +51,40 @@ class Dataset:
 
 
 def load_dataset(spec: StudySpec) -> Dataset:
-    """Load the spec's data source, split it (stratified, seeded), scale it on the train split."""
+    """Load the spec's data source, split it (stratified, seeded), scale it on the train split.
+
+    ``mnist1d`` keeps its own 1000-example test set (as its paper does; ``test_fraction`` does not
+    apply) and takes ``validation_fraction`` of its 4000 training examples.
+    """
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
     from sklearn.utils.class_weight import compute_class_weight
 
     data = spec.data
-    x, y = _read_source(spec)
+    if data.source == "mnist1d":
+        x_rest, y_rest, x_test, y_test = _mnist1d()
+        x, y = np.concatenate([x_rest, x_test]), np.concatenate([y_rest, y_test])
+    else:
+        x, y = _read_source(spec)
     classes, y = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise SpecError(
             spec.path, "data.source", data.source, f"labels of at least 2 classes, found {classes.tolist()}"
         )
+    features = int(np.prod(x.shape[1:]))
+    if data.input_shape is not None and int(np.prod(data.input_shape)) != features:
+        raise SpecError(spec.path, "data.input_shape", list(data.input_shape), f"a shape of {features} features")
     try:
-        x_rest, x_test, y_rest, y_test = train_test_split(
-            x, y, test_size=data.test_fraction, stratify=y, random_state=data.split_seed
-        )
+        if data.source == "mnist1d":
+            y_rest, y_test = y[: len(x_rest)], y[len(x_rest) :]
+            validation = data.validation_fraction
+        else:
+            x_rest, x_test, y_rest, y_test = train_test_split(
+                x, y, test_size=data.test_fraction, stratify=y, random_state=data.split_seed
+            )
+            validation = data.validation_fraction / (1 - data.test_fraction)
         x_train, x_val, y_train, y_val = train_test_split(
-            x_rest,
-            y_rest,
-            test_size=data.validation_fraction / (1 - data.test_fraction),
-            stratify=y_rest,
-            random_state=data.split_seed,
+            x_rest, y_rest, test_size=validation, stratify=y_rest, random_state=data.split_seed
         )
     except ValueError as error:  # too few rows, or a class too small to stratify
         raise SpecError(
@@ -80,11 +92,8 @@ def load_dataset(spec: StudySpec) -> Dataset:
         ) from None
     if data.scaling != "none":
         scaler = StandardScaler() if data.scaling == "standard" else MinMaxScaler()
-        shape = x_train.shape
         scaler.fit(x_train.reshape(len(x_train), -1))
-        x_train, x_val, x_test = (
-            scaler.transform(a.reshape(len(a), -1)).reshape(-1, *shape[1:]) for a in (x_train, x_val, x_test)
-        )
+        x_train, x_val, x_test = (scaler.transform(a.reshape(len(a), -1)) for a in (x_train, x_val, x_test))
     class_weight = None
     if data.class_weight == "balanced":
         present = np.unique(y_train)
@@ -92,8 +101,21 @@ def load_dataset(spec: StudySpec) -> Dataset:
             zip(present.tolist(), compute_class_weight("balanced", classes=present, y=y_train).tolist(), strict=True)
         )
     _logger.info("data %s: %d train, %d validation, %d test rows", data.source, len(y_train), len(y_val), len(y_test))
-    f32 = np.float32
-    return Dataset(x_train.astype(f32), y_train, x_val.astype(f32), y_val, x_test.astype(f32), y_test, class_weight)
+    shape = data.input_shape or x.shape[1:]
+
+    def shaped(a: np.ndarray) -> np.ndarray:
+        return a.reshape(len(a), *shape).astype(np.float32)
+
+    return Dataset(shaped(x_train), y_train, shaped(x_val), y_val, shaped(x_test), y_test, class_weight)
+
+
+def _mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D (Greydanus 2020), generated here by its package with its defaults: 4000 train and
+    1000 test signals of 40 samples, 10 classes. Never its download path."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    generated = make_dataset(get_dataset_args())
+    return generated["x"], generated["y"], generated["x_test"], generated["y_test"]
 
 
 def _read_source(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:

@@ -11,26 +11,83 @@ if TYPE_CHECKING:
 
 
 def build_model(candidate: Candidate, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
-    """An MLP: ``[Dense → (BatchNorm) → activation → (Dropout)] × n_layers → head``.
+    """The candidate's network: its family's body, then the classification head.
 
     Two classes get one sigmoid unit (binary cross-entropy); more get a softmax.
     """
     import keras
 
     inputs = keras.Input(shape=input_shape, name="features")
-    x = keras.layers.Flatten()(inputs) if len(input_shape) > 1 else inputs
-    for i, units in enumerate(candidate.units):
-        x = keras.layers.Dense(units, use_bias=not candidate.batch_norm, name=f"dense_{i}")(x)
-        if candidate.batch_norm:
-            x = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(x)
-        x = keras.layers.Activation(candidate.activation, name=f"{candidate.activation}_{i}")(x)
-        if candidate.dropout > 0:
-            x = keras.layers.Dropout(candidate.dropout, name=f"dropout_{i}")(x)
+    body = {"mlp": _mlp, "cnn1d": _cnn, "cnn2d": _cnn, "gru": _gru}[candidate.family]
+    x = body(candidate, inputs)
+    if candidate.dropout > 0:
+        x = keras.layers.Dropout(candidate.dropout, name="dropout_head")(x)
     if n_classes == 2:
         outputs = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
     else:
         outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="mlp_" + "x".join(map(str, candidate.units)))
+    widths = candidate.units or candidate.filters or candidate.gru_units
+    return keras.Model(inputs, outputs, name=f"{candidate.family}_" + "x".join(map(str, widths)))
+
+
+def _mlp(candidate: Candidate, inputs: keras.KerasTensor) -> keras.KerasTensor:
+    """``[Dense → (BatchNorm) → activation → (Dropout)] × n_layers`` on the flattened input."""
+    import keras
+
+    x = keras.layers.Flatten()(inputs) if len(inputs.shape) > 2 else inputs
+    for i, units in enumerate(candidate.units):
+        x = keras.layers.Dense(units, use_bias=not candidate.batch_norm, name=f"dense_{i}")(x)
+        x = _normalize_and_activate(candidate, x, i)
+        if candidate.dropout > 0 and i < len(candidate.units) - 1:
+            x = keras.layers.Dropout(candidate.dropout, name=f"dropout_{i}")(x)
+    return x
+
+
+def _cnn(candidate: Candidate, inputs: keras.KerasTensor) -> keras.KerasTensor:
+    """Blocks of ``Conv → (BatchNorm) → activation → downsample`` (+ a residual connection,
+    projected by a 1×1 convolution where the shape changes), then global average pooling."""
+    import keras
+
+    two_d = len(inputs.shape) == 4
+    conv = keras.layers.Conv2D if two_d else keras.layers.Conv1D
+    pool = keras.layers.MaxPooling2D if two_d else keras.layers.MaxPooling1D
+    x = inputs
+    for i, filters in enumerate(candidate.filters):
+        stride = 2 if candidate.downsample == "stride" else 1
+        y = conv(filters, candidate.kernel_size, strides=stride, padding="same", use_bias=not candidate.batch_norm,
+                 name=f"conv_{i}")(x)  # fmt: skip
+        y = _normalize_and_activate(candidate, y, i)
+        if candidate.downsample == "max":
+            y = pool(2, padding="same", name=f"max_pool_{i}")(y)
+        if candidate.residual:
+            shortcut = x
+            if tuple(x.shape[1:]) != tuple(y.shape[1:]):
+                step = 1 if candidate.downsample == "none" else 2
+                shortcut = conv(filters, 1, strides=step, padding="same", name=f"shortcut_{i}")(x)
+            y = keras.layers.Add(name=f"residual_{i}")([y, shortcut])
+        x = y
+    pooling = keras.layers.GlobalAveragePooling2D if two_d else keras.layers.GlobalAveragePooling1D
+    return pooling(name="global_pool")(x)
+
+
+def _gru(candidate: Candidate, inputs: keras.KerasTensor) -> keras.KerasTensor:
+    """Stacked GRUs over the steps of a ``(steps, channels)`` input; the last one's final state."""
+    import keras
+
+    x = inputs
+    last = len(candidate.gru_units) - 1
+    for i, units in enumerate(candidate.gru_units):
+        # Unrolled: LiteRT then runs plain ops instead of a TensorFlow while-loop it cannot fuse.
+        x = keras.layers.GRU(units, return_sequences=i < last, unroll=True, name=f"gru_{i}")(x)
+    return x
+
+
+def _normalize_and_activate(candidate: Candidate, x: keras.KerasTensor, i: int) -> keras.KerasTensor:
+    import keras
+
+    if candidate.batch_norm:
+        x = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(x)
+    return keras.layers.Activation(candidate.activation, name=f"{candidate.activation}_{i}")(x)
 
 
 def count_macs(model: keras.Model) -> int:

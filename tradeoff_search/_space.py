@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class Candidate:
     """One point of the architecture × optimizer space."""
 
-    units: tuple[int, ...]
+    units: tuple[int, ...]  # mlp: units per hidden layer
     activation: str
     dropout: float
     batch_norm: bool
@@ -26,10 +26,16 @@ class Candidate:
     weight_decay: float | None = None
     momentum: float | None = None
     nesterov: bool | None = None
+    family: str = "mlp"
+    filters: tuple[int, ...] = ()  # cnn1d/cnn2d: filters per convolution block
+    kernel_size: int | None = None
+    downsample: str | None = None  # after each block: "max" pooling, "stride" 2, or "none"
+    residual: bool | None = None
+    gru_units: tuple[int, ...] = ()  # gru: units per recurrent layer
 
     @property
     def n_layers(self) -> int:
-        return len(self.units)
+        return len(self.units or self.filters or self.gru_units)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,19 +52,32 @@ def _suggest(trial: optuna.Trial, name: str, value: IntRange | FloatRange | Cate
 def suggest(trial: optuna.Trial, spec: StudySpec) -> Candidate:
     """Ask ``trial`` for a candidate, define-by-run: a trial suggests only the knobs it uses.
 
-    Units are per layer (``units_0``, ``units_1``, …); ``weight_decay`` only for ``adamw`` (for
+    First the architecture ``family``, then its knobs, with widths per layer (``units_0``,
+    ``filters_1``, ``gru_units_0``, …); batch norm for mlp and cnn; ``weight_decay`` only for ``adamw`` (for
     Keras' other optimizers it would turn ``adam`` into a copy of ``adamw``); ``momentum`` for
     ``sgd`` and ``rmsprop``; ``nesterov`` for ``sgd``.
     """
     model, opt = spec.model, spec.optimizer
-    n_layers = _suggest(trial, "n_layers", model.n_layers)
-    units = tuple(_suggest(trial, f"units_{i}", model.units) for i in range(n_layers))
+    family = _suggest(trial, "family", model.families)
+    architecture: dict[str, Any] = {"family": family, "units": ()}
+    if family == "mlp":
+        n_layers = _suggest(trial, "n_layers", model.n_layers)
+        architecture["units"] = tuple(_suggest(trial, f"units_{i}", model.units) for i in range(n_layers))
+    elif family in ("cnn1d", "cnn2d"):
+        blocks = _suggest(trial, "conv_blocks", model.conv_blocks)
+        architecture["filters"] = tuple(_suggest(trial, f"filters_{i}", model.filters) for i in range(blocks))
+        architecture["kernel_size"] = _suggest(trial, "kernel_size", model.kernel_size)
+        architecture["downsample"] = _suggest(trial, "downsample", model.downsample)
+        architecture["residual"] = _suggest(trial, "residual", model.residual)
+    else:
+        layers = _suggest(trial, "gru_layers", model.gru_layers)
+        architecture["gru_units"] = tuple(_suggest(trial, f"gru_units_{i}", model.gru_units) for i in range(layers))
     optimizer = _suggest(trial, "optimizer", opt.name)
     return Candidate(
-        units=units,
+        **architecture,
         activation=_suggest(trial, "activation", model.activation),
         dropout=_suggest(trial, "dropout", model.dropout),
-        batch_norm=_suggest(trial, "batch_norm", model.batch_norm),
+        batch_norm=_suggest(trial, "batch_norm", model.batch_norm) if family != "gru" else False,
         optimizer=optimizer,
         learning_rate=_suggest(trial, "learning_rate", opt.learning_rate),
         schedule=_suggest(trial, "schedule", opt.schedule),

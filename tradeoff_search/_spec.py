@@ -181,6 +181,16 @@ class _Choice:
 
 
 @dataclass(frozen=True)
+class _Shape:
+    """A non-empty list of positive integers."""
+
+    def parse(self, value: Any, source: Path, key: str) -> tuple[int, ...]:
+        if not isinstance(value, list) or not value or not all(_is_number(x, int) and x >= 1 for x in value):
+            raise SpecError(source, key, value, "a list of positive integers, e.g. [40, 1]")
+        return tuple(value)
+
+
+@dataclass(frozen=True)
 class _Point:
     """A non-empty list of numbers, e.g. a reference point (its length is checked by the spec)."""
 
@@ -199,6 +209,9 @@ DATASETS = ("digits", "breast_cancer", "wine", "iris")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
 ACTIVATIONS = ("relu", "gelu", "tanh", "elu", "selu", "swish", "sigmoid")
 SAMPLERS = ("tpe", "nsga2", "random")
+FAMILIES = ("mlp", "cnn1d", "cnn2d", "gru")
+# Inputs each family takes, besides the batch: cnn1d and gru (steps, channels), cnn2d (h, w, c).
+FAMILY_RANKS = {"cnn1d": 2, "gru": 2, "cnn2d": 3}
 COMPANIONS = ("params", "macs", "model_bytes")  # deterministic, measured without timing
 
 
@@ -224,6 +237,8 @@ class DataSection:
     validation_fraction: float = _rule(_Scalar(float, _FRACTION), 0.2)
     test_fraction: float = _rule(_Scalar(float, _FRACTION), 0.2)
     split_seed: int = _rule(_Scalar(int), 0)
+    # Each example's shape, e.g. [40, 1] for a signal or [8, 8, 1] for an image (default: flat)
+    input_shape: tuple[int, ...] | None = _rule(_Shape(), None)
     scaling: str = _rule(_Scalar(str, choices=("standard", "minmax", "none")), "standard")
     class_weight: str = _rule(_Scalar(str, choices=("none", "balanced")), "none")
 
@@ -258,10 +273,20 @@ class LatencySection:
 
 @dataclass(frozen=True)
 class ModelSection:
-    """``[model]``: the MLP architecture space."""
+    """``[model]``: the architecture space. ``families`` is searched too; each family's knobs are
+    suggested only for trials of that family (mlp: n_layers, units; cnn1d/cnn2d: conv_blocks,
+    filters, kernel_size, downsample, residual; gru: gru_layers, gru_units)."""
 
+    families: Categorical = _rule(_Choice(str, FAMILIES), Categorical(("mlp",)))
     n_layers: IntRange = _rule(_Range(int, _AT_LEAST_ONE), IntRange(1, 3))
     units: IntRange = _rule(_Range(int, _AT_LEAST_ONE, log=True), IntRange(16, 512, log=True))
+    conv_blocks: IntRange = _rule(_Range(int, _AT_LEAST_ONE), IntRange(1, 3))
+    filters: IntRange = _rule(_Range(int, _AT_LEAST_ONE, log=True), IntRange(8, 64, log=True))
+    kernel_size: Categorical = _rule(_Choice(int, bounds=_AT_LEAST_ONE), Categorical((3, 5)))
+    downsample: Categorical = _rule(_Choice(str, ("max", "stride", "none")), Categorical(("max", "stride", "none")))
+    residual: Categorical = _rule(_Choice(bool), Categorical((False, True)))
+    gru_layers: IntRange = _rule(_Range(int, _AT_LEAST_ONE), IntRange(1, 2))
+    gru_units: IntRange = _rule(_Range(int, _AT_LEAST_ONE, log=True), IntRange(8, 64, log=True))
     activation: Categorical = _rule(_Choice(str, ACTIVATIONS), Categorical(("relu", "gelu", "tanh")))
     dropout: FloatRange = _rule(_Range(float, _Interval(0, 1, high_open=True)), FloatRange(0.0, 0.3))
     batch_norm: Categorical = _rule(_Choice(bool), Categorical((False,)))
@@ -402,9 +427,20 @@ class StudySpec:
                 data.validation_fraction,
                 f"validation_fraction + test_fraction < 1 (test_fraction = {data.test_fraction})",
             )
-        kinds = {"sklearn": DATASETS, "csv": None, "npz": None}
-        if data.kind not in kinds or not data.location:
-            raise SpecError(self.path, "data.source", data.source, "'sklearn:NAME', 'csv:PATH' or 'npz:PATH'")
+        if not ((data.kind in ("sklearn", "csv", "npz") and data.location) or data.source == "mnist1d"):
+            raise SpecError(
+                self.path, "data.source", data.source, "'sklearn:NAME', 'csv:PATH', 'npz:PATH' or 'mnist1d'"
+            )
+        rank = len(data.input_shape or (0,))
+        for family in self.model.families.choices:
+            if FAMILY_RANKS.get(family, rank) != rank:
+                raise SpecError(
+                    self.path,
+                    "model.families",
+                    list(self.model.families.choices),
+                    f"families that take inputs of shape {list(data.input_shape or ['features'])} "
+                    f"({family} needs data.input_shape with {FAMILY_RANKS[family]} dimensions)",
+                )
         if data.kind == "sklearn" and data.location not in DATASETS:
             raise SpecError(self.path, "data.source", data.source, f"sklearn:NAME with NAME in {list(DATASETS)}")
         if data.kind in ("csv", "npz") and not self.data_path.is_file():

@@ -100,13 +100,15 @@ def make_storage(spec: StudySpec, url: str) -> optuna.storages.BaseStorage | str
     # SQLite: several local workers write in turn; wait for the lock instead of failing.
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     beat = spec.study.heartbeat_seconds
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=beat,
-        grace_period=2 * beat,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-    )
+    with warnings.catch_warnings():  # heartbeats are experimental in Optuna, and what crash safety needs
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=beat,
+            grace_period=2 * beat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        )
 
 
 def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool = True) -> optuna.Study:

@@ -1,0 +1,59 @@
+"""From a front to one model: the rules, then export, re-timing and registry on a real tiny study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from mlflow import MlflowClient
+
+from tradeoff_search import StudySpec, load_dataset, run_study, select_model
+from tradeoff_search._select import pick
+
+from .conftest import TINY_SPEC
+
+FRONT = [(0, 0.50, 0.001), (1, 0.80, 0.002), (2, 0.90, 0.004), (3, 0.92, 0.100)]
+
+
+def test_rules_pick_from_a_front() -> None:
+    assert pick(FRONT, "max_latency", max_latency_ms=0.005) == 2
+    assert pick(FRONT, "min_accuracy", min_accuracy=0.85) == 2
+    assert pick(FRONT, "knee") == 2  # farthest above the chord: the last cheap accuracy gain
+    assert pick(FRONT, "mnas", mnas_weight=-0.07, target_ms=0.004) == 2
+    assert pick(FRONT, "mnas", mnas_weight=-1.0, target_ms=0.004) == 0  # latency weighs heavily
+    with pytest.raises(ValueError, match=r"within 0\.0001 ms"):
+        pick(FRONT, "max_latency", max_latency_ms=0.0001)
+    with pytest.raises(ValueError, match=r"accuracy 0\.99"):
+        pick(FRONT, "min_accuracy", min_accuracy=0.99)
+
+
+@pytest.mark.e2e
+def test_select_exports_tests_and_registers(write_spec, tmp_path: Path) -> None:
+    spec = StudySpec.load(write_spec(TINY_SPEC.replace("n_trials = 3", "n_trials = 4")))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    study = run_study(spec, storage=f"sqlite:///{tmp_path}/optuna.db", tracking_uri=uri)
+    x_test = load_dataset(spec).x_test
+    client = MlflowClient(uri)
+    rules = {"knee": {}, "max_latency": {"max_latency_ms": 10.0}, "min_accuracy": {"min_accuracy": 0.01},
+             "mnas": {"mnas_weight": -0.07}}  # fmt: skip
+    for i, (rule, options) in enumerate(rules.items()):
+        chosen = select_model(spec, study, tmp_path / rule, rule=rule, tracking_uri=uri, **options)
+        assert chosen.trial in {t.number for t in study.best_trials}
+        assert 0 <= chosen.test_accuracy <= 1 and chosen.exported_latency_ms > 0
+        keras_out = np.asarray(keras.models.load_model(chosen.keras_path)(x_test, training=False))
+        interpreter = Interpreter(model_path=chosen.tflite_path)
+        (detail,) = interpreter.get_input_details()
+        interpreter.resize_tensor_input(detail["index"], list(x_test.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], x_test)
+        interpreter.invoke()
+        np.testing.assert_allclose(
+            interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), keras_out, atol=1e-5
+        )
+        version = client.get_model_version(chosen.registered_model, chosen.registered_version)
+        assert str(version.version) == str(i + 1) and version.tags["rule"] == rule
+        assert float(version.tags["test_accuracy"]) == pytest.approx(chosen.test_accuracy)
+        assert version.tags["trial"] == str(chosen.trial)

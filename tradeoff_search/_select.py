@@ -1,0 +1,172 @@
+"""From a front to one shipped model: pick by a rule, test it, export it, re-time it, register it."""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tradeoff_search._data import load_dataset
+from tradeoff_search._latency import measure_latency, to_tflite
+from tradeoff_search._objective import CALIBRATION_ATTR
+from tradeoff_search._pareto import RETIMED_ATTR, front_trials
+from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL
+from tradeoff_search._training import predict_classes, score
+
+if TYPE_CHECKING:
+    import optuna
+
+_logger = logging.getLogger(__name__)
+
+RULES = ("knee", "max_latency", "min_accuracy", "mnas")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen model: where it came from, how it scores, where it went."""
+
+    trial: int
+    rule: str
+    validation_accuracy: float
+    test_accuracy: float
+    latency_ms: float  # of the front (re-timed side by side when the study has it)
+    exported_latency_ms: float  # the exported .tflite, timed again
+    keras_path: str
+    tflite_path: str
+    registered_model: str
+    registered_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pick(
+    points: Sequence[tuple[int, float, float]],
+    rule: str,
+    *,
+    max_latency_ms: float | None = None,
+    min_accuracy: float | None = None,
+    mnas_weight: float = -0.07,
+    target_ms: float | None = None,
+) -> int:
+    """The trial number chosen among ``(trial, accuracy, latency_ms)`` points of a front.
+
+    - ``knee``: farthest from the chord between the front's two ends, with accuracy and
+      log-latency both scaled to [0, 1] (the point where speed starts to cost most accuracy);
+    - ``max_latency``: the most accurate within ``max_latency_ms``;
+    - ``min_accuracy``: the fastest with at least ``min_accuracy``;
+    - ``mnas``: the MnasNet reward ``accuracy · (latency / target)^w`` (``w`` negative; target:
+      ``target_ms``, default the front's median latency).
+
+    Raises:
+        ValueError: no point satisfies the rule.
+    """
+    if not points:
+        raise ValueError("the study has no Pareto-optimal trial yet")
+    if rule == "max_latency":
+        eligible = [p for p in points if p[2] <= max_latency_ms]
+        if not eligible:
+            raise ValueError(
+                f"no Pareto model within {max_latency_ms} ms (fastest: {min(p[2] for p in points):.4g} ms)"
+            )
+        return max(eligible, key=lambda p: (p[1], -p[2]))[0]
+    if rule == "min_accuracy":
+        eligible = [p for p in points if p[1] >= min_accuracy]
+        if not eligible:
+            raise ValueError(f"no Pareto model reaches accuracy {min_accuracy} (best: {max(p[1] for p in points):.4g})")
+        return min(eligible, key=lambda p: (p[2], -p[1]))[0]
+    if rule == "mnas":
+        target = target_ms or sorted(p[2] for p in points)[len(points) // 2]
+        return max(points, key=lambda p: p[1] * (p[2] / target) ** mnas_weight)[0]
+    if rule == "knee":
+        if len(points) < 3:
+            return max(points, key=lambda p: p[1])[0]
+        xs = [math.log10(p[2]) for p in points]
+        ys = [p[1] for p in points]
+
+        def scaled(values: list[float], v: float) -> float:
+            span = max(values) - min(values)
+            return (v - min(values)) / span if span > 0 else 0.0
+
+        coords = [(scaled(xs, x), scaled(ys, y)) for x, y in zip(xs, ys, strict=True)]
+        (x0, y0), (x1, y1) = min(coords), max(coords)
+        norm = math.hypot(x1 - x0, y1 - y0) or 1.0
+        distance = [abs((y1 - y0) * x - (x1 - x0) * y + x1 * y0 - y1 * x0) / norm for x, y in coords]
+        return points[max(range(len(points)), key=distance.__getitem__)][0]
+    raise ValueError(f"rule={rule!r}: expected one of {RULES}")
+
+
+def select_model(
+    spec: StudySpec,
+    study: optuna.Study,
+    out: str | Path,
+    *,
+    rule: str = "knee",
+    tracking_uri: str | None = None,
+    max_latency_ms: float | None = None,
+    min_accuracy: float | None = None,
+    mnas_weight: float = -0.07,
+    target_ms: float | None = None,
+) -> Selection:
+    """Pick one model of the study's front by ``rule`` (see :func:`pick`), evaluate it on the test
+    split the search never saw, export ``model.keras`` and ``model.tflite`` to ``out``, time the
+    exported file, and register it in the MLflow Model Registry as ``<study>-selected`` with the
+    rule, latency and accuracies as tags.
+
+    Raises:
+        SpecError: no front model fits the rule, or the chosen model was not logged to MLflow
+            (``log_models = "none"``).
+    """
+    import mlflow.keras
+    from mlflow import MlflowClient
+
+    retimed = study.user_attrs.get(RETIMED_ATTR) or {}
+    front = front_trials(study)
+    points = [(t.number, t.values[0], retimed.get(str(t.number), t.values[1])) for t in front]
+    try:
+        number = pick(points, rule, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy,
+                      mnas_weight=mnas_weight, target_ms=target_ms)  # fmt: skip
+    except ValueError as error:
+        raise SpecError("select", "rule", rule, f"a rule some front model satisfies ({error})") from None
+    chosen = next(p for p in points if p[0] == number)
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(spec.tracking.experiment)
+    runs = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`{TAG_STUDY}` = '{study.study_name}' and tags.`{TAG_TRIAL}` = '{number}'",
+    )  # fmt: skip
+    if not runs or not any(a.path == "model" for a in client.list_artifacts(runs[0].info.run_id)):
+        missing = f"trial {number}'s model is not in MLflow"
+        raise SpecError(spec.path, "tracking.log_models", spec.tracking.log_models, f"pareto or all ({missing})")
+    run_id = runs[0].info.run_id
+    with tempfile.TemporaryDirectory() as download:  # through our client: no global MLflow state
+        model = mlflow.keras.load_model(client.download_artifacts(run_id, "model", download))
+    data = load_dataset(spec)
+    test_accuracy = score(spec.objectives.accuracy, data.y_test, predict_classes(model, data.x_test))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras_path, tflite_path = out / "model.keras", out / "model.tflite"
+    model.save(keras_path)
+    tflite_path.write_bytes(to_tflite(model))
+    latency = spec.latency
+    stats = measure_latency(tflite_path.read_bytes(), runtime="litert", batch_size=latency.batch_size,
+                            threads=latency.threads, statistic=latency.statistic, max_seconds=2.0)  # fmt: skip
+    calibration = study.user_attrs.get(CALIBRATION_ATTR, {}).get(f"{latency.statistic}_ms")
+    exported_ms = stats.normalized_ms(calibration) if calibration else stats.value_ms
+    name = f"{study.study_name}-selected"
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name, description=f"Models selected from the Pareto front of {study.study_name}")
+    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    tags = {"rule": rule, "trial": number, "validation_accuracy": chosen[1], "test_accuracy": test_accuracy,
+            "latency_ms": chosen[2], "exported_latency_ms": exported_ms}  # fmt: skip
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, str(value))
+    _logger.info("selected trial %d by %s: test accuracy %.4f, %.4g ms", number, rule, test_accuracy, exported_ms)
+    return Selection(number, rule, chosen[1], test_accuracy, chosen[2], exported_ms, str(keras_path),
+                     str(tflite_path), name, str(version.version))  # fmt: skip
