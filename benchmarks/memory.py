@@ -1,31 +1,43 @@
 """Does a worker's memory stay flat over a long study? (issue 4: RSS growth ≤ 150 MB over 100 trials)
 
-    python benchmarks/memory.py [--trials 100]
+    python benchmarks/memory.py [--trials 100] [--epochs 3]
 
-Runs one worker in this process (real Optuna and MLflow stores in a temporary folder) on digits
-with a short epoch budget, and records the resident set size after every trial. TensorFlow grows
-~5 MB per model built in one process unless its state is reset; the objective clears the Keras
-session at the start of every trial.
+Runs ``python -m tradeoff_search run --workers 1`` on digits with a short epoch budget (fresh
+stores in a temporary folder) and samples, twice a second from /proc, the resident set size of
+every process of the run. Keras' training grows TensorFlow's memory by ~4 MB a trial in one
+process even with the session cleared, so worker processes retire after
+``TRIALS_PER_PROCESS`` trials and fresh ones take over; the coordinator never trains.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
-
-from tradeoff_search import StudySpec, run_study
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+def rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as listing:
+            return [int(p) for p in listing.read().split()]
+    except OSError:
+        return []
 
 
 def main() -> None:
@@ -33,25 +45,36 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    spec = StudySpec.load(REPO / "studies" / "digits.toml").override(n_trials=args.trials)
-    spec = dataclasses.replace(
-        spec,
-        training=dataclasses.replace(spec.training, max_epochs=args.epochs),
-        tracking=dataclasses.replace(spec.tracking, log_models="none"),
+    text = (REPO / "studies" / "digits.toml").read_text()
+    text = text.replace("max_epochs = 30", f"max_epochs = {args.epochs}").replace(
+        'log_models = "pareto"', 'log_models = "none"'
     )
-    samples: list[float] = []
     with tempfile.TemporaryDirectory() as root:
-        run_study(
-            spec,
-            storage=f"sqlite:///{root}/optuna.db",
-            tracking_uri=f"sqlite:///{root}/mlflow.db",
-            callbacks=[lambda study, trial: samples.append(rss_mb())],
-        )
-    warm = samples[min(9, len(samples) - 1)]
-    print(f"RSS after trial 1: {samples[0]:.0f} MB, after trial 10: {warm:.0f} MB, after trial {len(samples)}: "
-          f"{samples[-1]:.0f} MB, max {max(samples):.0f} MB")  # fmt: skip
-    growth = samples[-1] - warm
-    print(f"growth from trial 10 to {len(samples)}: {growth:+.0f} MB; from trial 1: {samples[-1] - samples[0]:+.0f} MB")
+        (Path(root) / "digits.toml").write_text(text)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "tradeoff_search", "run", "digits.toml", "--n-trials", str(args.trials),
+             "--workers", "1", "--no-progress"],
+            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        workers: dict[int, list[float]] = {}
+        coordinator: list[float] = []
+        while run.poll() is None:
+            if (own := rss_mb(run.pid)) is not None:
+                coordinator.append(own)
+            for pid in children(run.pid):
+                if (size := rss_mb(pid)) is not None:
+                    workers.setdefault(pid, []).append(size)
+            time.sleep(0.5)
+    print(f"{args.trials} trials, {len(workers)} worker process(es) in turn")
+    for pid, sizes in workers.items():
+        settled = sizes[min(len(sizes) - 1, 20)]  # ten seconds in: TensorFlow loaded, first trials done
+        growth = max(sizes) - settled
+        print(f"  worker {pid}: {settled:.0f} MB after 10 s, peak {max(sizes):.0f} MB (growth {growth:+.0f} MB)")
+    peak = max(max(s) for s in workers.values())
+    first = workers[next(iter(workers))]
+    print(f"largest worker RSS {peak:.0f} MB; over the whole study: {peak - first[min(len(first) - 1, 20)]:+.0f} MB "
+          f"from the first worker's settled size")  # fmt: skip
+    print(f"coordinator: {coordinator[min(len(coordinator) - 1, 20)]:.0f} MB settled, peak {max(coordinator):.0f} MB")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def main() -> None:
             subprocess.run(
                 [sys.executable, "-m", "tradeoff_search", "run", "digits.toml", "--n-trials", str(args.trials),
                  "--workers", str(workers), "--no-progress"],
-                cwd=root, check=True, capture_output=True,
+                cwd=root, check=True, stdout=subprocess.DEVNULL,
             )  # fmt: skip
             seconds = time.perf_counter() - start
         rates[workers] = args.trials / seconds * 60

@@ -85,8 +85,8 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path) -> None:
     slow = slow.replace("patience = 1", "patience = 60").replace("[study]", "[study]\nheartbeat_seconds = 1")
     (tmp_path / "spec.toml").write_text(slow)
     storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
+    worker = subprocess.Popen(  # the trials run in the very process that is killed
+        [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress", "--in-process"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 180

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-trials", type=_positive_int, help="finished trials to reach (default: the spec's)")
     run.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
     run.add_argument("--workers", type=_positive_int, default=1, help="worker processes on this machine (default: 1)")
+    run.add_argument("--in-process", action="store_true", help="run the trials in this process (memory grows)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
 
@@ -141,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from tradeoff_search._data import load_dataset
     from tradeoff_search._pareto import format_table, front_rows
-    from tradeoff_search._study import redact, run_study
+    from tradeoff_search._study import TRIALS_PER_PROCESS, redact, run_study
 
     spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
     data = load_dataset(spec)
@@ -151,9 +152,10 @@ def _run(args: argparse.Namespace) -> int:
         storage=args.storage,
         tracking_uri=args.tracking_uri,
         data=data,
-        workers=args.workers,
+        workers=0 if args.worker or args.in_process else args.workers,
         show_progress_bar=not args.no_progress,
         finish=not args.worker,  # the coordinating process finishes the record once
+        max_trials=TRIALS_PER_PROCESS if args.worker else None,
     )
     if args.worker:
         return EXIT_OK

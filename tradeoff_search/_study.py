@@ -26,6 +26,7 @@ _logger = logging.getLogger(__name__)
 STATE_DIR = Path("mlruns")
 DEFAULT_STORAGE = f"sqlite:///{STATE_DIR}/optuna.db"
 DEFAULT_TRACKING_URI = f"sqlite:///{STATE_DIR}/mlflow.db"
+TRIALS_PER_PROCESS = 20  # a worker process retires after this many trials (see _run_worker_processes)
 
 
 def redact(url: str) -> str:
@@ -197,16 +198,20 @@ def run_study(
     storage: str = DEFAULT_STORAGE,
     tracking_uri: str = DEFAULT_TRACKING_URI,
     data: Dataset | None = None,
-    workers: int = 1,
+    workers: int = 0,
     show_progress_bar: bool = False,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     finish: bool = True,
+    max_trials: int | None = None,
 ) -> optuna.Study:
     """Run (or resume) the spec's study until it has ``study.n_trials`` trials.
 
     Data and stores are checked before anything is written, so a bad spec leaves nothing behind.
-    With ``workers > 1``, that many worker processes share the study (TensorFlow threads split
-    between them); on other machines, ``run`` with the same ``storage`` joins the same study.
+    ``workers = 0`` runs the trials in this process; ``workers = N`` in N worker processes sharing
+    the study (TensorFlow threads split between them), each replaced by a fresh one every
+    ``TRIALS_PER_PROCESS`` trials so that memory stays flat however long the study. On other
+    machines, ``run`` with the same ``storage`` joins the same study. ``max_trials`` caps the
+    trials this call runs in this process (what each worker process is given).
     Every trial is logged to MLflow as it ends. With ``finish`` (the default), the Pareto set is
     then re-timed side by side and the MLflow record completed (``pareto.csv``, plots), also
     after Ctrl-C.
@@ -230,8 +235,8 @@ def run_study(
     top_up(study, spec.study.n_trials, storage)
     progress = _Progress(study, spec.study.n_trials, show_progress_bar)
     try:
-        if workers == 1:
-            work(study, objective, [callback, *callbacks], spec.study.timeout, on_trial=progress.refresh)
+        if workers == 0:
+            work(study, objective, [callback, *callbacks], spec.study.timeout, progress.refresh, max_trials)
         else:
             _run_worker_processes(spec, storage, tracking_uri, workers, progress)
     finally:
@@ -262,9 +267,16 @@ class _Progress:
 
 
 def _run_worker_processes(spec: StudySpec, storage: str, tracking_uri: str, workers: int, progress: _Progress) -> None:
-    """``workers`` processes of ``run --worker`` on this machine, each with its share of the cores."""
+    """Keep ``workers`` processes of ``run --worker`` busy on this machine while trials are queued.
+
+    Each has its share of the cores and runs at most ``TRIALS_PER_PROCESS`` trials: TensorFlow
+    keeps growing in a long-lived process (~4-6 MB a trial here, from training, even with
+    the Keras session cleared), so a fresh process takes over instead.
+    """
     import subprocess
     import sys
+
+    import optuna
 
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": threads}
@@ -272,19 +284,33 @@ def _run_worker_processes(spec: StudySpec, storage: str, tracking_uri: str, work
         sys.executable, "-m", "tradeoff_search", "run", str(spec.path), "--worker", "--no-progress",
         "--storage", storage, "--tracking-uri", tracking_uri, "--n-trials", str(spec.study.n_trials),
     ]  # fmt: skip
-    if spec.study.timeout is not None:
-        command += ["--timeout", str(spec.study.timeout)]
-    children = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for _ in range(workers)]
+    deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
+
+    def queued() -> bool:
+        waiting = progress.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        return bool(waiting) and (deadline is None or time.monotonic() < deadline)
+
+    def start() -> subprocess.Popen[bytes]:
+        timeout = [] if deadline is None else ["--timeout", f"{max(1.0, deadline - time.monotonic()):.0f}"]
+        return subprocess.Popen([*command, *timeout], env=env, stdout=subprocess.DEVNULL)
+
+    children = [start() for _ in range(workers)]
+    abnormal: list[int] = []
     try:
-        while any(child.poll() is None for child in children):
+        while children:
             progress.refresh()
             time.sleep(1)
+            for child in [c for c in children if c.poll() is not None]:
+                children.remove(child)
+                if child.returncode not in (0, 1):
+                    abnormal.append(child.returncode)
+                elif queued():  # it retired after its share of trials: a fresh one takes over
+                    children.append(start())
     finally:
         for child in children:
             try:
                 child.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 child.kill()
-    failed = [child.returncode for child in children if child.returncode not in (0, 1)]
-    if failed:
-        _logger.warning("%d worker(s) ended abnormally (exit codes %s)", len(failed), failed)
+    if abnormal:
+        _logger.warning("%d worker process(es) ended abnormally (exit codes %s)", len(abnormal), abnormal)

@@ -356,7 +356,9 @@ def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
     for i, name in enumerate(_metric_names(study)):
         sign = -1.0 if study.directions[i] == optuna.study.StudyDirection.MAXIMIZE else 1.0
         try:
-            values = optuna.importance.get_param_importances(view, target=lambda t, i=i, s=sign: s * t.values[i])
+            with warnings.catch_warnings():  # its notes on sign and sparse regimes: handled or expected here
+                warnings.simplefilter("ignore", UserWarning)
+                values = optuna.importance.get_param_importances(view, target=lambda t, i=i, s=sign: s * t.values[i])
         except (ValueError, RuntimeError) as error:  # e.g. no parameter common to all trials
             _logger.warning("no importances for %s: %s", name, error)
             return {}

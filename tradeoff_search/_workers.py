@@ -94,8 +94,10 @@ def work(
     callbacks: Sequence[Callback] = (),
     timeout: float | None = None,
     on_trial: Callable[[], None] | None = None,
-) -> None:
-    """Run queued trials until the queue is empty or ``timeout`` seconds have passed.
+    max_trials: int | None = None,
+) -> int:
+    """Run queued trials until the queue is empty, ``timeout`` seconds have passed or
+    ``max_trials`` ran; returns how many ran.
 
     Each trial sends heartbeats (when the storage has them on) and is told to the study as
     COMPLETE, PRUNED or FAIL; a failure is logged and the loop goes on. On Ctrl-C the running
@@ -106,14 +108,15 @@ def work(
 
     deadline = None if timeout is None else time.monotonic() + timeout
     state = optuna.trial.TrialState
-    while deadline is None or time.monotonic() < deadline:
+    ran = 0
+    while (deadline is None or time.monotonic() < deadline) and (max_trials is None or ran < max_trials):
         if is_heartbeat_enabled(study._storage):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)  # re-queues a crashed worker's trial
         trial = _claim(study)
         if trial is None:
-            return
+            return ran
         values: Sequence[float] | None = None
         with get_heartbeat_thread(trial._trial_id, study._storage):
             try:
@@ -126,6 +129,7 @@ def work(
                 outcome = state.FAIL
                 _logger.warning("trial %d failed: %s: %s", trial.number, type(error).__name__, error)
             except KeyboardInterrupt:
+                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
                 study.tell(trial, state=state.FAIL)
                 raise
         with warnings.catch_warnings():  # values Optuna refuses (NaN) fail the trial with a warning
@@ -133,5 +137,7 @@ def work(
             frozen = study.tell(trial, values if outcome == state.COMPLETE else None, state=outcome)
         for callback in callbacks:
             callback(study, frozen)
+        ran += 1
         if on_trial is not None:
             on_trial()
+    return ran
