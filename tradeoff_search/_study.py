@@ -26,7 +26,7 @@ _logger = logging.getLogger(__name__)
 STATE_DIR = Path("mlruns")
 DEFAULT_STORAGE = f"sqlite:///{STATE_DIR}/optuna.db"
 DEFAULT_TRACKING_URI = f"sqlite:///{STATE_DIR}/mlflow.db"
-TRIALS_PER_PROCESS = 20  # a worker process retires after this many trials (see _run_worker_processes)
+TRIALS_PER_PROCESS = 15  # a worker process retires after this many trials (see _run_worker_processes)
 
 
 def redact(url: str) -> str:
