@@ -74,7 +74,8 @@ class MLflowParetoCallback:
       ``latency_p10_ms``, …), constraint values as ``constraint.NAME``, ``history`` curves as
       stepped metrics (step = epoch), the tags ``pareto`` (``true``/``false``), ``pareto_rank``
       (0 on the front; ``infeasible`` or ``none`` when it has none), ``feasible``,
-      ``optuna.state`` and ``error`` (a failed trial's ``fail_reason`` user attribute);
+      ``optuna.state``, ``error`` and ``pruned_reason`` (the ``fail_reason``/``prune_reason``
+      user attributes, which the objective and the worker loop set);
     - run states follow trial states: COMPLETE → FINISHED, FAIL → FAILED, PRUNED → KILLED.
 
     Args:
@@ -391,6 +392,8 @@ def _trial_tags(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
         tags.update({f"latency.{k}": str(latency[k]) for k in described if k in latency})
     if "fail_reason" in trial.user_attrs:
         tags["error"] = str(trial.user_attrs["fail_reason"])[:5000]
+    if "prune_reason" in trial.user_attrs:
+        tags["pruned_reason"] = str(trial.user_attrs["prune_reason"])[:5000]
     return tags
 
 

@@ -124,6 +124,7 @@ def work(
                 outcome = state.COMPLETE
             except optuna.TrialPruned as reason:
                 outcome = state.PRUNED
+                trial.set_user_attr("prune_reason", str(reason) or "pruned")
                 _logger.info("trial %d pruned: %s", trial.number, reason)
             except Exception as error:
                 outcome = state.FAIL
