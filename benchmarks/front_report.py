@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import defaultdict
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per model is enough
 
 import mlflow.keras
 import numpy as np

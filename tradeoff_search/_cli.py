@@ -12,9 +12,12 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from tradeoff_search._spec import SpecError, StudySpec
+
+if TYPE_CHECKING:
+    import optuna
 
 _logger = logging.getLogger("tradeoff_search")
 
@@ -173,10 +176,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _pareto(args: argparse.Namespace) -> int:
     from tradeoff_search._pareto import format_table, front_rows
-    from tradeoff_search._study import open_study
 
-    _quiet_libraries()
-    study = open_study(_load(args), args.storage, create=False)
+    _, study = _existing_study(args)
     print(format_table(front_rows(study)))
     if args.explain:
         from tradeoff_search._tracking import param_importances
@@ -187,23 +188,24 @@ def _pareto(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _select(args: argparse.Namespace) -> int:
-    from tradeoff_search._select import select_model
-    from tradeoff_search._study import STATE_DIR, check_tracking_uri, open_study
+def _existing_study(args: argparse.Namespace) -> tuple[StudySpec, optuna.Study]:
+    """The spec and its study, which must exist; the tracking URI is checked when the command has one."""
+    from tradeoff_search._study import check_tracking_uri, open_study
 
     _quiet_libraries()
     spec = _load(args)
-    check_tracking_uri(args.tracking_uri)
-    study = open_study(spec, args.storage, create=False)
-    rule = (
-        "max_latency"
-        if args.max_latency_ms
-        else "min_accuracy"
-        if args.min_accuracy
-        else "mnas"
-        if args.mnas
-        else "knee"
-    )
+    if "tracking_uri" in args:
+        check_tracking_uri(args.tracking_uri)
+    return spec, open_study(spec, args.storage, create=False)
+
+
+def _select(args: argparse.Namespace) -> int:
+    from tradeoff_search._select import select_model
+    from tradeoff_search._study import STATE_DIR
+
+    spec, study = _existing_study(args)
+    given = {"max_latency": args.max_latency_ms, "min_accuracy": args.min_accuracy, "mnas": args.mnas}
+    rule = next((name for name, value in given.items() if value is not None), "knee")
     chosen = select_model(
         spec,
         study,
@@ -224,12 +226,9 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from tradeoff_search._study import check_tracking_uri, make_callback, open_study
+    from tradeoff_search._study import make_callback
 
-    _quiet_libraries()
-    spec = _load(args)
-    check_tracking_uri(args.tracking_uri)
-    study = open_study(spec, args.storage, create=False)
+    spec, study = _existing_study(args)
     make_callback(spec, args.tracking_uri).sync(study)
     print(f"MLflow record of study {spec.study.name!r} matches its {len(study.trials)} trials")
     return EXIT_OK
