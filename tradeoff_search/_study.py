@@ -255,7 +255,8 @@ class _Progress:
         from tqdm.auto import tqdm
 
         self.study = study
-        self.bar = tqdm(total=total, initial=finished_count(study), disable=not enabled, unit="trial")
+        # disable=None: no bar when stderr is not a terminal (a log file would get a line a second)
+        self.bar = tqdm(total=total, initial=finished_count(study), disable=None if enabled else True, unit="trial")
 
     def refresh(self) -> None:
         self.bar.n = finished_count(self.study)
