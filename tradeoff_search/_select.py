@@ -6,9 +6,9 @@ import logging
 import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tradeoff_search._data import load_dataset
 from tradeoff_search._latency import measure_latency, to_tflite
@@ -40,9 +40,6 @@ class Selection:
     tflite_path: str
     registered_model: str
     registered_version: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def pick(

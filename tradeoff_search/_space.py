@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tradeoff_search._spec import Categorical, FloatRange, IntRange, StudySpec
@@ -36,9 +36,6 @@ class Candidate:
     @property
     def n_layers(self) -> int:
         return len(self.units or self.filters or self.gru_units)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _suggest(trial: optuna.Trial, name: str, value: IntRange | FloatRange | Categorical) -> Any:
