@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _digits import short_digits_spec
 
 
 def rss_mb(pid: int) -> float | None:
@@ -45,10 +45,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    text = (REPO / "studies" / "digits.toml").read_text()
-    text = text.replace("max_epochs = 30", f"max_epochs = {args.epochs}").replace(
-        'log_models = "pareto"', 'log_models = "none"'
-    )
+    text = short_digits_spec(args.epochs)
     with tempfile.TemporaryDirectory() as root:
         (Path(root) / "digits.toml").write_text(text)
         run = subprocess.Popen(

@@ -13,10 +13,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _digits import short_digits_spec
 
 
 def main() -> None:
@@ -24,11 +23,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
-    text = (REPO / "studies" / "digits.toml").read_text()
-    text = text.replace("max_epochs = 30", f"max_epochs = {args.epochs}").replace(
-        'log_models = "pareto"', 'log_models = "none"'
-    )
-    assert tomllib.loads(text)["training"]["max_epochs"] == args.epochs
+    text = short_digits_spec(args.epochs)
     rates = {}
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as root:

@@ -124,9 +124,10 @@ class MLflowParetoCallback:
     # ------------------------------------------------------------------ Optuna callback
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         parent_id = self._parent(study)
-        ranks = pareto_ranks(study.get_trials(deepcopy=False), study.directions)
+        trials = study.get_trials(deepcopy=False)
+        ranks = pareto_ranks(trials, study.directions)
         self._log_trial(study, trial, parent_id, with_model=self._wants_model(trial, ranks))
-        self._update_front(study, parent_id, ranks, step=trial.number)
+        self._update_front(study, parent_id, trials, ranks, step=trial.number)
         if self.model_dir is not None:
             shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
 
@@ -152,7 +153,7 @@ class MLflowParetoCallback:
         parent_id = self._parent(study)
         trials = study.get_trials(deepcopy=False)
         ranks = pareto_ranks(trials, study.directions)
-        self._update_front(study, parent_id, ranks, step=max((t.number for t in trials), default=0))
+        self._update_front(study, parent_id, trials, ranks, step=max((t.number for t in trials), default=0))
         client = self._client
         self._log_retimed(study, parent_id)
         client.log_text(parent_id, _rows_to_csv(front_rows(study)), "pareto.csv")
@@ -300,12 +301,19 @@ class MLflowParetoCallback:
         (directory / "model.tflite").write_bytes(to_tflite(model))
         self._client.log_artifact(run_id, str(directory / "model.tflite"), "tflite")
 
-    def _update_front(self, study: optuna.Study, parent_id: str, ranks: dict[int, int], step: int) -> None:
+    def _update_front(
+        self,
+        study: optuna.Study,
+        parent_id: str,
+        trials: Sequence[optuna.trial.FrozenTrial],
+        ranks: dict[int, int],
+        step: int,
+    ) -> None:
         client = self._client
-        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        by_number = {t.number: t for t in trials}
         for number, run in self._child_runs(study, parent_id).items():
             rank = ranks.get(number)
-            trial = trials.get(number)
+            trial = by_number.get(number)
             if rank is not None:
                 shown = str(rank)
             elif trial is not None and trial.values is not None and not is_feasible(trial):
@@ -317,7 +325,7 @@ class MLflowParetoCallback:
                     client.set_tag(run.info.run_id, key, value)
         reference = self._reference(study)
         if reference is not None:
-            front = [trials[n].values for n, rank in ranks.items() if rank == 0]
+            front = [by_number[n].values for n, rank in ranks.items() if rank == 0]
             value = hypervolume(front, study.directions, _metric_names(study), reference)
             client.log_metric(parent_id, "hypervolume", value, step=step)
 
