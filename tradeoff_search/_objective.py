@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import gc
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,6 +107,7 @@ class TradeoffObjective:
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
         import keras
 
+        _freeze_long_lived_objects()
         # A fresh Keras state per trial keeps a long study's memory flat.
         keras.backend.clear_session(free_memory=True)
         keras.utils.set_random_seed(self.spec.study.seed + trial.number)
@@ -163,3 +166,15 @@ class TradeoffObjective:
             return self.spec.tracking.log_models == "all"
         front = [best.values for best in trial.study.best_trials]
         return is_nondominated_by(values, front, trial.study.directions)
+
+
+@functools.cache
+def _freeze_long_lived_objects() -> None:
+    """Move what is alive before the first trial (TensorFlow, Keras, the data: ~400k objects) out of
+    the cyclic garbage collector's view, once per process.
+
+    ``clear_session(free_memory=True)`` runs a full collection every trial; scanning those objects
+    made it take ~0.22 s, and ~1 ms after freezing. Objects made later are still collected.
+    """
+    gc.collect()
+    gc.freeze()

@@ -16,9 +16,8 @@ from tradeoff_search._spec import TrainingSection
 
 if TYPE_CHECKING:
     import keras
+    import tensorflow as tf
 
-# Several steps per compiled call: Keras' per-step dispatch dominates on small models.
-_STEPS_PER_EXECUTION = 32
 _EVAL_BATCH_SIZE = 1024
 
 
@@ -80,12 +79,14 @@ def train(
     import keras
 
     steps_per_epoch = math.ceil(len(data.y_train) / candidate.batch_size)
+    train_batches, val_batches = _pipelines(data, candidate.batch_size)
     binary = data.n_classes == 2
     model.compile(
         optimizer=make_optimizer(candidate, steps_per_epoch, training.max_epochs),
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        steps_per_execution=min(_STEPS_PER_EXECUTION, steps_per_epoch),
+        # One compiled call per epoch: on small models Keras' per-step dispatch is the cost.
+        steps_per_execution=steps_per_epoch,
     )
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=training.patience, restore_best_weights=True
@@ -93,12 +94,11 @@ def train(
     start = time.perf_counter()
     with machine_lock(shared=True):  # latency is never measured on this machine meanwhile
         fitted = model.fit(
-            data.x_train,
-            data.y_train,
-            validation_data=(data.x_val, data.y_val),
-            batch_size=candidate.batch_size,
-            validation_batch_size=_EVAL_BATCH_SIZE,
+            train_batches,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=val_batches,
             epochs=training.max_epochs,
+            shuffle=False,  # the stream reshuffles itself every epoch
             class_weight=data.class_weight,
             callbacks=[keras.callbacks.TerminateOnNaN(), early_stopping, *(callbacks or [])],
             verbose=0,
@@ -114,6 +114,26 @@ def train(
             f"training diverged: loss {losses[-1] if losses else 'missing'} at epoch {len(losses)}"
         )
     return TrainingResult(history=history, seconds=seconds)
+
+
+def _pipelines(data: Dataset, batch_size: int) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The train split as one endless, reshuffled-per-epoch stream of batches, and the validation
+    split as cached batches.
+
+    Why not NumPy arrays into ``fit``: Keras then builds a new input pipeline every epoch, which
+    costs more than a small model's epoch of arithmetic (measured in ``benchmarks/trial_speed.py``).
+    """
+    import tensorflow as tf
+
+    train_batches = (
+        tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+        .shuffle(len(data.y_train), reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .repeat()
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val_batches = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(_EVAL_BATCH_SIZE).cache()
+    return train_batches, val_batches
 
 
 def predict_classes(model: keras.Model, x: np.ndarray) -> np.ndarray:
