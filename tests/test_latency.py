@@ -96,3 +96,19 @@ def test_measuring_waits_while_another_process_trains(small_and_large) -> None:
     with machine_lock(shared=True), machine_lock(shared=True):  # trainings share it
         pass
     assert time.perf_counter() - start < 0.5
+
+
+def test_a_model_surely_over_a_budget_stops_timing_early(small_and_large) -> None:
+    large = small_and_large[1]
+    full = measure_latency(large, max_seconds=2.0)
+    # The 2M-parameter MLP is ~20x the reference: surely above 2x after the first check.
+    start = time.perf_counter()
+    early = measure_latency(large, max_seconds=2.0, stop_above_reference=2.0)
+    seconds = time.perf_counter() - start
+    assert early.samples < full.samples and early.samples == 10
+    assert early.value_ms > 2 * early.reference_ms
+    assert seconds < 1.0
+    # A model under the threshold is timed as usual.
+    assert measure_latency(small_and_large[0], max_seconds=0.5, stop_above_reference=2.0).samples >= 40
+    with pytest.raises(ValueError, match="stop_above_reference"):
+        measure_latency(large, reference=False, stop_above_reference=2.0)

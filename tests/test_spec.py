@@ -27,6 +27,14 @@ def test_defaults_and_parsed_values(write_spec) -> None:
     assert len(spec.digest) == 16
 
 
+def test_latency_batch_sizes(write_spec) -> None:
+    assert StudySpec.load(write_spec()).latency.batch_sizes == (1,)
+    spec = StudySpec.load(write_spec('[data]\nsource = "sklearn:iris"\n[latency]\nbatch_size = [32, 1]\n'))
+    assert spec.latency.batch_sizes == (32, 1)  # the first is the objective's
+    with pytest.raises(SpecError, match=r"latency\.batch_size = \[1, 0\]"):
+        StudySpec.load(write_spec('[data]\nsource = "sklearn:iris"\n[latency]\nbatch_size = [1, 0]\n'))
+
+
 def test_scalar_means_fixed_and_override(write_spec) -> None:
     spec = StudySpec.load(write_spec('[data]\nsource = "sklearn:wine"\n[model]\nunits = 32\nactivation = "relu"\n'))
     assert spec.model.units == IntRange(32, 32, log=True)

@@ -120,6 +120,7 @@ def measure_latency(
     statistic: str = "p10",
     max_seconds: float = 1.0,
     reference: bool = True,
+    stop_above_reference: float | None = None,
 ) -> LatencyStats:
     """Measure the per-call inference latency of ``model``.
 
@@ -133,12 +134,17 @@ def measure_latency(
         max_seconds: time cap; timing stops earlier once the statistic's 95% confidence interval
             is within ±2% (for the reference too).
         reference: also time :func:`reference_model` in interleaved blocks, for drift control.
+        stop_above_reference: stop timing as soon as the model's statistic is, at 95% confidence,
+            above this multiple of the reference's (how a latency budget rejects a model without
+            timing it precisely). Needs ``reference``.
 
     Example:
         >>> stats = measure_latency(model)  # doctest: +SKIP
         >>> stats.value_ms, stats.median_ms, stats.cpu  # doctest: +SKIP
     """
-    return measure_latencies([model], runtime, batch_size, threads, statistic, max_seconds, reference)[0]
+    return measure_latencies(
+        [model], runtime, batch_size, threads, statistic, max_seconds, reference, stop_above_reference
+    )[0]
 
 
 def measure_latencies(
@@ -149,15 +155,20 @@ def measure_latencies(
     statistic: str = "p10",
     max_seconds: float = 1.0,
     reference: bool = True,
+    stop_above_reference: float | None = None,
 ) -> list[LatencyStats]:
     """:func:`measure_latency` for several models at once, timed side by side: one short block of
-    each in turn, round after round, so that all see the same machine states."""
+    each in turn, round after round, so that all see the same machine states. With
+    ``stop_above_reference``, timing stops once every model is surely above that multiple of the
+    reference."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime={runtime!r}: expected one of {RUNTIMES}")
     if statistic not in STATISTICS:
         raise ValueError(f"statistic={statistic!r}: expected one of {STATISTICS}")
     if batch_size < 1 or threads < 1 or max_seconds <= 0:
         raise ValueError(f"batch_size={batch_size}, threads={threads}, max_seconds={max_seconds}: expected positive")
+    if stop_above_reference is not None and not reference:
+        raise ValueError(f"stop_above_reference={stop_above_reference}: needs reference=True")
     timed = [*models, _reference(runtime)] if reference else list(models)
     invokers, sizes = [], []
     for model in timed:
@@ -173,7 +184,7 @@ def measure_latencies(
         invokers.append(invoke)
     q = 0.1 if statistic == "p10" else 0.5
     with machine_lock(shared=False):  # no worker on this machine trains while we time
-        timings = _time_interleaved(invokers, max_seconds, q)
+        timings = _time_interleaved(invokers, max_seconds, q, stop_above_reference)
     reference_timing = timings.pop() if reference else None
     results = []
     for (per_call, calls), size in zip(timings, sizes[: len(timings)], strict=True):
@@ -257,10 +268,11 @@ def _calls_per_block(invoke: Callable[[], Any], warm_seconds: float) -> int:
 
 
 def _time_interleaved(
-    invokers: Sequence[Callable[[], Any]], max_seconds: float, q: float
+    invokers: Sequence[Callable[[], Any]], max_seconds: float, q: float, stop_above_last: float | None = None
 ) -> list[tuple[np.ndarray, int]]:
     """Per-call seconds of each invoker, one short block of each per round, until every
-    invoker's quantile ``q`` is tight or time is up."""
+    invoker's quantile ``q`` is tight, or (``stop_above_last``) every other invoker's quantile is
+    surely above that multiple of the last one's, or time is up."""
     clock = time.perf_counter
     warm = min(0.05, max_seconds / 10) / len(invokers)
     sizes = [_calls_per_block(invoke, warm) for invoke in invokers]
@@ -276,8 +288,14 @@ def _time_interleaved(
         rounds += 1
         if clock() > deadline:
             break
-        if rounds >= _MIN_BLOCKS and rounds % 10 == 0 and all(_quantile_ci(t, q) <= _RELATIVE_CI for t in samples):
+        if rounds % 10:
+            continue
+        if rounds >= _MIN_BLOCKS and all(_quantile_ci(t, q) <= _RELATIVE_CI for t in samples):
             break
+        if stop_above_last is not None:
+            last_high = _quantile_bounds(samples[-1], q)[1]
+            if all(_quantile_bounds(t, q)[0] > stop_above_last * last_high for t in samples[:-1]):
+                break
     return [(np.asarray(t), calls) for t, calls in zip(samples, sizes, strict=True)]
 
 
@@ -287,13 +305,17 @@ def _quantile_ci(samples: np.ndarray | list[float], q: float) -> float:
     Order statistics at ranks ``nq ± 1.96·sqrt(nq(1-q))`` bound the quantile without assuming a
     distribution (the timings are skewed and bimodal, so mean ± std would mislead).
     """
+    low, high = _quantile_bounds(samples, q)
+    estimate = float(np.quantile(samples, q))
+    return (high - low) / 2 / estimate if estimate > 0 else math.inf
+
+
+def _quantile_bounds(samples: np.ndarray | list[float], q: float) -> tuple[float, float]:
+    """The distribution-free 95% confidence interval of quantile ``q`` (see :func:`_quantile_ci`)."""
     ordered = np.sort(np.asarray(samples))
     n = len(ordered)
     spread = 1.96 * math.sqrt(n * q * (1 - q))
-    low = ordered[max(0, math.floor(n * q - spread))]
-    high = ordered[min(n - 1, math.ceil(n * q + spread))]
-    estimate = float(np.quantile(ordered, q))
-    return float((high - low) / 2 / estimate) if estimate > 0 else math.inf
+    return float(ordered[max(0, math.floor(n * q - spread))]), float(ordered[min(n - 1, math.ceil(n * q + spread))])
 
 
 @functools.cache

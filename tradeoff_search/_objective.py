@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tradeoff_search._data import Dataset, load_dataset
-from tradeoff_search._latency import calibrate_reference, measure_latency, to_tflite
+from tradeoff_search._latency import LatencyStats, calibrate_reference, measure_latency, to_tflite
 from tradeoff_search._models import build_model, count_macs
 from tradeoff_search._pareto import is_nondominated_by
 from tradeoff_search._space import suggest
@@ -20,12 +20,19 @@ from tradeoff_search._tracking import staged_model_path
 from tradeoff_search._training import predict_classes, score, train
 
 if TYPE_CHECKING:
+    import keras
     import optuna
 
 _logger = logging.getLogger(__name__)
 
 LATENCY_CONSTRAINT = "latency_ms_over_budget"
 CALIBRATION_ATTR = "latency_calibration"
+
+
+def calibration_attr(spec: StudySpec, batch_size: int) -> str:
+    """The study user attribute holding the latency calibration of ``batch_size``."""
+    primary = spec.latency.batch_sizes[0]
+    return CALIBRATION_ATTR if batch_size == primary else f"{CALIBRATION_ATTR}_batch{batch_size}"
 
 
 class TradeoffObjective:
@@ -94,15 +101,47 @@ class TradeoffObjective:
     def calibrate(self, study: optuna.Study) -> dict[str, float]:
         """The study's latency calibration: the drift reference model's latency, measured once
         (by whichever trial or worker comes first) and stored in the study, so that every trial's
-        ``latency_ms`` is in the same units. See :meth:`LatencyStats.normalized_ms`."""
+        ``latency_ms`` is in the same units. See :meth:`LatencyStats.normalized_ms`.
+
+        Every batch size of the spec gets its own; this returns the objective's (the first)."""
+        primary, *others = self.spec.latency.batch_sizes
+        for batch_size in others:
+            self._calibration(study, batch_size)
+        return self._calibration(study, primary)
+
+    def _calibration(self, study: optuna.Study, batch_size: int) -> dict[str, float]:
         spec = self.spec.latency
-        settings = {"runtime": spec.runtime, "batch_size": spec.batch_size, "threads": spec.threads}
-        stored = study.user_attrs.get(CALIBRATION_ATTR)
+        settings = {"runtime": spec.runtime, "batch_size": batch_size, "threads": spec.threads}
+        name = calibration_attr(self.spec, batch_size)
+        stored = study.user_attrs.get(name)
         if stored is None or any(stored.get(k) != v for k, v in settings.items()):
             stored = calibrate_reference(**settings)
-            study.set_user_attr(CALIBRATION_ATTR, stored)
-            _logger.info("latency calibration: reference model %.4f ms (p10) on %s", stored["p10_ms"], stored["cpu"])
+            study.set_user_attr(name, stored)
+            _logger.info(
+                "latency calibration, batch %d: reference model %.4f ms (p10) on %s",
+                batch_size,
+                stored["p10_ms"],
+                stored["cpu"],
+            )
         return stored
+
+    def _measure(
+        self, study: optuna.Study, model: keras.Model | bytes, batch_size: int, budget_ms: float | None = None
+    ) -> tuple[LatencyStats, float]:
+        """Time ``model`` at ``batch_size``: its statistics and its calibrated ``latency_ms``.
+        With ``budget_ms``, timing stops as soon as the model is surely over it."""
+        spec = self.spec.latency
+        calibration_ms = self._calibration(study, batch_size)[f"{spec.statistic}_ms"]
+        stats = measure_latency(
+            model,
+            runtime=spec.runtime,
+            batch_size=batch_size,
+            threads=spec.threads,
+            statistic=spec.statistic,
+            max_seconds=spec.max_seconds,
+            stop_above_reference=None if budget_ms is None else budget_ms / calibration_ms,
+        )
+        return stats, stats.normalized_ms(calibration_ms)
 
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
         import keras
@@ -119,15 +158,9 @@ class TradeoffObjective:
         trial.set_user_attr("macs", companions["macs"])
 
         flatbuffer = to_tflite(model) if latency_spec.runtime == "litert" else None
-        stats = measure_latency(
-            flatbuffer if flatbuffer is not None else model,
-            runtime=latency_spec.runtime,
-            batch_size=latency_spec.batch_size,
-            threads=latency_spec.threads,
-            statistic=latency_spec.statistic,
-            max_seconds=latency_spec.max_seconds,
-        )
-        latency_ms = stats.normalized_ms(self.calibrate(trial.study)[f"{latency_spec.statistic}_ms"])
+        timed = flatbuffer if flatbuffer is not None else model
+        primary, *others = latency_spec.batch_sizes
+        stats, latency_ms = self._measure(trial.study, timed, primary, latency_spec.budget_ms)
         trial.set_user_attr("latency", {**stats.to_dict(), "normalized_ms": latency_ms})
         companions["model_bytes"] = len(flatbuffer if flatbuffer is not None else to_tflite(model))
         trial.set_user_attr("model_bytes", companions["model_bytes"])
@@ -145,6 +178,8 @@ class TradeoffObjective:
                     latency_spec.budget_ms,
                 )
                 return 0.0, latency_ms, *extras
+        for batch_size in others:
+            trial.set_user_attr(f"latency_ms_batch{batch_size}", self._measure(trial.study, timed, batch_size)[1])
 
         result = train(model, candidate, data, self.spec.training)
         accuracy = score(self.spec.objectives.accuracy, data.y_val, predict_classes(model, data.x_val))

@@ -44,7 +44,7 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
     stats = measure_latencies(
         models,
         runtime=latency.runtime,
-        batch_size=latency.batch_size,
+        batch_size=latency.batch_sizes[0],
         threads=latency.threads,
         statistic=latency.statistic,
         max_seconds=max(2.0, latency.max_seconds * len(models)),

@@ -152,7 +152,7 @@ def select_model(
     model.save(keras_path)
     tflite_path.write_bytes(to_tflite(model))
     latency = spec.latency
-    stats = measure_latency(tflite_path.read_bytes(), runtime="litert", batch_size=latency.batch_size,
+    stats = measure_latency(tflite_path.read_bytes(), runtime="litert", batch_size=latency.batch_sizes[0],
                             threads=latency.threads, statistic=latency.statistic, max_seconds=2.0)  # fmt: skip
     calibration = study.user_attrs.get(CALIBRATION_ATTR, {}).get(f"{latency.statistic}_ms")
     exported_ms = stats.normalized_ms(calibration) if calibration else stats.value_ms

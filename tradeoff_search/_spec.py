@@ -264,11 +264,18 @@ class LatencySection:
     """``[latency]``: how inference latency is measured."""
 
     runtime: str = _rule(_Scalar(str, choices=("litert", "tf")), "litert")
-    batch_size: int = _rule(_Scalar(int, _AT_LEAST_ONE), 1)
+    batch_size: Categorical = _rule(_Choice(int, bounds=_AT_LEAST_ONE), Categorical((1,)))
     threads: int = _rule(_Scalar(int, _AT_LEAST_ONE), 1)
     statistic: str = _rule(_Scalar(str, choices=("p10", "median")), "p10")
     max_seconds: float = _rule(_Scalar(float, _POSITIVE), 1.0)
     budget_ms: float | None = _rule(_Scalar(float, _POSITIVE), None)
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Every batch size to time, from ``batch_size = 1`` or ``batch_size = [1, 32]``. The first
+        is the objective's (``latency_ms``, the budget); the others are recorded per trial as
+        ``latency_ms_batch{N}``."""
+        return self.batch_size.choices
 
 
 @dataclass(frozen=True)
