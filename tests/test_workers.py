@@ -22,6 +22,7 @@ import sqlalchemy.exc
 from mlflow import MlflowClient
 
 from tradeoff_search._tracking import TAG_ROLE
+from tradeoff_search._workers import Tickets
 
 from .conftest import TINY_SPEC
 
@@ -79,10 +80,11 @@ def test_two_workers_run_exactly_the_requested_trials(tmp_path: Path, backend: s
 
 
 def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path) -> None:
+    # Trials long enough (~8 s) to be caught training.
     slow = TINY_SPEC.replace('source = "sklearn:iris"', 'source = "sklearn:digits"').replace(
-        "max_epochs = 2", "max_epochs = 60"
+        "max_epochs = 2", "max_epochs = 150"
     )
-    slow = slow.replace("patience = 1", "patience = 60").replace("[study]", "[study]\nheartbeat_seconds = 1")
+    slow = slow.replace("patience = 1", "patience = 150").replace("[study]", "[study]\nheartbeat_seconds = 1")
     (tmp_path / "spec.toml").write_text(slow)
     storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
     worker = subprocess.Popen(  # the trials run in the very process that is killed
@@ -142,3 +144,27 @@ def test_a_study_where_every_trial_fails_exits_1_with_a_summary(tmp_path: Path) 
     assert "error: no trial completed" in done.stderr
     _, children = _mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "tiny")
     assert all(r.info.status == "FAILED" and "diverged" in r.data.tags["error"] for r in children.values())
+
+
+def test_tickets_are_queued_as_needed_and_never_past_n_trials(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(storage=storage, study_name="tickets")
+    tickets = Tickets(study, 5, storage)
+    assert tickets.left == 5 and not study.trials  # nothing queued up front
+    assert tickets(3) == 3 and tickets(10) == 2 and tickets() == 0
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 5
+    assert Tickets(study, 5, storage).left == 0  # a second run joining finds the study full
+    trial = study.ask()
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert Tickets(study, 5, storage)() == 1  # a failed trial's slot goes to the next run
+
+
+def test_a_timeout_study_with_a_huge_n_trials_starts_at_once(tmp_path: Path) -> None:
+    (tmp_path / "spec.toml").write_text(TINY_SPEC.replace("n_trials = 3", "n_trials = 1000000\ntimeout = 5"))
+    start = time.monotonic()
+    done = _run("spec.toml", "--in-process", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert time.monotonic() - start < 120  # queueing a million tickets up front would take over an hour
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    assert 1 <= len(study.trials) < 50
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))

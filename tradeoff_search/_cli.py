@@ -145,23 +145,22 @@ def _run(args: argparse.Namespace) -> int:
 
     from tradeoff_search._data import load_dataset
     from tradeoff_search._pareto import format_table, front_rows
-    from tradeoff_search._study import TRIALS_PER_PROCESS, redact, run_study
+    from tradeoff_search._study import redact, run_study, run_worker
 
     spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
     data = load_dataset(spec)
     _quiet_libraries()
+    if args.worker:
+        run_worker(spec, args.storage, args.tracking_uri, data)
+        return EXIT_OK
     study = run_study(
         spec,
         storage=args.storage,
         tracking_uri=args.tracking_uri,
         data=data,
-        workers=0 if args.worker or args.in_process else args.workers,
+        workers=0 if args.in_process else args.workers,
         show_progress_bar=not args.no_progress,
-        finish=not args.worker,  # the coordinating process finishes the record once
-        max_trials=TRIALS_PER_PROCESS if args.worker else None,
     )
-    if args.worker:
-        return EXIT_OK
     states = [t.state for t in study.get_trials(deepcopy=False)]
     complete = states.count(optuna.trial.TrialState.COMPLETE)
     failed = states.count(optuna.trial.TrialState.FAIL)

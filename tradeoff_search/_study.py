@@ -16,7 +16,7 @@ from tradeoff_search._objective import TradeoffObjective
 from tradeoff_search._retime import retime_front
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._tracking import MLflowParetoCallback
-from tradeoff_search._workers import top_up, work
+from tradeoff_search._workers import Tickets, work
 
 if TYPE_CHECKING:
     import optuna
@@ -202,7 +202,6 @@ def run_study(
     show_progress_bar: bool = False,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     finish: bool = True,
-    max_trials: int | None = None,
 ) -> optuna.Study:
     """Run (or resume) the spec's study until it has ``study.n_trials`` trials.
 
@@ -210,16 +209,12 @@ def run_study(
     ``workers = 0`` runs the trials in this process; ``workers = N`` in N worker processes sharing
     the study (TensorFlow threads split between them), each replaced by a fresh one every
     ``TRIALS_PER_PROCESS`` trials so that memory stays flat however long the study. On other
-    machines, ``run`` with the same ``storage`` joins the same study. ``max_trials`` caps the
-    trials this call runs in this process (what each worker process is given).
+    machines, ``run`` with the same ``storage`` joins the same study.
     Every trial is logged to MLflow as it ends. With ``finish`` (the default), the Pareto set is
     then re-timed side by side and the MLflow record completed (``pareto.csv``, plots), also
     after Ctrl-C.
     """
-    data = data if data is not None else load_dataset(spec)
-    check_tracking_uri(tracking_uri)
-    study = open_study(spec, storage)
-    callback = make_callback(spec, tracking_uri)
+    study, objective, callback = _session(spec, storage, tracking_uri, data)
     _logger.info(
         "study %r: %d trials on %s, %d worker(s); Optuna %s, MLflow %s",
         spec.study.name,
@@ -229,16 +224,14 @@ def run_study(
         redact(storage),
         redact(tracking_uri),
     )
-    model_dir = staging_dir(spec) if spec.tracking.log_models != "none" else None
-    objective = TradeoffObjective(spec, data=data, model_dir=model_dir)
-    objective.calibrate(study)  # once, before any worker times a trial
-    top_up(study, spec.study.n_trials, storage)
+    tickets = Tickets(study, spec.study.n_trials, storage)
+    callback.start(study)
     progress = _Progress(study, spec.study.n_trials, show_progress_bar)
     try:
         if workers == 0:
-            work(study, objective, [callback, *callbacks], spec.study.timeout, progress.refresh, max_trials)
+            work(study, objective, [callback, *callbacks], spec.study.timeout, progress.refresh, tickets=tickets)
         else:
-            _run_worker_processes(spec, storage, tracking_uri, workers, progress)
+            _run_worker_processes(spec, storage, tracking_uri, workers, progress, tickets)
     finally:
         progress.close()
         if finish:
@@ -246,6 +239,27 @@ def run_study(
                 retime_front(study, objective)
             callback.sync(study)  # also logs trials a crashed worker left unrecorded
     return study
+
+
+def run_worker(spec: StudySpec, storage: str, tracking_uri: str, data: Dataset | None = None) -> int:
+    """One of ``run --workers``' processes: run at most ``TRIALS_PER_PROCESS`` of the trials its
+    coordinator queues, then retire; returns how many ran."""
+    study, objective, callback = _session(spec, storage, tracking_uri, data)
+    return work(study, objective, [callback], spec.study.timeout, max_trials=TRIALS_PER_PROCESS)
+
+
+def _session(
+    spec: StudySpec, storage: str, tracking_uri: str, data: Dataset | None
+) -> tuple[optuna.Study, TradeoffObjective, MLflowParetoCallback]:
+    """The study, objective and MLflow callback of a run, after checking data and stores."""
+    data = data if data is not None else load_dataset(spec)
+    check_tracking_uri(tracking_uri)
+    study = open_study(spec, storage)
+    callback = make_callback(spec, tracking_uri)
+    model_dir = staging_dir(spec) if spec.tracking.log_models != "none" else None
+    objective = TradeoffObjective(spec, data=data, model_dir=model_dir)
+    objective.calibrate(study)  # once, before any worker times a trial
+    return study, objective, callback
 
 
 class _Progress:
@@ -267,8 +281,11 @@ class _Progress:
         self.bar.close()
 
 
-def _run_worker_processes(spec: StudySpec, storage: str, tracking_uri: str, workers: int, progress: _Progress) -> None:
-    """Keep ``workers`` processes of ``run --worker`` busy on this machine while trials are queued.
+def _run_worker_processes(
+    spec: StudySpec, storage: str, tracking_uri: str, workers: int, progress: _Progress, tickets: Tickets
+) -> None:
+    """Keep ``workers`` processes of ``run --worker`` busy on this machine while this run has
+    tickets left, with two queued per worker so that none finds the queue empty between trials.
 
     Each has its share of the cores and runs at most ``TRIALS_PER_PROCESS`` trials: TensorFlow
     keeps growing in a long-lived process (~4-6 MB a trial here, from training, even with
@@ -288,18 +305,21 @@ def _run_worker_processes(spec: StudySpec, storage: str, tracking_uri: str, work
     deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
 
     def queued() -> bool:
-        waiting = progress.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-        return bool(waiting) and (deadline is None or time.monotonic() < deadline)
+        """Top the queue up; whether any ticket is waiting."""
+        waiting = len(progress.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        waiting += tickets(2 * workers - waiting) if waiting < 2 * workers else 0
+        return waiting > 0 and (deadline is None or time.monotonic() < deadline)
 
     def start() -> subprocess.Popen[bytes]:
         timeout = [] if deadline is None else ["--timeout", f"{max(1.0, deadline - time.monotonic()):.0f}"]
         return subprocess.Popen([*command, *timeout], env=env, stdout=subprocess.DEVNULL)
 
-    children = [start() for _ in range(workers)]
+    children = [start() for _ in range(workers) if queued()]
     abnormal: list[int] = []
     try:
         while children:
             progress.refresh()
+            queued()
             time.sleep(1)
             for child in [c for c in children if c.poll() is not None]:
                 children.remove(child)

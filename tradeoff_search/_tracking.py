@@ -131,6 +131,12 @@ class MLflowParetoCallback:
         if self.model_dir is not None:
             shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
 
+    def start(self, study: optuna.Study) -> None:
+        """Create the store, the experiment and the study's parent run now, rather than at the
+        first finished trial: worker processes started together would race to create a fresh
+        SQLite store's tables."""
+        self._parent(study)
+
     def sync(self, study: optuna.Study) -> None:
         """Make the MLflow record match the storage: log missing trials, then :meth:`finish`.
 

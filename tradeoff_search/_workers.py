@@ -1,11 +1,12 @@
 """Workers sharing one study: trial tickets, a storage-wide lock, the trial loop, heartbeats.
 
 Why tickets: Optuna's ``n_trials`` counts per ``optimize`` call and ``MaxTrialsCallback`` checks
-after a trial, so workers started together overshoot. Here the study holds exactly
-``n_trials`` live slots (queued, running or finished trials); a worker tops the queue up under a
-lock that every worker of the storage shares, and runs only trials it claims from the queue.
-A failed trial frees its slot for the next run; a crashed worker's trial is found stale through
-its heartbeat, failed, and re-queued with the same parameters.
+after a trial, so workers started together overshoot. Here the study holds at most
+``n_trials`` live slots (queued, running or finished trials); each run queues tickets (see
+:class:`Tickets`) under a lock that every worker of the storage shares, and workers run only
+trials they claim from the queue. A failed trial frees its slot for the next run; a crashed
+worker's trial is found stale through its heartbeat, failed, and re-queued with the same
+parameters.
 """
 
 from __future__ import annotations
@@ -67,13 +68,32 @@ def storage_lock(url: str, name: str) -> Iterator[None]:
         yield
 
 
-def top_up(study: optuna.Study, n_trials: int, storage_url: str) -> int:
-    """Queue tickets until the study has ``n_trials`` live trials; returns how many were queued."""
-    with storage_lock(storage_url, study.study_name):
-        live = len(study.get_trials(deepcopy=False, states=live_states()))
-        for _ in range(n_trials - live):
-            study.enqueue_trial({})
-        return max(0, n_trials - live)
+class Tickets:
+    """This run's share of the study's trials, queued as tickets as they are needed.
+
+    The share is what the study lacked when the run started (``n_trials`` minus its live trials),
+    so a run ends even if every trial fails; a failed trial's slot goes to the next run. Tickets
+    are queued a few at a time, not all at once: a study run "until the timeout" with a large
+    ``n_trials`` would otherwise spend minutes writing them (~4.5 ms each). Every top-up happens
+    under the storage lock and never takes the study past ``n_trials`` live trials, however many
+    runs on however many machines share it.
+    """
+
+    def __init__(self, study: optuna.Study, n_trials: int, storage_url: str) -> None:
+        self.study, self.n_trials, self.storage_url = study, n_trials, storage_url
+        self.left = max(0, n_trials - self._live())
+
+    def _live(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=live_states()))
+
+    def __call__(self, limit: int = 1) -> int:
+        """Queue up to ``limit`` tickets; returns how many were queued."""
+        with storage_lock(self.storage_url, self.study.study_name):
+            queued = max(0, min(limit, self.left, self.n_trials - self._live()))
+            for _ in range(queued):
+                self.study.enqueue_trial({})
+        self.left -= queued
+        return queued
 
 
 def _claim(study: optuna.Study) -> optuna.Trial | None:
@@ -95,9 +115,10 @@ def work(
     timeout: float | None = None,
     on_trial: Callable[[], None] | None = None,
     max_trials: int | None = None,
+    tickets: Tickets | None = None,
 ) -> int:
-    """Run queued trials until the queue is empty, ``timeout`` seconds have passed or
-    ``max_trials`` ran; returns how many ran.
+    """Run queued trials until the queue is empty (and ``tickets``, asked then, queue no
+    more), ``timeout`` seconds have passed or ``max_trials`` ran; returns how many ran.
 
     Each trial sends heartbeats (when the storage has them on) and is told to the study as
     COMPLETE, PRUNED or FAIL; a failure is logged and the loop goes on. On Ctrl-C the running
@@ -115,6 +136,8 @@ def work(
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)  # re-queues a crashed worker's trial
         trial = _claim(study)
+        while trial is None and tickets is not None and tickets():  # another worker may win the ticket
+            trial = _claim(study)
         if trial is None:
             return ran
         values: Sequence[float] | None = None
