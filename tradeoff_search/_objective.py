@@ -14,6 +14,7 @@ from tradeoff_search._data import Dataset, load_dataset
 from tradeoff_search._latency import LatencyStats, calibrate_reference, measure_latency, to_tflite
 from tradeoff_search._models import build_model, count_macs
 from tradeoff_search._pareto import is_nondominated_by
+from tradeoff_search._pruning import pruning_callback, rivals
 from tradeoff_search._space import suggest
 from tradeoff_search._spec import StudySpec
 from tradeoff_search._tracking import staged_model_path
@@ -91,8 +92,12 @@ class TradeoffObjective:
         return self._data
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        import optuna
+
         try:
             return self._evaluate(trial)
+        except optuna.TrialPruned:
+            raise
         except Exception as error:
             # Optuna keeps no failure reason in its storage; the MLflow record shows this one.
             trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:2000])
@@ -145,6 +150,7 @@ class TradeoffObjective:
 
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
         import keras
+        import optuna
 
         _freeze_long_lived_objects()
         # A fresh Keras state per trial keeps a long study's memory flat.
@@ -181,12 +187,21 @@ class TradeoffObjective:
         for batch_size in others:
             trial.set_user_attr(f"latency_ms_batch{batch_size}", self._measure(trial.study, timed, batch_size)[1])
 
-        result = train(model, candidate, data, self.spec.training)
-        accuracy = score(self.spec.objectives.accuracy, data.y_val, predict_classes(model, data.x_val))
+        training = self.spec.training
+        pruning = (
+            pruning_callback((latency_ms, *extras), rivals(trial.study), training.pruning_margin)
+            if training.pruning
+            else None
+        )
+        result = train(model, candidate, data, training, callbacks=[pruning] if pruning else None)
         trial.set_user_attr("trained", True)
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("epochs", result.epochs)
         trial.set_user_attr("history", result.history)
+        if pruning is not None and pruning.reason is not None:
+            trial.set_user_attr("prune_reason", pruning.reason)  # for studies run by optimize() too
+            raise optuna.TrialPruned(pruning.reason)
+        accuracy = score(self.spec.objectives.accuracy, data.y_val, predict_classes(model, data.x_val))
         values = (accuracy, latency_ms, *extras)
         if self.model_dir is not None and self._may_be_logged(trial, values):
             path = staged_model_path(self.model_dir, trial.number)

@@ -315,11 +315,14 @@ class OptimizerSection:
 
 @dataclass(frozen=True)
 class TrainingSection:
-    """``[training]``: batch size (searched) and the epoch budget (fixed)."""
+    """``[training]``: batch size (searched), the epoch budget (fixed) and multi-objective early
+    stopping (``pruning``: see ``tradeoff_search._pruning``)."""
 
     batch_size: Categorical = _rule(_Choice(int, bounds=_AT_LEAST_ONE), Categorical((32, 64, 128)))
     max_epochs: int = _rule(_Scalar(int, _AT_LEAST_ONE), 30)
     patience: int = _rule(_Scalar(int, _AT_LEAST_ONE), 5)
+    pruning: bool = _rule(_Scalar(bool), False)
+    pruning_margin: float = _rule(_Scalar(float, _Interval(0, 1, high_open=True)), 0.02)
 
 
 @dataclass(frozen=True)
