@@ -95,15 +95,18 @@ def test_every_family_builds_trains_converts_and_measures(family: str) -> None:
     assert result.epochs == 1 and len(result.history["val_loss"]) == 1
     assert predict_classes(model, data.x_val).shape == (16,)
 
-    flatbuffer = to_tflite(model)
-    interpreter = Interpreter(model_content=flatbuffer)
-    (detail,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(detail["index"], [16, *shape])
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], data.x_val)
-    interpreter.invoke()
-    litert = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    np.testing.assert_allclose(litert, np.asarray(model(data.x_val, training=False)), atol=1e-4)
+    expected = np.asarray(model(data.x_val, training=False))
+    for signature in (True, False):  # the deployable file, and the faster one timing uses
+        flatbuffer = to_tflite(model, signature=signature)
+        interpreter = Interpreter(model_content=flatbuffer)
+        (detail,) = interpreter.get_input_details()
+        interpreter.resize_tensor_input(detail["index"], [16, *shape])
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], data.x_val)
+        interpreter.invoke()
+        litert = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        np.testing.assert_allclose(litert, expected, atol=1e-4)
+        assert bool(interpreter.get_signature_list()) == signature
 
     stats = measure_latency(flatbuffer, max_seconds=0.2)
     assert stats.value_ms > 0 and stats.model_bytes == len(flatbuffer)

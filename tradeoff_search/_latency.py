@@ -19,7 +19,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -86,13 +86,41 @@ class LatencyStats:
         return asdict(self)
 
 
-def to_tflite(model: keras.Model) -> bytes:
-    """Convert a Keras model to a LiteRT flatbuffer (float32, batch dimension left dynamic)."""
+def to_tflite(model: keras.Model, signature: bool = True) -> bytes:
+    """Convert a Keras model to a LiteRT flatbuffer (float32, batch dimension left dynamic).
+
+    Args:
+        model: the model.
+        signature: keep a ``serving_default`` signature, as a file to deploy needs. Timing does
+            not: ``signature=False`` freezes the inference function and converts that graph,
+            the same operators at a third of the time (0.17 vs 0.5 s for a 17k-parameter MLP),
+            because ``from_keras_model`` first writes and reloads a SavedModel.
+    """
     import tensorflow as tf
 
+    if not signature:
+        # TF's own converter freezes Keras models this way (lite.py, _freeze_keras_model).
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        infer = tf.function(tf.autograph.experimental.do_not_convert(lambda x: model(x, training=False)))
+        frozen = convert_variables_to_constants_v2(infer.get_concrete_function(spec))
+        with _absl_errors_only():  # it calls this graph path deprecated; we want it for speed
+            return tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert()
     # Keras prints the exported signature to stdout; keep the console for progress and results.
     with contextlib.redirect_stdout(io.StringIO()):
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+@contextlib.contextmanager
+def _absl_errors_only() -> Iterator[None]:
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(level)
 
 
 def reference_model() -> keras.Model:
@@ -109,7 +137,7 @@ def reference_model() -> keras.Model:
 @functools.cache
 def _reference(runtime: str) -> keras.Model | bytes:
     model = reference_model()
-    return to_tflite(model) if runtime == "litert" else model
+    return to_tflite(model, signature=False) if runtime == "litert" else model
 
 
 def measure_latency(
@@ -173,7 +201,7 @@ def measure_latencies(
     invokers, sizes = [], []
     for model in timed:
         if runtime == "litert":
-            flatbuffer = model if isinstance(model, bytes) else to_tflite(model)
+            flatbuffer = model if isinstance(model, bytes) else to_tflite(model, signature=False)
             sizes.append(len(flatbuffer))
             invoke, version = _litert_invoker(flatbuffer, batch_size, threads)
         elif isinstance(model, bytes):

@@ -163,12 +163,12 @@ class TradeoffObjective:
         trial.set_user_attr("n_params", companions["params"])
         trial.set_user_attr("macs", companions["macs"])
 
-        flatbuffer = to_tflite(model) if latency_spec.runtime == "litert" else None
+        flatbuffer = to_tflite(model, signature=False) if latency_spec.runtime == "litert" else None
         timed = flatbuffer if flatbuffer is not None else model
         primary, *others = latency_spec.batch_sizes
         stats, latency_ms = self._measure(trial.study, timed, primary, latency_spec.budget_ms)
         trial.set_user_attr("latency", {**stats.to_dict(), "normalized_ms": latency_ms})
-        companions["model_bytes"] = len(flatbuffer if flatbuffer is not None else to_tflite(model))
+        companions["model_bytes"] = len(flatbuffer if flatbuffer is not None else to_tflite(model, signature=False))
         trial.set_user_attr("model_bytes", companions["model_bytes"])
         extras = [float(companions[name]) for name in self.spec.objectives.extra.choices]
 

@@ -40,7 +40,7 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
     models = []
     for trial in front:
         model = build_model(suggest(optuna.trial.FixedTrial(trial.params), spec), data.input_shape, data.n_classes)
-        models.append(to_tflite(model) if latency.runtime == "litert" else model)
+        models.append(to_tflite(model, signature=False) if latency.runtime == "litert" else model)
     stats = measure_latencies(
         models,
         runtime=latency.runtime,
