@@ -1,11 +1,12 @@
 """What an over-budget candidate costs, and whether the sampler learns to avoid them (issue 8).
 
-    python benchmarks/latency_budget.py [--trials 40] [--budget-ms 0.003]
+    python benchmarks/latency_budget.py [--spec studies/digits.toml] [--trials 40] [--budget-ms 0.003]
 
-Runs the default digits study with ``latency.budget_ms`` set (real Optuna and MLflow stores in a
-temporary folder). Over-budget candidates are measured but not trained; this reports their median
-wall time as a fraction of trained trials', and the share of over-budget proposals in the first
-and second half of the study (the sampler should learn the infeasible region: lower later).
+Runs a study (the default digits one unless ``--spec``) with ``latency.budget_ms`` set (real
+Optuna and MLflow stores in a temporary folder). Over-budget candidates are measured but not
+trained; this reports their median wall time as a fraction of trained trials', and the share of
+over-budget proposals in the first and second half of the study (the sampler should learn the
+infeasible region: lower later).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default=str(REPO / "studies" / "digits.toml"))
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--budget-ms", type=float, default=0.003)
     args = parser.parse_args()
-    spec = StudySpec.load(REPO / "studies" / "digits.toml").override(n_trials=args.trials)
+    spec = StudySpec.load(args.spec).override(n_trials=args.trials)
     spec = dataclasses.replace(spec, latency=dataclasses.replace(spec.latency, budget_ms=args.budget_ms))
     with tempfile.TemporaryDirectory() as root:
         study = run_study(spec, storage=f"sqlite:///{root}/optuna.db", tracking_uri=f"sqlite:///{root}/mlflow.db")

@@ -1,0 +1,127 @@
+"""Search efficiency at equal wall-clock time: samplers, and multi-objective early stopping (issue 5).
+
+    python benchmarks/search_efficiency.py [--spec studies/digits.toml] [--minutes 2.5]
+        [--seeds 0 1 2] [--variants tpe tpe+pruning nsga2 random] [--json FILE]
+
+Each variant runs the spec's study for the same wall-clock budget per seed, one after another
+(never in parallel), each in a fresh process with its own Optuna and MLflow stores. From every
+study's completed trials and their completion times this computes the hypervolume of
+(validation accuracy, log10 latency µs) over time, then per variant: trials finished, trials
+pruned, final hypervolume, and the time to reach 95% of the ``tpe`` run's final hypervolume
+(same seed; ∞ if never), with ratios to ``tpe``. Every run and the summary go to ``--json``.
+
+The reference point is fixed here (accuracy 0.8, latency 20 µs), near the front of the default
+study, so that differences between searches show; the tool's own default (0, 100 ms) would make
+every front's hypervolume nearly the same number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE = (0.8, 0.02)  # accuracy, latency_ms
+VARIANTS = ("tpe", "tpe+pruning", "nsga2", "random")
+
+
+def run_variant(spec_path: str, variant: str, seed: int, minutes: float) -> dict:
+    """Run one study (in this process) and return its hypervolume-over-time record."""
+    import optuna
+
+    from tradeoff_search import StudySpec, run_study
+    from tradeoff_search._pareto import hypervolume, pareto_ranks
+
+    spec = StudySpec.load(spec_path).override(n_trials=100_000, timeout=minutes * 60)
+    sampler = variant.split("+")[0]
+    spec = dataclasses.replace(
+        spec,
+        study=dataclasses.replace(spec.study, sampler=sampler, seed=seed, name=f"{variant}-{seed}"),
+        training=dataclasses.replace(spec.training, pruning="pruning" in variant),
+        tracking=dataclasses.replace(spec.tracking, log_models="none"),
+    )
+    with tempfile.TemporaryDirectory() as root:
+        study = run_study(spec, storage=f"sqlite:///{root}/optuna.db", tracking_uri=f"sqlite:///{root}/mlflow.db")
+    trials = [t for t in study.trials if t.datetime_complete is not None]
+    start = min(t.datetime_start for t in trials)
+    done = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.datetime_complete)
+    curve = []
+    for i, trial in enumerate(done):
+        ranks = pareto_ranks(done[: i + 1], study.directions)
+        front = [t.values for t in done[: i + 1] if ranks.get(t.number) == 0]
+        seconds = (trial.datetime_complete - start).total_seconds()
+        curve.append((seconds, hypervolume(front, study.directions, study.metric_names, REFERENCE)))
+    return {
+        "variant": variant,
+        "seed": seed,
+        "finished": len(done),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+        "hypervolume": curve[-1][1] if curve else 0.0,
+        "curve": curve,
+    }
+
+
+def time_to(curve: list[list[float]], target: float) -> float:
+    return next((seconds for seconds, value in curve if value >= target), math.inf)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default=str(REPO / "studies" / "digits.toml"))
+    parser.add_argument("--minutes", type=float, default=2.5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--json", help="write every run and the summary here")
+    parser.add_argument("--one", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # a child process: one run, its record on stdout's last line
+        print(json.dumps(run_variant(args.spec, args.one[0], int(args.one[1]), args.minutes)))
+        return
+    if "tpe" not in args.variants:
+        parser.error("--variants must include tpe: it is the baseline of the ratios")
+
+    runs = []
+    for seed in args.seeds:
+        for variant in args.variants:
+            command = [sys.executable, __file__, "--spec", args.spec, "--minutes", str(args.minutes)]
+            child = subprocess.run([*command, "--one", variant, str(seed)], capture_output=True, text=True,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=True)  # fmt: skip
+            runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(f"seed {seed} {variant:12} {runs[-1]['finished']:4d} trials, {runs[-1]['pruned']:3d} pruned, "
+                  f"hypervolume {runs[-1]['hypervolume']:.4f}", flush=True)  # fmt: skip
+
+    baseline = {r["seed"]: r for r in runs if r["variant"] == "tpe"}
+    print(f"\n{args.minutes} min per run, reference (accuracy {REFERENCE[0]}, {REFERENCE[1] * 1e3:g} µs); "
+          "t95 = seconds to reach 95% of the tpe run's final hypervolume (same seed)")  # fmt: skip
+    print(f"{'variant':12} {'seed':>4} {'trials':>6} {'pruned':>6} {'HV':>7} {'HV/tpe':>7} {'t95 s':>6} {'t95/tpe':>7}")
+    summary = {}
+    for variant in args.variants:
+        ratios, speedups = [], []
+        for run in (r for r in runs if r["variant"] == variant):
+            base = baseline[run["seed"]]
+            target = 0.95 * base["hypervolume"]
+            t95, base_t95 = time_to(run["curve"], target), time_to(base["curve"], target)
+            ratios.append(run["hypervolume"] / base["hypervolume"] if base["hypervolume"] else math.nan)
+            speedups.append(t95 / base_t95)
+            print(f"{variant:12} {run['seed']:>4} {run['finished']:>6} {run['pruned']:>6} {run['hypervolume']:>7.4f} "
+                  f"{ratios[-1]:>7.3f} {t95:>6.0f} {speedups[-1]:>7.2f}")  # fmt: skip
+        summary[variant] = {"hypervolume_ratio_median": statistics.median(ratios),
+                            "t95_ratio_median": statistics.median(speedups)}  # fmt: skip
+    print("\nmedian over seeds, vs tpe: " + "; ".join(
+        f"{v}: HV ×{s['hypervolume_ratio_median']:.3f}, t95 ×{s['t95_ratio_median']:.2f}" for v, s in summary.items()
+    ))  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps({"minutes": args.minutes, "reference": REFERENCE, "runs": runs,
+                                               "summary": summary}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
