@@ -305,10 +305,11 @@ def _run_worker_processes(
     deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
 
     def queued() -> bool:
-        """Top the queue up; whether any ticket is waiting."""
+        """Top the queue up, until the deadline; whether any ticket is waiting."""
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
         waiting = len(progress.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-        waiting += tickets(2 * workers - waiting) if waiting < 2 * workers else 0
-        return waiting > 0 and (deadline is None or time.monotonic() < deadline)
+        return waiting + (tickets(2 * workers - waiting) if waiting < 2 * workers else 0) > 0
 
     def start() -> subprocess.Popen[bytes]:
         timeout = [] if deadline is None else ["--timeout", f"{max(1.0, deadline - time.monotonic()):.0f}"]
