@@ -38,7 +38,7 @@ def run_variant(spec_path: str, variant: str, seed: int, minutes: float) -> dict
     import optuna
 
     from tradeoff_search import StudySpec, run_study
-    from tradeoff_search._pareto import hypervolume, pareto_ranks
+    from tradeoff_search._pareto import hypervolume_history
 
     spec = StudySpec.load(spec_path).override(n_trials=100_000, timeout=minutes * 60)
     sampler = variant.split("+")[0]
@@ -52,17 +52,14 @@ def run_variant(spec_path: str, variant: str, seed: int, minutes: float) -> dict
         study = run_study(spec, storage=f"sqlite:///{root}/optuna.db", tracking_uri=f"sqlite:///{root}/mlflow.db")
     trials = [t for t in study.trials if t.datetime_complete is not None]
     start = min(t.datetime_start for t in trials)
-    done = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.datetime_complete)
-    curve = []
-    for i, trial in enumerate(done):
-        ranks = pareto_ranks(done[: i + 1], study.directions)
-        front = [t.values for t in done[: i + 1] if ranks.get(t.number) == 0]
-        seconds = (trial.datetime_complete - start).total_seconds()
-        curve.append((seconds, hypervolume(front, study.directions, study.metric_names, REFERENCE)))
+    # One process runs the trials in turn, so trial numbers are in order of completion.
+    completed_at = {t.number: (t.datetime_complete - start).total_seconds() for t in trials}
+    history = hypervolume_history(study, study.metric_names, REFERENCE)
+    curve = [(completed_at[number], value) for number, value in history]
     return {
         "variant": variant,
         "seed": seed,
-        "finished": len(done),
+        "finished": len(curve),
         "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
         "hypervolume": curve[-1][1] if curve else 0.0,
         "curve": curve,
