@@ -14,7 +14,7 @@ from tradeoff_search._data import Dataset, load_dataset
 from tradeoff_search._latency import LatencyStats, calibrate_reference, measure_latency, to_tflite
 from tradeoff_search._models import build_model, count_macs
 from tradeoff_search._pareto import is_nondominated_by
-from tradeoff_search._pruning import pruning_callback, rivals
+from tradeoff_search._pruning import ParetoPruning, rivals
 from tradeoff_search._space import suggest
 from tradeoff_search._spec import StudySpec
 from tradeoff_search._tracking import staged_model_path
@@ -189,11 +189,11 @@ class TradeoffObjective:
 
         training = self.spec.training
         pruning = (
-            pruning_callback((latency_ms, *extras), rivals(trial.study), training.pruning_margin)
+            ParetoPruning((latency_ms, *extras), rivals(trial.study), training.pruning_margin)
             if training.pruning
             else None
         )
-        result = train(model, candidate, data, training, callbacks=[pruning] if pruning else None)
+        result = train(model, candidate, data, training, on_epoch_end=pruning)
         trial.set_user_attr("trained", True)
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("epochs", result.epochs)

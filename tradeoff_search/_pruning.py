@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -70,28 +70,25 @@ def dominating_rival(
     return None
 
 
-def pruning_callback(known: tuple[float, ...], candidates: list[Rival], margin: float) -> Any:
-    """A Keras callback that stops training at a rung where a rival dominates; it then holds the
-    reason in ``reason``."""
-    import keras
+class ParetoPruning:
+    """The rule as an ``on_epoch_end`` hook of :func:`~tradeoff_search._training.train`: it stops
+    training at a rung where a rival dominates, and then holds the reason in :attr:`reason`."""
 
-    class ParetoPruning(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.reason: str | None = None
-            self._best = 0.0
+    def __init__(self, known: tuple[float, ...], candidates: list[Rival], margin: float) -> None:
+        self.known = known
+        self.candidates = candidates
+        self.margin = margin
+        self.reason: str | None = None
+        self._best = 0.0
 
-        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            self._best = max(self._best, float((logs or {}).get("val_accuracy", 0.0)))
-            done = epoch + 1
-            if not is_rung(done):
-                return
-            rival = dominating_rival(known, self._best, done, candidates, margin)
-            if rival is not None:
-                self.reason = (
-                    f"epoch {done}: best validation accuracy {self._best:.4f}, more than {margin} below "
-                    f"trial {rival.number}'s {rival.accuracy_by(done):.4f} by that epoch, which is no slower"
-                )
-                self.model.stop_training = True
-
-    return ParetoPruning()
+    def __call__(self, epoch: int, logs: dict[str, float]) -> bool:
+        self._best = max(self._best, logs["val_accuracy"])
+        if not is_rung(epoch):
+            return False
+        rival = dominating_rival(self.known, self._best, epoch, self.candidates, self.margin)
+        if rival is not None:
+            self.reason = (
+                f"epoch {epoch}: best validation accuracy {self._best:.4f}, more than {self.margin} below "
+                f"trial {rival.number}'s {rival.accuracy_by(epoch):.4f} by that epoch, which is no slower"
+            )
+        return self.reason is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 _EVAL_BATCH_SIZE = 1024
+_CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+EpochHook = Callable[[int, dict[str, float]], bool]
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -73,67 +77,122 @@ def train(
     candidate: Candidate,
     data: Dataset,
     training: TrainingSection,
-    callbacks: list[keras.callbacks.Callback] | None = None,
+    on_epoch_end: EpochHook | None = None,
 ) -> TrainingResult:
-    """Fit on the train split with early stopping on validation loss (best weights restored)."""
+    """Fit on the train split with early stopping on validation loss (best weights restored).
+
+    The loop is the one Keras documents for training from scratch (``GradientTape`` and
+    ``optimizer.apply``), one compiled call per epoch. ``model.fit`` computes the same, but for
+    the small models searched here it spends ~0.8 s per model building its training and
+    validation graphs, more than 20 epochs of a 17k-parameter MLP take to run
+    (``benchmarks/trial_speed.py``).
+
+    Args:
+        on_epoch_end: called after every epoch with its number (from 1) and its curves' values
+            (``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``); training stops
+            when it returns True.
+    """
     import keras
 
     steps_per_epoch = math.ceil(len(data.y_train) / candidate.batch_size)
-    train_batches, val_batches = _pipelines(data, candidate.batch_size)
+    optimizer = make_optimizer(candidate, steps_per_epoch, training.max_epochs)
     binary = data.n_classes == 2
-    model.compile(
-        optimizer=make_optimizer(candidate, steps_per_epoch, training.max_epochs),
-        loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        # One compiled call per epoch: on small models Keras' per-step dispatch is the cost.
-        steps_per_execution=steps_per_epoch,
-    )
-    early_stopping = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=training.patience, restore_best_weights=True
-    )
+    loss = keras.losses.BinaryCrossentropy() if binary else keras.losses.SparseCategoricalCrossentropy()
+    run_epoch = _epoch_function(model, optimizer, loss, data, candidate.batch_size)
+    evaluate = _evaluation_function(model, loss, data.input_shape)
+    history: dict[str, list[float]] = {name: [] for name in _CURVES}
+    best_loss, best_weights, waited = math.inf, None, 0
     start = time.perf_counter()
     with machine_lock(shared=True):  # latency is never measured on this machine meanwhile
-        fitted = model.fit(
-            train_batches,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=val_batches,
-            epochs=training.max_epochs,
-            shuffle=False,  # the stream reshuffles itself every epoch
-            class_weight=data.class_weight,
-            callbacks=[keras.callbacks.TerminateOnNaN(), early_stopping, *(callbacks or [])],
-            verbose=0,
-        )
-    seconds = time.perf_counter() - start
-    history = {
-        (key if key.startswith("val_") else f"train_{key}"): [float(v) for v in values]
-        for key, values in fitted.history.items()
-    }
-    losses = history.get("train_loss", [])
-    if not losses or not all(map(math.isfinite, losses)):
-        raise TrainingDivergedError(
-            f"training diverged: loss {losses[-1] if losses else 'missing'} at epoch {len(losses)}"
-        )
-    return TrainingResult(history=history, seconds=seconds)
+        for epoch in range(1, training.max_epochs + 1):
+            train_loss, train_accuracy = (float(value) for value in run_epoch())
+            if not math.isfinite(train_loss):
+                raise TrainingDivergedError(f"training diverged: loss {train_loss} at epoch {epoch}")
+            logs = dict(zip(_CURVES, (train_loss, train_accuracy, *evaluate(data.x_val, data.y_val)), strict=True))
+            for name, value in logs.items():
+                history[name].append(value)
+            waited += 1  # early stopping as keras.callbacks.EarlyStopping does it
+            if logs["val_loss"] < best_loss:
+                best_loss, best_weights, waited = logs["val_loss"], model.get_weights(), 0
+            if (on_epoch_end is not None and on_epoch_end(epoch, logs)) or waited >= training.patience:
+                break
+        if best_weights is not None:
+            model.set_weights(best_weights)
+    return TrainingResult(history=history, seconds=time.perf_counter() - start)
 
 
-def _pipelines(data: Dataset, batch_size: int) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """The train split as one endless, reshuffled-per-epoch stream of batches, and the validation
-    split as cached batches.
-
-    Why not NumPy arrays into ``fit``: Keras then builds a new input pipeline every epoch, which
-    costs more than a small model's epoch of arithmetic (measured in ``benchmarks/trial_speed.py``).
-    """
+def _epoch_function(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    loss: keras.losses.Loss,
+    data: Dataset,
+    batch_size: int,
+) -> Callable[[], tuple[tf.Tensor, tf.Tensor]]:
+    """One epoch over the train split, reshuffled every call, as one compiled function returning
+    the epoch's mean loss and accuracy (as ``fit`` reports them)."""
     import tensorflow as tf
 
-    train_batches = (
-        tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-        .shuffle(len(data.y_train), reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .repeat()
-        .prefetch(tf.data.AUTOTUNE)
+    rows = len(data.y_train)
+    x, y = tf.constant(data.x_train, tf.float32), tf.constant(data.y_train, tf.int64)
+    class_weight = data.class_weight
+    weight_of_class = (
+        None
+        if class_weight is None
+        else tf.constant([class_weight.get(c, 1.0) for c in range(data.n_classes)], tf.float32)
     )
-    val_batches = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(_EVAL_BATCH_SIZE).cache()
-    return train_batches, val_batches
+    variables = model.trainable_variables
+    optimizer.build(variables)  # its slots must exist before tracing
+
+    @tf.function
+    def run_epoch() -> tuple[tf.Tensor, tf.Tensor]:
+        order = tf.random.shuffle(tf.range(rows))
+        loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
+        for first in tf.range(0, rows, batch_size):
+            batch = order[first : first + batch_size]
+            x_batch, y_batch = tf.gather(x, batch), tf.gather(y, batch)
+            weight = None if weight_of_class is None else tf.gather(weight_of_class, y_batch)
+            with tf.GradientTape() as tape:
+                probabilities = model(x_batch, training=True)
+                batch_loss = loss(y_batch, probabilities, sample_weight=weight)
+            optimizer.apply(tape.gradient(batch_loss, variables), variables)
+            loss_sum += batch_loss * tf.cast(tf.size(y_batch), tf.float32)
+            correct += _count_correct(y_batch, probabilities)
+        return loss_sum / rows, correct / rows
+
+    return run_epoch
+
+
+def _evaluation_function(
+    model: keras.Model, loss: keras.losses.Loss, input_shape: tuple[int, ...]
+) -> Callable[[np.ndarray, np.ndarray], tuple[float, float]]:
+    """Mean loss and accuracy of the model on ``(x, y)``, compiled once for any number of rows."""
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec([None, *input_shape], tf.float32), tf.TensorSpec([None], tf.int64)]
+
+    @tf.function(input_signature=signature)
+    def sums(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        probabilities = model(x, training=False)
+        return loss(y, probabilities) * tf.cast(tf.size(y), tf.float32), _count_correct(y, probabilities)
+
+    def evaluate(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
+        starts = range(0, len(y), _EVAL_BATCH_SIZE)
+        loss_sum, correct = np.sum([sums(x[i : i + _EVAL_BATCH_SIZE], y[i : i + _EVAL_BATCH_SIZE]) for i in starts], 0)
+        return float(loss_sum) / len(y), float(correct) / len(y)
+
+    return evaluate
+
+
+def _count_correct(y: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+    """How many rows the model classifies right (one sigmoid unit means two classes)."""
+    import tensorflow as tf
+
+    if probabilities.shape[-1] == 1:
+        predicted = tf.cast(probabilities[:, 0] > 0.5, y.dtype)
+    else:
+        predicted = tf.argmax(probabilities, axis=-1, output_type=y.dtype)
+    return tf.reduce_sum(tf.cast(predicted == y, tf.float32))
 
 
 def predict_classes(model: keras.Model, x: np.ndarray) -> np.ndarray:
