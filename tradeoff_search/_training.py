@@ -185,24 +185,25 @@ def _evaluation_function(
 
 
 def _count_correct(y: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
-    """How many rows the model classifies right (one sigmoid unit means two classes)."""
+    """How many rows the model classifies right."""
+    import tensorflow as tf
+
+    return tf.reduce_sum(tf.cast(_classes(probabilities) == y, tf.float32))
+
+
+def _classes(probabilities: tf.Tensor) -> tf.Tensor:
+    """Class indices from the head's output (one sigmoid unit means two classes)."""
     import tensorflow as tf
 
     if probabilities.shape[-1] == 1:
-        predicted = tf.cast(probabilities[:, 0] > 0.5, y.dtype)
-    else:
-        predicted = tf.argmax(probabilities, axis=-1, output_type=y.dtype)
-    return tf.reduce_sum(tf.cast(predicted == y, tf.float32))
+        return tf.cast(probabilities[:, 0] > 0.5, tf.int64)
+    return tf.argmax(probabilities, axis=-1, output_type=tf.int64)
 
 
 def predict_classes(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    """Class indices for ``x`` (one sigmoid unit means two classes)."""
-    probabilities = np.concatenate(
-        [np.asarray(model(x[i : i + _EVAL_BATCH_SIZE], training=False)) for i in range(0, len(x), _EVAL_BATCH_SIZE)]
-    )
-    if probabilities.shape[-1] == 1:
-        return (probabilities[:, 0] > 0.5).astype(np.int64)
-    return probabilities.argmax(axis=-1)
+    """Class indices for ``x``."""
+    starts = range(0, len(x), _EVAL_BATCH_SIZE)
+    return np.concatenate([np.asarray(_classes(model(x[i : i + _EVAL_BATCH_SIZE], training=False))) for i in starts])
 
 
 def score(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
