@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import math
 import tomllib
@@ -208,7 +209,7 @@ def _rule(rule: Any, default: Any = dataclasses.MISSING) -> Any:
 DATASETS = ("digits", "breast_cancer", "wine", "iris")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
 ACTIVATIONS = ("relu", "gelu", "tanh", "elu", "selu", "swish", "sigmoid")
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
 FAMILIES = ("mlp", "cnn1d", "cnn2d", "gru")
 # Inputs each family takes, besides the batch: cnn1d and gru (steps, channels), cnn2d (h, w, c).
 FAMILY_RANKS = {"cnn1d": 2, "gru": 2, "cnn2d": 3}
@@ -421,6 +422,9 @@ class StudySpec:
         return spec
 
     def _check_data(self) -> None:
+        if self.study.sampler == "gp" and importlib.util.find_spec("torch") is None:
+            needs = "tpe, nsga2 or random (gp needs PyTorch: pip install 'tradeoff_search[gp]')"
+            raise SpecError(self.path, "study.sampler", "gp", needs)
         reference = self.tracking.hypervolume_reference
         if reference is not None and len(reference) != len(self.metric_names):
             raise SpecError(

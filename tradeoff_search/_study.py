@@ -82,6 +82,8 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(seed=seed)
     if spec.study.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if spec.study.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True)
 
 
