@@ -140,6 +140,8 @@ def main() -> None:
     out = args.out.resolve()
     if args.rescore:
         seeds = sorted(int(p.parent.name.removeprefix("seed-")) for p in out.glob("seed-*/referee.json"))
+        if not seeds:
+            raise SystemExit(f"--out {out}: no finished seed (seed-N/referee.json) to score")
         report(out, seeds, None, spec)
         return
     started = time.monotonic()
