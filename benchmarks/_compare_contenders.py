@@ -76,6 +76,10 @@ class Budget:
 
         return wrapper
 
+    @property
+    def expired(self) -> bool:
+        return self._expired
+
     def _stop(self) -> None:
         if self.stopped_s is None:
             self.stopped_s = self.offset(time.time())
@@ -90,7 +94,9 @@ class Budget:
         At the deadline, SIGALRM raises KeyboardInterrupt, what Ctrl-C raises: Optuna, tradeoff_search
         and Keras Tuner all mark the running trial failed and let it through (tradeoff_search first
         re-times its front and completes its MLflow record, as after Ctrl-C). A trial still running
-        then would complete after the deadline and not count anyway.
+        then would complete after the deadline and not count anyway. An interrupt raised while
+        Python runs a weakref callback is printed and dropped ("Exception ignored in"), so a search
+        that cannot end by itself must also check ``expired`` (``DeadlineStop`` for Keras Tuner).
         """
 
         def expire(signum: int, frame: Any) -> None:
@@ -306,7 +312,7 @@ def run_keras_tuner(spec: StudySpec, data: Dataset, seed: int, budget_seconds: f
     """Keras Tuner ``RandomSearch`` on validation accuracy; its front is taken afterwards by
     parameter count, the only cost it knows of."""
     import keras
-    from _compare_keras_tuner import SpaceHyperModel, TimedRandomSearch
+    from _compare_keras_tuner import DeadlineStop, SpaceHyperModel, TimedRandomSearch
 
     keras.utils.set_random_seed(seed)
     budget = Budget(budget_seconds)
@@ -314,8 +320,9 @@ def run_keras_tuner(spec: StudySpec, data: Dataset, seed: int, budget_seconds: f
     tuner = TimedRandomSearch(hypermodel, objective="val_accuracy", max_trials=KERAS_TUNER_MAX_TRIALS, seed=seed,
                               directory=".", project_name="keras_tuner", overwrite=True)  # fmt: skip
     with budget.enforced():
+        callbacks = [early_stopping(spec.training), DeadlineStop(budget)]
         tuner.search(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-                     epochs=spec.training.max_epochs, callbacks=[early_stopping(spec.training)], verbose=0)  # fmt: skip
+                     epochs=spec.training.max_epochs, callbacks=callbacks, verbose=0)  # fmt: skip
     trials, by_number = [], {}
     for trial_id, moment in tuner.completed.items():
         trial = tuner.oracle.get_trial(trial_id)

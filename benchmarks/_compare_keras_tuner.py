@@ -18,7 +18,7 @@ from typing import Any
 
 import keras
 import tensorflow  # noqa: F401  (before the stand-in below: TensorFlow probes for TensorBoard itself)
-from _compare_contenders import compile_like_a_user
+from _compare_contenders import Budget, compile_like_a_user
 
 from tradeoff_search import Dataset, StudySpec
 from tradeoff_search._models import build_model
@@ -118,3 +118,16 @@ class TimedRandomSearch(kt.RandomSearch):
         super().on_trial_end(trial)  # scores and ends the trial in the oracle
         if self.oracle.get_trial(trial.trial_id).status == "COMPLETED":
             self.completed[trial.trial_id] = time.time()
+
+
+class DeadlineStop(keras.callbacks.Callback):
+    """Ends the search after each training batch once the budget has expired, in case the alarm's
+    interrupt was dropped (Keras Tuner has no time budget of its own, and a trial can run for minutes)."""
+
+    def __init__(self, budget: Budget) -> None:
+        super().__init__()
+        self.budget = budget
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.budget.expired:
+            raise KeyboardInterrupt
