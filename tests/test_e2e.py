@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,8 @@ def test_cli_run_then_pareto_and_sync(write_spec, tmp_path: Path) -> None:
         assert trial.user_attrs["n_params"] > 0 and trial.user_attrs["train_seconds"] > 0
         assert 1 <= trial.user_attrs["epochs"] <= 2
         assert trial.user_attrs["latency"]["runtime"] == "litert"
+    with sqlite3.connect(tmp_path / "mlruns" / "optuna.db") as database:  # one append per commit, not two syncs
+        assert database.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("tiny")
