@@ -43,6 +43,11 @@ def main() -> None:
     trained_s = statistics.median(seconds[n] for n in trained) if trained else float("nan")
     print(f"budget {args.budget_ms} ms, {len(trials)} trials: {len(over)} over budget, {len(trained)} trained")
     print(f"median wall time: over-budget {over_s:.2f} s, trained {trained_s:.2f} s, ratio {over_s / trained_s:.1%}")
+    by_family: dict[str, list[float]] = {}
+    for n in over:
+        by_family.setdefault(trials[n].params.get("family", "-"), []).append(seconds[n])
+    print("over budget by family: " + ", ".join(
+        f"{family} {len(s)} ({statistics.median(s):.2f} s)" for family, s in sorted(by_family.items())))  # fmt: skip
     print(f"over-budget share of proposals: first half {first:.0%}, second half {second:.0%}")
     print(f"front (feasible only): {[t.number for t in study.best_trials]}; none over budget: "
           f"{not set(over) & {t.number for t in study.best_trials}}")  # fmt: skip
