@@ -51,8 +51,8 @@ class Budget:
     measuring: float = 0.0
     measuring_at_stop: float | None = None
     stopped_s: float | None = None
+    expired: bool = False  # the deadline has passed (set by the alarm)
     _since: float | None = None
-    _expired: bool = False
 
     def offset(self, moment: float) -> float:
         return moment - self.start
@@ -76,10 +76,6 @@ class Budget:
 
         return wrapper
 
-    @property
-    def expired(self) -> bool:
-        return self._expired
-
     def _stop(self) -> None:
         if self.stopped_s is None:
             self.stopped_s = self.offset(time.time())
@@ -101,7 +97,7 @@ class Budget:
 
         def expire(signum: int, frame: Any) -> None:
             self._stop()
-            self._expired = True
+            self.expired = True
             raise KeyboardInterrupt
 
         previous = signal.signal(signal.SIGALRM, expire)
@@ -115,7 +111,7 @@ class Budget:
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)  # an alarm just before this is caught below
         except KeyboardInterrupt:
-            if not self._expired:  # a real Ctrl-C
+            if not self.expired:  # a real Ctrl-C
                 raise
         finally:
             signal.signal(signal.SIGALRM, previous)

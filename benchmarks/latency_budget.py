@@ -46,8 +46,9 @@ def main() -> None:
     by_family: dict[str, list[float]] = {}
     for n in over:
         by_family.setdefault(trials[n].params.get("family", "-"), []).append(seconds[n])
+    families = sorted(by_family.items())
     print("over budget by family: " + ", ".join(
-        f"{family} {len(s)} ({statistics.median(s):.2f} s)" for family, s in sorted(by_family.items())))  # fmt: skip
+        f"{family} {len(times)} ({statistics.median(times):.2f} s)" for family, times in families))  # fmt: skip
     print(f"over-budget share of proposals: first half {first:.0%}, second half {second:.0%}")
     print(f"front (feasible only): {[t.number for t in study.best_trials]}; none over budget: "
           f"{not set(over) & {t.number for t in study.best_trials}}")  # fmt: skip
