@@ -95,3 +95,22 @@ def test_two_classes_train_one_sigmoid_unit(digits: Dataset) -> None:
     assert np.mean(predict_classes(model, odd.x_val) == odd.y_val) == pytest.approx(
         result.history["val_accuracy"][int(np.argmin(result.history["val_loss"]))]
     )
+
+
+def test_a_trained_models_graphs_do_not_outlive_it(digits: Dataset) -> None:
+    """TensorFlow's gradient registry used to keep every traced epoch function alive."""
+    import gc
+
+    import keras
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    def epoch_graphs() -> int:
+        gc.collect()
+        return sum(isinstance(o, FuncGraph) and o.name == "run_epoch" for o in gc.get_objects())
+
+    before = epoch_graphs()
+    for optimizer in ("adam", "sgd"):
+        candidate = _candidate(optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else None)
+        train(build_model(candidate, (64,), 10), candidate, digits, TrainingSection(max_epochs=2, patience=5))
+        keras.backend.clear_session()
+    assert epoch_graphs() == before
