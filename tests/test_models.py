@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tradeoff_search._models import build_model, count_macs
+from tradeoff_search._models import build_model, contains, count_macs
 from tradeoff_search._space import Candidate
 
 
@@ -111,3 +111,38 @@ def test_every_family_builds_trains_converts_and_measures(family: str) -> None:
     stats = measure_latency(flatbuffer, max_seconds=0.2)
     assert stats.value_ms > 0 and stats.model_bytes == len(flatbuffer)
     assert count_macs(model) > 0
+
+
+def _cnn(filters: tuple[int, ...], **changes) -> Candidate:
+    cnn = dict(units=(), family="cnn1d", filters=filters, kernel_size=3, downsample="none", residual=True)
+    return _candidate(**{**cnn, **changes})
+
+
+@pytest.mark.parametrize(
+    ("candidate", "smaller", "expected"),
+    [
+        (_candidate(units=(32, 8)), _candidate(units=(16, 8)), True),
+        (_candidate(units=(16, 8), dropout=0.3), _candidate(units=(16, 8)), True),  # dropout: no operator
+        (_candidate(units=(16, 4)), _candidate(units=(16, 8)), False),  # one layer narrower
+        (_candidate(units=(32, 8), activation="gelu"), _candidate(units=(16, 8)), False),
+        (_candidate(units=(32, 8), batch_norm=True), _candidate(units=(16, 8)), False),
+        (_candidate(units=(16, 8, 8)), _candidate(units=(16, 8)), True),  # an extra layer before the head
+        (_candidate(units=(16, 8, 4)), _candidate(units=(16, 8)), False),  # it feeds the head less
+        (_candidate(units=(16,)), _candidate(units=(16, 8)), False),
+        (_cnn((16, 32)), _cnn((8, 16)), True),
+        (_cnn((16, 16)), _cnn((8, 16)), False),  # the smaller one projects its second shortcut, this one not
+        (_cnn((16, 16), residual=False), _cnn((8, 16), residual=False), True),
+        (_cnn((16, 16, 16)), _cnn((16, 16)), False),  # deeper: it pools fewer positions
+        (_cnn((16, 32), kernel_size=5), _cnn((8, 16)), False),
+        (
+            _candidate(units=(), family="gru", gru_units=(16, 32), activation="tanh"),
+            _candidate(units=(), family="gru", gru_units=(8,)),
+            True,
+        ),  # a GRU's activations are its own
+        (_candidate(units=(), family="gru", gru_units=(8,)), _candidate(units=(16, 8)), False),
+    ],
+)
+def test_a_candidate_contains_a_smaller_one_operator_by_operator(
+    candidate: Candidate, smaller: Candidate, expected: bool
+) -> None:
+    assert contains(candidate, smaller) is expected

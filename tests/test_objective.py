@@ -58,3 +58,44 @@ def test_front_is_retimed_side_by_side(macs_study) -> None:
     assert study.user_attrs[RETIMED_ATTR] == {str(k): v for k, v in retimed.items()}
     assert retimed_front(study) <= set(retimed)
     assert all(row["latency_retimed_ms"] == retimed[row["trial"]] for row in front_rows(study))
+
+
+def test_a_candidate_containing_an_over_budget_model_is_not_built(tmp_path) -> None:
+    path = tmp_path / "budget.toml"
+    # 0.1 µs is below LiteRT's per-call floor: every candidate is over the budget.
+    path.write_text(TINY_SPEC.replace("[latency]\n", "[latency]\nbudget_ms = 0.0001\n"))
+    objective = TradeoffObjective(StudySpec.load(path))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=objective.directions)
+    fixed = {"family": "mlp", "n_layers": 1, "activation": "relu", "dropout": 0.0, "batch_norm": False,
+             "optimizer": "adam", "learning_rate": 1e-3, "schedule": "constant", "batch_size": 16}  # fmt: skip
+    for units, dropout in [(8, 0.0), (12, 0.2), (4, 0.0)]:
+        study.enqueue_trial({**fixed, "units_0": units, "dropout": dropout})
+    study.optimize(objective, n_trials=3)
+    timed, containing, smaller = study.trials
+
+    assert "contains_trial" not in timed.user_attrs and timed.user_attrs["latency"]["normalized_ms"] > 0.0001
+    assert containing.user_attrs["contains_trial"] == 0
+    assert "latency" not in containing.user_attrs and "n_params" not in containing.user_attrs  # never built
+    assert containing.values == timed.values  # its latency is at least the one it contains
+    assert containing.constraints == timed.constraints and containing.user_attrs["trained"] is False
+    assert "contains_trial" not in smaller.user_attrs and "latency" in smaller.user_attrs
+    assert study.best_trials == []
+
+
+def test_a_budgeted_study_times_the_narrowest_model_first(tmp_path) -> None:
+    from tradeoff_search import run_study
+
+    path = tmp_path / "narrowest.toml"
+    # One operator choice: every candidate of the space contains the narrowest, timed first and
+    # over a budget below LiteRT's per-call floor; none of the others is built.
+    space = TINY_SPEC.replace("[latency]\n", "[latency]\nbudget_ms = 0.0001\n").replace(
+        "[model]\n", '[model]\nactivation = ["relu"]\nbatch_norm = [false]\n'
+    )
+    path.write_text(space.replace("n_trials = 3", "n_trials = 4"))
+    study = run_study(StudySpec.load(path), storage=f"sqlite:///{tmp_path}/optuna.db",
+                      tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")  # fmt: skip
+    first, *others = sorted(study.trials, key=lambda trial: trial.number)
+    assert (first.params["n_layers"], first.params["units_0"]) == (1, 4)
+    assert first.user_attrs["latency"]["normalized_ms"] > 0.0001
+    assert [trial.user_attrs["contains_trial"] for trial in others] == [0, 0, 0]
+    assert study.best_trials == []

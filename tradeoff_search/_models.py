@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 from tradeoff_search._space import Candidate
@@ -26,8 +27,7 @@ def build_model(candidate: Candidate, input_shape: tuple[int, ...], n_classes: i
         outputs = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
     else:
         outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
-    widths = candidate.units or candidate.filters or candidate.gru_units
-    return keras.Model(inputs, outputs, name=f"{candidate.family}_" + "x".join(map(str, widths)))
+    return keras.Model(inputs, outputs, name=f"{candidate.family}_" + "x".join(map(str, candidate.widths)))
 
 
 def _mlp(candidate: Candidate, inputs: keras.KerasTensor) -> keras.KerasTensor:
@@ -88,6 +88,38 @@ def _normalize_and_activate(candidate: Candidate, x: keras.KerasTensor, i: int) 
     if candidate.batch_norm:
         x = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(x)
     return keras.layers.Activation(candidate.activation, name=f"{candidate.activation}_{i}")(x)
+
+
+def contains(candidate: Candidate, smaller: Candidate) -> bool:
+    """Whether ``candidate``'s inference graph does all the work of ``smaller``'s, and more or as much.
+
+    True when both are of one family with the same operators (activation, batch norm, kernel,
+    downsampling, residual connections, projected at the same blocks; dropout is no operator at
+    inference), each of ``smaller``'s layers is no wider than the layer at the same depth in
+    ``candidate``, and ``candidate``'s last layer, which feeds the head, is no narrower than
+    ``smaller``'s; mlp and gru candidates may have extra layers in between. Each operator of
+    ``smaller`` then has a counterpart at least as large in ``candidate``, so ``candidate``'s
+    latency is at least ``smaller``'s: how a latency budget rejects a candidate without timing it.
+    """
+    operators = ("family", "kernel_size", "downsample", "residual") + (
+        () if candidate.family == "gru" else ("activation", "batch_norm")  # a GRU has its own activations
+    )
+    if any(getattr(candidate, name) != getattr(smaller, name) for name in operators):
+        return False
+    widths, smaller_widths = candidate.widths, smaller.widths
+    if len(widths) != len(smaller_widths) and candidate.family not in ("mlp", "gru"):
+        return False  # a deeper CNN pools fewer positions
+    if candidate.residual and _width_changes(candidate) != _width_changes(smaller):
+        return False  # a shortcut is projected where the width changes
+    return (
+        len(widths) >= len(smaller_widths)
+        and all(big >= small for big, small in zip(widths, smaller_widths, strict=False))
+        and widths[-1] >= smaller_widths[-1]
+    )
+
+
+def _width_changes(candidate: Candidate) -> tuple[bool, ...]:
+    return tuple(after != before for before, after in itertools.pairwise(candidate.widths))
 
 
 def count_macs(model: keras.Model) -> int:

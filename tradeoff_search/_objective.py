@@ -12,10 +12,10 @@ import numpy as np
 
 from tradeoff_search._data import Dataset, load_dataset
 from tradeoff_search._latency import LatencyStats, calibrate_reference, measure_latency, to_tflite
-from tradeoff_search._models import build_model, count_macs
+from tradeoff_search._models import build_model, contains, count_macs
 from tradeoff_search._pareto import is_nondominated_by
 from tradeoff_search._pruning import ParetoPruning, rivals
-from tradeoff_search._space import suggest
+from tradeoff_search._space import Candidate, suggest
 from tradeoff_search._spec import StudySpec
 from tradeoff_search._tracking import staged_model_path
 from tradeoff_search._training import predict_classes, score, train
@@ -53,7 +53,9 @@ class TradeoffObjective:
 
     Latency is measured before training (weights do not change it): with ``latency.budget_ms`` set,
     an over-budget candidate is not trained; it is recorded with ``trial.set_constraint`` (so it
-    never enters ``study.best_trials``) and accuracy 0.
+    never enters ``study.best_trials``) and accuracy 0. A candidate containing a model the study
+    already timed over the budget (see :func:`tradeoff_search._models.contains`) is not even
+    built: it gets that model's values, lower bounds of its own, and ``contains_trial``.
 
     Each trial records user attributes: ``n_params``, ``latency`` (all statistics and the
     fingerprint), ``trained``, ``train_seconds``, ``epochs`` and ``history`` (per-epoch curves).
@@ -152,12 +154,20 @@ class TradeoffObjective:
         import keras
         import optuna
 
+        data, latency_spec = self.data, self.spec.latency
+        candidate = suggest(trial, self.spec)
+        if latency_spec.budget_ms is not None:
+            smaller = self._over_budget_inside(trial.study, candidate)
+            if smaller is not None:  # no need to build, convert or time it
+                trial.set_user_attr("contains_trial", smaller.number)
+                return self._not_trained(
+                    trial, (0.0, *smaller.values[1:]), f"contains trial {smaller.number}, which is "
+                )
+
         _freeze_long_lived_objects()
         # A fresh Keras state per trial keeps a long study's memory flat.
         keras.backend.clear_session(free_memory=True)
         keras.utils.set_random_seed(self.spec.study.seed + trial.number)
-        data, latency_spec = self.data, self.spec.latency
-        candidate = suggest(trial, self.spec)
         model = build_model(candidate, data.input_shape, data.n_classes)
         companions = {"params": model.count_params(), "macs": count_macs(model)}
         trial.set_user_attr("n_params", companions["params"])
@@ -173,17 +183,9 @@ class TradeoffObjective:
         extras = [float(companions[name]) for name in self.spec.objectives.extra.choices]
 
         if latency_spec.budget_ms is not None:
-            over_budget = latency_ms - latency_spec.budget_ms
-            trial.set_constraint(LATENCY_CONSTRAINT, over_budget)
-            if over_budget > 0:
-                trial.set_user_attr("trained", False)
-                _logger.info(
-                    "trial %d: %.4f ms over the %.4f ms budget, not trained",
-                    trial.number,
-                    over_budget,
-                    latency_spec.budget_ms,
-                )
-                return 0.0, latency_ms, *extras
+            if latency_ms > latency_spec.budget_ms:
+                return self._not_trained(trial, (0.0, latency_ms, *extras), "")
+            trial.set_constraint(LATENCY_CONSTRAINT, latency_ms - latency_spec.budget_ms)
         for batch_size in others:
             trial.set_user_attr(f"latency_ms_batch{batch_size}", self._measure(trial.study, timed, batch_size)[1])
 
@@ -207,6 +209,40 @@ class TradeoffObjective:
             path = staged_model_path(self.model_dir, trial.number)
             path.parent.mkdir(parents=True, exist_ok=True)
             model.save(path)
+        return values
+
+    def _over_budget_inside(self, study: optuna.Study, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
+        """A finished trial of ``study`` timed over the budget (at this spec's runtime, batch size
+        and threads) whose model ``candidate`` contains (see :func:`contains`): ``candidate`` is
+        then over the budget too."""
+        import optuna
+
+        spec = self.spec.latency
+        setting = (spec.runtime, spec.batch_sizes[0], spec.threads)
+        for past in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            timed = past.user_attrs.get("latency")
+            if (
+                past.params.get("family") != candidate.family
+                or not isinstance(timed, dict)
+                or (timed.get("runtime"), timed.get("batch_size"), timed.get("threads")) != setting
+                or timed.get("normalized_ms", 0.0) <= spec.budget_ms
+            ):
+                continue
+            try:
+                smaller = suggest(optuna.trial.FixedTrial(past.params), self.spec)
+            except ValueError:  # a trial of an earlier, different space
+                continue
+            if contains(candidate, smaller):
+                return past
+        return None
+
+    def _not_trained(self, trial: optuna.Trial, values: tuple[float, ...], why: str) -> tuple[float, ...]:
+        """Record an over-budget candidate: ``values`` are its accuracy (0), latency and extras."""
+        budget_ms = self.spec.latency.budget_ms
+        trial.set_constraint(LATENCY_CONSTRAINT, values[1] - budget_ms)
+        trial.set_user_attr("trained", False)
+        _logger.info("trial %d: %s%.4f ms over the %.4f ms budget, not trained", trial.number, why,
+                     values[1] - budget_ms, budget_ms)  # fmt: skip
         return values
 
     def _may_be_logged(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:

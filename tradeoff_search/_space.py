@@ -34,8 +34,18 @@ class Candidate:
     gru_units: tuple[int, ...] = ()  # gru: units per recurrent layer
 
     @property
+    def widths(self) -> tuple[int, ...]:
+        """Units, filters or GRU units per layer, whichever the family has."""
+        return self.units or self.filters or self.gru_units
+
+    @property
     def n_layers(self) -> int:
-        return len(self.units or self.filters or self.gru_units)
+        return len(self.widths)
+
+
+# Per family: the parameter of its depth and the one of each layer's width (a Candidate field too).
+_LAYERS = {"mlp": ("n_layers", "units"), "cnn1d": ("conv_blocks", "filters"), "cnn2d": ("conv_blocks", "filters"),
+           "gru": ("gru_layers", "gru_units")}  # fmt: skip
 
 
 def _suggest(trial: optuna.Trial, name: str, value: IntRange | FloatRange | Categorical) -> Any:
@@ -56,19 +66,17 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> Candidate:
     """
     model, opt = spec.model, spec.optimizer
     family = _suggest(trial, "family", model.families)
-    architecture: dict[str, Any] = {"family": family, "units": ()}
-    if family == "mlp":
-        n_layers = _suggest(trial, "n_layers", model.n_layers)
-        architecture["units"] = tuple(_suggest(trial, f"units_{i}", model.units) for i in range(n_layers))
-    elif family in ("cnn1d", "cnn2d"):
-        blocks = _suggest(trial, "conv_blocks", model.conv_blocks)
-        architecture["filters"] = tuple(_suggest(trial, f"filters_{i}", model.filters) for i in range(blocks))
+    depth, width = _LAYERS[family]
+    n_layers = _suggest(trial, depth, getattr(model, depth))
+    architecture: dict[str, Any] = {
+        "family": family,
+        "units": (),
+        width: tuple(_suggest(trial, f"{width}_{i}", getattr(model, width)) for i in range(n_layers)),
+    }
+    if family in ("cnn1d", "cnn2d"):
         architecture["kernel_size"] = _suggest(trial, "kernel_size", model.kernel_size)
         architecture["downsample"] = _suggest(trial, "downsample", model.downsample)
         architecture["residual"] = _suggest(trial, "residual", model.residual)
-    else:
-        layers = _suggest(trial, "gru_layers", model.gru_layers)
-        architecture["gru_units"] = tuple(_suggest(trial, f"gru_units_{i}", model.gru_units) for i in range(layers))
     optimizer = _suggest(trial, "optimizer", opt.name)
     return Candidate(
         **architecture,
@@ -83,3 +91,22 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> Candidate:
         momentum=_suggest(trial, "momentum", opt.momentum) if optimizer in ("sgd", "rmsprop") else None,
         nesterov=_suggest(trial, "nesterov", opt.nesterov) if optimizer == "sgd" else None,
     )
+
+
+def narrowest_models(spec: StudySpec) -> list[dict[str, Any]]:
+    """The shallowest, narrowest architecture of each family of the space, as trial parameters
+    (the other knobs are left to the sampler): each family's candidates contain it (see
+    ``tradeoff_search._models.contains``) whenever they share its operators."""
+    models = []
+    for family in spec.model.families.choices:
+        depth, width = _LAYERS[family]
+        n_layers = _lowest(getattr(spec.model, depth))
+        models.append(
+            {"family": family, depth: n_layers}
+            | {f"{width}_{i}": _lowest(getattr(spec.model, width)) for i in range(n_layers)}
+        )
+    return models
+
+
+def _lowest(value: IntRange | Categorical) -> Any:
+    return value.low if isinstance(value, IntRange) else min(value.choices)
