@@ -1,12 +1,14 @@
 """Does a worker's memory stay flat over a long study? (issue 4: RSS growth ≤ 150 MB over 100 trials)
 
-    python benchmarks/memory.py [--trials 100] [--epochs 3]
+    python benchmarks/memory.py [--trials 100] [--epochs 3] [--in-process]
 
 Runs ``python -m tradeoff_search run --workers 1`` on digits with a short epoch budget (fresh
 stores in a temporary folder) and samples, twice a second from /proc, the resident set size of
 every process of the run. Keras' training grows TensorFlow's memory by ~4 MB a trial in one
 process even with the session cleared, so worker processes retire after
 ``TRIALS_PER_PROCESS`` trials and fresh ones take over; the coordinator never trains.
+``--in-process`` runs every trial in the one process instead (``run --in-process``), to see what a
+long-lived process keeps.
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--in-process", action="store_true", help="run the trials in the one process")
     args = parser.parse_args()
     text = short_digits_spec(args.epochs)
     with tempfile.TemporaryDirectory() as root:
         (Path(root) / "digits.toml").write_text(text)
         run = subprocess.Popen(
             [sys.executable, "-m", "tradeoff_search", "run", "digits.toml", "--n-trials", str(args.trials),
-             "--workers", "1", "--no-progress"],
+             *(["--in-process"] if args.in_process else ["--workers", "1"]), "--no-progress"],
             cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         workers: dict[int, list[float]] = {}
@@ -62,6 +65,11 @@ def main() -> None:
                 if (size := rss_mb(pid)) is not None:
                     workers.setdefault(pid, []).append(size)
             time.sleep(0.5)
+    settled = coordinator[min(len(coordinator) - 1, 20)]
+    if args.in_process:
+        print(f"{args.trials} trials in one process: {settled:.0f} MB after 10 s, peak {max(coordinator):.0f} MB "
+              f"(growth {max(coordinator) - settled:+.0f} MB)")  # fmt: skip
+        return
     print(f"{args.trials} trials, {len(workers)} worker process(es) in turn")
     for pid, sizes in workers.items():
         settled = sizes[min(len(sizes) - 1, 20)]  # ten seconds in: TensorFlow loaded, first trials done
@@ -71,7 +79,7 @@ def main() -> None:
     first = workers[next(iter(workers))]
     print(f"largest worker RSS {peak:.0f} MB; over the whole study: {peak - first[min(len(first) - 1, 20)]:+.0f} MB "
           f"from the first worker's settled size")  # fmt: skip
-    print(f"coordinator: {coordinator[min(len(coordinator) - 1, 20)]:.0f} MB settled, peak {max(coordinator):.0f} MB")
+    print(f"coordinator: {settled:.0f} MB settled, peak {max(coordinator):.0f} MB")
 
 
 if __name__ == "__main__":
