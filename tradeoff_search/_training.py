@@ -135,13 +135,15 @@ def _released_custom_gradients() -> Iterator[None]:
     """
     from tensorflow.python.framework import ops
 
-    # Private in TensorFlow; if it ever moves, the leak returns but nothing breaks.
     registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
-    before = set(registry) if isinstance(registry, dict) else set()
+    if not isinstance(registry, dict):  # private in TensorFlow: if it ever moves, the leak returns
+        yield
+        return
+    before = set(registry)
     try:
         yield
     finally:
-        for name in [name for name in registry or () if name not in before and name.startswith("CustomGradient")]:
+        for name in [name for name in registry if name not in before and name.startswith("CustomGradient")]:
             del registry[name]
 
 
