@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 
 from tradeoff_search import StudySpec, run_study
+from tradeoff_search._space import suggest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,7 +55,7 @@ def main() -> None:
     print("over budget: " + ", ".join(
         f"{len(group)} {name} ({statistics.median(seconds[n] for n in group):.2f} s)"
         for name, group in (("timed", timed), ("containing a timed one, not built", contained)) if group))  # fmt: skip
-    print("over-budget trials: " + ", ".join(_describe(trials[n], seconds[n]) for n in over))
+    print("over-budget trials: " + ", ".join(_describe(trials[n], seconds[n], spec) for n in over))
     families = sorted(by_family.items())
     print("over budget by family: " + ", ".join(
         f"{family} {len(times)} ({statistics.median(times):.2f} s)" for family, times in families))  # fmt: skip
@@ -63,11 +64,11 @@ def main() -> None:
           f"{not set(over) & {t.number for t in study.best_trials}}")  # fmt: skip
 
 
-def _describe(trial: optuna.trial.FrozenTrial, seconds: float) -> str:
+def _describe(trial: optuna.trial.FrozenTrial, seconds: float, spec: StudySpec) -> str:
     """``#7 gru 16x9 contains #2 (0.04 s)``: the trial's architecture and how it was rejected."""
-    widths = "x".join(str(v) for k, v in trial.params.items() if k.startswith(("units_", "filters_", "gru_units_")))
+    candidate = suggest(optuna.trial.FixedTrial(trial.params), spec)
     how = f"contains #{trial.user_attrs['contains_trial']}" if "contains_trial" in trial.user_attrs else "timed"
-    return f"#{trial.number} {trial.params.get('family', 'mlp')} {widths} {how} ({seconds:.2f} s)"
+    return f"#{trial.number} {candidate.family} {'x'.join(map(str, candidate.widths))} {how} ({seconds:.2f} s)"
 
 
 if __name__ == "__main__":
