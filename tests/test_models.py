@@ -96,8 +96,10 @@ def test_every_family_builds_trains_converts_and_measures(family: str) -> None:
     assert predict_classes(model, data.x_val).shape == (16,)
 
     expected = np.asarray(model(data.x_val, training=False))
+    operators = []
     for signature in (True, False):  # the deployable file, and the faster one timing uses
         flatbuffer = to_tflite(model, signature=signature)
+        operators.append(_operators(flatbuffer))
         interpreter = Interpreter(model_content=flatbuffer)
         (detail,) = interpreter.get_input_details()
         interpreter.resize_tensor_input(detail["index"], [16, *shape])
@@ -107,6 +109,7 @@ def test_every_family_builds_trains_converts_and_measures(family: str) -> None:
         litert = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
         np.testing.assert_allclose(litert, expected, atol=1e-4)
         assert bool(interpreter.get_signature_list()) == signature
+    assert sorted(operators[0]) == sorted(operators[1])  # timed is deployed (a GRU's in another order)
 
     stats = measure_latency(flatbuffer, max_seconds=0.2)
     assert stats.value_ms > 0 and stats.model_bytes == len(flatbuffer)
@@ -125,7 +128,7 @@ def _cnn(filters: tuple[int, ...], **changes) -> Candidate:
         (_candidate(units=(16, 8), dropout=0.3), _candidate(units=(16, 8)), True),  # dropout: no operator
         (_candidate(units=(16, 4)), _candidate(units=(16, 8)), False),  # one layer narrower
         (_candidate(units=(32, 8), activation="gelu"), _candidate(units=(16, 8)), False),
-        (_candidate(units=(32, 8), batch_norm=True), _candidate(units=(16, 8)), False),
+        (_candidate(units=(32, 8), batch_norm=True), _candidate(units=(16, 8)), True),  # folded by conversion
         (_candidate(units=(16, 8, 8)), _candidate(units=(16, 8)), True),  # an extra layer before the head
         (_candidate(units=(16, 8, 4)), _candidate(units=(16, 8)), False),  # it feeds the head less
         (_candidate(units=(16,)), _candidate(units=(16, 8)), False),
@@ -146,3 +149,32 @@ def test_a_candidate_contains_a_smaller_one_operator_by_operator(
     candidate: Candidate, smaller: Candidate, expected: bool
 ) -> None:
     assert contains(candidate, smaller) is expected
+
+
+def test_batch_norm_is_an_operator_only_outside_litert() -> None:
+    with_batch_norm, without = _candidate(units=(32, 8), batch_norm=True), _candidate(units=(16, 8))
+    assert contains(with_batch_norm, without, "litert")
+    assert not contains(with_batch_norm, without, "tf")
+    assert not contains(without, with_batch_norm, "tf")
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn1d", "cnn2d"])
+def test_litert_conversion_folds_batch_norm_away(family: str) -> None:
+    """What ``contains`` relies on: with or without batch norm, the same operators on the same shapes."""
+    from tradeoff_search._latency import to_tflite
+
+    knobs, shape = FAMILIES[family]
+    candidates = [_candidate(**{"units": (), **knobs}, family=family, batch_norm=norm) for norm in (False, True)]
+    graphs = [_operators(to_tflite(build_model(candidate, shape, 4), signature=False)) for candidate in candidates]
+    assert graphs[0] == graphs[1]
+    assert any(name in ("FULLY_CONNECTED", "CONV_2D") for name, _ in graphs[0])
+
+
+def _operators(flatbuffer: bytes) -> list[tuple[str, list[tuple[int, ...]]]]:
+    """A LiteRT model's operators in order, each with the shapes of its inputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    shapes = {t["index"]: tuple(t["shape_signature"]) for t in interpreter.get_tensor_details()}
+    details = interpreter._get_ops_details()
+    return [(op["op_name"], [tuple(map(int, shapes.get(i, ()))) for i in op["inputs"]]) for op in details]

@@ -90,20 +90,21 @@ def _normalize_and_activate(candidate: Candidate, x: keras.KerasTensor, i: int) 
     return keras.layers.Activation(candidate.activation, name=f"{candidate.activation}_{i}")(x)
 
 
-def contains(candidate: Candidate, smaller: Candidate) -> bool:
+def contains(candidate: Candidate, smaller: Candidate, runtime: str = "litert") -> bool:
     """Whether ``candidate``'s inference graph does all the work of ``smaller``'s, and more or as much.
 
     True when both are of one family with the same operators (activation, batch norm, kernel,
     downsampling, residual connections, projected at the same blocks; dropout is no operator at
-    inference), each of ``smaller``'s layers is no wider than the layer at the same depth in
+    inference, nor is batch norm in ``litert``, whose converter folds it into the layer before),
+    each of ``smaller``'s layers is no wider than the layer at the same depth in
     ``candidate``, and ``candidate``'s last layer, which feeds the head, is no narrower than
     ``smaller``'s; mlp and gru candidates may have extra layers in between. Each operator of
     ``smaller`` then has a counterpart at least as large in ``candidate``, so ``candidate``'s
     latency is at least ``smaller``'s: how a latency budget rejects a candidate without timing it.
     """
-    operators = ("family", "kernel_size", "downsample", "residual") + (
-        () if candidate.family == "gru" else ("activation", "batch_norm")  # a GRU has its own activations
-    )
+    operators = ("family", "kernel_size", "downsample", "residual")
+    if candidate.family != "gru":  # a GRU has its own activations
+        operators += ("activation",) if runtime == "litert" else ("activation", "batch_norm")
     if any(getattr(candidate, name) != getattr(smaller, name) for name in operators):
         return False
     widths, smaller_widths = candidate.widths, smaller.widths

@@ -232,7 +232,7 @@ class TradeoffObjective:
                 smaller = suggest(optuna.trial.FixedTrial(past.params), self.spec)
             except ValueError:  # a trial of an earlier, different space
                 continue
-            if contains(candidate, smaller):
+            if contains(candidate, smaller, spec.runtime):
                 return past
         return None
 
