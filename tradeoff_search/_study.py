@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import sqlalchemy
 
 _logger = logging.getLogger(__name__)
+_SCHEMA_ATTEMPTS = 3
 
 STATE_DIR = Path("mlruns")
 DEFAULT_STORAGE = f"sqlite:///{STATE_DIR}/optuna.db"
@@ -99,21 +100,31 @@ def make_storage(spec: StudySpec, url: str) -> optuna.storages.BaseStorage | str
     """Optuna's RDB storage with heartbeats: a trial whose worker went silent for two heartbeats
     is failed and re-queued (at most twice) with the same parameters."""
     import optuna
+    import sqlalchemy
 
     if not url.startswith(("sqlite", "postgresql", "mysql")):
         return url
     # SQLite: several local workers write in turn; wait for the lock instead of failing.
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     beat = spec.study.heartbeat_seconds
-    with warnings.catch_warnings():  # heartbeats are experimental in Optuna, and what crash safety needs
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=beat,
-            grace_period=2 * beat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        )
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are experimental in Optuna, and what crash safety needs
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=beat,
+                    grace_period=2 * beat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                )
+            break
+        except sqlalchemy.exc.DBAPIError:
+            # Workers started together on a fresh database race to create Optuna's tables and
+            # stamp their version; the losers fail on a duplicate. Once created, they just open.
+            if attempt == _SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
     if url.startswith("sqlite"):
         _write_ahead_log(storage.engine)
     return storage
