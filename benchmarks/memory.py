@@ -1,6 +1,6 @@
 """Does a worker's memory stay flat over a long study? (issue 4: RSS growth ≤ 150 MB over 100 trials)
 
-    python benchmarks/memory.py [--trials 100] [--epochs 3] [--in-process]
+    python benchmarks/memory.py [--trials 100] [--epochs 3] [--in-process] [--spec studies/mnist1d.toml]
 
 Runs ``python -m tradeoff_search run --workers 1`` on digits with a short epoch budget (fresh
 stores in a temporary folder) and samples, twice a second from /proc, the resident set size of
@@ -8,7 +8,7 @@ every process of the run. Worker processes retire after ``TRIALS_PER_PROCESS`` t
 ones take over, so that whatever TensorFlow keeps per trial is released (~4 MB a trial before
 training stopped leaking its graphs; +70 MB over 100 trials since); the coordinator never trains.
 ``--in-process`` runs every trial in the one process instead (``run --in-process``), to see what a
-long-lived process keeps.
+long-lived process keeps. ``--spec`` runs another spec instead, as it is (``--epochs`` then unused).
 """
 
 from __future__ import annotations
@@ -47,12 +47,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--in-process", action="store_true", help="run the trials in the one process")
+    parser.add_argument("--spec", type=Path, help="a spec to run as it is, instead of the shortened digits one")
     args = parser.parse_args()
-    text = short_digits_spec(args.epochs)
+    text = args.spec.read_text() if args.spec else short_digits_spec(args.epochs)
     with tempfile.TemporaryDirectory() as root:
-        (Path(root) / "digits.toml").write_text(text)
+        (Path(root) / "spec.toml").write_text(text)
         run = subprocess.Popen(
-            [sys.executable, "-m", "tradeoff_search", "run", "digits.toml", "--n-trials", str(args.trials),
+            [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--n-trials", str(args.trials),
              *(["--in-process"] if args.in_process else ["--workers", "1"]), "--no-progress"],
             cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
