@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import time
@@ -107,24 +109,25 @@ def make_storage(spec: StudySpec, url: str) -> optuna.storages.BaseStorage | str
     # SQLite: several local workers write in turn; wait for the lock instead of failing.
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     beat = spec.study.heartbeat_seconds
-    for attempt in range(_SCHEMA_ATTEMPTS):
-        try:
-            with warnings.catch_warnings():  # heartbeats are experimental in Optuna, and what crash safety needs
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=beat,
-                    grace_period=2 * beat,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-                )
-            break
-        except sqlalchemy.exc.DBAPIError:
+    with warnings.catch_warnings():  # heartbeats are experimental in Optuna, and what crash safety needs
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        open_storage = functools.partial(
+            optuna.storages.RDBStorage,
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=beat,
+            grace_period=2 * beat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        )
+        for attempt in range(1, _SCHEMA_ATTEMPTS):
             # Workers started together on a fresh database race to create Optuna's tables and
             # stamp their version; the losers fail on a duplicate. Once created, they just open.
-            if attempt == _SCHEMA_ATTEMPTS - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+            with contextlib.suppress(sqlalchemy.exc.DBAPIError):
+                storage = open_storage()
+                break
+            time.sleep(0.2 * attempt)
+        else:
+            storage = open_storage()  # the last attempt raises what it meets
     if url.startswith("sqlite"):
         _write_ahead_log(storage.engine)
     return storage
