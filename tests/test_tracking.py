@@ -120,3 +120,28 @@ def test_hypervolume_with_a_reference_point(tmp_path: Path) -> None:
     values = [m.value for m in MlflowClient(uri).get_metric_history(parent.info.run_id, "hypervolume")]
     # boxes to (0, 2): 0.5·1 → +(1-0.5)·0.5 → +0.2·(1-0.5) = 0.5, 0.75, 0.85
     np.testing.assert_allclose(values, [0.5, 0.75, 0.85])
+
+
+def test_two_workers_keep_each_others_pareto_tags_live(tmp_path: Path) -> None:
+    """Each worker retags runs the other logged when a new trial changes their rank, before finish()."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    optuna.create_study(study_name="shared", storage=storage, directions=["maximize", "minimize"])
+    workers = [
+        (optuna.load_study(study_name="shared", storage=storage), MLflowParetoCallback(tracking_uri=uri))
+        for _ in range(2)
+    ]
+    # Trial 1 (worker 1) dominates trial 0 (worker 0); trial 4 (worker 0) dominates trials 1-3.
+    points = [(0.5, 1.0), (0.6, 0.9), (0.9, 2.0), (0.2, 0.1), (0.95, 0.05), (0.3, 0.5)]
+    client = MlflowClient(uri)
+    for number, values in enumerate(points):
+        study, callback = workers[number % 2]
+        trial = study.ask()
+        study.tell(trial, values)
+        callback(study, study.trials[-1])
+        children = _runs(client, "shared")[1]
+        tagged = {int(r.data.tags["optuna.trial"]) for r in children if r.data.tags.get("pareto") == "true"}
+        expected = _non_dominated(np.array(points[: number + 1]))
+        assert tagged == expected, f"after trial {number}"
+        ranks = {int(r.data.tags["optuna.trial"]): r.data.tags["pareto_rank"] for r in children}
+        assert all((rank == "0") == (n in expected) for n, rank in ranks.items())

@@ -1,14 +1,17 @@
 """MLflow as the browsable record of a multi-objective study: a projection of the Optuna storage.
 
 One parent run per study, one nested child run per trial, the Pareto set tagged live. Runs are
-found by tag, never remembered, so resuming, several workers and :meth:`MLflowParetoCallback.sync`
-never duplicate a run.
+found by tag before one is created, so resuming, several workers and
+:meth:`MLflowParetoCallback.sync` never duplicate a run. Between trials the callback keeps the
+child runs it has seen (id and Pareto tags) and searches only for runs it has not: a search of
+every run per trial made the callback's cost grow with the study.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -45,6 +48,13 @@ LOG_MODELS = ("pareto", "all", "none")
 _PARENT, _CHILD = "study", "trial"
 _STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 _BATCH = 1000  # MLflow's limit of metrics per log_batch
+_FRONT_TAGS = ("pareto", "pareto_rank")
+
+
+@dataclasses.dataclass
+class _ChildRun:
+    run_id: str
+    front_tags: dict[str, str]  # as last seen in or written to the store
 
 
 class MLflowParetoCallback:
@@ -120,14 +130,17 @@ class MLflowParetoCallback:
         self._client_instance: MlflowClient | None = None
         self._parent_id: str | None = None
         self._experiment_id: str | None = None
+        self._children: dict[int, _ChildRun] = {}
+        self._not_found: set[int] = set()  # searched for once; left to the full refresh of finish()
 
     # ------------------------------------------------------------------ Optuna callback
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         parent_id = self._parent(study)
         trials = study.get_trials(deepcopy=False)
         ranks = pareto_ranks(trials, study.directions)
-        self._log_trial(study, trial, parent_id, with_model=self._wants_model(trial, ranks))
-        self._update_front(study, parent_id, trials, ranks, step=trial.number)
+        run_id = self._log_trial(study, trial, parent_id, with_model=self._wants_model(trial, ranks))
+        self._children.setdefault(trial.number, _ChildRun(run_id, {}))
+        self._update_front(study, parent_id, trials, ranks, step=trial.number, refresh=False)
         if self.model_dir is not None:
             shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
 
@@ -159,7 +172,9 @@ class MLflowParetoCallback:
         parent_id = self._parent(study)
         trials = study.get_trials(deepcopy=False)
         ranks = pareto_ranks(trials, study.directions)
-        self._update_front(study, parent_id, trials, ranks, step=max((t.number for t in trials), default=0))
+        self._update_front(
+            study, parent_id, trials, ranks, step=max((t.number for t in trials), default=0), refresh=True
+        )
         client = self._client
         self._log_retimed(study, parent_id)
         client.log_text(parent_id, _rows_to_csv(front_rows(study)), "pareto.csv")
@@ -247,9 +262,45 @@ class MLflowParetoCallback:
         self._parent_id = runs[0].info.run_id
         return self._parent_id
 
-    def _child_runs(self, study: optuna.Study, parent_id: str) -> dict[int, Run]:
-        runs = self._search(study, f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    def _child_runs(self, study: optuna.Study, parent_id: str, started_from: int | None = None) -> dict[int, Run]:
+        """The study's trial runs by trial number; only those started at ``started_from`` (ms) or later if given."""
+        query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+        if started_from is not None:
+            query += f" and attributes.start_time >= {started_from}"
+        runs = self._search(study, query)
         return {int(r.data.tags[TAG_TRIAL]): r for r in runs}
+
+    def _refresh_children(
+        self, study: optuna.Study, parent_id: str, trials: Sequence[optuna.trial.FrozenTrial], everything: bool
+    ) -> None:
+        """Learn the runs of trials logged by others (other workers, earlier sessions).
+
+        Only completed trials' ranks change later, so only their runs need finding between trials;
+        a run is searched for once, from its trial's start, and ``everything`` (at the study's end)
+        reads all of them again.
+        """
+        import optuna
+
+        if everything:
+            self._children.clear()
+            self._not_found.clear()
+            started_from = None
+        else:
+            unseen = [
+                t
+                for t in trials
+                if t.state == optuna.trial.TrialState.COMPLETE
+                and t.number not in self._children
+                and t.number not in self._not_found
+            ]
+            if not unseen:
+                return
+            started_from = min(_millis(t.datetime_start) or 0 for t in unseen)
+            self._not_found.update(t.number for t in unseen)
+        for number, run in self._child_runs(study, parent_id, started_from).items():
+            tags = {key: run.data.tags[key] for key in _FRONT_TAGS if key in run.data.tags}
+            self._children[number] = _ChildRun(run.info.run_id, tags)
+            self._not_found.discard(number)
 
     def _log_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, parent_id: str, with_model: bool) -> str:
         from mlflow.entities import Metric, Param, RunTag
@@ -314,10 +365,12 @@ class MLflowParetoCallback:
         trials: Sequence[optuna.trial.FrozenTrial],
         ranks: dict[int, int],
         step: int,
+        refresh: bool,
     ) -> None:
         client = self._client
         by_number = {t.number: t for t in trials}
-        for number, run in self._child_runs(study, parent_id).items():
+        self._refresh_children(study, parent_id, trials, everything=refresh)
+        for number, child in self._children.items():
             rank = ranks.get(number)
             trial = by_number.get(number)
             if rank is not None:
@@ -326,9 +379,10 @@ class MLflowParetoCallback:
                 shown = "infeasible"
             else:
                 shown = "none"
-            for key, value in {"pareto": str(rank == 0).lower(), "pareto_rank": shown}.items():
-                if run.data.tags.get(key) != value:
-                    client.set_tag(run.info.run_id, key, value)
+            for key, value in zip(_FRONT_TAGS, (str(rank == 0).lower(), shown), strict=True):
+                if child.front_tags.get(key) != value:
+                    client.set_tag(child.run_id, key, value)
+                    child.front_tags[key] = value
         reference = self._reference(study)
         if reference is not None:
             front = [by_number[n].values for n, rank in ranks.items() if rank == 0]
