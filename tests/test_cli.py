@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -74,3 +75,14 @@ def test_pareto_of_an_unknown_study(tmp_path: Path) -> None:
 def test_shipped_default_spec_validates_from_the_repo(tmp_path: Path) -> None:
     done = cli("run", str(REPO / "studies" / "digits.toml"), "--n-trials", "0", cwd=tmp_path)
     assert done.returncode == 2 and "--n-trials" in done.stderr
+
+
+def test_a_budget_no_candidate_meets_exits_1_naming_the_fastest(tmp_path: Path) -> None:
+    spec = '[study]\nn_trials = 2\n[data]\nsource = "sklearn:iris"\n[latency]\nbudget_ms = 0.00001\n'
+    spec += '[model]\nn_layers = [1, 1]\nunits = [8, 16]\n[tracking]\nlog_models = "none"\n'
+    (tmp_path / "tight.toml").write_text(spec)
+    done = cli("run", "tight.toml", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: tight.toml: latency.budget_ms = 1e-05: none of the 2 candidates met it;")
+    assert re.search(r"the fastest measured \d\.\d+(e-\d+)? ms \(trial [01]\)\. Raise the budget", error), error

@@ -144,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
     import optuna
 
     from tradeoff_search._data import load_dataset
-    from tradeoff_search._pareto import format_table, front_rows
+    from tradeoff_search._pareto import fastest_trial, format_table, front_rows, front_trials
     from tradeoff_search._study import redact, run_study, run_worker
 
     spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
@@ -169,6 +169,16 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\nBrowse it: python -m tradeoff_search ui --tracking-uri {redact(args.tracking_uri)}")
     if complete == 0:
         print("error: no trial completed; see the failure reasons above and in MLflow", file=sys.stderr)
+        return EXIT_FAILED
+    budget_ms = spec.latency.budget_ms
+    fastest = fastest_trial(study)
+    if budget_ms is not None and fastest is not None and not front_trials(study):
+        print(
+            f"error: {args.spec}: latency.budget_ms = {budget_ms}: none of the {complete} candidates met it; "
+            f"the fastest measured {fastest.values[1]:.4g} ms (trial {fastest.number}). "
+            "Raise the budget or search smaller models.",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     return EXIT_OK
 

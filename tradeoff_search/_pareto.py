@@ -75,6 +75,12 @@ def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(front, key=lambda t: (t.values[latency_index], t.number))
 
 
+def fastest_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The completed trial with the lowest latency, feasible or not (the first of equals)."""
+    index = _latency_index(study)
+    return min(completed_trials(study), key=lambda t: (t.values[index], t.number), default=None)
+
+
 def _latency_index(study: optuna.Study) -> int:
     names = study.metric_names or []
     return names.index("latency_ms") if "latency_ms" in names else len(study.directions) - 1
