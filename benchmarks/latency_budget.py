@@ -95,10 +95,14 @@ def _seconds(trial: optuna.trial.FrozenTrial) -> float:
 
 
 def _describe(trial: optuna.trial.FrozenTrial, seconds: float, spec: StudySpec) -> str:
-    """``#7 gru 16x9 contains #2 (0.04 s)``: the trial's architecture and how it was rejected."""
+    """``#7 cnn1d 16x9 k5 max res relu contains #2 (0.04 s)``: the architecture and how it was rejected."""
     candidate = suggest(optuna.trial.FixedTrial(trial.params), spec)
     how = f"contains #{trial.user_attrs['contains_trial']}" if "contains_trial" in trial.user_attrs else "timed"
-    return f"#{trial.number} {candidate.family} {'x'.join(map(str, candidate.widths))} {how} ({seconds:.2f} s)"
+    operators = [f"k{candidate.kernel_size}", candidate.downsample] if candidate.kernel_size else []
+    operators += ["res"] if candidate.residual else []
+    operators += [candidate.activation] if candidate.family != "gru" else []
+    architecture = " ".join([candidate.family, "x".join(map(str, candidate.widths)), *operators])
+    return f"#{trial.number} {architecture} {how} ({seconds:.2f} s)"
 
 
 if __name__ == "__main__":

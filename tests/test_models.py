@@ -135,8 +135,16 @@ def _cnn(filters: tuple[int, ...], **changes) -> Candidate:
         (_cnn((16, 32)), _cnn((8, 16)), True),
         (_cnn((16, 16)), _cnn((8, 16)), False),  # the smaller one projects its second shortcut, this one not
         (_cnn((16, 16), residual=False), _cnn((8, 16), residual=False), True),
-        (_cnn((16, 16, 16)), _cnn((16, 16)), False),  # deeper: it pools fewer positions
-        (_cnn((16, 32), kernel_size=5), _cnn((8, 16)), False),
+        (_cnn((16, 16, 16)), _cnn((16, 16)), True),  # an extra block costs more than it saves pooling
+        (_cnn((16, 16, 8)), _cnn((16, 16)), False),  # its last block feeds the head less
+        (_cnn((16, 32), kernel_size=5), _cnn((8, 16)), True),  # a larger kernel
+        (_cnn((16, 32)), _cnn((8, 16), kernel_size=5), False),
+        (_cnn((16, 32)), _cnn((8, 16), residual=False), True),  # a residual connection more
+        (_cnn((16, 32), residual=False), _cnn((8, 16)), False),
+        (_cnn((16, 32), downsample="max"), _cnn((8, 16), downsample="stride"), True),  # full convolution, then pool
+        (_cnn((16, 32), downsample="stride"), _cnn((8, 16), downsample="max"), False),
+        (_cnn((16, 32), downsample="max"), _cnn((8, 16)), False),  # no stride is no order
+        (_cnn((16, 16), downsample="stride"), _cnn((8, 16), downsample="stride"), True),  # strides project all
         (
             _candidate(units=(), family="gru", gru_units=(16, 32), activation="tanh"),
             _candidate(units=(), family="gru", gru_units=(8,)),
@@ -156,6 +164,17 @@ def test_batch_norm_is_an_operator_only_outside_litert() -> None:
     assert contains(with_batch_norm, without, "litert")
     assert not contains(with_batch_norm, without, "tf")
     assert not contains(without, with_batch_norm, "tf")
+
+
+@pytest.mark.parametrize(
+    "larger",
+    [_cnn((16, 16, 16)), _cnn((16, 16), kernel_size=5), _cnn((16, 16), downsample="max", residual=False)],
+)
+def test_operator_orders_are_litert_only(larger: Candidate) -> None:
+    """Measured in LiteRT only: at runtime ``tf`` only equal operators and depths contain each other."""
+    smaller = _cnn((16, 16), downsample="stride", residual=False) if larger.downsample == "max" else _cnn((16, 16))
+    assert contains(larger, smaller, "litert")
+    assert not contains(larger, smaller, "tf")
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn1d", "cnn2d"])

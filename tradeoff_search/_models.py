@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tradeoff_search._space import Candidate
 
@@ -90,28 +91,51 @@ def _normalize_and_activate(candidate: Candidate, x: keras.KerasTensor, i: int) 
     return keras.layers.Activation(candidate.activation, name=f"{candidate.activation}_{i}")(x)
 
 
+# Operator choices of which one does all the work of another in LiteRT, and more: a larger kernel
+# (more multiply-adds per output), a residual connection (an Add, and a shortcut convolution where
+# projected), max pooling instead of a stride of 2 (the full convolution, then a pooling). Each
+# was slower in every one of 100+ pairs timed side by side (benchmarks/containment.py); at other
+# runtimes only equal choices count.
+_LITERT_AT_LEAST: dict[str, Callable[[Any, Any], bool]] = {
+    "kernel_size": lambda big, small: big >= small,
+    "residual": lambda big, small: big or not small,
+    "downsample": lambda big, small: (big, small) == ("max", "stride"),
+}
+
+
 def contains(candidate: Candidate, smaller: Candidate, runtime: str = "litert") -> bool:
     """Whether ``candidate``'s inference graph does all the work of ``smaller``'s, and more or as much.
 
-    True when both are of one family with the same operators (activation, batch norm, kernel,
-    downsampling, residual connections, projected at the same blocks; dropout is no operator at
-    inference, nor is batch norm in ``litert``, whose converter folds it into the layer before),
-    each of ``smaller``'s layers is no wider than the layer at the same depth in
-    ``candidate``, and ``candidate``'s last layer, which feeds the head, is no narrower than
-    ``smaller``'s; mlp and gru candidates may have extra layers in between. Each operator of
-    ``smaller`` then has a counterpart at least as large in ``candidate``, so ``candidate``'s
-    latency is at least ``smaller``'s: how a latency budget rejects a candidate without timing it.
+    True when both are of one family, each operator of ``smaller`` has a counterpart at least as
+    large in ``candidate``, and so ``candidate``'s latency is at least ``smaller``'s: how a latency
+    budget rejects a candidate without timing it. That is:
+
+    - the same activation (a GRU's are its own) and batch norm (in ``litert`` batch norm is no
+      operator: the converter folds it into the layer before; dropout is none at inference);
+    - the same kernel size, downsampling and residual connections, or in ``litert`` a larger
+      kernel, max pooling where ``smaller`` strides, a residual connection where it has none;
+      shortcuts projected wherever ``smaller`` projects one;
+    - no layer narrower than ``smaller``'s at the same depth, the last one (which feeds the head)
+      no narrower than ``smaller``'s last; extra layers allowed (for CNNs only in ``litert``, where
+      an extra block was measured to cost more than the positions it saves pooling).
     """
-    operators = ("family", "kernel_size", "downsample", "residual")
-    if candidate.family != "gru":  # a GRU has its own activations
-        operators += ("activation",) if runtime == "litert" else ("activation", "batch_norm")
-    if any(getattr(candidate, name) != getattr(smaller, name) for name in operators):
+    if candidate.family != smaller.family:
         return False
+    litert = runtime == "litert"
+    operators = ["kernel_size", "downsample", "residual"]
+    if candidate.family != "gru":
+        operators += ["activation"] if litert else ["activation", "batch_norm"]
+    for name in operators:
+        big, small = getattr(candidate, name), getattr(smaller, name)
+        if big != small and not (litert and name in _LITERT_AT_LEAST and _LITERT_AT_LEAST[name](big, small)):
+            return False
     widths, smaller_widths = candidate.widths, smaller.widths
-    if len(widths) != len(smaller_widths) and candidate.family not in ("mlp", "gru"):
-        return False  # a deeper CNN pools fewer positions
-    if candidate.residual and _width_changes(candidate) != _width_changes(smaller):
-        return False  # a shortcut is projected where the width changes
+    if len(widths) != len(smaller_widths) and candidate.family in ("cnn1d", "cnn2d") and not litert:
+        return False
+    if smaller.residual and not all(
+        big or not small for big, small in zip(_projected(candidate), _projected(smaller), strict=False)
+    ):
+        return False
     return (
         len(widths) >= len(smaller_widths)
         and all(big >= small for big, small in zip(widths, smaller_widths, strict=False))
@@ -119,8 +143,11 @@ def contains(candidate: Candidate, smaller: Candidate, runtime: str = "litert") 
     )
 
 
-def _width_changes(candidate: Candidate) -> tuple[bool, ...]:
-    return tuple(after != before for before, after in itertools.pairwise(candidate.widths))
+def _projected(candidate: Candidate) -> tuple[bool, ...]:
+    """Per block after the first, whether its residual shortcut is projected: where the shape changes."""
+    return tuple(
+        candidate.downsample != "none" or after != before for before, after in itertools.pairwise(candidate.widths)
+    )
 
 
 def count_macs(model: keras.Model) -> int:
