@@ -15,7 +15,7 @@ from tradeoff_search._latency import LatencyStats, calibrate_reference, measure_
 from tradeoff_search._models import build_model, contains, count_macs
 from tradeoff_search._pareto import is_nondominated_by
 from tradeoff_search._pruning import ParetoPruning, rivals
-from tradeoff_search._space import Candidate, suggest
+from tradeoff_search._space import Candidate, family_floors, suggest
 from tradeoff_search._spec import StudySpec
 from tradeoff_search._tracking import staged_model_path
 from tradeoff_search._training import predict_classes, score, train
@@ -212,29 +212,11 @@ class TradeoffObjective:
         return values
 
     def _over_budget_inside(self, study: optuna.Study, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
-        """A finished trial of ``study`` timed over the budget (at this spec's runtime, batch size
-        and threads) whose model ``candidate`` contains (see :func:`contains`): ``candidate`` is
-        then over the budget too."""
-        import optuna
-
-        spec = self.spec.latency
-        setting = (spec.runtime, spec.batch_sizes[0], spec.threads)
-        for past in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            timed = past.user_attrs.get("latency")
-            if (
-                past.params.get("family") != candidate.family
-                or not isinstance(timed, dict)
-                or (timed.get("runtime"), timed.get("batch_size"), timed.get("threads")) != setting
-                or timed.get("normalized_ms", 0.0) <= spec.budget_ms
-            ):
-                continue
-            try:
-                smaller = suggest(optuna.trial.FixedTrial(past.params), self.spec)
-            except ValueError:  # a trial of an earlier, different space
-                continue
-            if contains(candidate, smaller, spec.runtime):
-                return past
-        return None
+        """A finished trial of ``study`` timed over the budget whose model ``candidate`` contains
+        (see :func:`contains`): ``candidate`` is then over the budget too."""
+        runtime = self.spec.latency.runtime
+        return next((past for past, smaller in timed_over_budget(study, self.spec)
+                     if contains(candidate, smaller, runtime)), None)  # fmt: skip
 
     def _not_trained(self, trial: optuna.Trial, values: tuple[float, ...], why: str) -> tuple[float, ...]:
         """Record an over-budget candidate: ``values`` are its accuracy (0), latency and extras."""
@@ -252,6 +234,42 @@ class TradeoffObjective:
             return self.spec.tracking.log_models == "all"
         front = [best.values for best in trial.study.best_trials]
         return is_nondominated_by(values, front, trial.study.directions)
+
+
+def timed_over_budget(study: optuna.Study, spec: StudySpec) -> list[tuple[optuna.trial.FrozenTrial, Candidate]]:
+    """The finished trials of ``study`` timed over ``spec``'s latency budget (at its runtime, batch
+    size and threads), with their candidates."""
+    import optuna
+
+    latency = spec.latency
+    if latency.budget_ms is None:
+        return []
+    setting = (latency.runtime, latency.batch_sizes[0], latency.threads)
+    found = []
+    for past in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        timed = past.user_attrs.get("latency")
+        if (
+            not isinstance(timed, dict)
+            or (timed.get("runtime"), timed.get("batch_size"), timed.get("threads")) != setting
+            or timed.get("normalized_ms", 0.0) <= latency.budget_ms
+        ):
+            continue
+        try:
+            found.append((past, suggest(optuna.trial.FixedTrial(past.params), spec)))
+        except ValueError:  # a trial of an earlier, different space
+            continue
+    return found
+
+
+def ruled_out(study: optuna.Study, spec: StudySpec, family: str) -> bool:
+    """Whether no candidate of ``family`` can meet the latency budget: each contains a model of the
+    study timed over it, because each contains one of the family's floors (see
+    :func:`~tradeoff_search._space.family_floors`) and every floor contains one."""
+    timed = [smaller for _, smaller in timed_over_budget(study, spec) if smaller.family == family]
+    return bool(timed) and all(
+        any(contains(floor, smaller, spec.latency.runtime) for smaller in timed)
+        for floor in family_floors(spec, family)
+    )
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,37 @@ def narrowest_models(spec: StudySpec) -> list[dict[str, Any]]:
             | {f"{width}_{i}": _lowest(getattr(spec.model, width)) for i in range(n_layers)}
         )
     return models
+
+
+def family_floors(spec: StudySpec, family: str) -> list[Candidate]:
+    """The shallowest, narrowest architectures of ``family`` in ``spec``'s space, one per combination
+    of its operator choices: every candidate of the family contains the one with its own operators
+    (see ``tradeoff_search._models.contains``). Training knobs are left blank: no part of containment."""
+    model = spec.model
+    depth, width = _LAYERS[family]
+    widths = (_lowest(getattr(model, width)),) * _lowest(getattr(model, depth))
+    cnn = family in ("cnn1d", "cnn2d")
+    operators = itertools.product(
+        model.activation.choices,
+        model.batch_norm.choices if family != "gru" else (False,),
+        model.kernel_size.choices if cnn else (None,),
+        model.downsample.choices if cnn else (None,),
+        model.residual.choices if cnn else (None,),
+    )
+    architecture = {"family": family, "units": (), width: widths}
+    blank = {"dropout": 0.0, "optimizer": "", "learning_rate": 0.0, "schedule": "", "batch_size": 0}
+    return [
+        Candidate(
+            **architecture,
+            **blank,
+            activation=activation,
+            batch_norm=norm,
+            kernel_size=kernel,
+            downsample=down,
+            residual=residual,
+        )
+        for activation, norm, kernel, down, residual in operators
+    ]
 
 
 def _lowest(value: IntRange | Categorical) -> Any:

@@ -80,16 +80,24 @@ def check_tracking_uri(uri: str) -> None:
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The spec's sampler; with a latency budget and several families, one that redraws a family
+    the budget has ruled out (see :class:`~tradeoff_search._redraw.RedrawingSampler`)."""
     import optuna
 
     seed = spec.study.seed
-    if spec.study.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if spec.study.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.study.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    samplers = {
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+    }
+    sampler = samplers[spec.study.sampler]()
+    if spec.latency.budget_ms is None or len(spec.model.families.choices) == 1:
+        return sampler
+    from tradeoff_search._objective import ruled_out
+    from tradeoff_search._redraw import RedrawingSampler
+
+    return RedrawingSampler(sampler, lambda study, family: ruled_out(study, spec, family), seed=seed)
 
 
 def _prepare_local_state(*urls: str) -> None:

@@ -243,7 +243,7 @@ class MLflowParetoCallback:
                 TAG_STUDY: study.study_name,
                 TAG_ROLE: _PARENT,
                 "optuna.directions": ",".join(d.name.lower() for d in study.directions),
-                "optuna.sampler": type(study.sampler).__name__,
+                "optuna.sampler": str(study.sampler),
                 "optuna.metric_names": ",".join(_metric_names(study)),
                 **self.parent_tags,
             }
