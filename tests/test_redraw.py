@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import optuna
@@ -56,7 +57,11 @@ def test_a_family_is_ruled_out_once_each_of_its_floors_contains_a_model_over_the
 
 @pytest.mark.parametrize(
     "sampler",
-    [optuna.samplers.RandomSampler(seed=0), optuna.samplers.TPESampler(seed=0, n_startup_trials=5, multivariate=True)],
+    [
+        optuna.samplers.RandomSampler(seed=0),
+        optuna.samplers.TPESampler(seed=0, n_startup_trials=5, multivariate=True),
+        optuna.samplers.NSGAIISampler(seed=0, population_size=6),
+    ],
 )
 def test_the_sampler_redraws_a_ruled_out_family_and_learns_from_the_rest(sampler) -> None:
     redrawing = RedrawingSampler(sampler, lambda study, family: family == "gru")
@@ -79,7 +84,10 @@ def test_when_every_family_is_ruled_out_the_draw_is_kept() -> None:
 
 
 @pytest.mark.e2e
-def test_a_budgeted_study_stops_proposing_a_family_whose_narrowest_model_is_over(write_spec, tmp_path: Path) -> None:
+def test_a_budgeted_study_stops_proposing_a_family_whose_narrowest_model_is_over(
+    write_spec, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tradeoff_search")
     spec = StudySpec.load(write_spec(GRU_OR_MLP.replace("n_trials = 3", 'n_trials = 8\nsampler = "random"')))
     study = run_study(spec, storage=f"sqlite:///{tmp_path}/optuna.db", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     trials = sorted(study.trials, key=lambda trial: trial.number)
@@ -87,3 +95,4 @@ def test_a_budgeted_study_stops_proposing_a_family_whose_narrowest_model_is_over
     assert trials[1].user_attrs["trained"] is False  # the narrowest GRU is over the budget: so is every GRU
     assert [trial.params["family"] for trial in trials[2:]] == ["mlp"] * 6
     assert all(trial.user_attrs["trained"] for trial in trials[2:])
+    assert caplog.text.count("no gru can meet the latency budget") == 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import optuna
+
+_logger = logging.getLogger(__name__)
 
 FAMILY = "family"
 
@@ -32,6 +35,7 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
         self._ruled_out = ruled_out
         self._attempts = attempts
         self._random = optuna.samplers.RandomSampler(seed=seed)
+        self._announced: set[str] = set()
 
     def __str__(self) -> str:
         return str(self.sampler)
@@ -49,7 +53,7 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
     ) -> dict[str, Any]:
         params = self.sampler.sample_relative(study, trial, search_space)
         for _ in range(self._attempts):
-            if FAMILY not in params or not self._ruled_out(study, params[FAMILY]):
+            if FAMILY not in params or not self._is_ruled_out(study, params[FAMILY]):
                 return params
             params = self.sampler.sample_relative(study, trial, search_space)
         if FAMILY in params:
@@ -67,7 +71,7 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
         if param_name != FAMILY:
             return value
         for _ in range(self._attempts):
-            if not self._ruled_out(study, value):
+            if not self._is_ruled_out(study, value):
                 return value
             value = self.sampler.sample_independent(study, trial, param_name, param_distribution)
         return self._left(study, trial, param_distribution, value)
@@ -88,6 +92,14 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
         self.sampler.reseed_rng()
         self._random.reseed_rng()
 
+    def _is_ruled_out(self, study: optuna.Study, family: str) -> bool:
+        if not self._ruled_out(study, family):
+            return False
+        if family not in self._announced:
+            _logger.info("no %s can meet the latency budget: the sampler proposes other families", family)
+            self._announced.add(family)
+        return True
+
     def _left(
         self,
         study: optuna.Study,
@@ -97,9 +109,9 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
     ) -> str:
         """``family`` if it is not ruled out; else one of the families left, at random (``family``
         if none is left)."""
-        if not self._ruled_out(study, family):
+        if not self._is_ruled_out(study, family):
             return family
-        left = [choice for choice in getattr(distribution, "choices", ()) if not self._ruled_out(study, choice)]
+        left = [choice for choice in getattr(distribution, "choices", ()) if not self._is_ruled_out(study, choice)]
         if not left:
             return family
         return self._random.sample_independent(study, trial, FAMILY, optuna.distributions.CategoricalDistribution(left))
