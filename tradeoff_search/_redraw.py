@@ -19,9 +19,9 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
     With a latency budget, once every candidate of a family contains a model timed over it (on
     MNIST-1D at 10 µs: every GRU, as soon as the narrowest one is timed), proposing another spends
     a place among ``n_trials`` on a foregone rejection. Such a proposal is drawn again, up to
-    ``attempts`` times, then its family is replaced by one of those left, at random: TPE, for
-    one, keeps favouring a family it has seen little of, which is what redrawing makes it.
-    The wrapped sampler makes every other choice and learns from every trial run.
+    ``attempts`` times, then its family is replaced by one of those left, at random (redrawing
+    alone would not do: TPE favours a family it has seen little of, and one it is no longer shown
+    stays one). The wrapped sampler makes every other choice and learns from every trial run.
     """
 
     def __init__(
@@ -51,11 +51,7 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
         trial: optuna.trial.FrozenTrial,
         search_space: dict[str, optuna.distributions.BaseDistribution],
     ) -> dict[str, Any]:
-        params = self.sampler.sample_relative(study, trial, search_space)
-        for _ in range(self._attempts):
-            if FAMILY not in params or not self._is_ruled_out(study, params[FAMILY]):
-                return params
-            params = self.sampler.sample_relative(study, trial, search_space)
+        params = self._redrawn(study, lambda: self.sampler.sample_relative(study, trial, search_space), _family_in)
         if FAMILY in params:
             params[FAMILY] = self._left(study, trial, search_space[FAMILY], params[FAMILY])
         return params
@@ -67,14 +63,12 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
         param_name: str,
         param_distribution: optuna.distributions.BaseDistribution,
     ) -> Any:
-        value = self.sampler.sample_independent(study, trial, param_name, param_distribution)
+        def draw() -> Any:
+            return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
         if param_name != FAMILY:
-            return value
-        for _ in range(self._attempts):
-            if not self._is_ruled_out(study, value):
-                return value
-            value = self.sampler.sample_independent(study, trial, param_name, param_distribution)
-        return self._left(study, trial, param_distribution, value)
+            return draw()
+        return self._left(study, trial, param_distribution, self._redrawn(study, draw, str))
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.sampler.before_trial(study, trial)
@@ -91,6 +85,16 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
     def reseed_rng(self) -> None:
         self.sampler.reseed_rng()
         self._random.reseed_rng()
+
+    def _redrawn(self, study: optuna.Study, draw: Callable[[], Any], family_of: Callable[[Any], str | None]) -> Any:
+        """A draw whose family is not ruled out, or the last of ``attempts`` more."""
+        drawn = draw()
+        for _ in range(self._attempts):
+            family = family_of(drawn)
+            if family is None or not self._is_ruled_out(study, family):
+                break
+            drawn = draw()
+        return drawn
 
     def _is_ruled_out(self, study: optuna.Study, family: str) -> bool:
         if not self._ruled_out(study, family):
@@ -115,3 +119,7 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
         if not left:
             return family
         return self._random.sample_independent(study, trial, FAMILY, optuna.distributions.CategoricalDistribution(left))
+
+
+def _family_in(params: dict[str, Any]) -> str | None:
+    return params.get(FAMILY)
