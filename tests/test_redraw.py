@@ -77,6 +77,14 @@ def test_the_sampler_redraws_a_ruled_out_family_and_learns_from_the_rest(sampler
     assert str(redrawing) == type(sampler).__name__
 
 
+def test_without_redraws_a_ruled_out_family_is_replaced_at_once() -> None:
+    study = optuna.create_study(
+        sampler=RedrawingSampler(optuna.samplers.RandomSampler(seed=0), lambda _, family: family == "gru", attempts=0)
+    )
+    study.optimize(lambda trial: float(trial.suggest_categorical("family", ["mlp", "gru"]) == "mlp"), n_trials=10)
+    assert {trial.params["family"] for trial in study.trials} == {"mlp"}
+
+
 def test_when_every_family_is_ruled_out_the_draw_is_kept() -> None:
     study = optuna.create_study(sampler=RedrawingSampler(optuna.samplers.RandomSampler(seed=0), lambda *_: True))
     study.optimize(lambda trial: float(trial.suggest_categorical("family", ["mlp", "gru"]) == "mlp"), n_trials=5)

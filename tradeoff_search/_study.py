@@ -97,7 +97,10 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     from tradeoff_search._objective import ruled_out
     from tradeoff_search._redraw import RedrawingSampler
 
-    return RedrawingSampler(sampler, lambda study, family: ruled_out(study, spec, family), seed=seed)
+    # A GP proposal is costly and nearly the same when asked again (measured: 3 redraws took a
+    # 40-trial study's sampling from 9 s to 31 s): replace its family at once instead.
+    attempts = 0 if spec.study.sampler == "gp" else 3
+    return RedrawingSampler(sampler, lambda study, family: ruled_out(study, spec, family), attempts, seed)
 
 
 def _prepare_local_state(*urls: str) -> None:
