@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -51,9 +52,10 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
         trial: optuna.trial.FrozenTrial,
         search_space: dict[str, optuna.distributions.BaseDistribution],
     ) -> dict[str, Any]:
-        params = self._redrawn(study, lambda: self.sampler.sample_relative(study, trial, search_space), _family_in)
+        ruled_out = self._ruled_out_now(study)
+        params = self._redrawn(lambda: self.sampler.sample_relative(study, trial, search_space), _family_in, ruled_out)
         if FAMILY in params:
-            params[FAMILY] = self._left(study, trial, search_space[FAMILY], params[FAMILY])
+            params[FAMILY] = self._left(study, trial, search_space[FAMILY], params[FAMILY], ruled_out)
         return params
 
     def sample_independent(
@@ -68,7 +70,8 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
 
         if param_name != FAMILY:
             return draw()
-        return self._left(study, trial, param_distribution, self._redrawn(study, draw, str))
+        ruled_out = self._ruled_out_now(study)
+        return self._left(study, trial, param_distribution, self._redrawn(draw, str, ruled_out), ruled_out)
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.sampler.before_trial(study, trial)
@@ -86,23 +89,32 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
         self.sampler.reseed_rng()
         self._random.reseed_rng()
 
-    def _redrawn(self, study: optuna.Study, draw: Callable[[], Any], family_of: Callable[[Any], str | None]) -> Any:
+    def _redrawn(
+        self, draw: Callable[[], Any], family_of: Callable[[Any], str | None], ruled_out: Callable[[str], bool]
+    ) -> Any:
         """A draw whose family is not ruled out, or the last of ``attempts`` more."""
         drawn = draw()
         for _ in range(self._attempts):
             family = family_of(drawn)
-            if family is None or not self._is_ruled_out(study, family):
+            if family is None or not ruled_out(family):
                 break
             drawn = draw()
         return drawn
 
-    def _is_ruled_out(self, study: optuna.Study, family: str) -> bool:
-        if not self._ruled_out(study, family):
-            return False
-        if family not in self._announced:
-            _logger.info("no %s can meet the latency budget: the sampler proposes other families", family)
-            self._announced.add(family)
-        return True
+    def _ruled_out_now(self, study: optuna.Study) -> Callable[[str], bool]:
+        """``ruled_out`` for one proposal: the study does not change meanwhile, so each family is
+        checked once (every check reads the study's trials)."""
+
+        @functools.cache
+        def ruled_out(family: str) -> bool:
+            if not self._ruled_out(study, family):
+                return False
+            if family not in self._announced:
+                _logger.info("no %s can meet the latency budget: the sampler proposes other families", family)
+                self._announced.add(family)
+            return True
+
+        return ruled_out
 
     def _left(
         self,
@@ -110,12 +122,13 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
         trial: optuna.trial.FrozenTrial,
         distribution: optuna.distributions.BaseDistribution,
         family: str,
+        ruled_out: Callable[[str], bool],
     ) -> str:
         """``family`` if it is not ruled out; else one of the families left, at random (``family``
         if none is left)."""
-        if not self._is_ruled_out(study, family):
+        if not ruled_out(family):
             return family
-        left = [choice for choice in getattr(distribution, "choices", ()) if not self._is_ruled_out(study, choice)]
+        left = [choice for choice in getattr(distribution, "choices", ()) if not ruled_out(choice)]
         if not left:
             return family
         return self._random.sample_independent(study, trial, FAMILY, optuna.distributions.CategoricalDistribution(left))

@@ -397,12 +397,11 @@ class MLflowParetoCallback:
         if not retimed:
             return
         still = retimed_front(study)
-        runs = self._child_runs(study, parent_id)
         for number, value in retimed.items():
-            run = runs.get(int(number))
-            if run is not None:
-                self._client.log_metric(run.info.run_id, "latency_retimed_ms", value)
-                self._client.set_tag(run.info.run_id, "pareto_retimed", str(int(number) in still).lower())
+            child = self._children.get(int(number))  # finish() has just read every run
+            if child is not None:
+                self._client.log_metric(child.run_id, "latency_retimed_ms", value)
+                self._client.set_tag(child.run_id, "pareto_retimed", str(int(number) in still).lower())
         self._client.set_tag(parent_id, "pareto_retimed_size", str(len(still)))
 
     def _reference(self, study: optuna.Study) -> list[float] | None:
