@@ -145,3 +145,26 @@ def test_two_workers_keep_each_others_pareto_tags_live(tmp_path: Path) -> None:
         assert tagged == expected, f"after trial {number}"
         ranks = {int(r.data.tags["optuna.trial"]): r.data.tags["pareto_rank"] for r in children}
         assert all((rank == "0") == (n in expected) for n, rank in ranks.items())
+
+
+def test_finish_logs_the_retimed_front(tmp_path: Path) -> None:
+    from tradeoff_search._pareto import RETIMED_ATTR
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "latency_ms"])
+    callback = MLflowParetoCallback(tracking_uri=uri, experiment="retimed")
+    for values in [(0.5, 0.001), (0.9, 0.002), (0.4, 0.003)]:
+        trial = study.ask()
+        study.tell(trial, values)
+        callback(study, study.trials[-1])
+    # Re-timed side by side, trial 1 turns out faster than trial 0: trial 0 leaves the front.
+    study.set_user_attr(RETIMED_ATTR, {"0": 0.0011, "1": 0.0010})
+    callback.finish(study)
+    parents, children = _runs(MlflowClient(uri), "retimed")
+    by_trial = {int(r.data.tags["optuna.trial"]): r for r in children}
+    assert by_trial[0].data.metrics["latency_retimed_ms"] == 0.0011
+    assert by_trial[1].data.metrics["latency_retimed_ms"] == 0.0010
+    assert (by_trial[0].data.tags["pareto_retimed"], by_trial[1].data.tags["pareto_retimed"]) == ("false", "true")
+    assert "latency_retimed_ms" not in by_trial[2].data.metrics
+    assert parents[0].data.tags["pareto_retimed_size"] == "1"
