@@ -80,7 +80,7 @@ def main() -> None:
     for _ in range(args.bases):
         for family, shape in SHAPES.items():
             for order, (smaller, larger) in pairs(rng, family).items():
-                assert contains(larger, smaller, "litert"), (order, larger, smaller)
+                assert contains(larger, smaller, "litert", shape), (order, larger, smaller)
                 keras.utils.clear_session()
                 files = [to_tflite(build_model(c, shape, 10), signature=False) for c in (smaller, larger)]
                 small, large = measure_latencies(files, max_seconds=1.0, reference=False)

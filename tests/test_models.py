@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tradeoff_search._models import build_model, contains, count_macs
+from tradeoff_search._models import _projected, build_model, contains, count_macs
 from tradeoff_search._space import Candidate
 
 
@@ -156,7 +156,38 @@ def _cnn(filters: tuple[int, ...], **changes) -> Candidate:
 def test_a_candidate_contains_a_smaller_one_operator_by_operator(
     candidate: Candidate, smaller: Candidate, expected: bool
 ) -> None:
-    assert contains(candidate, smaller) is expected
+    assert contains(candidate, smaller, input_shape=(40, 1)) is expected
+
+
+@pytest.mark.parametrize(
+    ("candidate", "smaller", "input_shape", "expected"),
+    [
+        (_cnn((8,)), _cnn((4,)), (40, 1), True),
+        (_cnn((8,)), _cnn((4,)), (40, 8), False),  # 8 channels in: its shortcut is the input, the other projects
+        (_cnn((8,)), _cnn((4,)), None, False),  # unknown: taken at its worst, as above
+        (_cnn((8,)), _cnn((8,)), None, True),
+        (_cnn((8,), downsample="stride"), _cnn((4,), downsample="stride"), (40, 8), True),  # both downsample
+        (_cnn((32, 32, 32), downsample="stride"), _cnn((8, 16, 32), downsample="stride"), (40, 1), True),
+        (_cnn((32, 32, 32), downsample="stride"), _cnn((8, 16, 32), downsample="stride"), (2, 1), False),  # 2, 1, 1
+        (_cnn((32, 32, 32), downsample="stride"), _cnn((8, 16, 32), downsample="stride"), None, False),
+        (_cnn((8, 16), downsample="max", residual=False), _cnn((8, 16), downsample="stride"), (40, 1), False),
+    ],
+)
+def test_shortcut_projections_depend_on_the_input_shape(
+    candidate: Candidate, smaller: Candidate, input_shape: tuple[int, ...] | None, expected: bool
+) -> None:
+    assert contains(candidate, smaller, input_shape=input_shape) is expected
+
+
+@pytest.mark.parametrize("input_shape", [(40, 1), (40, 8), (3, 2), (2, 1), (8, 8, 1), (2, 2, 16), (1, 1, 3)])
+@pytest.mark.parametrize("downsample", ["none", "stride", "max"])
+def test_projected_shortcuts_are_those_the_builder_makes(input_shape: tuple[int, ...], downsample: str) -> None:
+    family = "cnn2d" if len(input_shape) == 3 else "cnn1d"
+    for filters in [(8, 8, 16), (16, 8, 8), (3, 3, 2)]:
+        candidate = _cnn(filters, family=family, downsample=downsample)
+        layers = {layer.name for layer in build_model(candidate, input_shape, 3).layers}
+        built = [f"shortcut_{i}" in layers for i in range(len(filters))]
+        assert _projected(candidate, input_shape) == built, (filters, input_shape, downsample)
 
 
 def test_batch_norm_is_an_operator_only_outside_litert() -> None:

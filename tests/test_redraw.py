@@ -55,6 +55,21 @@ def test_a_family_is_ruled_out_once_each_of_its_floors_contains_a_model_over_the
     assert not ruled_out(study, spec, "mlp")
 
 
+@pytest.mark.parametrize(("input_shape", "expected"), [("[4, 1]", True), ("[1, 4]", False)])
+def test_no_floor_bounds_residual_cnns_with_blocks_as_wide_as_the_input(write_spec, input_shape, expected) -> None:
+    """On 4 channels, a residual block of 4 filters has no shortcut projection, which one of 2 has:
+    the narrowest CNN is then no floor, and a model timed over the budget rules nothing out."""
+    space = ['families = ["mlp", "cnn1d"]', 'activation = ["relu"]', "conv_blocks = [1, 2]", "filters = [2, 8]",
+             "kernel_size = [3]", 'downsample = ["none"]', "residual = [true]"]  # fmt: skip
+    text = GRU_OR_MLP.replace('families = ["mlp", "gru"]', "\n".join(space))
+    spec = StudySpec.load(write_spec(text.replace("input_shape = [4, 1]", f"input_shape = {input_shape}")))
+    study = optuna.create_study(directions=spec.directions)
+    narrowest = {"family": "cnn1d", "conv_blocks": 1, "filters_0": 2, "kernel_size": 3, "downsample": "none",
+                 "residual": True, "activation": "relu", "batch_norm": False, **TRAINING}  # fmt: skip
+    study.add_trial(_timed(narrowest, latency_ms=0.005))
+    assert ruled_out(study, spec, "cnn1d") is expected
+
+
 @pytest.mark.parametrize(
     "sampler",
     [

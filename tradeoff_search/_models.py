@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tradeoff_search._space import Candidate
@@ -103,7 +103,9 @@ _LITERT_AT_LEAST: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def contains(candidate: Candidate, smaller: Candidate, runtime: str = "litert") -> bool:
+def contains(
+    candidate: Candidate, smaller: Candidate, runtime: str = "litert", input_shape: Sequence[int] | None = None
+) -> bool:
     """Whether ``candidate``'s inference graph does all the work of ``smaller``'s, and more or as much.
 
     True when both are of one family, each operator of ``smaller`` has a counterpart at least as
@@ -114,7 +116,8 @@ def contains(candidate: Candidate, smaller: Candidate, runtime: str = "litert") 
       operator: the converter folds it into the layer before; dropout is none at inference);
     - the same kernel size, downsampling and residual connections, or in ``litert`` a larger
       kernel, max pooling where ``smaller`` strides, a residual connection where it has none;
-      shortcuts projected wherever ``smaller`` projects one;
+      shortcuts projected wherever ``smaller`` projects one, which depends on ``input_shape`` (one
+      example's): unknown, it is taken at its worst for the proof (see :func:`_projected`);
     - no layer narrower than ``smaller``'s at the same depth, the last one (which feeds the head)
       no narrower than ``smaller``'s last; extra layers allowed (for CNNs only in ``litert``, where
       an extra block was measured to cost more than the positions it saves pooling).
@@ -132,10 +135,12 @@ def contains(candidate: Candidate, smaller: Candidate, runtime: str = "litert") 
     widths, smaller_widths = candidate.widths, smaller.widths
     if len(widths) != len(smaller_widths) and candidate.family in ("cnn1d", "cnn2d") and not litert:
         return False
-    if smaller.residual and not all(
-        big or not small for big, small in zip(_projected(candidate), _projected(smaller), strict=False)
-    ):
-        return False
+    if smaller.residual:
+        if input_shape is None:  # the worst case: as wide as candidate's first block, too short to downsample
+            input_shape = (*[1] * (2 if candidate.family == "cnn2d" else 1), candidate.widths[0])
+        shortcuts = zip(_projected(candidate, input_shape), _projected(smaller, input_shape), strict=False)
+        if not all(big or not small for big, small in shortcuts):
+            return False
     return (
         len(widths) >= len(smaller_widths)
         and all(big >= small for big, small in zip(widths, smaller_widths, strict=False))
@@ -143,11 +148,16 @@ def contains(candidate: Candidate, smaller: Candidate, runtime: str = "litert") 
     )
 
 
-def _projected(candidate: Candidate) -> tuple[bool, ...]:
-    """Per block after the first, whether its residual shortcut is projected: where the shape changes."""
-    return tuple(
-        candidate.downsample != "none" or after != before for before, after in itertools.pairwise(candidate.widths)
-    )
+def _projected(candidate: Candidate, input_shape: Sequence[int]) -> list[bool]:
+    """Per block of a residual CNN on inputs of ``input_shape``, whether its shortcut is projected
+    (as :func:`_cnn` builds it): where the block changes the shape, its width or, downsampling
+    ("same" padding: ⌈n / 2⌉), its steps or pixels; a side of 1 stays 1."""
+    shape, projected = tuple(input_shape), []
+    for width in candidate.widths:
+        sides = shape[:-1] if candidate.downsample == "none" else tuple(math.ceil(side / 2) for side in shape[:-1])
+        projected.append((*sides, width) != shape)
+        shape = (*sides, width)
+    return projected
 
 
 def count_macs(model: keras.Model) -> int:

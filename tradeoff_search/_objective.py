@@ -214,9 +214,9 @@ class TradeoffObjective:
     def _over_budget_inside(self, study: optuna.Study, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
         """A finished trial of ``study`` timed over the budget whose model ``candidate`` contains
         (see :func:`contains`): ``candidate`` is then over the budget too."""
-        runtime = self.spec.latency.runtime
+        runtime, shape = self.spec.latency.runtime, self.data.input_shape
         return next((past for past, smaller in timed_over_budget(study, self.spec)
-                     if contains(candidate, smaller, runtime)), None)  # fmt: skip
+                     if contains(candidate, smaller, runtime, shape)), None)  # fmt: skip
 
     def _not_trained(self, trial: optuna.Trial, values: tuple[float, ...], why: str) -> tuple[float, ...]:
         """Record an over-budget candidate: ``values`` are its accuracy (0), latency and extras."""
@@ -266,9 +266,12 @@ def ruled_out(study: optuna.Study, spec: StudySpec, family: str) -> bool:
     study timed over it, because each contains one of the family's floors (see
     :func:`~tradeoff_search._space.family_floors`) and every floor contains one."""
     timed = [smaller for _, smaller in timed_over_budget(study, spec) if smaller.family == family]
-    return bool(timed) and all(
-        any(contains(floor, smaller, spec.latency.runtime) for smaller in timed)
-        for floor in family_floors(spec, family)
+    floors = family_floors(spec, family)
+    runtime, shape = spec.latency.runtime, spec.data.input_shape
+    return (
+        bool(timed)
+        and floors is not None
+        and all(any(contains(floor, smaller, runtime, shape) for smaller in timed) for floor in floors)
     )
 
 

@@ -109,14 +109,21 @@ def narrowest_models(spec: StudySpec) -> list[dict[str, Any]]:
     return models
 
 
-def family_floors(spec: StudySpec, family: str) -> list[Candidate]:
+def family_floors(spec: StudySpec, family: str) -> list[Candidate] | None:
     """The shallowest, narrowest architectures of ``family`` in ``spec``'s space, one per combination
     of its operator choices: every candidate of the family contains the one with its own operators
-    (see ``tradeoff_search._models.contains``). Training knobs are left blank: no part of containment."""
+    (see ``tradeoff_search._models.contains``). Training knobs are left blank: no part of containment.
+
+    None where narrowest is not least: residual CNNs that may have blocks exactly as wide as the
+    input's channels, as such a block has no shortcut projection where a narrower one has.
+    """
     model = spec.model
     depth, width = _LAYERS[family]
     widths = (_lowest(getattr(model, width)),) * _lowest(getattr(model, depth))
     cnn = family in ("cnn1d", "cnn2d")
+    channels = spec.data.input_shape[-1] if cnn and spec.data.input_shape else widths[0]
+    if True in model.residual.choices and channels > widths[0] and _allows(getattr(model, width), channels):
+        return None
     operators = itertools.product(
         model.activation.choices,
         model.batch_norm.choices if family != "gru" else (False,),
@@ -142,3 +149,7 @@ def family_floors(spec: StudySpec, family: str) -> list[Candidate]:
 
 def _lowest(value: IntRange | Categorical) -> Any:
     return value.low if isinstance(value, IntRange) else min(value.choices)
+
+
+def _allows(value: IntRange | Categorical, choice: int) -> bool:
+    return value.low <= choice <= value.high if isinstance(value, IntRange) else choice in value.choices
