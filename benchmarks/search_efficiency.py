@@ -1,7 +1,8 @@
 """Search efficiency at equal wall-clock time: samplers, and multi-objective early stopping (issue 5).
 
     python benchmarks/search_efficiency.py [--spec studies/digits.toml] [--minutes 2.5]
-        [--seeds 0 1 2] [--variants tpe tpe+pruning nsga2 random] [--json FILE]
+        [--seeds 0 1 2] [--variants tpe tpe+pruning nsga2 random [gp] [tpe+noredraw]] [--json FILE]
+        [--budget-ms B] [--reference-accuracy A]
 
 Each variant runs the spec's study for the same wall-clock budget per seed, one after another
 (never in parallel), each in a fresh process with its own Optuna and MLflow stores. From every
@@ -10,9 +11,13 @@ study's completed trials and their completion times this computes the hypervolum
 pruned, final hypervolume, and the time to reach 95% of the ``tpe`` run's final hypervolume
 (same seed; ∞ if never), with ratios to ``tpe``. Every run and the summary go to ``--json``.
 
-The reference point is fixed here (accuracy 0.8, latency 20 µs), near the front of the default
+The reference point is by default (accuracy 0.8, latency 20 µs), near the front of the default
 study, so that differences between searches show; the tool's own default (0, 100 ms) would make
 every front's hypervolume nearly the same number.
+
+With ``--budget-ms`` every run has that latency budget, and the budget is the reference latency:
+only what meets it counts. The variant ``tpe+noredraw`` is then the baseline of the redrawing
+sampler (issue 8): TPE as Optuna makes it, which may propose a family the budget has ruled out.
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = (0.8, 0.02)  # accuracy, latency_ms
-VARIANTS = ("tpe", "tpe+pruning", "nsga2", "random")
+VARIANTS = ("tpe", "tpe+pruning", "nsga2", "random", "gp", "tpe+noredraw")
+DEFAULT_VARIANTS = VARIANTS[:4]
 
 
-def run_variant(spec_path: str, variant: str, seed: int, minutes: float) -> dict:
+def run_variant(
+    spec_path: str, variant: str, seed: int, minutes: float, budget_ms: float | None, reference: tuple[float, float]
+) -> dict:
     """Run one study (in this process) and return its hypervolume-over-time record."""
     import optuna
 
@@ -46,21 +54,29 @@ def run_variant(spec_path: str, variant: str, seed: int, minutes: float) -> dict
         spec,
         study=dataclasses.replace(spec.study, sampler=sampler, seed=seed, name=f"{variant}-{seed}"),
         training=dataclasses.replace(spec.training, pruning="pruning" in variant),
+        latency=dataclasses.replace(spec.latency, budget_ms=budget_ms),
         tracking=dataclasses.replace(spec.tracking, log_models="none"),
     )
+    if "noredraw" in variant:  # this process only: the spec's sampler, not wrapped
+        from tradeoff_search import _study
+
+        make_sampler = _study.make_sampler
+        unwrapped = dataclasses.replace(spec, latency=dataclasses.replace(spec.latency, budget_ms=None))
+        _study.make_sampler = lambda _: make_sampler(unwrapped)
     with tempfile.TemporaryDirectory() as root:
         study = run_study(spec, storage=f"sqlite:///{root}/optuna.db", tracking_uri=f"sqlite:///{root}/mlflow.db")
     trials = [t for t in study.trials if t.datetime_complete is not None]
     start = min(t.datetime_start for t in trials)
     # One process runs the trials in turn, so trial numbers are in order of completion.
     completed_at = {t.number: (t.datetime_complete - start).total_seconds() for t in trials}
-    history = hypervolume_history(study, study.metric_names, REFERENCE)
+    history = hypervolume_history(study, study.metric_names, reference)
     curve = [(completed_at[number], value) for number, value in history]
     return {
         "variant": variant,
         "seed": seed,
         "finished": len(curve),
         "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+        "over_budget": sum(t.user_attrs.get("trained") is False for t in trials),
         "hypervolume": curve[-1][1] if curve else 0.0,
         "curve": curve,
     }
@@ -75,28 +91,35 @@ def main() -> None:
     parser.add_argument("--spec", default=str(REPO / "studies" / "digits.toml"))
     parser.add_argument("--minutes", type=float, default=2.5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(DEFAULT_VARIANTS))
     parser.add_argument("--json", help="write every run and the summary here")
+    parser.add_argument("--budget-ms", type=float, help="a latency budget for every run; the reference latency")
+    parser.add_argument("--reference-accuracy", type=float, default=REFERENCE[0])
     parser.add_argument("--one", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    reference = (args.reference_accuracy, REFERENCE[1] if args.budget_ms is None else args.budget_ms)
     if args.one:  # a child process: one run, its record on stdout's last line
-        print(json.dumps(run_variant(args.spec, args.one[0], int(args.one[1]), args.minutes)))
+        variant, seed = args.one[0], int(args.one[1])
+        print(json.dumps(run_variant(args.spec, variant, seed, args.minutes, args.budget_ms, reference)))
         return
     if "tpe" not in args.variants:
         parser.error("--variants must include tpe: it is the baseline of the ratios")
+    budget = [] if args.budget_ms is None else ["--budget-ms", str(args.budget_ms)]
 
     runs = []
     for seed in args.seeds:
         for variant in args.variants:
-            command = [sys.executable, __file__, "--spec", args.spec, "--minutes", str(args.minutes)]
+            command = [sys.executable, __file__, "--spec", args.spec, "--minutes", str(args.minutes), *budget,
+                       "--reference-accuracy", str(args.reference_accuracy)]  # fmt: skip
             child = subprocess.run([*command, "--one", variant, str(seed)], capture_output=True, text=True,
                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=True)  # fmt: skip
             runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
             print(f"seed {seed} {variant:12} {runs[-1]['finished']:4d} trials, {runs[-1]['pruned']:3d} pruned, "
-                  f"hypervolume {runs[-1]['hypervolume']:.4f}", flush=True)  # fmt: skip
+                  f"{runs[-1]['over_budget']:3d} over budget, hypervolume {runs[-1]['hypervolume']:.4f}",
+                  flush=True)  # fmt: skip
 
     baseline = {r["seed"]: r for r in runs if r["variant"] == "tpe"}
-    print(f"\n{args.minutes} min per run, reference (accuracy {REFERENCE[0]}, {REFERENCE[1] * 1e3:g} µs); "
+    print(f"\n{args.minutes} min per run, reference (accuracy {reference[0]}, {reference[1] * 1e3:g} µs); "
           "t95 = seconds to reach 95% of the tpe run's final hypervolume (same seed)")  # fmt: skip
     print(f"{'variant':12} {'seed':>4} {'trials':>6} {'pruned':>6} {'HV':>7} {'HV/tpe':>7} {'t95 s':>6} {'t95/tpe':>7}")
     summary = {}
@@ -116,7 +139,7 @@ def main() -> None:
         f"{v}: HV ×{s['hypervolume_ratio_median']:.3f}, t95 ×{s['t95_ratio_median']:.2f}" for v, s in summary.items()
     ))  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps({"minutes": args.minutes, "reference": REFERENCE, "runs": runs,
+        Path(args.json).write_text(json.dumps({"minutes": args.minutes, "reference": reference, "runs": runs,
                                                "summary": summary}, indent=1))  # fmt: skip
 
 
