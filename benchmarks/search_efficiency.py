@@ -11,7 +11,7 @@ study's completed trials and their completion times this computes the hypervolum
 pruned, final hypervolume, and the time to reach 95% of the ``tpe`` run's final hypervolume
 (same seed; ∞ if never), with ratios to ``tpe``. Every run and the summary go to ``--json``.
 
-The reference point is by default (accuracy 0.8, latency 20 µs), near the front of the default
+By default the reference point is (accuracy 0.8, latency 20 µs), near the front of the default
 study, so that differences between searches show; the tool's own default (0, 100 ms) would make
 every front's hypervolume nearly the same number.
 
