@@ -121,8 +121,13 @@ def family_floors(spec: StudySpec, family: str) -> list[Candidate] | None:
     depth, width = _LAYERS[family]
     widths = (_lowest(getattr(model, width)),) * _lowest(getattr(model, depth))
     cnn = family in ("cnn1d", "cnn2d")
-    channels = spec.data.input_shape[-1] if cnn and spec.data.input_shape else widths[0]
-    if True in model.residual.choices and channels > widths[0] and _allows(getattr(model, width), channels):
+    channels = spec.data.input_shape[-1] if cnn and spec.data.input_shape else None
+    if (
+        channels is not None
+        and True in model.residual.choices
+        and channels > widths[0]
+        and _allows(getattr(model, width), channels)
+    ):
         return None
     operators = itertools.product(
         model.activation.choices,
