@@ -168,3 +168,23 @@ def test_finish_logs_the_retimed_front(tmp_path: Path) -> None:
     assert (by_trial[0].data.tags["pareto_retimed"], by_trial[1].data.tags["pareto_retimed"]) == ("false", "true")
     assert "latency_retimed_ms" not in by_trial[2].data.metrics
     assert parents[0].data.tags["pareto_retimed_size"] == "1"
+
+
+def test_four_objectives_get_a_front_plot_and_a_hypervolume(tmp_path: Path) -> None:
+    """Optuna plots at most 3 objectives, so the plot shows the first two; the hypervolume is over
+    all four (no latency among them: it is on a log scale)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize", "minimize"])
+    study.set_metric_names(["score", "cost", "size", "bytes"])
+    callback = MLflowParetoCallback(tracking_uri=uri, experiment="four", hypervolume_reference=[0.0, 1.0, 1.0, 1.0])
+    for values in [(0.5, 0.5, 0.5, 0.5), (0.9, 0.9, 0.5, 0.5)]:
+        trial = study.ask()
+        study.tell(trial, values)
+        callback(study, study.trials[-1])
+    callback.finish(study)
+    client = MlflowClient(uri)
+    parent = _runs(client, "four")[0][0]
+    assert "pareto_front.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    values = [m.value for m in client.get_metric_history(parent.info.run_id, "hypervolume")]
+    # 0.5·0.5·0.5·0.5, then the union with 0.9·0.1·0.5·0.5: 0.0625 + (0.9 - 0.5)·0.1·0.25; finish() logs the last again
+    np.testing.assert_allclose(values, [0.0625, 0.0725, 0.0725])

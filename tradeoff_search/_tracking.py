@@ -527,14 +527,19 @@ def _pyplot() -> Any:
 
 
 def _front_figure(study: optuna.Study) -> Figure:
-    """Optuna's Pareto-front plot (feasible, infeasible and dominated trials told apart)."""
+    """Optuna's Pareto-front plot (feasible, infeasible and dominated trials told apart). Optuna
+    draws 2 or 3 objectives; with more, the first two (accuracy and latency in our studies) show
+    the front of all objectives projected on them."""
     _pyplot()
     import optuna
 
     names = _metric_names(study)
+    first_two = None
+    if len(names) > 3:
+        names, first_two = names[:2], lambda trial: trial.values[:2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        axes = optuna.visualization.matplotlib.plot_pareto_front(study, target_names=names)
+        axes = optuna.visualization.matplotlib.plot_pareto_front(study, targets=first_two, target_names=names)
     if len(names) == 2 and "latency_ms" in names:  # latencies span orders of magnitude
         (axes.set_xscale if names.index("latency_ms") == 0 else axes.set_yscale)("log")
     return axes.figure
