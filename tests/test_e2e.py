@@ -82,6 +82,15 @@ def test_cli_run_then_pareto_and_sync(write_spec, tmp_path: Path) -> None:
     assert len(client.search_runs([experiment.experiment_id])) == 4
     assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db").trials) == 3
 
+    chosen = subprocess.run(
+        [sys.executable, "-m", "tradeoff_search", "select", "spec.toml", "--out", "chosen"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert chosen.returncode == 0, chosen.stderr[-2000:]
+    assert (tmp_path / "chosen" / "model.tflite").stat().st_size > 0
+    assert "registered tiny-selected version 1" in chosen.stdout
+    assert "Downloading artifacts" not in chosen.stdout + chosen.stderr  # MLflow's progress bar
+
 
 def test_readme_python_api_snippet_runs_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
     readme = (REPO / "README.md").read_text()

@@ -128,6 +128,9 @@ def _quiet_libraries() -> None:
     import mlflow  # noqa: F401 - it sets its loggers' levels when imported; override after
     import optuna
 
+    # `select` downloads the chosen model: MLflow would draw a progress bar of its files.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for name in ("mlflow", "alembic"):
