@@ -83,6 +83,7 @@ def test_a_budget_no_candidate_meets_exits_1_naming_the_fastest(tmp_path: Path) 
     (tmp_path / "tight.toml").write_text(spec)
     done = cli("run", "tight.toml", "--no-progress", cwd=tmp_path)
     assert done.returncode == 1, done.stderr
+    assert "(2 complete (2 over the latency budget), 0 failed trials)" in done.stdout
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("error: tight.toml: latency.budget_ms = 1e-05: none of the 2 candidates met it;")
     assert re.search(r"the fastest measured \d\.\d+(e-\d+)? ms \(trial [01]\)\. Raise the budget", error), error

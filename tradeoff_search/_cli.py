@@ -7,6 +7,7 @@ argument errors answer at once.
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import math
 import os
@@ -164,12 +165,10 @@ def _run(args: argparse.Namespace) -> int:
         workers=0 if args.in_process else args.workers,
         show_progress_bar=not args.no_progress,
     )
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    complete = states.count(optuna.trial.TrialState.COMPLETE)
-    failed = states.count(optuna.trial.TrialState.FAIL)
-    print(f"\nPareto set of study {spec.study.name!r} ({complete} complete, {failed} failed trials):")
+    print(f"\nPareto set of study {spec.study.name!r} ({_trial_counts(study)}):")
     print(format_table(front_rows(study)))
     print(f"\nBrowse it: python -m tradeoff_search ui --tracking-uri {redact(args.tracking_uri)}")
+    complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if complete == 0:
         print("error: no trial completed; see the failure reasons above and in MLflow", file=sys.stderr)
         return EXIT_FAILED
@@ -184,6 +183,21 @@ def _run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _trial_counts(study: optuna.Study) -> str:
+    """E.g. ``"28 complete (3 over the latency budget), 2 pruned, 0 failed trials"``."""
+    import optuna
+
+    from tradeoff_search._pareto import is_feasible
+
+    state = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    count = collections.Counter(t.state for t in trials)
+    over = sum(t.state == state.COMPLETE and not is_feasible(t) for t in trials)
+    counts = [f"{count[state.COMPLETE]} complete" + (f" ({over} over the latency budget)" if over else "")]
+    counts += [f"{count[state.PRUNED]} pruned"] if count[state.PRUNED] else []
+    return ", ".join([*counts, f"{count[state.FAIL]} failed trials"])
 
 
 def _pareto(args: argparse.Namespace) -> int:
