@@ -148,7 +148,7 @@ def test_two_workers_keep_each_others_pareto_tags_live(tmp_path: Path) -> None:
 
 
 def test_finish_logs_the_retimed_front(tmp_path: Path) -> None:
-    from tradeoff_search._pareto import RETIMED_ATTR
+    from tradeoff_search._pareto import RETIMED_ATTR, front_rows
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
@@ -168,6 +168,7 @@ def test_finish_logs_the_retimed_front(tmp_path: Path) -> None:
     assert (by_trial[0].data.tags["pareto_retimed"], by_trial[1].data.tags["pareto_retimed"]) == ("false", "true")
     assert "latency_retimed_ms" not in by_trial[2].data.metrics
     assert parents[0].data.tags["pareto_retimed_size"] == "1"
+    assert [(row["trial"], row["pareto_retimed"]) for row in front_rows(study)] == [(0, False), (1, True)]
 
 
 def test_four_objectives_get_a_front_plot_and_a_hypervolume(tmp_path: Path) -> None:

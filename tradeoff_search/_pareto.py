@@ -75,6 +75,22 @@ def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(front, key=lambda t: (t.values[latency_index], t.number))
 
 
+def retimed_front(study: optuna.Study) -> set[int]:
+    """Trials still Pareto-optimal with their re-timed latencies (all of the front if never re-timed)."""
+    stored = study.user_attrs.get(RETIMED_ATTR)
+    front = front_trials(study)
+    if not stored:
+        return {t.number for t in front}
+    latency = _latency_index(study)
+    points = []
+    for trial in front:
+        values = list(trial.values)
+        values[latency] = stored.get(str(trial.number), values[latency])
+        points.append(values)
+    ranks = nondomination_ranks(points, study.directions)
+    return {t.number for t, rank in zip(front, ranks, strict=True) if rank == 0}
+
+
 def fastest_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The completed trial with the lowest latency, feasible or not (the first of equals)."""
     index = _latency_index(study)
@@ -136,15 +152,19 @@ def hypervolume_history(
 
 
 def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One plain row per Pareto trial: number, objective values, size and its hyperparameters."""
+    """One plain row per Pareto trial: number, objective values, size and its hyperparameters.
+    Once the front was re-timed, also its re-timed latency and whether it is still on the front
+    with it (``pareto_retimed``)."""
     names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
     retimed = study.user_attrs.get(RETIMED_ATTR) or {}
+    still = retimed_front(study)
     rows = []
     for trial in front_trials(study):
         row: dict[str, Any] = {"trial": trial.number}
         row.update(zip(names, trial.values, strict=True))
         if retimed:
             row["latency_retimed_ms"] = retimed.get(str(trial.number))
+            row["pareto_retimed"] = trial.number in still
         row["n_params"] = trial.user_attrs.get("n_params")
         row.update(trial.params)
         rows.append(row)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from tradeoff_search._latency import measure_latencies, to_tflite
 from tradeoff_search._models import build_model
-from tradeoff_search._pareto import RETIMED_ATTR, front_trials, nondomination_ranks
+from tradeoff_search._pareto import RETIMED_ATTR, front_trials, retimed_front
 from tradeoff_search._space import suggest
 
 if TYPE_CHECKING:
@@ -55,22 +55,7 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
     before = [t.number for t in front]  # front_trials sorts by latency
     after = sorted(retimed, key=retimed.__getitem__)
     if before != after:
-        _logger.warning("re-timed side by side, the front's latency order changed: %s -> %s", before, after)
+        left = sorted(set(before) - retimed_front(study))
+        _logger.warning("re-timed side by side, the front's latency order changed: %s -> %s%s", before, after,
+                        f"; dominated now, off the front: trials {left}" if left else "")  # fmt: skip
     return retimed
-
-
-def retimed_front(study: optuna.Study) -> set[int]:
-    """Trials still Pareto-optimal with their re-timed latencies (all of the front if never re-timed)."""
-    stored = study.user_attrs.get(RETIMED_ATTR)
-    front = front_trials(study)
-    if not stored:
-        return {t.number for t in front}
-    names = study.metric_names or []
-    latency = names.index("latency_ms") if "latency_ms" in names else 1
-    points = []
-    for trial in front:
-        values = list(trial.values)
-        values[latency] = stored.get(str(trial.number), values[latency])
-        points.append(values)
-    ranks = nondomination_ranks(points, study.directions)
-    return {t.number for t, rank in zip(front, ranks, strict=True) if rank == 0}

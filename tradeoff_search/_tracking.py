@@ -31,6 +31,7 @@ from tradeoff_search._pareto import (
     hypervolume_history,
     is_feasible,
     pareto_ranks,
+    retimed_front,
 )
 
 if TYPE_CHECKING:
@@ -391,8 +392,6 @@ class MLflowParetoCallback:
 
     def _log_retimed(self, study: optuna.Study, parent_id: str) -> None:
         """Latencies of the front re-timed side by side (see ``retime_front``), when the study has them."""
-        from tradeoff_search._retime import retimed_front
-
         retimed = study.user_attrs.get(RETIMED_ATTR)
         if not retimed:
             return
