@@ -6,12 +6,14 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import optuna
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 from mlflow import MlflowClient
 
 from tradeoff_search import StudySpec, load_dataset, run_study, select_model
-from tradeoff_search._select import pick
+from tradeoff_search._pareto import RETIMED_ATTR
+from tradeoff_search._select import front_points, pick
 
 from .conftest import TINY_SPEC
 
@@ -28,6 +30,17 @@ def test_rules_pick_from_a_front() -> None:
         pick(FRONT, "max_latency", max_latency_ms=0.0001)
     with pytest.raises(ValueError, match=r"accuracy 0\.99"):
         pick(FRONT, "min_accuracy", min_accuracy=0.99)
+
+
+def test_choices_are_the_front_after_re_timing() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "latency_ms"])
+    for accuracy, latency_ms in [(0.5, 0.001), (0.9, 0.002), (0.95, 0.003), (0.4, 0.004)]:
+        study.tell(study.ask(), [accuracy, latency_ms])
+    assert front_points(study) == [(0, 0.5, 0.001), (1, 0.9, 0.002), (2, 0.95, 0.003)]
+    # Re-timed side by side, trial 1 is as fast as trial 0 and more accurate: trial 0 is no choice.
+    study.set_user_attr(RETIMED_ATTR, {"0": 0.0012, "1": 0.0011, "2": 0.003})
+    assert front_points(study) == [(1, 0.9, 0.0011), (2, 0.95, 0.003)]
 
 
 @pytest.mark.e2e

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tradeoff_search._data import load_dataset
 from tradeoff_search._latency import measure_latency, to_tflite
 from tradeoff_search._objective import CALIBRATION_ATTR
-from tradeoff_search._pareto import RETIMED_ATTR, front_trials
+from tradeoff_search._pareto import RETIMED_ATTR, front_trials, retimed_front
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL
 from tradeoff_search._training import predict_classes, score
@@ -98,6 +98,15 @@ def pick(
     raise ValueError(f"rule={rule!r}: expected one of {RULES}")
 
 
+def front_points(study: optuna.Study) -> list[tuple[int, float, float]]:
+    """``(trial, accuracy, latency_ms)`` of the front to choose from: with re-timed latencies once
+    the front was re-timed, without the models those values dominate."""
+    retimed = study.user_attrs.get(RETIMED_ATTR) or {}
+    still = retimed_front(study)
+    return [(t.number, t.values[0], retimed.get(str(t.number), t.values[1]))
+            for t in front_trials(study) if t.number in still]  # fmt: skip
+
+
 def select_model(
     spec: StudySpec,
     study: optuna.Study,
@@ -122,9 +131,7 @@ def select_model(
     import mlflow.keras
     from mlflow import MlflowClient
 
-    retimed = study.user_attrs.get(RETIMED_ATTR) or {}
-    front = front_trials(study)
-    points = [(t.number, t.values[0], retimed.get(str(t.number), t.values[1])) for t in front]
+    points = front_points(study)
     try:
         number = pick(points, rule, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy,
                       mnas_weight=mnas_weight, target_ms=target_ms)  # fmt: skip
