@@ -76,6 +76,22 @@ def flag_case(id: str, *argv: str, source: str, key: str, value: str, **kwargs: 
     return Case(id, argv, source, key, value, {"spec.toml": IRIS}, **kwargs)  # type: ignore[arg-type]
 
 
+def _damaged(npz: bytes) -> bytes:
+    """Flip bytes inside the archive's stored data: its CRC no longer matches."""
+    middle = len(npz) // 3
+    return npz[:middle] + bytes(b ^ 0xFF for b in npz[middle : middle + 16]) + npz[middle + 16 :]
+
+
+def _zip_with_text_member() -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("x.npy", "not an array")
+        archive.writestr("y.npy", "nor this")
+    return buffer.getvalue()
+
+
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(40, 3))
 Y = np.arange(40) % 2
@@ -162,6 +178,32 @@ CASES = [
     ),
     spec_case("latency_runtime_onnx", IRIS + '[latency]\nruntime = "onnx"\n', "latency.runtime", '"onnx"'),
     spec_case("latency_budget_zero", IRIS + "[latency]\nbudget_ms = 0\n", "latency.budget_ms", "0"),
+    spec_case("seed_negative", IRIS + "[study]\nseed = -1\n", "study.seed", "-1", hint="[0, 2147483647]"),
+    spec_case("seed_too_large", IRIS + "[study]\nseed = 99999999999999999\n", "study.seed", "99999999999999999"),
+    spec_case("split_seed_negative", IRIS + "split_seed = -1\n", "data.split_seed", "-1"),
+    spec_case(
+        "threads_huge", IRIS + "[latency]\nthreads = 99999999999999999\n", "latency.threads", "99999999999999999"
+    ),
+    spec_case(
+        "heartbeat_huge",
+        IRIS + "[study]\nheartbeat_seconds = 99999999999999999\n",
+        "study.heartbeat_seconds",
+        "99999999999999999",
+    ),
+    spec_case(
+        "input_shape_product_wraps_in_int64",  # 2**58 + 1 times 64 is 64 modulo 2**64
+        '[data]\nsource = "sklearn:digits"\ninput_shape = [288230376151711745, 64]\n',
+        "data.input_shape",
+        "[288230376151711745, 64]",
+        hint="a shape of 64 features",
+    ),
+    spec_case(
+        "validation_fraction_holds_out_no_row",
+        IRIS + "validation_fraction = 1e-9\n",
+        "data.validation_fraction",
+        "1e-09",
+        hint="at least one row of each of the 3 classes",
+    ),
     # ------------------------------------------------------------------ [data]
     spec_case(
         "fractions_sum_to_one",
@@ -199,6 +241,24 @@ CASES = [
     npz_case("npz_not_an_npz", "hello\n", "NumPy .npz archive (this file is not one)"),
     npz_case("npz_nan_feature", _npz(x=np.where(X > 1, np.nan, X), y=Y), "finite"),
     npz_case("npz_length_mismatch", _npz(x=X, y=Y[:30]), "as many labels as rows"),
+    npz_case("npz_scalars", _npz(x=np.array(5.0), y=np.array(1)), "'x' of shape (rows, features...)"),
+    npz_case("npz_no_feature", _npz(x=np.zeros((40, 0)), y=Y), "found (40, 0)"),
+    npz_case("npz_one_dimensional_x", _npz(x=X[:, 0], y=Y), "found (40,)"),
+    npz_case("npz_one_hot_y", _npz(x=X, y=np.eye(2)[Y]), "'y' of one label per row"),
+    npz_case("npz_nan_label", _npz(x=X, y=np.where(Y > 0, np.nan, 0.0)), "without NaN"),
+    npz_case("npz_complex_x", _npz(x=X + 1j, y=Y), "real numeric"),
+    npz_case("npz_damaged_member", _damaged(_npz(x=X, y=Y)), "plain arrays"),
+    npz_case("npz_text_member", _zip_with_text_member(), "saved by numpy.savez"),
+    csv_case("csv_inf_feature", "a,y\n1,0\ninf,1\n" + "3,0\n4,1\n" * 10, "data.source", '"csv:d.csv"', hint="has inf"),
+    csv_case("csv_not_text", "\x00\x01,\n\x02\n" * 3 + "a,b\n1,2,3\n", "data.source", '"csv:d.csv"', hint="CSV"),
+    spec_case(
+        "csv_overflows_scaling",
+        CSV_SPEC,
+        "data.scaling",
+        '"standard"',
+        hint="without overflow",
+        **{"d.csv": "a,y\n" + "".join(f"{(-1) ** i * 1e308},{i % 2}\n" for i in range(40))},
+    ),
     # ------------------------------------------------------------------ flags (argparse owns the format)
     Case(
         "flag_n_trials_zero",

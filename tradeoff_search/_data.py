@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,7 +57,6 @@ def load_dataset(spec: StudySpec) -> Dataset:
     ``mnist1d`` keeps its own 1000-example test set (as its paper does; ``test_fraction`` does not
     apply) and takes ``validation_fraction`` of its 4000 training examples.
     """
-    from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -71,29 +71,24 @@ def load_dataset(spec: StudySpec) -> Dataset:
         raise SpecError(
             spec.path, "data.source", data.source, f"labels of at least 2 classes, found {classes.tolist()}"
         )
-    features = int(np.prod(x.shape[1:]))
-    if data.input_shape is not None and int(np.prod(data.input_shape)) != features:
+    features = math.prod(x.shape[1:])
+    if data.input_shape is not None and math.prod(data.input_shape) != features:  # exact: no int64 wrap
         raise SpecError(spec.path, "data.input_shape", list(data.input_shape), f"a shape of {features} features")
-    try:
-        if data.source == "mnist1d":
-            y_rest, y_test = y[: len(x_rest)], y[len(x_rest) :]
-            validation = data.validation_fraction
-        else:
-            x_rest, x_test, y_rest, y_test = train_test_split(
-                x, y, test_size=data.test_fraction, stratify=y, random_state=data.split_seed
-            )
-            validation = data.validation_fraction / (1 - data.test_fraction)
-        x_train, x_val, y_train, y_val = train_test_split(
-            x_rest, y_rest, test_size=validation, stratify=y_rest, random_state=data.split_seed
-        )
-    except ValueError as error:  # too few rows, or a class too small to stratify
-        raise SpecError(
-            spec.path, "data.source", data.source, f"enough rows of every class for the splits ({error})"
-        ) from None
+    if data.source == "mnist1d":
+        y_rest, y_test = y[: len(x_rest)], y[len(x_rest) :]
+        validation = data.validation_fraction
+    else:
+        x_rest, x_test, y_rest, y_test = _split(spec, x, y, "test_fraction", data.test_fraction)
+        validation = data.validation_fraction / (1 - data.test_fraction)
+    x_train, x_val, y_train, y_val = _split(spec, x_rest, y_rest, "validation_fraction", validation)
     if data.scaling != "none":
         scaler = StandardScaler() if data.scaling == "standard" else MinMaxScaler()
-        scaler.fit(x_train.reshape(len(x_train), -1))
-        x_train, x_val, x_test = (scaler.transform(a.reshape(len(a), -1)) for a in (x_train, x_val, x_test))
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, once
+            scaler.fit(x_train.reshape(len(x_train), -1))
+            x_train, x_val, x_test = (scaler.transform(a.reshape(len(a), -1)) for a in (x_train, x_val, x_test))
+        if not all(np.isfinite(a).all() for a in (x_train, x_val, x_test)):
+            overflow = f"features it can scale without overflow ({data.source} has values near the float64 limit)"
+            raise SpecError(spec.path, "data.scaling", data.scaling, overflow)
     class_weight = None
     if data.class_weight == "balanced":
         present = np.unique(y_train)
@@ -107,6 +102,28 @@ def load_dataset(spec: StudySpec) -> Dataset:
         return a.reshape(len(a), *shape).astype(np.float32)
 
     return Dataset(shaped(x_train), y_train, shaped(x_val), y_val, shaped(x_test), y_test, class_weight)
+
+
+def _split(
+    spec: StudySpec, x: np.ndarray, y: np.ndarray, key: str, fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified, seeded: ``fraction`` of the rows held out. The error names the fraction when
+    every class could be split but the fraction holds out fewer rows than there are classes, else
+    the source (too few rows)."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(x, y, test_size=fraction, stratify=y, random_state=spec.data.split_seed)
+    except ValueError as error:
+        counts = np.unique(y, return_counts=True)[1]
+        n_classes = len(counts)
+        if counts.min() >= 2 and math.ceil(fraction * len(y)) < n_classes:
+            raise SpecError(spec.path, f"data.{key}", getattr(spec.data, key),
+                            f"a fraction holding out at least one row of each of the {n_classes} classes "
+                            f"({len(y)} rows to split)") from None  # fmt: skip
+        raise SpecError(
+            spec.path, "data.source", spec.data.source, f"enough rows of every class for the splits ({error})"
+        ) from None
 
 
 def _mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -154,6 +171,8 @@ def _read_csv(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
             raise SpecError(
                 spec.path, "data.source", spec.data.source, f"no missing values (column {column!r} has some)"
             )
+        if not np.isfinite(features[column].to_numpy(dtype=np.float64)).all():
+            raise SpecError(spec.path, "data.source", spec.data.source, f"finite values (column {column!r} has inf)")
     if frame[target].isna().any():
         raise SpecError(spec.path, "data.target", target, "a column without missing labels")
     return features.to_numpy(dtype=np.float64), frame[target].to_numpy()
@@ -169,13 +188,26 @@ def _read_npz(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
         with np.load(spec.data_path, allow_pickle=False) as archive:
             names = archive.files
             arrays = {name: archive[name] for name in ("x", "y") if name in names}
-    except (OSError, ValueError) as error:  # object arrays are refused: loading them would unpickle
+    # Object arrays are refused (loading them would unpickle); a damaged member fails its CRC; a
+    # header may claim more memory than there is.
+    except (OSError, ValueError, zipfile.BadZipFile, MemoryError) as error:
         raise SpecError(spec.path, "data.source", source, f"an .npz of plain arrays ({error})") from None
     if len(arrays) != 2:
         raise SpecError(spec.path, "data.source", source, f"an .npz with arrays 'x' and 'y' (found {names})")
     x, y = arrays["x"], arrays["y"]
-    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
-        raise SpecError(spec.path, "data.source", source, "finite numeric features in 'x'")
-    if len(x) != len(y):
-        raise SpecError(spec.path, "data.source", source, f"as many labels as rows ({len(y)} vs {len(x)})")
+    problem = None
+    if not all(isinstance(a, np.ndarray) for a in (x, y)):  # a member that is not a .npy file
+        problem = "'x' and 'y' saved by numpy.savez"
+    elif x.ndim < 2 or 0 in x.shape[1:]:
+        problem = f"'x' of shape (rows, features...), found {x.shape}"
+    elif y.ndim != 1:
+        problem = f"'y' of one label per row, shape (rows,), found {y.shape}"
+    elif not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x) or not np.all(np.isfinite(x)):
+        problem = "finite real numeric features in 'x'"
+    elif y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        problem = "labels in 'y' without NaN"
+    elif len(x) != len(y):
+        problem = f"as many labels as rows ({len(y)} vs {len(x)})"
+    if problem is not None:
+        raise SpecError(spec.path, "data.source", source, problem)
     return x.astype(np.float64), y

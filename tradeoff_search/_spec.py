@@ -39,8 +39,8 @@ class SpecError(ValueError):
         self.source = str(source)
         self.key = key
         self.value = value
-        self.expected = expected
-        super().__init__(f"{self.source}: {key} = {_show(value)}: expected {expected}")
+        self.expected = " ".join(expected.split())  # one line, whatever a library's message holds
+        super().__init__(f"{self.source}: {key} = {_show(value)}: expected {self.expected}")
 
 
 def _show(value: Any) -> str:
@@ -101,6 +101,8 @@ _ANY = _Interval()
 _POSITIVE = _Interval(0, low_open=True)
 _AT_LEAST_ONE = _Interval(1)
 _FRACTION = _Interval(0, 1, low_open=True, high_open=True)
+# NumPy seeds stop at 2**32 - 1 and trial t uses seed + t: leave room for 2**31 trials.
+_SEED = _Interval(0, 2**31 - 1)
 
 
 def _is_number(x: Any, kind: type) -> bool:
@@ -224,9 +226,9 @@ class StudySection:
     n_trials: int = _rule(_Scalar(int, _AT_LEAST_ONE), 30)
     timeout: float | None = _rule(_Scalar(float, _POSITIVE), None)
     sampler: str = _rule(_Scalar(str, choices=SAMPLERS), "tpe")
-    seed: int = _rule(_Scalar(int), 0)
+    seed: int = _rule(_Scalar(int, _SEED), 0)
     # A worker silent for twice this long is taken as crashed: its trial fails and is re-queued.
-    heartbeat_seconds: int = _rule(_Scalar(int, _AT_LEAST_ONE), 30)
+    heartbeat_seconds: int = _rule(_Scalar(int, _Interval(1, 86400)), 30)  # at most a day
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,7 @@ class DataSection:
     target: str | None = _rule(_Scalar(str), None)
     validation_fraction: float = _rule(_Scalar(float, _FRACTION), 0.2)
     test_fraction: float = _rule(_Scalar(float, _FRACTION), 0.2)
-    split_seed: int = _rule(_Scalar(int), 0)
+    split_seed: int = _rule(_Scalar(int, _SEED), 0)
     # Each example's shape, e.g. [40, 1] for a signal or [8, 8, 1] for an image (default: flat)
     input_shape: tuple[int, ...] | None = _rule(_Shape(), None)
     scaling: str = _rule(_Scalar(str, choices=("standard", "minmax", "none")), "standard")
@@ -266,7 +268,7 @@ class LatencySection:
 
     runtime: str = _rule(_Scalar(str, choices=("litert", "tf")), "litert")
     batch_size: Categorical = _rule(_Choice(int, bounds=_AT_LEAST_ONE), Categorical((1,)))
-    threads: int = _rule(_Scalar(int, _AT_LEAST_ONE), 1)
+    threads: int = _rule(_Scalar(int, _Interval(1, 1024)), 1)
     statistic: str = _rule(_Scalar(str, choices=("p10", "median")), "p10")
     max_seconds: float = _rule(_Scalar(float, _POSITIVE), 1.0)
     budget_ms: float | None = _rule(_Scalar(float, _POSITIVE), None)
