@@ -346,6 +346,64 @@ CASES = [
         value='"file://{tmp}/store"',
     ),
     flag_case(
+        "tracking_uri_unknown_scheme",
+        *("run", "spec.toml", "--tracking-uri", "foo://bar", "--storage", "sqlite:///{tmp}/optuna.db"),
+        source="--tracking-uri",
+        key="tracking_uri",
+        value='"foo://bar"',
+        hint="a URL of sqlite, postgresql",
+    ),
+    flag_case(
+        "tracking_uri_sqlite_file_is_not_a_database",
+        *("run", "spec.toml", "--tracking-uri", "sqlite:///{tmp}/spec.toml", "--storage", "sqlite:///{tmp}/optuna.db"),
+        source="--tracking-uri",
+        key="tracking_uri",
+        value='"sqlite:///{tmp}/spec.toml"',
+        hint="a SQLite database file",
+    ),
+    flag_case(
+        "tracking_uri_unreachable_database",
+        *("run", "spec.toml", "--tracking-uri", POSTGRES, "--storage", "sqlite:///{tmp}/optuna.db"),
+        source="--tracking-uri",
+        key="tracking_uri",
+        value='"postgresql+psycopg://user:***@127.0.0.1:9/db"',
+        hint="a reachable database",
+        secret="secret",
+    ),
+    flag_case(
+        "tracking_uri_unparseable",
+        *("run", "spec.toml", "--tracking-uri", "http://[bad", "--storage", "sqlite:///{tmp}/optuna.db"),
+        source="--tracking-uri",
+        key="tracking_uri",
+        value='"http://[bad"',
+        hint="a valid URL",
+    ),
+    flag_case(
+        "tracking_uri_port_not_a_number",
+        *("run", "spec.toml", "--tracking-uri", "http://127.0.0.1:notaport", "--storage", "sqlite:///{tmp}/optuna.db"),
+        source="--tracking-uri",
+        key="tracking_uri",
+        value='"http://127.0.0.1:notaport"',
+        hint="a valid URL",
+    ),
+    flag_case(
+        "storage_unparseable_with_password",
+        *("run", "spec.toml", "--storage", "postgresql://user:secret@[bad/db"),
+        *("--tracking-uri", "sqlite:///{tmp}/mlflow.db"),
+        source="--storage",
+        key="storage",
+        value='"postgresql://user:***@[bad/db"',
+        secret="secret",
+    ),
+    flag_case(
+        "storage_in_a_missing_subfolder_of_mlruns",
+        *("run", "spec.toml", "--storage", "sqlite:///mlruns/sub/optuna.db"),
+        source="--storage",
+        key="storage",
+        value='"sqlite:///mlruns/sub/optuna.db"',
+        hint="mlruns/sub is missing",
+    ),
+    flag_case(
         "tracking_uri_sqlite_in_missing_folder",
         *("run", "spec.toml", "--tracking-uri", "sqlite:///{tmp}/missing/mlflow.db"),
         *("--storage", "sqlite:///{tmp}/optuna.db"),
@@ -376,6 +434,15 @@ CASES = [
         source="--tracking-uri",
         key="tracking_uri",
         value=f'"{UNREACHABLE}"',
+    ),
+    Case(
+        "pareto_in_an_empty_database_file",  # opening it with Optuna would create its tables
+        ("pareto", "spec.toml", "--storage", "sqlite:///{tmp}/empty.db"),
+        "spec.toml",
+        "study.name",
+        '"spec"',
+        {"spec.toml": IRIS, "empty.db": ""},
+        hint="run it first",
     ),
     flag_case(
         "pareto_unknown_study",
@@ -421,7 +488,8 @@ def _write_files(root: Path, files: dict[str, object]) -> None:
 
 
 def _snapshot(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
+    """Every path under ``root`` with its size: a file written to shows too."""
+    return {f"{p.relative_to(root)} {p.stat().st_size if p.is_file() else '/'}" for p in root.rglob("*")}
 
 
 def _check(case: Case, tmp: Path, code: object, out: str, err: str, before: set[str]) -> None:
@@ -438,6 +506,7 @@ def _check(case: Case, tmp: Path, code: object, out: str, err: str, before: set[
     assert _snapshot(tmp) == before, f"new files: {sorted(_snapshot(tmp) - before)}\n{shown}"
     lines = err.splitlines()
     assert len(lines) == 1, shown
+    assert out == "", shown  # not even a "data ..." line: inputs are checked before data is loaded
     if case.usage:  # a flag argparse refused: "error: PROG COMMAND: argument FLAG: ..."
         assert lines[0].startswith(f"error: tradeoff_search run: argument {case.source}"), shown
         assert case.value in lines[0] and case.hint in lines[0], shown

@@ -149,9 +149,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from tradeoff_search._data import load_dataset
     from tradeoff_search._pareto import fastest_trial, format_table, front_rows, front_trials
-    from tradeoff_search._study import redact, run_study, run_worker
+    from tradeoff_search._study import check_stores, redact, run_study, run_worker
 
     spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
+    check_stores(args.storage, args.tracking_uri)
     data = load_dataset(spec)
     _quiet_libraries()
     if args.worker:

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -35,48 +36,120 @@ TRIALS_PER_PROCESS = 15  # a worker process retires after this many trials (see 
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` with any password replaced by ``***`` (for messages and logs), even if malformed."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # e.g. an unclosed IPv6 bracket: hide whatever sits between ':' and '@'
+        return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
+    if password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def check_tracking_uri(uri: str) -> None:
-    """Fail fast, before any store is touched, on a tracking URI MLflow could not use.
+_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")  # with or without a driver: postgresql+psycopg
+_TRACKING_SCHEMES = (*_DATABASES, "http", "https", "databricks")
 
-    A server is asked for ``/health`` (MLflow's own client would retry for minutes); a SQLite
-    file needs its folder (``mlruns/`` is made for the default); MLflow 3.17 no longer accepts
-    plain-folder stores.
+
+def check_stores(storage: str, tracking_uri: str) -> None:
+    """Fail fast, before anything is loaded or written, on an Optuna storage or MLflow tracking
+    URI that could not be used: each must parse, have a scheme its library takes, and be
+    reachable (a SQLite file in an existing folder that is a database if it exists; a database
+    server that answers; an MLflow server's ``/health``)."""
+    _check_store("--storage", "storage", storage, _DATABASES)
+    check_tracking_uri(tracking_uri)
+
+
+def check_tracking_uri(uri: str) -> None:
+    """:func:`check_stores` for the MLflow tracking URI alone.
+
+    A server is asked for ``/health`` (MLflow's own client would retry for minutes); MLflow 3.17
+    no longer accepts plain-folder stores.
     """
+    import http.client
     import urllib.error
     import urllib.request
 
-    parts = urlsplit(uri)
-    scheme = parts.scheme
+    scheme = _check_store("--tracking-uri", "tracking_uri", uri, _TRACKING_SCHEMES)
     if scheme in ("http", "https"):
         # Credentials go to MLflow by MLFLOW_TRACKING_USERNAME/PASSWORD; the probe needs none.
+        parts = urlsplit(uri)
         netloc = parts.netloc.rpartition("@")[2]
         health = urlunsplit((scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
         try:
             with urllib.request.urlopen(health, timeout=5) as answer:
                 answer.read(64)
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", error)
             raise SpecError(
                 "--tracking-uri", "tracking_uri", redact(uri), f"a reachable MLflow server ({reason})"
             ) from None
-    elif scheme in ("", "file"):
-        raise SpecError(
-            "--tracking-uri", "tracking_uri", uri, "a database URI such as sqlite:///mlruns/mlflow.db or a server URL"
+
+
+def _check_store(flag: str, key: str, url: str, schemes: tuple[str, ...]) -> str:
+    """Parse ``url``, check its scheme is one of ``schemes`` and, for a database, that it can be
+    used without writing to it; returns the scheme without its driver."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError as error:
+        raise SpecError(flag, key, redact(url), f"a valid URL ({error})") from None
+    scheme = parts.scheme.partition("+")[0]
+    if scheme not in schemes:
+        example = "sqlite:///mlruns/optuna.db" if flag == "--storage" else "sqlite:///mlruns/mlflow.db or a server URL"
+        raise SpecError(flag, key, redact(url), f"a URL of {', '.join(schemes)}, such as {example}")
+    if scheme == "sqlite":
+        _check_sqlite_file(flag, key, url)
+    elif scheme in _DATABASES:
+        _probe_database(flag, key, url)
+    return scheme
+
+
+def _check_sqlite_file(flag: str, key: str, url: str) -> None:
+    path = Path(url.removeprefix("sqlite:///"))
+    if path.parent != STATE_DIR and not path.parent.is_dir():  # mlruns/ itself is made for the defaults
+        raise SpecError(flag, key, url, f"a SQLite file in an existing folder ({path.parent} is missing)")
+    if path.exists() and not _is_sqlite_database(path):
+        raise SpecError(flag, key, url, f"a SQLite database file ({path} is something else)")
+
+
+def _is_sqlite_database(path: Path) -> bool:
+    """A SQLite file by its header; an empty file is an empty database to SQLite."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(16)
+    except OSError:  # a folder, or unreadable
+        return False
+    return head in (b"", b"SQLite format 3\x00")
+
+
+def _has_optuna_tables(path: Path) -> bool:
+    import sqlite3
+
+    if not path.is_file() or not _is_sqlite_database(path):
+        return False
+    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as database:
+        return (
+            database.execute("select 1 from sqlite_master where type = 'table' and name = 'studies'").fetchone()
+            is not None
         )
-    elif scheme == "sqlite" and not uri.startswith(f"sqlite:///{STATE_DIR}/"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir():
-            raise SpecError(
-                "--tracking-uri", "tracking_uri", uri, f"a SQLite file in an existing folder ({folder} is missing)"
-            )
+
+
+def _probe_database(flag: str, key: str, url: str) -> None:
+    """Connect once (5 s at most) and disconnect: a server that is down, or a wrong password,
+    fails here with the database's own reason instead of after minutes of retries."""
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": 5} if url.startswith(("postgresql", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SpecError(flag, key, redact(url), f"a reachable database ({message})") from None
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
@@ -104,8 +177,8 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
 
 
 def _prepare_local_state(*urls: str) -> None:
-    """Create ``mlruns/`` only when a default local store will live in it."""
-    if any(url.startswith(f"sqlite:///{STATE_DIR}/") for url in urls):
+    """Create ``mlruns/`` only when a local store will live right in it (not in a subfolder)."""
+    if any(url.startswith("sqlite:///") and Path(url.removeprefix("sqlite:///")).parent == STATE_DIR for url in urls):
         STATE_DIR.mkdir(exist_ok=True)
 
 
@@ -177,8 +250,8 @@ def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool 
 
     if create:
         _prepare_local_state(storage)
-    elif storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
-        # Loading would create an empty database: a query must not write.
+    elif storage.startswith("sqlite:///") and not _has_optuna_tables(Path(storage.removeprefix("sqlite:///"))):
+        # Loading would create Optuna's tables: a query must not write.
         raise SpecError(spec.path, "study.name", spec.study.name, f"a study in {redact(storage)} (run it first)")
     try:
         rdb = make_storage(spec, storage)
@@ -318,8 +391,8 @@ def _session(
     spec: StudySpec, storage: str, tracking_uri: str, data: Dataset | None
 ) -> tuple[optuna.Study, TradeoffObjective, MLflowParetoCallback]:
     """The study, objective and MLflow callback of a run, after checking data and stores."""
+    check_stores(storage, tracking_uri)
     data = data if data is not None else load_dataset(spec)
-    check_tracking_uri(tracking_uri)
     study = open_study(spec, storage)
     callback = make_callback(spec, tracking_uri)
     model_dir = staging_dir(spec) if spec.tracking.log_models != "none" else None
