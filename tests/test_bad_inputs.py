@@ -290,6 +290,24 @@ CASES = [
         hint="--timeout",
         usage=True,
     ),
+    *(
+        Case(
+            f"flag_select_{name}",
+            ("select", "spec.toml", *argv),
+            argv[-2],
+            "",
+            argv[-1],
+            {"spec.toml": IRIS},
+            hint=hint,
+            usage=True,
+        )
+        for name, argv, hint in [
+            ("mnas_nan", ("--mnas", "nan"), "a number < 0"),
+            ("mnas_positive", ("--mnas", "5"), "a number < 0"),
+            ("min_accuracy_above_one", ("--min-accuracy", "2"), "an accuracy in (0, 1]"),
+            ("target_ms_without_mnas", ("--target-ms", "1"), "without --mnas"),
+        ]
+    ),
     # ------------------------------------------------------------------ stores
     flag_case(
         "storage_unreachable_postgres",
@@ -508,7 +526,7 @@ def _check(case: Case, tmp: Path, code: object, out: str, err: str, before: set[
     assert len(lines) == 1, shown
     assert out == "", shown  # not even a "data ..." line: inputs are checked before data is loaded
     if case.usage:  # a flag argparse refused: "error: PROG COMMAND: argument FLAG: ..."
-        assert lines[0].startswith(f"error: tradeoff_search run: argument {case.source}"), shown
+        assert lines[0].startswith(f"error: tradeoff_search {case.argv[0]}: argument {case.source}"), shown
         assert case.value in lines[0] and case.hint in lines[0], shown
         return
     value = case.value.replace("{tmp}", str(tmp))

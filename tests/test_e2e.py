@@ -90,6 +90,16 @@ def test_cli_run_then_pareto_and_sync(write_spec, tmp_path: Path) -> None:
     assert (tmp_path / "chosen" / "model.tflite").stat().st_size > 0
     assert "registered tiny-selected version 1" in chosen.stdout
     assert "Downloading artifacts" not in chosen.stdout + chosen.stderr  # MLflow's progress bar
+    for flags, named in [
+        (("--out", "spec.toml/x"), "--out: out = "),
+        (("--max-latency-ms", "1e-9"), "--max-latency-ms"),
+    ]:
+        refused = subprocess.run(
+            [sys.executable, "-m", "tradeoff_search", "select", "spec.toml", *flags],
+            cwd=tmp_path, capture_output=True, text=True,
+        )  # fmt: skip
+        assert refused.returncode == 2 and refused.stderr.startswith(f"error: {named}"), refused.stderr[-2000:]
+        assert len(refused.stderr.splitlines()) == 1, refused.stderr
 
 
 def test_readme_python_api_snippet_runs_as_written(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from tradeoff_search._spec import SpecError, StudySpec
@@ -42,14 +42,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+def _number_in(low: float, high: float, what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number with ``low < value <= high`` (``what`` says so)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (low < value <= high and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_float = _number_in(0, math.inf, "a number > 0")
+_accuracy = _number_in(0, 1, "an accuracy in (0, 1]")
+_negative_float = _number_in(-math.inf, -math.ulp(0), "a number < 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     rule = select.add_mutually_exclusive_group()
     rule.add_argument("--rule", choices=["knee"], default="knee", help="the front's knee (default)")
     rule.add_argument("--max-latency-ms", type=_positive_float, metavar="T", help="most accurate within T ms")
-    rule.add_argument("--min-accuracy", type=_positive_float, metavar="A", help="fastest with accuracy >= A")
-    rule.add_argument("--mnas", type=float, metavar="W", help="max accuracy·(latency/target)^W (MnasNet; W < 0)")
+    rule.add_argument("--min-accuracy", type=_accuracy, metavar="A", help="fastest with accuracy >= A")
+    rule.add_argument(
+        "--mnas", type=_negative_float, metavar="W", help="max accuracy·(latency/target)^W (MnasNet; W < 0)"
+    )
     select.add_argument("--target-ms", type=_positive_float, help="--mnas target latency (default: front median)")
     select.add_argument("--out", help="export folder (default: mlruns/selected/STUDY)")
 
@@ -110,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "target_ms", None) is not None and args.mnas is None:
+        parser.exit(EXIT_USAGE, f"error: {parser.prog} select: argument --target-ms: is the --mnas target, "
+                    f"got {args.target_ms} without --mnas\n")  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         return {"run": _run, "pareto": _pareto, "select": _select, "sync": _sync, "ui": _ui}[args.command](args)

@@ -128,16 +128,23 @@ def select_model(
         SpecError: no front model fits the rule, or the chosen model was not logged to MLflow
             (``log_models = "none"``).
     """
-    import mlflow.keras
-    from mlflow import MlflowClient
-
     points = front_points(study)
     try:
         number = pick(points, rule, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy,
                       mnas_weight=mnas_weight, target_ms=target_ms)  # fmt: skip
     except ValueError as error:
-        raise SpecError("select", "rule", rule, f"a rule some front model satisfies ({error})") from None
+        flag, value = {"max_latency": ("--max-latency-ms", max_latency_ms),
+                       "min_accuracy": ("--min-accuracy", min_accuracy)}.get(rule, ("--rule", rule))  # fmt: skip
+        raise SpecError(flag, flag.removeprefix("--").replace("-", "_"), value,
+                        f"a value some front model meets ({error})") from None  # fmt: skip
     chosen = next(p for p in points if p[0] == number)
+    out = Path(out)
+    blocking = next((folder for folder in (out, *out.parents) if folder.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise SpecError("--out", "out", str(out), f"a folder ({blocking} is a file)")
+
+    import mlflow.keras
+    from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(spec.tracking.experiment)
@@ -153,7 +160,6 @@ def select_model(
         model = mlflow.keras.load_model(client.download_artifacts(run_id, "model", download))
     data = load_dataset(spec)
     test_accuracy = score(spec.objectives.accuracy, data.y_test, predict_classes(model, data.x_test))
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     keras_path, tflite_path = out / "model.keras", out / "model.tflite"
     model.save(keras_path)
