@@ -165,7 +165,7 @@ def test_a_study_where_every_trial_fails_exits_1_with_a_summary(tmp_path: Path) 
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert "(0 complete, 3 failed trials)" in done.stdout
-    assert "error: no trial completed" in done.stderr
+    assert "error: no trial completed; trial 0 failed: " in done.stderr and "diverged" in done.stderr
     _, children = _mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "tiny")
     assert all(r.info.status == "FAILED" and "diverged" in r.data.tags["error"] for r in children.values())
 

@@ -187,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\nBrowse it: python -m tradeoff_search ui --tracking-uri {redact(args.tracking_uri)}")
     complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if complete == 0:
-        print("error: no trial completed; see the failure reasons above and in MLflow", file=sys.stderr)
+        print(f"error: no trial completed; {_first_failure(study)}; all reasons are in MLflow", file=sys.stderr)
         return EXIT_FAILED
     budget_ms = spec.latency.budget_ms
     fastest = fastest_trial(study)
@@ -200,6 +200,17 @@ def _run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _first_failure(study: optuna.Study) -> str:
+    """Why the first failed trial failed (worker processes' own output is not shown)."""
+    import optuna
+
+    failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    if not failed:
+        return "none failed either (pruned, or stopped by the timeout)"
+    reason = failed[0].user_attrs.get("fail_reason", "no reason recorded")
+    return f"trial {failed[0].number} failed: {' '.join(str(reason).split())[:300]}"
 
 
 def _trial_counts(study: optuna.Study) -> str:
