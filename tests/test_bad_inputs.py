@@ -281,6 +281,16 @@ CASES = [
         usage=True,
     ),
     Case(
+        "flag_workers_above_the_cores",
+        ("run", "spec.toml", "--workers", "100000"),
+        "--workers",
+        "",
+        "100000",
+        {"spec.toml": IRIS},
+        hint="logical cores of this machine",
+        usage=True,
+    ),
+    Case(
         "flag_timeout_negative",
         ("run", "spec.toml", "--timeout", "-1"),
         "--timeout",

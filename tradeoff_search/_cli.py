@@ -42,6 +42,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    """At most one worker process per logical core: each trains with TensorFlow threads of its
+    own and holds ~0.5 GB; more would only wait for the cores and the latency lock."""
+    cores = os.cpu_count() or 1
+    value = _positive_int(text)
+    if value > cores:
+        raise argparse.ArgumentTypeError(f"expected at most the {cores} logical cores of this machine, got {text!r}")
+    return value
+
+
 def _number_in(low: float, high: float, what: str) -> Callable[[str], float]:
     """An argparse type: a finite number with ``low < value <= high`` (``what`` says so)."""
 
@@ -88,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_stores(run)
     run.add_argument("--n-trials", type=_positive_int, help="finished trials to reach (default: the spec's)")
     run.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
-    run.add_argument("--workers", type=_positive_int, default=1, help="worker processes on this machine (default: 1)")
+    run.add_argument("--workers", type=_workers, default=1, help="worker processes on this machine (default: 1)")
     run.add_argument("--in-process", action="store_true", help="run the trials in this process (memory grows)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
