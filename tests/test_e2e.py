@@ -72,6 +72,15 @@ def test_cli_run_then_pareto_and_sync(write_spec, tmp_path: Path) -> None:
     )
     assert table.returncode == 0
     assert len(table.stdout.strip().splitlines()) == 1 + len(pareto)
+    explained = subprocess.run(
+        [sys.executable, "-m", "tradeoff_search", "pareto", "spec.toml", "--explain"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert explained.returncode == 0, explained.stderr[-2000:]
+    for objective in ("accuracy", "latency_ms"):
+        decided = re.search(rf"^what decides {objective}: (.+)$", explained.stdout, re.MULTILINE)
+        assert decided and "learning_rate" in decided.group(1), explained.stdout
+    assert "(from 3 feasible trials, whose best 10% are 1: a hint)" in explained.stdout
 
     # Resuming a finished study runs nothing and duplicates nothing; sync twice changes nothing.
     for command in (["run", "spec.toml", "--no-progress"], ["sync", "spec.toml"], ["sync", "spec.toml"]):

@@ -239,7 +239,7 @@ def _trial_counts(study: optuna.Study) -> str:
 
 
 def _pareto(args: argparse.Namespace) -> int:
-    from tradeoff_search._pareto import format_table, front_rows
+    from tradeoff_search._pareto import completed_trials, format_table, front_rows, is_feasible
 
     _, study = _existing_study(args)
     print(format_table(front_rows(study)))
@@ -249,6 +249,9 @@ def _pareto(args: argparse.Namespace) -> int:
         for objective, importances in param_importances(study).items():
             ranked = ", ".join(f"{name} {share:.2f}" for name, share in importances.items())
             print(f"\nwhat decides {objective}: {ranked}")
+        feasible = sum(is_feasible(t) for t in completed_trials(study))
+        if feasible < 30:  # PED-ANOVA contrasts the best 10% of the trials with all of them
+            print(f"\n(from {feasible} feasible trials, whose best 10% are {max(1, round(feasible / 10))}: a hint)")
     return EXIT_OK
 
 
