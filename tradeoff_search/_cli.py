@@ -218,7 +218,7 @@ def _first_failure(study: optuna.Study) -> str:
 
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
     if not failed:
-        return "none failed either (pruned, or stopped by the timeout)"
+        return "none failed: all were pruned, or the timeout came first"
     reason = failed[0].user_attrs.get("fail_reason", "no reason recorded")
     return f"trial {failed[0].number} failed: {' '.join(str(reason).split())[:300]}"
 

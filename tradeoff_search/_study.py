@@ -106,8 +106,15 @@ def _check_store(flag: str, key: str, url: str, schemes: tuple[str, ...]) -> str
     return scheme
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///PATH`` URL (relative to the working directory unless absolute)."""
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
 def _check_sqlite_file(flag: str, key: str, url: str) -> None:
-    path = Path(url.removeprefix("sqlite:///"))
+    path = _sqlite_path(url)
+    if path is None:  # e.g. "sqlite://": SQLite in memory, gone with the process
+        raise SpecError(flag, key, url, "a SQLite file, sqlite:///PATH")
     if path.parent != STATE_DIR and not path.parent.is_dir():  # mlruns/ itself is made for the defaults
         raise SpecError(flag, key, url, f"a SQLite file in an existing folder ({path.parent} is missing)")
     if path.exists() and not _is_sqlite_database(path):
@@ -127,13 +134,11 @@ def _is_sqlite_database(path: Path) -> bool:
 def _has_optuna_tables(path: Path) -> bool:
     import sqlite3
 
-    if not path.is_file() or not _is_sqlite_database(path):
+    if not path.is_file() or not _is_sqlite_database(path):  # opening it would create one
         return False
     with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as database:
-        return (
-            database.execute("select 1 from sqlite_master where type = 'table' and name = 'studies'").fetchone()
-            is not None
-        )
+        found = database.execute("select 1 from sqlite_master where type = 'table' and name = 'studies'")
+        return found.fetchone() is not None
 
 
 def _probe_database(flag: str, key: str, url: str) -> None:
@@ -178,7 +183,7 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
 
 def _prepare_local_state(*urls: str) -> None:
     """Create ``mlruns/`` only when a local store will live right in it (not in a subfolder)."""
-    if any(url.startswith("sqlite:///") and Path(url.removeprefix("sqlite:///")).parent == STATE_DIR for url in urls):
+    if any(path.parent == STATE_DIR for path in map(_sqlite_path, urls) if path is not None):
         STATE_DIR.mkdir(exist_ok=True)
 
 
@@ -250,7 +255,7 @@ def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool 
 
     if create:
         _prepare_local_state(storage)
-    elif storage.startswith("sqlite:///") and not _has_optuna_tables(Path(storage.removeprefix("sqlite:///"))):
+    elif (path := _sqlite_path(storage)) is not None and not _has_optuna_tables(path):
         # Loading would create Optuna's tables: a query must not write.
         raise SpecError(spec.path, "study.name", spec.study.name, f"a study in {redact(storage)} (run it first)")
     try:
