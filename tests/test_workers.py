@@ -192,3 +192,42 @@ def test_a_timeout_study_with_a_huge_n_trials_starts_at_once(tmp_path: Path) -> 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
     assert 1 <= len(study.trials) < 50
     assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+
+
+def test_ctrl_c_keeps_finished_trials_completes_the_record_and_resumes(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group, as in a terminal: run and its worker."""
+    (tmp_path / "spec.toml").write_text(
+        TINY_SPEC.replace("max_epochs = 2\npatience = 1", "max_epochs = 30\npatience = 30")
+    )
+    command = [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--n-trials", "50", "--no-progress"]
+    running = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    complete = optuna.trial.TrialState.COMPLETE
+    deadline = time.time() + 300
+    while time.time() < deadline and running.poll() is None:
+        time.sleep(1)
+        try:
+            if len(optuna.load_study(study_name="tiny", storage=storage).get_trials(states=(complete,))) >= 2:
+                break
+        except (KeyError, sqlalchemy.exc.OperationalError):  # the study or its tables do not exist yet
+            continue
+    assert running.poll() is None, "run ended before Ctrl-C:\n" + "\n".join(running.communicate())[-3000:]
+    os.killpg(running.pid, signal.SIGINT)
+    out, err = running.communicate(timeout=300)
+    assert running.returncode == 130, out[-2000:] + err[-2000:]
+    assert "interrupted: finished trials are kept; run the same command again to resume" in err
+    assert "Traceback" not in err
+
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(complete) >= 2 and optuna.trial.TrialState.RUNNING not in states
+    parents, children = _mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "tiny")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    assert "pareto.csv" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}  # finished after Ctrl-C
+    assert {t.number for t in study.trials if t.state == complete} <= set(children)
+
+    done_before = states.count(complete)
+    resumed = _run("spec.toml", "--n-trials", str(len(study.trials) + 1), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len(optuna.load_study(study_name="tiny", storage=storage).get_trials(states=(complete,))) > done_before
