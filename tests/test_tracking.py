@@ -189,3 +189,20 @@ def test_four_objectives_get_a_front_plot_and_a_hypervolume(tmp_path: Path) -> N
     values = [m.value for m in client.get_metric_history(parent.info.run_id, "hypervolume")]
     # 0.5·0.5·0.5·0.5, then the union with 0.9·0.1·0.5·0.5: 0.0625 + (0.9 - 0.5)·0.1·0.25; finish() logs the last again
     np.testing.assert_allclose(values, [0.0625, 0.0725, 0.0725])
+
+
+def test_front_table_shows_params_once_when_it_is_an_objective() -> None:
+    from tradeoff_search._pareto import front_rows
+
+    cases = [
+        (["accuracy", "latency_ms"], ["trial", "accuracy", "latency_ms", "n_params", "x"]),
+        (["accuracy", "latency_ms", "params"], ["trial", "accuracy", "latency_ms", "params", "x"]),
+    ]
+    for names, expected in cases:
+        study = optuna.create_study(directions=["maximize", *["minimize"] * (len(names) - 1)])
+        study.set_metric_names(names)
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr("n_params", 120)
+        study.tell(trial, [0.9, 0.001, 120][: len(names)])
+        assert list(front_rows(study)[0]) == expected

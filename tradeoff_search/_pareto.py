@@ -165,7 +165,8 @@ def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
         if retimed:
             row["latency_retimed_ms"] = retimed.get(str(trial.number))
             row["pareto_retimed"] = trial.number in still
-        row["n_params"] = trial.user_attrs.get("n_params")
+        if "params" not in names:  # as an objective, it is already a column
+            row["n_params"] = trial.user_attrs.get("n_params")
         row.update(trial.params)
         rows.append(row)
     return rows
