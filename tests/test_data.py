@@ -73,9 +73,30 @@ def test_npz_loads_plain_arrays_and_refuses_pickles(write_spec, tmp_path: Path) 
 
 
 def test_from_arrays_encodes_labels() -> None:
-    x = np.zeros((4, 2))
-    data = Dataset.from_arrays(x, np.array(["b", "a"]), x[:2], np.array(["a", "c"]))
-    assert data.y_train.tolist() == [1, 0] and data.y_val.tolist() == [0, 2] and data.n_classes == 3
+    x = np.zeros((3, 2))
+    data = Dataset.from_arrays(x, np.array(["b", "a", "c"]), x[:2], np.array(["a", "c"]))
+    assert data.y_train.tolist() == [1, 0, 2] and data.y_val.tolist() == [0, 2] and data.n_classes == 3
+
+
+X4, Y4 = np.arange(8.0).reshape(4, 2), np.array([0, 1, 0, 1])
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ((X4, Y4[:3], X4, Y4), r"y_train: expected one label per row of x_train, shape \(4,\), got shape \(3,\)"),
+        ((X4, Y4, X4[:3], Y4), r"y_val: expected one label per row of x_val, shape \(3,\), got shape \(4,\)"),
+        ((X4, np.eye(2)[Y4], X4, Y4), r"y_train: .* got shape \(4, 2\) \(one-hot labels: pass their argmax\)"),
+        ((np.where(X4 > 6, np.nan, X4), Y4, X4, Y4), "x_train: expected finite numbers, got 1 NaN"),
+        ((X4[:, 0], Y4, X4, Y4), r"x_train: expected real numbers of shape \(rows, features...\)"),
+        ((X4, Y4, X4[:, :1], Y4), r"x_val: expected rows of shape \(2,\) like x_train's, got \(1,\)"),
+        ((X4, Y4, X4, Y4 + 1), r"y_train: expected every class of y_val, got none of \[2\]"),
+        ((X4, Y4 * 0, X4, Y4 * 0), "y_train, y_val: expected at least 2 classes"),
+    ],
+)
+def test_from_arrays_names_the_bad_array(arrays: tuple[np.ndarray, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Dataset.from_arrays(*arrays)
 
 
 def test_mnist1d_is_generated_locally_with_its_own_test_set(write_spec) -> None:

@@ -206,3 +206,25 @@ def test_front_table_shows_params_once_when_it_is_an_objective() -> None:
         trial.set_user_attr("n_params", 120)
         study.tell(trial, [0.9, 0.001, 120][: len(names)])
         assert list(front_rows(study)[0]) == expected
+
+
+def test_the_callback_refuses_a_study_it_cannot_record(tmp_path: Path) -> None:
+    """Before anything is logged: one objective, a reference point of the wrong length, a second study."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    single = optuna.create_study(study_name="single")
+    single.tell(single.ask(), 1.0)
+    with pytest.raises(ValueError, match="study 'single': expected a multi-objective study, got 1 objective"):
+        MLflowParetoCallback(tracking_uri=uri)(single, single.trials[-1])
+    first, second = (optuna.create_study(study_name=n, directions=["maximize", "minimize"]) for n in ("a", "b"))
+    for study in (first, second):
+        study.tell(study.ask(), [0.5, 1.0])
+    with pytest.raises(
+        ValueError, match=r"hypervolume_reference=\[0.0, 2.0, 1.0\]: expected one number for each of the 2"
+    ):
+        MLflowParetoCallback(tracking_uri=uri, hypervolume_reference=[0.0, 2.0, 1.0])(first, first.trials[-1])
+    callback = MLflowParetoCallback(tracking_uri=uri, experiment="one-study")
+    callback(first, first.trials[-1])
+    with pytest.raises(ValueError, match="study 'b': this callback records study 'a'; make one callback per study"):
+        callback(second, second.trials[-1])
+    assert _runs(MlflowClient(uri), "one-study")[1][0].data.tags["optuna.study"] == "a"
+    assert MlflowClient(uri).get_experiment_by_name("single") is None

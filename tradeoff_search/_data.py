@@ -27,6 +27,7 @@ class Dataset:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     class_weight: dict[int, float] | None = None
+    source: str | None = None  # the spec's data.source it was loaded from; None for a user's arrays
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -38,15 +39,40 @@ class Dataset:
 
     @classmethod
     def from_arrays(cls, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> Dataset:
-        """Wrap arrays a user already split; labels of any type are encoded to ``0..n_classes-1``."""
-        classes, codes = np.unique(np.concatenate([np.asarray(y_train), np.asarray(y_val)]), return_inverse=True)
+        """Wrap arrays a user already split; labels of any type are encoded to ``0..n_classes-1``.
+
+        Raises:
+            ValueError: naming the array: rows and labels of different lengths, labels that are not
+                one per row, features that are not finite numbers, or train and validation rows
+                of different shapes.
+        """
+        arrays = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
+        x = {name: np.asarray(arrays[name]) for name in ("x_train", "x_val")}
+        y = {name: np.asarray(arrays[name]) for name in ("y_train", "y_val")}
+        for (x_name, features), (y_name, labels) in zip(x.items(), y.items(), strict=True):
+            if features.ndim < 2 or not np.issubdtype(features.dtype, np.number) or np.iscomplexobj(features):
+                raise ValueError(f"{x_name}: expected real numbers of shape (rows, features...), got {features.dtype} "
+                                 f"of shape {features.shape}")  # fmt: skip
+            if not np.isfinite(features).all():
+                raise ValueError(f"{x_name}: expected finite numbers, got {np.count_nonzero(~np.isfinite(features))} "
+                                 "NaN or infinite values")  # fmt: skip
+            if labels.ndim != 1 or len(labels) != len(features):
+                raise ValueError(f"{y_name}: expected one label per row of {x_name}, shape ({len(features)},), "
+                                 f"got shape {labels.shape} (one-hot labels: pass their argmax)")  # fmt: skip
+        if x["x_val"].shape[1:] != x["x_train"].shape[1:]:
+            raise ValueError(f"x_val: expected rows of shape {x['x_train'].shape[1:]} like x_train's, "
+                             f"got {x['x_val'].shape[1:]}")  # fmt: skip
+        classes, codes = np.unique(np.concatenate([y["y_train"], y["y_val"]]), return_inverse=True)
         if len(classes) < 2:
-            raise ValueError(f"data: expected at least 2 classes in y_train/y_val, got {classes.tolist()}")
-        n_train = len(y_train)
+            raise ValueError(f"y_train, y_val: expected at least 2 classes, got {classes.tolist()}")
+        missing = sorted(set(classes.tolist()) - set(np.unique(y["y_train"]).tolist()))
+        if missing:
+            raise ValueError(f"y_train: expected every class of y_val, got none of {missing}")
+        n_train = len(y["y_train"])
         return cls(
-            np.asarray(x_train, dtype=np.float32),
+            x["x_train"].astype(np.float32),
             codes[:n_train].astype(np.int64),
-            np.asarray(x_val, dtype=np.float32),
+            x["x_val"].astype(np.float32),
             codes[n_train:].astype(np.int64),
         )
 
@@ -101,7 +127,7 @@ def load_dataset(spec: StudySpec) -> Dataset:
     def shaped(a: np.ndarray) -> np.ndarray:
         return a.reshape(len(a), *shape).astype(np.float32)
 
-    return Dataset(shaped(x_train), y_train, shaped(x_val), y_val, shaped(x_test), y_test, class_weight)
+    return Dataset(shaped(x_train), y_train, shaped(x_val), y_val, shaped(x_test), y_test, class_weight, data.source)
 
 
 def _split(

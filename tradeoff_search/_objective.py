@@ -49,6 +49,7 @@ class TradeoffObjective:
         spec = StudySpec.load("studies/digits.toml")
         objective = TradeoffObjective(spec)  # or TradeoffObjective(spec, data=(x_train, y_train, x_val, y_val))
         study = optuna.create_study(directions=objective.directions)
+        study.set_metric_names(objective.metric_names)  # names in plots and MLflow
         study.optimize(objective, n_trials=10)
 
     Latency is measured before training (weights do not change it): with ``latency.budget_ms`` set,
@@ -74,6 +75,10 @@ class TradeoffObjective:
         data: Dataset | tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
         model_dir: str | Path | None = None,
     ) -> None:
+        if not isinstance(spec, StudySpec):
+            raise TypeError(f"spec={spec!r}: expected a StudySpec, e.g. StudySpec.load(path)")
+        if data is not None and not isinstance(data, tuple | Dataset):
+            raise TypeError(f"data: expected (x_train, y_train, x_val, y_val) or a Dataset, got {type(data).__name__}")
         self.spec = spec
         self._data = Dataset.from_arrays(*data) if isinstance(data, tuple) else data
         self.model_dir = Path(model_dir) if model_dir is not None else None
@@ -96,6 +101,9 @@ class TradeoffObjective:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         import optuna
 
+        directions = [d.name.lower() for d in trial.study.directions]
+        if directions != self.directions:  # else accuracy could be minimized, or values refused after training
+            raise ValueError(f"study directions {directions}: expected objective.directions, {self.directions}")
         try:
             return self._evaluate(trial)
         except optuna.TrialPruned:

@@ -15,6 +15,7 @@ from tradeoff_search._latency import measure_latency, to_tflite
 from tradeoff_search._objective import CALIBRATION_ATTR
 from tradeoff_search._pareto import RETIMED_ATTR, front_trials, retimed_front
 from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._study import DEFAULT_TRACKING_URI
 from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL
 from tradeoff_search._training import predict_classes, score
 
@@ -113,7 +114,7 @@ def select_model(
     out: str | Path,
     *,
     rule: str = "knee",
-    tracking_uri: str | None = None,
+    tracking_uri: str = DEFAULT_TRACKING_URI,
     max_latency_ms: float | None = None,
     min_accuracy: float | None = None,
     mnas_weight: float = -0.07,
@@ -128,15 +129,21 @@ def select_model(
         SpecError: no front model fits the rule, or the chosen model was not logged to MLflow
             (``log_models = "none"``).
     """
+    if len(study.directions) < 2:
+        raise ValueError(f"study {study.study_name!r}: expected accuracy and latency objectives, got 1 objective")
+    # The rules that need a value, by the parameter (and flag) that gives it.
+    key, value = {"max_latency": ("max_latency_ms", max_latency_ms),
+                  "min_accuracy": ("min_accuracy", min_accuracy)}.get(rule, ("rule", rule))  # fmt: skip
+    if value is None:
+        raise ValueError(f"rule={rule!r} needs {key}")
     points = front_points(study)
+    if not points:
+        raise SpecError(spec.path, "study.name", study.study_name, "a study with a front to choose from (run it first)")
     try:
         number = pick(points, rule, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy,
                       mnas_weight=mnas_weight, target_ms=target_ms)  # fmt: skip
     except ValueError as error:
-        flag, value = {"max_latency": ("--max-latency-ms", max_latency_ms),
-                       "min_accuracy": ("--min-accuracy", min_accuracy)}.get(rule, ("--rule", rule))  # fmt: skip
-        raise SpecError(flag, flag.removeprefix("--").replace("-", "_"), value,
-                        f"a value some front model meets ({error})") from None  # fmt: skip
+        raise SpecError(f"--{key.replace('_', '-')}", key, value, f"a value some front model meets ({error})") from None
     chosen = next(p for p in points if p[0] == number)
     out = Path(out)
     blocking = next((folder for folder in (out, *out.parents) if folder.exists()), None)

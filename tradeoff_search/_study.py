@@ -345,6 +345,11 @@ def run_study(
     then re-timed side by side and the MLflow record completed (``pareto.csv``, plots), also
     after Ctrl-C.
     """
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise ValueError(f"workers={workers!r}: expected 0 (this process) or a number of worker processes")
+    if workers > 0 and data is not None and getattr(data, "source", None) != spec.data.source:
+        raise ValueError(f"data with workers={workers}: worker processes load the spec's data source "
+                         f"({spec.data.source}), not these arrays; pass them with workers=0")  # fmt: skip
     study, objective, callback = _session(spec, storage, tracking_uri, data)
     _logger.info(
         "study %r: %d trials on %s, %d worker(s); Optuna %s, MLflow %s",

@@ -133,6 +133,21 @@ class MLflowParetoCallback:
         self._experiment_id: str | None = None
         self._children: dict[int, _ChildRun] = {}
         self._not_found: set[int] = set()  # searched for once; left to the full refresh of finish()
+        self._study_name: str | None = None
+
+    def _check(self, study: optuna.Study) -> None:
+        """One callback records one multi-objective study (it keeps that study's runs)."""
+        if len(study.directions) < 2:
+            raise ValueError(f"study {study.study_name!r}: expected a multi-objective study, got 1 objective")
+        if self._study_name is None:
+            self._study_name = study.study_name
+        elif study.study_name != self._study_name:
+            raise ValueError(f"study {study.study_name!r}: this callback records study {self._study_name!r}; "
+                             "make one callback per study")  # fmt: skip
+        reference = self.hypervolume_reference
+        if reference is not None and len(reference) != len(study.directions):
+            raise ValueError(f"hypervolume_reference={reference}: expected one number for each of the "
+                             f"{len(study.directions)} objectives")  # fmt: skip
 
     # ------------------------------------------------------------------ Optuna callback
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -235,6 +250,7 @@ class MLflowParetoCallback:
 
     def _parent(self, study: optuna.Study) -> str:
         """The study's parent run: found by tag, created once; a concurrent twin is deleted."""
+        self._check(study)
         if self._parent_id is not None:
             return self._parent_id
         query = f"tags.`{TAG_STUDY}` = '{_quote(study.study_name)}' and tags.`{TAG_ROLE}` = '{_PARENT}'"

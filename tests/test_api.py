@@ -1,0 +1,53 @@
+"""The public API refuses misuse up front, naming the parameter (no Keras model is built here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from tradeoff_search import StudySpec, TradeoffObjective, run_study, select_model
+
+from .conftest import TINY_SPEC
+
+
+@pytest.fixture
+def spec(write_spec) -> StudySpec:
+    return StudySpec.load(write_spec(TINY_SPEC))
+
+
+def test_objective_takes_a_spec_and_arrays_or_a_dataset(spec: StudySpec) -> None:
+    with pytest.raises(TypeError, match=r"spec=.tiny\.toml.: expected a StudySpec, e\.g\. StudySpec\.load"):
+        TradeoffObjective("tiny.toml")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"data: expected .* or a Dataset, got list"):
+        TradeoffObjective(spec, data=[np.zeros((4, 2))] * 4)  # type: ignore[arg-type]
+
+
+def test_objective_refuses_a_study_of_other_directions(spec: StudySpec) -> None:
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    with pytest.raises(ValueError, match=r"study directions \['minimize', 'maximize'\]: expected objective.directions"):
+        study.optimize(TradeoffObjective(spec), n_trials=1)
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL and "trained" not in study.trials[0].user_attrs
+
+
+def test_run_study_refuses_arrays_its_workers_would_not_use(spec: StudySpec, in_tmp: Path) -> None:
+    x, y = np.random.default_rng(0).normal(size=(20, 4)), np.arange(20) % 3
+    with pytest.raises(ValueError, match=r"data with workers=2: worker processes load the spec's data source"):
+        run_study(spec, workers=2, data=(x, y, x, y))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="workers=-1: expected 0"):
+        run_study(spec, workers=-1)
+    assert not (in_tmp / "mlruns").exists()
+
+
+def test_select_model_names_what_is_missing(spec: StudySpec, tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="tiny", directions=["maximize", "minimize"])
+    with pytest.raises(ValueError, match="rule='max_latency' needs max_latency_ms"):
+        select_model(spec, study, tmp_path, rule="max_latency")
+    with pytest.raises(ValueError, match="rule='min_accuracy' needs min_accuracy"):
+        select_model(spec, study, tmp_path, rule="min_accuracy")
+    with pytest.raises(ValueError, match="a study with a front to choose from"):
+        select_model(spec, study, tmp_path)
+    with pytest.raises(ValueError, match="expected accuracy and latency objectives, got 1"):
+        select_model(spec, optuna.create_study(), tmp_path)
