@@ -54,10 +54,20 @@ def test_tf_runtime_measures_a_keras_model() -> None:
     assert stats.value_ms > 0 and stats.model_bytes is None
 
 
-@pytest.mark.parametrize("kwargs", [{"runtime": "onnx"}, {"statistic": "mean"}, {"batch_size": 0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"runtime": "onnx"}, {"statistic": "mean"}, {"batch_size": 0}, {"batch_size": 2.5}, {"batch_size": True},
+     {"threads": 0}, {"max_seconds": float("nan")}],
+)  # fmt: skip
 def test_bad_arguments(small_and_large, kwargs) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         measure_latency(small_and_large[0], **kwargs)
+
+
+@pytest.mark.parametrize("model", ["model.tflite", None])
+def test_a_model_is_keras_or_tflite_bytes(model: object) -> None:
+    with pytest.raises(TypeError, match=r"model: expected a Keras model or the bytes of a \.tflite file"):
+        measure_latency(model)  # type: ignore[arg-type]
 
 
 def test_interleaved_reference_and_normalization(small_and_large) -> None:

@@ -192,8 +192,14 @@ def measure_latencies(
         raise ValueError(f"runtime={runtime!r}: expected one of {RUNTIMES}")
     if statistic not in STATISTICS:
         raise ValueError(f"statistic={statistic!r}: expected one of {STATISTICS}")
-    if batch_size < 1 or threads < 1 or max_seconds <= 0:
-        raise ValueError(f"batch_size={batch_size}, threads={threads}, max_seconds={max_seconds}: expected positive")
+    for name, value in {"batch_size": batch_size, "threads": threads}.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r}: expected an integer >= 1")
+    if not max_seconds > 0 or not math.isfinite(max_seconds):
+        raise ValueError(f"max_seconds={max_seconds!r}: expected a finite number > 0")
+    for model in models:
+        if not isinstance(model, bytes) and not hasattr(model, "input_shape"):
+            raise TypeError(f"model: expected a Keras model or the bytes of a .tflite file, got {type(model).__name__}")
     if stop_above_reference is not None and not reference:
         raise ValueError(f"stop_above_reference={stop_above_reference}: needs reference=True")
     timed = [*models, _reference(runtime)] if reference else list(models)
