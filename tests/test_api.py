@@ -51,3 +51,33 @@ def test_select_model_names_what_is_missing(spec: StudySpec, tmp_path: Path) -> 
         select_model(spec, study, tmp_path)
     with pytest.raises(ValueError, match="expected accuracy and latency objectives, got 1"):
         select_model(spec, optuna.create_study(), tmp_path)
+
+
+def test_workers_load_the_spec_from_its_file(spec: StudySpec, in_tmp: Path) -> None:
+    import dataclasses
+
+    unsaved = StudySpec.from_dict({"data": {"source": "sklearn:iris"}})
+    changed = dataclasses.replace(spec, latency=dataclasses.replace(spec.latency, budget_ms=0.01))
+    for other in (unsaved, changed):
+        with pytest.raises(ValueError, match=r"spec with workers=2: worker processes load the spec from"):
+            run_study(other, workers=2)
+    assert not (in_tmp / "mlruns").exists()
+
+
+def test_arrays_must_have_the_rows_of_the_spec(write_spec) -> None:
+    images = TINY_SPEC.replace('source = "sklearn:iris"', 'source = "sklearn:digits"\ninput_shape = [8, 8, 1]')
+    spec = StudySpec.load(write_spec(images.replace("[model]\n", '[model]\nfamilies = ["cnn2d"]\n')))
+    x, y = np.random.default_rng(0).normal(size=(20, 64)), np.arange(20) % 2
+    with pytest.raises(ValueError, match=r"rows of shape \(64,\), but the spec's data.input_shape is \[8, 8, 1\]"):
+        TradeoffObjective(spec, data=(x, y, x, y))
+    TradeoffObjective(spec, data=(x.reshape(20, 8, 8, 1), y, x.reshape(20, 8, 8, 1), y))
+
+
+def test_a_dataset_holds_class_codes() -> None:
+    from tradeoff_search import Dataset
+
+    x = np.zeros((4, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"y_train: expected every class code 0..6, got none of \[0, 1, 2, 3, 4\]"):
+        Dataset(x, np.array([5, 6, 5, 6]), x, np.array([5, 6, 5, 6]))
+    with pytest.raises(ValueError, match="y_val: expected integer class codes"):
+        Dataset(x, np.array([0, 1, 0, 1]), x, np.array(["a", "b", "a", "b"]))

@@ -29,6 +29,18 @@ class Dataset:
     class_weight: dict[int, float] | None = None
     source: str | None = None  # the spec's data.source it was loaded from; None for a user's arrays
 
+    def __post_init__(self) -> None:
+        # The model has n_classes = largest label + 1 outputs: labels must be those classes' codes.
+        for name in ("y_train", "y_val"):
+            labels = getattr(self, name)
+            if not np.issubdtype(labels.dtype, np.integer) or labels.min(initial=0) < 0:
+                raise ValueError(f"{name}: expected integer class codes 0..n_classes-1 (Dataset.from_arrays "
+                                 f"encodes any labels), got {labels.dtype} labels")  # fmt: skip
+        missing = sorted(set(range(self.n_classes)) - set(np.unique(self.y_train).tolist()))
+        if missing:
+            raise ValueError(f"y_train: expected every class code 0..{self.n_classes - 1}, got none of {missing[:10]} "
+                             "(Dataset.from_arrays encodes any labels)")  # fmt: skip
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])

@@ -81,6 +81,8 @@ class TradeoffObjective:
             raise TypeError(f"data: expected (x_train, y_train, x_val, y_val) or a Dataset, got {type(data).__name__}")
         self.spec = spec
         self._data = Dataset.from_arrays(*data) if isinstance(data, tuple) else data
+        if self._data is not None:
+            _check_row_shape(spec, self._data.input_shape)
         self.model_dir = Path(model_dir) if model_dir is not None else None
 
     @property
@@ -242,6 +244,15 @@ class TradeoffObjective:
             return self.spec.tracking.log_models == "all"
         front = [best.values for best in trial.study.best_trials]
         return is_nondominated_by(values, front, trial.study.directions)
+
+
+def _check_row_shape(spec: StudySpec, shape: tuple[int, ...]) -> None:
+    """A user's arrays must have the rows the spec's ``data.input_shape`` says (which the spec
+    checked against its families; without it, the spec has MLPs only, which take any rows)."""
+    expected = spec.data.input_shape
+    if expected is not None and shape != tuple(expected):
+        raise ValueError(f"x_train: rows of shape {shape}, but the spec's data.input_shape is {list(expected)}: "
+                         f"reshape x_train and x_val to (rows, {', '.join(map(str, expected))})")  # fmt: skip
 
 
 def timed_over_budget(study: optuna.Study, spec: StudySpec) -> list[tuple[optuna.trial.FrozenTrial, Candidate]]:

@@ -350,6 +350,9 @@ def run_study(
     if workers > 0 and data is not None and getattr(data, "source", None) != spec.data.source:
         raise ValueError(f"data with workers={workers}: worker processes load the spec's data source "
                          f"({spec.data.source}), not these arrays; pass them with workers=0")  # fmt: skip
+    if workers > 0 and not _is_its_file(spec):
+        raise ValueError(f"spec with workers={workers}: worker processes load the spec from {spec.path}, "
+                         "which says otherwise (or is no file); save it there, or use workers=0")  # fmt: skip
     study, objective, callback = _session(spec, storage, tracking_uri, data)
     _logger.info(
         "study %r: %d trials on %s, %d worker(s); Optuna %s, MLflow %s",
@@ -377,6 +380,15 @@ def run_study(
                 retime_front(study, objective)
             callback.sync(study)  # also logs trials a crashed worker left unrecorded
     return study
+
+
+def _is_its_file(spec: StudySpec) -> bool:
+    """Whether ``spec`` is what its file says, up to the study settings ``run`` passes as flags."""
+    try:
+        stored = StudySpec.load(spec.path)
+    except SpecError:
+        return False
+    return stored.override(n_trials=spec.study.n_trials, timeout=spec.study.timeout).to_dict() == spec.to_dict()
 
 
 def _queue_narrowest_models(study: optuna.Study, spec: StudySpec, storage: str) -> None:
