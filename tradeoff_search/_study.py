@@ -344,6 +344,12 @@ def run_study(
     Every trial is logged to MLflow as it ends. With ``finish`` (the default), the Pareto set is
     then re-timed side by side and the MLflow record completed (``pareto.csv``, plots), also
     after Ctrl-C.
+
+    Raises:
+        ValueError: ``workers`` is not an int >= 0; or, with worker processes, which load the
+            spec from its file and the data from its source, ``spec`` differs from its file or
+            ``data`` holds arrays of your own (pass those with ``workers=0``).
+        SpecError: a store cannot be used, or the data source is bad.
     """
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
         raise ValueError(f"workers={workers!r}: expected 0 (this process) or a number of worker processes")
