@@ -81,3 +81,16 @@ def test_a_dataset_holds_class_codes() -> None:
         Dataset(x, np.array([5, 6, 5, 6]), x, np.array([5, 6, 5, 6]))
     with pytest.raises(ValueError, match="y_val: expected integer class codes"):
         Dataset(x, np.array([0, 1, 0, 1]), x, np.array(["a", "b", "a", "b"]))
+
+
+def test_stores_are_urls(spec: StudySpec, in_tmp: Path) -> None:
+    from tradeoff_search import MLflowParetoCallback
+
+    with pytest.raises(TypeError, match=r"storage: expected a URL string .* got InMemoryStorage"):
+        run_study(spec, storage=optuna.storages.InMemoryStorage())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"tracking_uri: expected a URL string .* got NoneType"):
+        run_study(spec, tracking_uri=None)  # type: ignore[arg-type]
+    for bare in ("mlruns", "file:///tmp/store"):
+        with pytest.raises(ValueError, match=f"tracking_uri='{bare}': expected a database or server URI"):
+            MLflowParetoCallback(tracking_uri=bare)
+    assert not (in_tmp / "mlruns").exists()

@@ -351,6 +351,9 @@ def run_study(
             ``data`` holds arrays of your own (pass those with ``workers=0``).
         SpecError: a store cannot be used, or the data source is bad.
     """
+    for name, url in {"storage": storage, "tracking_uri": tracking_uri}.items():
+        if not isinstance(url, str):  # e.g. an InMemoryStorage: neither resumable nor shared with workers
+            raise TypeError(f"{name}: expected a URL string such as sqlite:///mlruns/..., got {type(url).__name__}")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
         raise ValueError(f"workers={workers!r}: expected 0 (this process) or a number of worker processes")
     if workers > 0 and data is not None and getattr(data, "source", None) != spec.data.source:

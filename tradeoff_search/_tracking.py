@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from tradeoff_search._latency import to_tflite
 from tradeoff_search._pareto import (
@@ -119,6 +120,9 @@ class MLflowParetoCallback:
     ) -> None:
         if log_models not in LOG_MODELS:
             raise ValueError(f"log_models={log_models!r}: expected one of {LOG_MODELS}")
+        if tracking_uri is not None and urlsplit(tracking_uri).scheme in ("", "file"):  # MLflow 3.17 refuses these
+            raise ValueError(f"tracking_uri={tracking_uri!r}: expected a database or server URI, "
+                             "such as sqlite:///mlruns/mlflow.db")  # fmt: skip
         if log_models != "none" and model_dir is None:
             raise ValueError(f"log_models={log_models!r} needs model_dir, where the objective saves models")
         self.tracking_uri = tracking_uri
