@@ -71,6 +71,11 @@ def npz_case(id: str, npz: bytes | str, hint: str) -> Case:
     return spec_case(id, NPZ_SPEC, "data.source", '"npz:d.npz"', hint=hint, **{"d.npz": npz})
 
 
+def usage_case(id: str, command: str, flag: str, value: str, hint: str) -> Case:
+    """``COMMAND spec.toml FLAG VALUE`` with a valid spec: a flag value argparse refuses."""
+    return Case(id, (command, "spec.toml", flag, value), flag, "", value, {"spec.toml": IRIS}, hint=hint, usage=True)
+
+
 def flag_case(id: str, *argv: str, source: str, key: str, value: str, **kwargs: object) -> Case:
     """A valid spec ``spec.toml`` with a bad ``--storage``/``--tracking-uri``."""
     return Case(id, argv, source, key, value, {"spec.toml": IRIS}, **kwargs)  # type: ignore[arg-type]
@@ -260,64 +265,14 @@ CASES = [
         **{"d.csv": "a,y\n" + "".join(f"{(-1) ** i * 1e308},{i % 2}\n" for i in range(40))},
     ),
     # ------------------------------------------------------------------ flags (argparse owns the format)
-    Case(
-        "flag_n_trials_zero",
-        ("run", "spec.toml", "--n-trials", "0"),
-        "--n-trials",
-        "",
-        "0",
-        {"spec.toml": IRIS},
-        hint="--n-trials",
-        usage=True,
-    ),
-    Case(
-        "flag_n_trials_text",
-        ("run", "spec.toml", "--n-trials", "ten"),
-        "--n-trials",
-        "",
-        "ten",
-        {"spec.toml": IRIS},
-        hint="ten",
-        usage=True,
-    ),
-    Case(
-        "flag_workers_above_the_cores",
-        ("run", "spec.toml", "--workers", "100000"),
-        "--workers",
-        "",
-        "100000",
-        {"spec.toml": IRIS},
-        hint="logical cores of this machine",
-        usage=True,
-    ),
-    Case(
-        "flag_timeout_negative",
-        ("run", "spec.toml", "--timeout", "-1"),
-        "--timeout",
-        "",
-        "-1",
-        {"spec.toml": IRIS},
-        hint="--timeout",
-        usage=True,
-    ),
-    *(
-        Case(
-            f"flag_select_{name}",
-            ("select", "spec.toml", *argv),
-            argv[-2],
-            "",
-            argv[-1],
-            {"spec.toml": IRIS},
-            hint=hint,
-            usage=True,
-        )
-        for name, argv, hint in [
-            ("mnas_nan", ("--mnas", "nan"), "a number < 0"),
-            ("mnas_positive", ("--mnas", "5"), "a number < 0"),
-            ("min_accuracy_above_one", ("--min-accuracy", "2"), "an accuracy in (0, 1]"),
-            ("target_ms_without_mnas", ("--target-ms", "1"), "without --mnas"),
-        ]
-    ),
+    usage_case("flag_n_trials_zero", "run", "--n-trials", "0", "--n-trials"),
+    usage_case("flag_n_trials_text", "run", "--n-trials", "ten", "ten"),
+    usage_case("flag_workers_above_the_cores", "run", "--workers", "100000", "logical cores of this machine"),
+    usage_case("flag_timeout_negative", "run", "--timeout", "-1", "--timeout"),
+    usage_case("flag_select_mnas_nan", "select", "--mnas", "nan", "a number < 0"),
+    usage_case("flag_select_mnas_positive", "select", "--mnas", "5", "a number < 0"),
+    usage_case("flag_select_min_accuracy_above_one", "select", "--min-accuracy", "2", "an accuracy in (0, 1]"),
+    usage_case("flag_select_target_ms_without_mnas", "select", "--target-ms", "1", "without --mnas"),
     # ------------------------------------------------------------------ stores
     flag_case(
         "storage_unreachable_postgres",
