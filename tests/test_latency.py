@@ -8,7 +8,8 @@ import time
 import pytest
 
 from tradeoff_search import measure_latency
-from tradeoff_search._latency import _MIN_DECISION_BLOCKS, calibrate_reference, cpu_model, measure_latencies, to_tflite
+from tradeoff_search._harness import _MIN_DECISION_BLOCKS
+from tradeoff_search._latency import calibrate_reference, cpu_model, measure_latencies, to_tflite
 from tradeoff_search._lock import machine_lock
 from tradeoff_search._models import build_model
 from tradeoff_search._space import Candidate
@@ -122,3 +123,19 @@ def test_a_model_surely_over_a_budget_stops_timing_early(small_and_large) -> Non
     assert measure_latency(small_and_large[0], max_seconds=0.5, stop_above_reference=2.0).samples >= 40
     with pytest.raises(ValueError, match="stop_above_reference"):
         measure_latency(large, reference=False, stop_above_reference=2.0)
+
+
+def test_the_reference_flatbuffer_has_the_converted_reference_models_operators() -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tradeoff_search._latency import reference_model
+    from tradeoff_search._reference import reference_flatbuffer
+
+    def layout(flatbuffer: bytes) -> list[tuple[str, list[tuple[int, ...]]]]:
+        interpreter = Interpreter(model_content=flatbuffer)
+        tensors = {t["index"]: tuple(t["shape_signature"]) for t in interpreter.get_tensor_details()}
+        return [(op["op_name"], [tensors.get(i, ()) for i in op["inputs"]]) for op in interpreter._get_ops_details()]
+
+    written = reference_flatbuffer()
+    assert written == reference_flatbuffer()  # the same bytes every time
+    assert layout(written) == layout(to_tflite(reference_model(), signature=False))
