@@ -3,7 +3,8 @@
 A backend takes the bytes of LiteRT flatbuffers and a :class:`~tradeoff_search._harness.Setting`
 and returns one :class:`~tradeoff_search._harness.LatencyStats` per flatbuffer, timed side by side
 with the reference model interleaved (when the setting asks for it). Two exist: this machine
-(:class:`LocalBackend`) and, next, a latency server on the target device. Another place to time, e.g. LiteRT's
+(:class:`LocalBackend`) and a latency server on the target device
+(:class:`~tradeoff_search._device_client.DeviceBackend`). Another place to time, e.g. LiteRT's
 ``benchmark_model`` on an Android phone over adb, is one more class with this ``measure``.
 """
 
@@ -38,6 +39,8 @@ class LocalBackend:
 
 def latency_backend(device: str) -> LatencyBackend:
     """The backend for ``device``: ``"local"`` or the ``http://HOST:PORT`` of a latency server."""
-    if device != LOCAL:
-        raise ValueError(f"device={device!r}: expected {LOCAL!r}")
-    return LocalBackend()
+    if device == LOCAL:
+        return LocalBackend()
+    from tradeoff_search._device_client import DeviceBackend
+
+    return DeviceBackend(device)

@@ -128,7 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     ui.add_argument("--port", type=_positive_int, default=5000, help="port (default: 5000)")
+
+    device = commands.add_parser("device", help="the latency server a study times on (run it on the target device)")
+    device_commands = device.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
+    serve = device_commands.add_parser("serve", help="time the .tflite files workers send, one at a time")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=_port, default=8765, help="port (default: 8765; 0: any free one)")
+    serve.add_argument("--token-file", help="file holding the token clients send (TRADEOFF_SEARCH_DEVICE_TOKEN); "
+                       "required to bind beyond this machine")  # fmt: skip
+    serve.add_argument("--max-mb", type=_positive_float, default=64.0, help="largest request body (default: 64 MB)")
+    serve.add_argument("--client-timeout", type=_positive_float, default=30.0,
+                       help="seconds a client may take to send its request (default: 30)")  # fmt: skip
     return parser
+
+
+def _port(text: str) -> int:
+    value = int(text) if text.isdigit() else -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,13 +157,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"got {args.target_ms} without --mnas\n")  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
-        return {"run": _run, "pareto": _pareto, "select": _select, "sync": _sync, "ui": _ui}[args.command](args)
+        commands = {"run": _run, "pareto": _pareto, "select": _select, "sync": _sync, "ui": _ui, "device": _device}
+        return commands[args.command](args)
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _device(args: argparse.Namespace) -> int:
+    """``device serve``: imports the harness only (no TensorFlow, Keras, MLflow or Optuna)."""
+    from pathlib import Path
+
+    from tradeoff_search._device_server import read_token, serve
+
+    try:
+        token = None if args.token_file is None else read_token(Path(args.token_file))
+        serve(args.host, args.port, token, args.max_mb, args.client_timeout)
+    except (ValueError, OSError) as error:  # a bad flag, or the address cannot be bound
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def _quiet_libraries() -> None:

@@ -169,7 +169,8 @@ def time_flatbuffers(flatbuffers: Sequence[bytes], setting: Setting) -> list[Lat
 
 def litert_invoker(flatbuffer: bytes, batch_size: int, threads: int) -> Callable[[], Any]:
     """A LiteRT interpreter's ``invoke`` on ``flatbuffer``, its single input resized to
-    ``batch_size`` rows of fixed random data."""
+    ``batch_size`` rows of fixed random data. A flatbuffer LiteRT cannot load, or with other than
+    one input, is a ``ValueError``."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
@@ -180,10 +181,18 @@ def litert_invoker(flatbuffer: bytes, batch_size: int, threads: int) -> Callable
     interpreter.resize_tensor_input(detail["index"], [batch_size, *detail["shape_signature"][1:]])
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
-    if detail["dtype"] != np.float32:
-        raise ValueError(f"expected a float32 input tensor, got {np.dtype(detail['dtype']).name}")
-    interpreter.set_tensor(detail["index"], np.random.default_rng(0).random(detail["shape"], dtype=np.float32))
+    interpreter.set_tensor(detail["index"], _random_input(np.dtype(detail["dtype"]), detail["shape"]))
     return interpreter.invoke
+
+
+def _random_input(dtype: np.dtype, shape: Sequence[int]) -> np.ndarray:
+    """Fixed random data of the input's type (float, or integer for fully quantized models)."""
+    rng = np.random.default_rng(0)
+    if dtype.kind == "f":
+        return rng.random(shape).astype(dtype)
+    if dtype.kind in "iu":
+        return rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+    raise ValueError(f"expected a float or integer input tensor, got {dtype.name}")
 
 
 def litert_version() -> str:

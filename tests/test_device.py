@@ -1,0 +1,202 @@
+"""The latency server (``device serve``) as a real process on 127.0.0.1, and its client."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tradeoff_search import measure_latency
+from tradeoff_search._device_client import TOKEN_ENV, DeviceBackend, DeviceUnreachable, check_device_url
+from tradeoff_search._harness import Setting
+from tradeoff_search._reference import reference_flatbuffer
+
+TOKEN = "s3cret-device-token-0123456789"
+HEAVY = ("tensorflow", "keras", "mlflow", "optuna", "sklearn", "scipy", "pandas")
+
+
+class Server:
+    """``python -m tradeoff_search device serve`` on a free port of 127.0.0.1."""
+
+    def __init__(self, tmp: Path, *flags: str, env: dict[str, str] | None = None) -> None:
+        self.log = tmp / f"server-{time.monotonic_ns()}.log"
+        self.errors = self.log.with_suffix(".err")
+        command = [sys.executable, "-m", "tradeoff_search", "device", "serve", "--port", "0", *flags]
+        with self.log.open("wb") as out, self.errors.open("wb") as err:
+            self.process = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + 60
+        while not (match := re.search(r"http://127\.0\.0\.1:(\d+)", self.log.read_text())):
+            assert self.process.poll() is None, self.errors.read_text()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        self.port = int(match.group(1))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        connection.request(method, path, body=body, headers={"Authorization": f"Bearer {TOKEN}", **(headers or {})})
+        response = connection.getresponse()
+        answer = response.status, response.read().decode()
+        connection.close()
+        return answer
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+        return self.log.read_text() + self.errors.read_text()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("device")
+    (tmp / "token").write_text(TOKEN + "\n")
+    running = Server(tmp, "--token-file", str(tmp / "token"), "--max-mb", "1", "--client-timeout", "1",
+                     env={"PYTHONPROFILEIMPORTTIME": "1"})  # fmt: skip
+    yield running
+    output = running.stop()
+    assert TOKEN not in output  # never logged, whatever it was sent
+    # What the server and its timing process imported (-X importtime, inherited by the child):
+    imported = {line.rpartition("|")[2].strip().split(".")[0] for line in output.splitlines() if "import time:" in line}
+    assert "ai_edge_litert" in imported and "numpy" in imported
+    assert not imported & set(HEAVY), imported & set(HEAVY)
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+
+
+def test_a_model_is_timed_on_the_server_with_its_fingerprint(server: Server, token: None) -> None:
+    device = DeviceBackend(server.url)
+    assert device.fingerprint()["logical_cores"] == os.cpu_count()
+    (stats,) = device.measure([reference_flatbuffer()], Setting(max_seconds=0.2))
+    assert stats.device == server.url and stats.runtime == "litert" and stats.reference_p10_ms is not None
+    assert 0.5 < stats.p10_ms / stats.reference_p10_ms < 2  # the reference against itself
+    assert stats.model_bytes == len(reference_flatbuffer())
+    # The public API, and a calibration: the reference alone.
+    stats = measure_latency(reference_flatbuffer(), max_seconds=0.2, reference=False, device=server.url)
+    assert stats.reference_p10_ms is None and stats.device == server.url
+
+
+def _not_a_model() -> bytes:
+    """A valid flatbuffer with LiteRT's identifier that holds no model: no subgraph."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT()
+    model.version, model.buffers, model.subgraphs = 3, [schema.BufferT()], []
+    builder = flatbuffers.Builder(64)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _query(size: int, **extra: str) -> str:
+    return "/v1/measure?" + "&".join(f"{k}={v}" for k, v in {"sizes": str(size), "max_seconds": "0.1", **extra}.items())
+
+
+MODEL = reference_flatbuffer()
+RANDOM = np.random.default_rng(0).bytes(5000)
+BAD_REQUESTS = {  # name: (method, path, body, headers, status, words of the answer)
+    "random bytes": ("POST", _query(5000), RANDOM, {}, 400, "not a LiteRT flatbuffer"),
+    "random bytes with the identifier": ("POST", _query(5000), RANDOM[:4] + b"TFL3" + RANDOM[8:], {}, 422, "LiteRT"),
+    "truncated model": ("POST", _query(len(MODEL) // 2), MODEL[: len(MODEL) // 2], {}, 422, "LiteRT"),
+    "a flatbuffer that is not a model": ("POST", _query(len(_not_a_model())), _not_a_model(), {}, 422, "LiteRT"),
+    "empty model": ("POST", _query(0), b"", {}, 400, "not a LiteRT flatbuffer"),
+    "sizes and body disagree": ("POST", _query(100), MODEL[:50], {}, 400, "sizes add up to 100"),
+    "no sizes": ("POST", "/v1/measure?max_seconds=0.1", MODEL, {}, 400, "sizes"),
+    "too many models": ("POST", "/v1/measure?sizes=" + ",".join(["1"] * 65), b"x" * 65, {}, 400, "1 to 64"),
+    "unknown statistic": ("POST", _query(len(MODEL), statistic="p99"), MODEL, {}, 400, "statistic='p99'"),
+    "unknown parameter": ("POST", _query(len(MODEL), path="/etc/passwd"), MODEL, {}, 400, "unknown query parameter"),
+    "zero threads": ("POST", _query(len(MODEL), threads="0"), MODEL, {}, 400, "threads=0"),
+    "more threads than cores": ("POST", _query(len(MODEL), threads="4096"), MODEL, {}, 400, "cores"),
+    "a year of timing": ("POST", _query(len(MODEL), max_seconds="3e7"), MODEL, {}, 400, "max_seconds <= 600"),
+    "NaN seconds": ("POST", _query(len(MODEL), max_seconds="nan"), MODEL, {}, 400, "max_seconds=nan"),
+    "wrong path": ("POST", "/v1/pickle", MODEL, {}, 404, "POST /v1/measure"),
+    "wrong token": ("GET", "/v1/device", b"", {"Authorization": "Bearer not-the-token"}, 403, "wrong token"),
+    "missing token": ("GET", "/v1/device", b"", {"Authorization": ""}, 401, TOKEN_ENV),
+    "chunked body": ("POST", _query(len(MODEL)), MODEL, {"Transfer-Encoding": "chunked"}, 411, "Content-Length"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_a_bad_request_gets_a_clear_answer_and_the_server_serves_on(server: Server, name: str) -> None:
+    method, path, body, headers, status, words = BAD_REQUESTS[name]
+    if "Transfer-Encoding" in headers:  # http.client would frame it; send the chunk as such
+        body = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    answer = server.request(method, path, body, headers)
+    assert answer[0] == status and words in answer[1], answer
+    assert TOKEN not in answer[1]
+    assert server.request("GET", "/v1/device")[0] == 200
+
+
+def _raw(server: Server, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(4096):  # the server closes after a refusal
+            answer += chunk
+        return answer
+
+
+def test_oversized_slow_and_crashing_requests_leave_the_server_serving(server: Server, token: None) -> None:
+    def head(size: int, length: int | None) -> bytes:
+        length_line = "" if length is None else f"Content-Length: {length}\r\n"
+        return f"POST {_query(size)} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n{length_line}\r\n".encode()
+
+    assert b" 413 " in _raw(server, head(5 << 20, 5 << 20))  # refused before its body is read
+    assert b" 411 " in _raw(server, head(100, None))
+    slow = _raw(server, head(100, 100) + b"abc")  # then nothing more
+    assert b" 408 " in slow and b"within 1 s" in slow  # this server's --client-timeout
+    # The timing process dies (as when a flatbuffer crashes LiteRT): the next request starts another.
+    device = DeviceBackend(server.url)
+    device.measure([MODEL], Setting(max_seconds=0.1))
+    children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 1
+    os.kill(int(children[0]), signal.SIGKILL)
+    while "State:\tZ" not in Path(f"/proc/{children[0]}/status").read_text():  # dead, not yet reaped
+        time.sleep(0.01)
+    (stats,) = device.measure([MODEL], Setting(max_seconds=0.1))
+    assert stats.p10_ms > 0
+
+
+def test_the_client_refuses_bad_urls_and_retries_a_lost_server(token: None) -> None:
+    for url in ("ftp://x:1", "http://x", "http://user:pw@x:1", "http://x:1/path", "x:1"):
+        with pytest.raises(ValueError, match="http://HOST:PORT"):
+            check_device_url(url)
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    start = time.perf_counter()
+    with pytest.raises(DeviceUnreachable, match=f"127.0.0.1:{port} unreachable after 2 attempts") as caught:
+        DeviceBackend(f"http://127.0.0.1:{port}", retries=1).fingerprint()
+    assert time.perf_counter() - start >= 1.0  # one retry, a second later
+    assert TOKEN not in str(caught.value)
+    with pytest.raises(ValueError, match=r"device='http://127\.0\.0\.1:1'.*runtime='litert'"):
+        measure_latency(MODEL, runtime="tf", device="http://127.0.0.1:1")
+
+
+def test_the_server_binds_beyond_loopback_only_with_a_token(tmp_path: Path) -> None:
+    def serve(*flags: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tradeoff_search", "device", "serve", "--port", "0", *flags]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    refused = serve("--host", "0.0.0.0")
+    assert (
+        refused.returncode == 2
+        and refused.stderr == "error: --host 0.0.0.0: serving beyond this machine needs --token-file\n"
+    )
+    missing = serve("--token-file", str(tmp_path / "absent"))
+    assert missing.returncode == 2 and "--token-file" in missing.stderr and "absent" in missing.stderr
+    (tmp_path / "short").write_text("abc")
+    short = serve("--token-file", str(tmp_path / "short"))
+    assert short.returncode == 2 and "at least 16 characters" in short.stderr and "abc" not in short.stderr
