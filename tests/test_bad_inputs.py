@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +127,14 @@ CASES = [
     spec_case("section_data_missing", '[study]\nname = "x"\n', "data", "null", hint="required"),
     spec_case("key_unknown", IRIS + "[model]\nlayers = 2\n", "model.layers", "2", hint="one of the keys"),
     spec_case("key_data_source_missing", '[data]\ntarget = "y"\n', "data.source", "null", hint="required"),
+    # ------------------------------------------------------------------ names are data, not paths
+    spec_case(
+        "study_name_parent_dir", '[study]\nname = "../../x"\n' + IRIS, "study.name", '"../../x"', hint="without /"
+    ),
+    spec_case("study_name_absolute", '[study]\nname = "/tmp/x"\n' + IRIS, "study.name", '"/tmp/x"', hint="without /"),
+    spec_case("study_name_dot_dot", '[study]\nname = ".."\n' + IRIS, "study.name", '".."', hint="not . or .."),
+    spec_case("study_name_colon", '[study]\nname = "a:b"\n' + IRIS, "study.name", '"a:b"', hint="without /, :"),
+    spec_case("study_name_newline", '[study]\nname = "a\\nb"\n' + IRIS, "study.name", '"a\\nb"', hint="control"),
     # ------------------------------------------------------------------ wrong types
     spec_case("type_string_for_int", IRIS + '[study]\nn_trials = "10"\n', "study.n_trials", '"10"'),
     spec_case("type_bool_for_int", IRIS + "[training]\nmax_epochs = true\n", "training.max_epochs", "true"),
@@ -233,6 +241,17 @@ CASES = [
     ),
     csv_case("csv_empty", "", "data.source", '"csv:d.csv"', hint="readable CSV"),
     csv_case("csv_target_absent", "a,b,label\n" + "1,2,0\n3,4,1\n" * 10, "data.target", '"y"', hint="a column of"),
+    # The header is the file's first line: only a short part of it is quoted.
+    replace(
+        csv_case(
+            "csv_header_echo",
+            "a," + "x" * 40 + "SECRET,label\n" + "1,2,0\n3,4,1\n" * 10,
+            "data.target",
+            '"y"',
+            hint="a column of d.csv (a, xxxxx",
+        ),
+        secret="SECRET",
+    ),
     csv_case("csv_no_feature_column", "y\n" + "0\n1\n" * 10, "data.source", '"csv:d.csv"', hint="feature column"),
     csv_case("csv_nan_feature", "a,y\n1,0\n,1\n" + "3,0\n4,1\n" * 10, "data.source", '"csv:d.csv"', hint="'a'"),
     csv_case(

@@ -45,9 +45,17 @@ def test_choices_are_the_front_after_re_timing() -> None:
 
 @pytest.mark.e2e
 def test_select_exports_tests_and_registers(write_spec, tmp_path: Path) -> None:
-    spec = StudySpec.load(write_spec(TINY_SPEC.replace("n_trials = 3", "n_trials = 4")))
+    # A name with quotes, a backslash and "and": a literal in every MLflow filter (runs, registry).
+    name = "o'neil \\ and x"
+    text = TINY_SPEC.replace("n_trials = 3", "n_trials = 4").replace('"tiny"', '"o\'neil \\\\ and x"')
+    spec = StudySpec.load(write_spec(text))
+    assert spec.study.name == name
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     study = run_study(spec, storage=f"sqlite:///{tmp_path}/optuna.db", tracking_uri=uri)
+    parents = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name(name).experiment_id], "tags.`optuna.role` = 'study'"
+    )
+    assert [p.info.run_name for p in parents] == [name]  # found again by every trial: no orphan
     x_test = load_dataset(spec).x_test
     client = MlflowClient(uri)
     rules = {"knee": {}, "max_latency": {"max_latency_ms": 10.0}, "min_accuracy": {"min_accuracy": 0.01},

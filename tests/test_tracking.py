@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tradeoff_search import MLflowParetoCallback
-from tradeoff_search._tracking import TAG_ROLE
+from tradeoff_search._tracking import TAG_ROLE, filter_value
 
 
 def _objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -228,3 +228,19 @@ def test_the_callback_refuses_a_study_it_cannot_record(tmp_path: Path) -> None:
         callback(second, second.trials[-1])
     assert _runs(MlflowClient(uri), "one-study")[1][0].data.tags["optuna.study"] == "a"
     assert MlflowClient(uri).get_experiment_by_name("single") is None
+
+
+@pytest.mark.parametrize("value", ["o'neil \\ and x", 'say "hi"', "ends in \\", "a' and tags.`t` = 'b", "x"])
+def test_filter_values_find_exactly_their_run(tmp_path: Path, value: str) -> None:
+    """MLflow's filter parser unescapes nothing: each value is quoted so it reads back as itself."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("quoting")
+    decoys = ["x'", "a", "b", "o'neil", "ends in ", ""]
+    runs = {v: client.create_run(experiment, tags={"t": v}).info.run_id for v in [value, *decoys] if v != value or v}
+    found = client.search_runs([experiment], f"tags.`t` = {filter_value(value)} and attributes.status = 'RUNNING'")
+    assert [r.info.run_id for r in found] == [runs[value]]
+
+
+def test_a_value_with_both_quotes_cannot_be_a_filter() -> None:
+    with pytest.raises(ValueError, match="both kinds of quotes"):
+        filter_value("""it's "x\"""")

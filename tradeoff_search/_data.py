@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._spec import SpecError, StudySpec, excerpt
 
 _logger = logging.getLogger(__name__)
 
@@ -192,25 +192,32 @@ def _read_csv(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise SpecError(spec.path, "data.source", spec.data.source, f"a readable CSV file ({error})") from None
-    if target not in frame.columns:
         raise SpecError(
-            spec.path, "data.target", target, f"a column of {path.name} ({', '.join(map(str, frame.columns))})"
-        )
+            spec.path, "data.source", spec.data.source, f"a readable CSV file ({excerpt(error, 120)})"
+        ) from None
+    if target not in frame.columns:
+        # The header is a line of the user's file: name a few of its columns, cut short.
+        shown = [excerpt(c, 30) for c in frame.columns[:8]] + (["…"] if len(frame.columns) > 8 else [])
+        raise SpecError(spec.path, "data.target", target, f"a column of {path.name} ({', '.join(shown)})")
     features = frame.drop(columns=[target])
     if features.shape[1] == 0:
         raise SpecError(spec.path, "data.source", spec.data.source, "at least one feature column besides the target")
     for column in features.columns:
         if not pd.api.types.is_numeric_dtype(features[column]) or pd.api.types.is_bool_dtype(features[column]):
             raise SpecError(
-                spec.path, "data.source", spec.data.source, f"numeric feature columns (column {column!r} holds text)"
+                spec.path,
+                "data.source",
+                spec.data.source,
+                f"numeric feature columns (column {excerpt(column)!r} holds text)",
             )
         if features[column].isna().any():
             raise SpecError(
-                spec.path, "data.source", spec.data.source, f"no missing values (column {column!r} has some)"
+                spec.path, "data.source", spec.data.source, f"no missing values (column {excerpt(column)!r} has some)"
             )
         if not np.isfinite(features[column].to_numpy(dtype=np.float64)).all():
-            raise SpecError(spec.path, "data.source", spec.data.source, f"finite values (column {column!r} has inf)")
+            raise SpecError(
+                spec.path, "data.source", spec.data.source, f"finite values (column {excerpt(column)!r} has inf)"
+            )
     if frame[target].isna().any():
         raise SpecError(spec.path, "data.target", target, "a column without missing labels")
     return features.to_numpy(dtype=np.float64), frame[target].to_numpy()

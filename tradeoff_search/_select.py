@@ -16,7 +16,7 @@ from tradeoff_search._objective import CALIBRATION_ATTR
 from tradeoff_search._pareto import RETIMED_ATTR, front_trials, retimed_front
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._study import DEFAULT_TRACKING_URI
-from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL
+from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL, filter_value
 from tradeoff_search._training import predict_classes, score
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def select_model(
     experiment = client.get_experiment_by_name(spec.tracking.experiment)
     runs = [] if experiment is None else client.search_runs(
         [experiment.experiment_id],
-        f"tags.`{TAG_STUDY}` = '{study.study_name}' and tags.`{TAG_TRIAL}` = '{number}'",
+        f"tags.`{TAG_STUDY}` = {filter_value(study.study_name)} and tags.`{TAG_TRIAL}` = '{number}'",
     )  # fmt: skip
     if not runs or not any(a.path == "model" for a in client.list_artifacts(runs[0].info.run_id)):
         missing = f"trial {number}'s model is not in MLflow"
@@ -177,7 +177,7 @@ def select_model(
     calibration = study.user_attrs.get(CALIBRATION_ATTR, {}).get(f"{latency.statistic}_ms")
     exported_ms = stats.normalized_ms(calibration) if calibration else stats.value_ms
     name = f"{study.study_name}-selected"
-    if not client.search_registered_models(f"name = '{name}'"):
+    if not client.search_registered_models(f"name = {filter_value(name)}"):
         client.create_registered_model(name, description=f"Models selected from the Pareto front of {study.study_name}")
     version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
     tags = {"rule": rule, "trial": number, "validation_accuracy": chosen[1], "test_accuracy": test_accuracy,

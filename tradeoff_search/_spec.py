@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,9 +46,23 @@ class SpecError(ValueError):
 
 def _show(value: Any) -> str:
     try:
-        return json.dumps(value)
+        shown = json.dumps(value)  # control characters escaped
     except (TypeError, ValueError):
-        return repr(value)
+        shown = repr(value)
+    return excerpt(shown, 200)
+
+
+def excerpt(text: str, limit: int = 40) -> str:
+    """At most ``limit`` characters of ``text`` (e.g. read from a user's file) for a message:
+    one line, control characters shown as ``?``, the cut marked with ``…``."""
+    text = "".join(c if c.isprintable() else "?" for c in str(text))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# A study's name names folders (mlruns/staging/NAME, mlruns/selected/NAME), MLflow records and a
+# registered model (no "/" or ":"), and is a literal in MLflow's search filters (one kind of
+# quote at most, no trailing backslash).
+_STUDY_NAME = re.compile(r"(?!\.\.?$)(?!\s)[^\x00-\x1f\x7f/:\"]{1,100}(?<![\s\\])")
 
 
 # --------------------------------------------------------------------------- search-space values
@@ -424,6 +439,9 @@ class StudySpec:
         return spec
 
     def _check_data(self) -> None:
+        if not _STUDY_NAME.fullmatch(self.study.name):
+            raise SpecError(self.path, "study.name", self.study.name, "a name of 1 to 100 characters without "
+                            '/, :, " or control characters, not . or .., no space or \\ at either end')  # fmt: skip
         if self.study.sampler == "gp" and importlib.util.find_spec("torch") is None:
             needs = "tpe, nsga2 or random (gp needs PyTorch: pip install 'tradeoff_search[gp]')"
             raise SpecError(self.path, "study.sampler", "gp", needs)

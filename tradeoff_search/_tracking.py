@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import io
 import logging
 import math
@@ -257,7 +258,7 @@ class MLflowParetoCallback:
         self._check(study)
         if self._parent_id is not None:
             return self._parent_id
-        query = f"tags.`{TAG_STUDY}` = '{_quote(study.study_name)}' and tags.`{TAG_ROLE}` = '{_PARENT}'"
+        query = f"tags.`{TAG_STUDY}` = {filter_value(study.study_name)} and tags.`{TAG_ROLE}` = '{_PARENT}'"
         runs = self._search(study, query)
         if not runs:
             tags = {
@@ -285,7 +286,7 @@ class MLflowParetoCallback:
 
     def _child_runs(self, study: optuna.Study, parent_id: str, started_from: int | None = None) -> dict[int, Run]:
         """The study's trial runs by trial number; only those started at ``started_from`` (ms) or later if given."""
-        query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+        query = f"tags.`mlflow.parentRunId` = {filter_value(parent_id)}"
         if started_from is not None:
             query += f" and attributes.start_time >= {started_from}"
         runs = self._search(study, query)
@@ -327,7 +328,7 @@ class MLflowParetoCallback:
         from mlflow.entities import Metric, Param, RunTag
 
         client = self._client
-        query = f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{TAG_TRIAL}` = '{trial.number}'"
+        query = f"tags.`mlflow.parentRunId` = {filter_value(parent_id)} and tags.`{TAG_TRIAL}` = '{trial.number}'"
         existing = self._search(study, query)
         if existing:
             return existing[0].info.run_id
@@ -496,8 +497,30 @@ def _millis(moment: Any) -> int | None:
     return int(moment.timestamp() * 1000) if moment is not None else None
 
 
-def _quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "\\'")
+@functools.lru_cache(maxsize=256)
+def filter_value(text: str) -> str:
+    """``text`` as a string literal of MLflow's search-filter grammar.
+
+    MLflow's filter parser (``SearchUtils``, on sqlparse) strips a literal's outer quotes and
+    unescapes nothing, so a backslash or a doubled quote would become part of the value: the
+    value goes between a quote character it does not hold, and MLflow's own parser must read
+    it back unchanged.
+
+    Raises:
+        ValueError: no literal of the grammar holds ``text`` (it has both ``'`` and ``"``).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.search_utils import SearchUtils
+
+    for quote in "'\"":
+        if quote in text:
+            continue
+        literal = f"{quote}{text}{quote}"
+        with contextlib.suppress(MlflowException):
+            parsed = SearchUtils.parse_search_filter(f"tags.t = {literal} and tags.u = 'u'")
+            if [p["value"] for p in parsed] == [text, "u"]:
+                return literal
+    raise ValueError(f"{text!r} cannot be written in an MLflow search filter (it holds both kinds of quotes)")
 
 
 def _signature(model: Any) -> Any:
