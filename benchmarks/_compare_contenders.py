@@ -27,7 +27,7 @@ from _compare_scores import nondominated
 
 from tradeoff_search import Dataset, StudySpec, load_dataset
 from tradeoff_search._models import build_model
-from tradeoff_search._space import Candidate, suggest
+from tradeoff_search._space import Recipe, suggest_architecture, suggest_family, suggest_recipe
 from tradeoff_search._spec import TrainingSection
 from tradeoff_search._training import make_optimizer
 
@@ -240,12 +240,12 @@ def run_tradeoff_search(spec: StudySpec, data: Dataset, seed: int, budget_second
 
 
 # ---------------------------------------------------------------------- what users write today
-def compile_like_a_user(model: keras.Model, candidate: Candidate, data: Dataset, training: TrainingSection) -> None:
-    """Plain ``compile``: the candidate's optimizer and schedule (the same as tradeoff_search's, so
+def compile_like_a_user(model: keras.Model, recipe: Recipe, data: Dataset, training: TrainingSection) -> None:
+    """Plain ``compile``: the recipe's optimizer and schedule (the same as tradeoff_search's, so
     the space is the same), the usual loss, accuracy as the metric, Keras' defaults otherwise."""
-    steps_per_epoch = math.ceil(len(data.y_train) / candidate.batch_size)
+    steps_per_epoch = math.ceil(len(data.y_train) / recipe.batch_size)
     loss = "binary_crossentropy" if data.n_classes == 2 else "sparse_categorical_crossentropy"
-    model.compile(optimizer=make_optimizer(candidate, steps_per_epoch, training.max_epochs), loss=loss,
+    model.compile(optimizer=make_optimizer(recipe, steps_per_epoch, training.max_epochs), loss=loss,
                   metrics=["accuracy"])  # fmt: skip
 
 
@@ -281,10 +281,11 @@ def run_optuna_mlflow(spec: StudySpec, data: Dataset, seed: int, budget_seconds:
     budget = Budget(budget_seconds)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
-        candidate = suggest(trial, spec)
+        candidate = suggest_architecture(trial, spec.model, suggest_family(trial, spec))
+        recipe = suggest_recipe(trial, spec)
         model = build_model(candidate, data.input_shape, data.n_classes)
-        compile_like_a_user(model, candidate, data, spec.training)
-        model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), batch_size=candidate.batch_size,
+        compile_like_a_user(model, recipe, data, spec.training)
+        model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), batch_size=recipe.batch_size,
                   epochs=spec.training.max_epochs, callbacks=[early_stopping(spec.training)], verbose=0)  # fmt: skip
         accuracy = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)["accuracy"]
         with budget.measuring_latency():

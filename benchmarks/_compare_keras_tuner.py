@@ -22,7 +22,7 @@ from _compare_contenders import Budget, compile_like_a_user
 
 from tradeoff_search import Dataset, StudySpec
 from tradeoff_search._models import build_model
-from tradeoff_search._space import suggest
+from tradeoff_search._space import Candidate, Recipe, suggest_architecture, suggest_family, suggest_recipe
 from tradeoff_search._spec import Categorical
 
 
@@ -82,6 +82,12 @@ class _HyperParametersTrial:
         return self.hp.Float(name, low, high, sampling="log" if log else "linear")
 
 
+def suggest(trial: _HyperParametersTrial, spec: StudySpec) -> tuple[Candidate, Recipe]:
+    """The spec's space as the objective suggests it: a family, its architecture, the recipe."""
+    architecture = suggest_architecture(trial, spec.model, suggest_family(trial, spec))  # type: ignore[arg-type]
+    return architecture, suggest_recipe(trial, spec)  # type: ignore[arg-type]
+
+
 class SpaceHyperModel(kt.HyperModel):
     """The spec's space: ``suggest`` → ``build_model``, compiled and fitted as a user would."""
 
@@ -94,17 +100,17 @@ class SpaceHyperModel(kt.HyperModel):
         sections = (self.spec.model, self.spec.optimizer, self.spec.training)
         rounds = max(len(v.choices) for s in sections for v in vars(s).values() if isinstance(v, Categorical))
         for discovery in range(rounds):
-            suggest(_HyperParametersTrial(hp, discovery), self.spec)  # type: ignore[arg-type]
+            suggest(_HyperParametersTrial(hp, discovery), self.spec)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        candidate = suggest(_HyperParametersTrial(hp), self.spec)  # type: ignore[arg-type]
+        candidate, recipe = suggest(_HyperParametersTrial(hp), self.spec)
         model = build_model(candidate, self.data.input_shape, self.data.n_classes)
-        compile_like_a_user(model, candidate, self.data, self.spec.training)
+        compile_like_a_user(model, recipe, self.data, self.spec.training)
         return model
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
-        candidate = suggest(_HyperParametersTrial(hp), self.spec)  # type: ignore[arg-type]
-        return model.fit(*args, batch_size=candidate.batch_size, **kwargs)
+        _, recipe = suggest(_HyperParametersTrial(hp), self.spec)
+        return model.fit(*args, batch_size=recipe.batch_size, **kwargs)
 
 
 class TimedRandomSearch(kt.RandomSearch):

@@ -33,8 +33,7 @@ def measure(rounds: int) -> dict[str, list[float]]:
     from tradeoff_search._space import Candidate
 
     def flatbuffer(width: int) -> bytes:
-        candidate = Candidate(units=(width, width), activation="relu", dropout=0.0, batch_norm=False,
-                              optimizer="adam", learning_rate=1e-3, schedule="constant", batch_size=32)  # fmt: skip
+        candidate = Candidate(units=(width, width), activation="relu", dropout=0.0, batch_norm=False)
         return to_tflite(build_model(candidate, (64,), 10), signature=False)
 
     large, twin, half = flatbuffer(LARGE), flatbuffer(LARGE), flatbuffer(HALF)

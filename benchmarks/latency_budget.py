@@ -27,7 +27,7 @@ import optuna
 
 from tradeoff_search import StudySpec, run_study
 from tradeoff_search._objective import LATENCY_CONSTRAINT
-from tradeoff_search._space import suggest
+from tradeoff_search._space import suggest_architecture, suggest_family, suggest_recipe
 from tradeoff_search._study import make_sampler, make_storage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,7 +84,8 @@ def main() -> None:
 
 
 def _empty_trial(trial: optuna.Trial, spec: StudySpec) -> tuple[float, ...]:
-    suggest(trial, spec)
+    suggest_architecture(trial, spec.model, suggest_family(trial, spec))
+    suggest_recipe(trial, spec)
     trial.set_constraint(LATENCY_CONSTRAINT, 1.0)
     trial.set_user_attr("trained", False)
     return (0.0, 1.0)
@@ -96,7 +97,7 @@ def _seconds(trial: optuna.trial.FrozenTrial) -> float:
 
 def _describe(trial: optuna.trial.FrozenTrial, seconds: float, spec: StudySpec) -> str:
     """``#7 cnn1d 16x9 k5 max res relu contains #2 (0.04 s)``: the architecture and how it was rejected."""
-    candidate = suggest(optuna.trial.FixedTrial(trial.params), spec)
+    candidate = suggest_architecture(optuna.trial.FixedTrial(trial.params), spec.model, trial.params["family"])
     how = f"contains #{trial.user_attrs['contains_trial']}" if "contains_trial" in trial.user_attrs else "timed"
     operators = [f"k{candidate.kernel_size}", candidate.downsample] if candidate.kernel_size else []
     operators += ["res"] if candidate.residual else []

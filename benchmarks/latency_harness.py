@@ -47,8 +47,7 @@ def measure_all(out: Path, core: int | None) -> None:
     results = []
     for macs in TARGET_MACS:
         width = width_for(macs)
-        candidate = Candidate(units=(width, width), activation="relu", dropout=0.0, batch_norm=False,
-                              optimizer="adam", learning_rate=1e-3, schedule="constant", batch_size=32)  # fmt: skip
+        candidate = Candidate(units=(width, width), activation="relu", dropout=0.0, batch_norm=False)
         stats = measure_latency(to_tflite(build_model(candidate, (64,), 10)))
         results.append({"width": width, "macs": 64 * width + width * width + 10 * width, **stats.to_dict()})
     out.write_text(json.dumps(results))

@@ -61,8 +61,7 @@ def measure(n_trials: int, with_models: bool, root: Path) -> list[float]:
         log_models="all" if with_models else "none",
         model_dir=staging,
     )
-    candidate = Candidate(units=(64,), activation="relu", dropout=0.0, batch_norm=False, optimizer="adam",
-                          learning_rate=1e-3, schedule="constant", batch_size=32)  # fmt: skip
+    candidate = Candidate(units=(64,), activation="relu", dropout=0.0, batch_norm=False)
     model = build_model(candidate, (64,), 10)
     seconds = []
     for _ in range(n_trials):

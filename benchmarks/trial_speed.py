@@ -34,7 +34,7 @@ from scipy.stats import mannwhitneyu
 import tradeoff_search._objective as objective_module
 from tradeoff_search import StudySpec, TradeoffObjective
 from tradeoff_search._data import Dataset
-from tradeoff_search._space import Candidate
+from tradeoff_search._space import Recipe
 from tradeoff_search._spec import TrainingSection
 from tradeoff_search._training import TrainingResult, make_optimizer, train
 
@@ -44,18 +44,18 @@ PARAMS = {"n_layers": 2, "units_0": 128, "units_1": 64, "activation": "relu", "d
 
 
 def train_before(
-    model: keras.Model, candidate: Candidate, data: Dataset, training: TrainingSection, on_epoch_end: None = None
+    model: keras.Model, recipe: Recipe, data: Dataset, training: TrainingSection, on_epoch_end: None = None
 ) -> TrainingResult:
     """The training path before the speed work, kept here to measure against."""
     import time
 
-    steps_per_epoch = -(-len(data.y_train) // candidate.batch_size)
-    model.compile(optimizer=make_optimizer(candidate, steps_per_epoch, training.max_epochs),
+    steps_per_epoch = -(-len(data.y_train) // recipe.batch_size)
+    model.compile(optimizer=make_optimizer(recipe, steps_per_epoch, training.max_epochs),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=min(32, steps_per_epoch))  # fmt: skip
     start = time.perf_counter()
     fitted = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-                       batch_size=candidate.batch_size, validation_batch_size=1024, epochs=training.max_epochs,
+                       batch_size=recipe.batch_size, validation_batch_size=1024, epochs=training.max_epochs,
                        callbacks=[keras.callbacks.TerminateOnNaN()], verbose=0)  # fmt: skip
     history = {(k if k.startswith("val_") else f"train_{k}"): v for k, v in fitted.history.items()}
     return TrainingResult(history=history, seconds=time.perf_counter() - start)

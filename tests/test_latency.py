@@ -16,9 +16,7 @@ from tradeoff_search._space import Candidate
 
 
 def _mlp(units: tuple[int, ...]):
-    candidate = Candidate(units=units, activation="relu", dropout=0.0, batch_norm=False, optimizer="adam",
-                          learning_rate=1e-3, schedule="constant", batch_size=32)  # fmt: skip
-    return build_model(candidate, (64,), 10)
+    return build_model(Candidate(units=units, activation="relu", dropout=0.0, batch_norm=False), (64,), 10)
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 
 from tradeoff_search._models import _projected, build_model, contains, count_macs
-from tradeoff_search._space import Candidate
+from tradeoff_search._space import Candidate, Recipe
 
 
 def _candidate(**changes) -> Candidate:
-    base = dict(units=(16, 8), activation="relu", dropout=0.1, batch_norm=False, optimizer="adam",
-                learning_rate=1e-3, schedule="constant", batch_size=32)  # fmt: skip
+    base = dict(units=(16, 8), activation="relu", dropout=0.1, batch_norm=False)
     return Candidate(**{**base, **changes})
 
 
@@ -91,7 +90,7 @@ def test_every_family_builds_trains_converts_and_measures(family: str) -> None:
     y = np.arange(64) % 4
     data = Dataset(x[:48], y[:48], x[48:], y[48:])
     model = build_model(candidate, shape, 4)
-    result = train(model, candidate, data, TrainingSection(max_epochs=1))
+    result = train(model, Recipe("adam", 1e-3, "constant", 32), data, TrainingSection(max_epochs=1))
     assert result.epochs == 1 and len(result.history["val_loss"]) == 1
     assert predict_classes(model, data.x_val).shape == (16,)
 

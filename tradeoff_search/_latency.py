@@ -73,9 +73,7 @@ def reference_model() -> keras.Model:
     from tradeoff_search._models import build_model
     from tradeoff_search._space import Candidate
 
-    candidate = Candidate(units=(128, 128), activation="relu", dropout=0.0, batch_norm=False, optimizer="adam",
-                          learning_rate=1e-3, schedule="constant", batch_size=32)  # fmt: skip
-    return build_model(candidate, (64,), 10)
+    return build_model(Candidate(units=(128, 128), activation="relu", dropout=0.0, batch_norm=False), (64,), 10)
 
 
 def measure_latency(

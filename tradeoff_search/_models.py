@@ -160,33 +160,79 @@ def _projected(candidate: Candidate, input_shape: Sequence[int]) -> list[bool]:
     return projected
 
 
-def count_macs(model: keras.Model) -> int:
-    """Multiply-adds of one inference on one example (batch norm counted as folded away).
+# Standard layers that do no multiply-adds worth counting at inference: reshaping, pooling,
+# element-wise merges and activations, regularizers (identity at inference), lookups, and batch
+# normalization (the converter folds it into the layer before).
+_NO_MACS = (
+    "InputLayer", "Flatten", "Reshape", "Permute", "RepeatVector", "Identity", "Dropout", "SpatialDropout1D",
+    "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Activation",
+    "ReLU", "LeakyReLU", "ELU", "Softmax", "BatchNormalization", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
+    "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+    "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D", "Rescaling",
+    "Embedding",
+)  # fmt: skip
 
-    Dense: inputs × units; convolutions: kernel volume × input channels × output positions ×
-    filters (depthwise: without the filters factor); GRU: 3 gates × (inputs + units) × units per
-    step.
+
+def count_macs(model: keras.Model) -> int | None:
+    """Multiply-adds of one inference on one example; None when a layer is not one the count
+    knows (see :func:`uncounted_layers`): unknown, rather than a guess.
+
+    Dense: inputs × units per position; convolutions: kernel volume × input channels × output
+    positions × filters (depthwise: without the filters factor; separable: depthwise, then the
+    pointwise 1×1); GRU, LSTM and SimpleRNN: gates × (inputs + units) × units per step. Layers
+    nested in a model are counted where they sit; the layers of :data:`_NO_MACS` count 0.
     """
-    import keras
-
     total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense):
-            kernel = layer.kernel.shape
-            total += int(kernel[0]) * int(kernel[1])
-        elif isinstance(layer, keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D):
-            kernel = layer.kernel.shape  # (*window, channels, multiplier)
-            total += _positions(layer) * _volume(kernel)
-        elif isinstance(layer, keras.layers.Conv1D | keras.layers.Conv2D):
-            kernel = layer.kernel.shape  # (*window, in_channels, filters)
-            total += _positions(layer) * _volume(kernel)
-        elif isinstance(layer, keras.layers.GRU):
-            steps, features = layer.input.shape[1], layer.input.shape[2]
-            total += int(steps) * 3 * (int(features) + layer.units) * layer.units
+    for layer in _leaves(model):
+        macs = _layer_macs(layer)
+        if macs is None:
+            return None
+        total += macs
     return total
 
 
+def uncounted_layers(model: keras.Model) -> list[str]:
+    """``name (Class)`` of each layer of ``model`` that :func:`count_macs` does not know."""
+    return [f"{layer.name} ({type(layer).__name__})" for layer in _leaves(model) if _layer_macs(layer) is None]
+
+
+def _leaves(model: keras.Model) -> list[keras.layers.Layer]:
+    import keras
+
+    leaves = []
+    for layer in model.layers:
+        leaves += _leaves(layer) if isinstance(layer, keras.Model) else [layer]
+    return leaves
+
+
+def _layer_macs(layer: keras.layers.Layer) -> int | None:
+    """The layer's multiply-adds per example; None if its kind is not known here (a subclass of a
+    known layer included: its ``call`` may do anything)."""
+    import keras
+
+    layers = keras.layers
+    kind = type(layer)
+    if kind.__name__ in _NO_MACS and kind is getattr(layers, kind.__name__, None):
+        return 0
+    try:
+        if kind is layers.Dense:
+            return _positions(layer) * _volume(layer.kernel.shape)
+        if kind in (layers.DepthwiseConv1D, layers.DepthwiseConv2D, layers.Conv1D, layers.Conv2D):
+            return _positions(layer) * _volume(layer.kernel.shape)  # (*window, in_channels, filters or multiplier)
+        if kind in (layers.SeparableConv1D, layers.SeparableConv2D):
+            return _positions(layer) * (_volume(layer.depthwise_kernel.shape) + _volume(layer.pointwise_kernel.shape))
+        gates = {layers.GRU: 3, layers.LSTM: 4, layers.SimpleRNN: 1}.get(kind)
+        if gates is not None:
+            steps, features = layer.input.shape[1], layer.input.shape[2]
+            return int(steps) * gates * (int(features) + layer.units) * layer.units
+    except (AttributeError, ValueError, TypeError):  # e.g. a layer called twice (shared): no single output
+        return None
+    return None
+
+
 def _positions(layer: keras.layers.Layer) -> int:
+    """Output positions per example (1 for a Dense on flat inputs)."""
     return _volume(layer.output.shape[1:-1])
 
 

@@ -1,4 +1,4 @@
-"""The Optuna objective: trial → candidate → model → latency (+ budget) → training → values."""
+"""The Optuna objective: trial → builder → model → latency (+ budget) → training → values."""
 
 from __future__ import annotations
 
@@ -6,17 +6,18 @@ import functools
 import gc
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tradeoff_search._builders import Builder, Family, spec_builders
 from tradeoff_search._data import Dataset, load_dataset
 from tradeoff_search._latency import LatencyStats, calibrate_reference, measure_latency, to_tflite
-from tradeoff_search._models import build_model, contains, count_macs
+from tradeoff_search._models import contains, count_macs, uncounted_layers
 from tradeoff_search._pareto import is_nondominated_by
 from tradeoff_search._pruning import ParetoPruning, rivals
-from tradeoff_search._space import Candidate, family_floors, suggest
-from tradeoff_search._spec import StudySpec
+from tradeoff_search._space import Candidate, family_floors, suggest_architecture, suggest_family, suggest_recipe
+from tradeoff_search._spec import FAMILIES, StudySpec
 from tradeoff_search._tracking import staged_model_path
 from tradeoff_search._training import predict_classes, score, train
 
@@ -84,6 +85,7 @@ class TradeoffObjective:
         if self._data is not None:
             _check_row_shape(spec, self._data.input_shape)
         self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.builders: dict[str, Builder] = spec_builders(spec)
 
     @property
     def directions(self) -> list[str]:
@@ -165,10 +167,12 @@ class TradeoffObjective:
         import optuna
 
         data, latency_spec = self.data, self.spec.latency
-        candidate = suggest(trial, self.spec)
-        if latency_spec.budget_ms is not None:
-            smaller = self._over_budget_inside(trial.study, candidate)
+        family = suggest_family(trial, self.spec)
+        builder = self.builders[family]
+        if latency_spec.budget_ms is not None and isinstance(builder, Family):  # a structure containment knows
+            smaller = self._over_budget_inside(trial.study, builder.architecture(trial))
             if smaller is not None:  # no need to build, convert or time it
+                suggest_recipe(trial, self.spec)  # recorded as for every trial
                 trial.set_user_attr("contains_trial", smaller.number)
                 return self._not_trained(
                     trial, (0.0, *smaller.values[1:]), f"contains trial {smaller.number}, which is "
@@ -178,10 +182,10 @@ class TradeoffObjective:
         # A fresh Keras state per trial keeps a long study's memory flat.
         keras.backend.clear_session(free_memory=True)
         keras.utils.set_random_seed(self.spec.study.seed + trial.number)
-        model = build_model(candidate, data.input_shape, data.n_classes)
-        companions = {"params": model.count_params(), "macs": count_macs(model)}
+        model = builder(trial, data.input_shape, data.n_classes)
+        recipe = suggest_recipe(trial, self.spec)
+        companions: dict[str, Any] = {"params": model.count_params(), "macs": self._macs(trial, model)}
         trial.set_user_attr("n_params", companions["params"])
-        trial.set_user_attr("macs", companions["macs"])
 
         flatbuffer = to_tflite(model, signature=False) if latency_spec.runtime == "litert" else None
         timed = flatbuffer if flatbuffer is not None else model
@@ -205,7 +209,7 @@ class TradeoffObjective:
             if training.pruning
             else None
         )
-        result = train(model, candidate, data, training, on_epoch_end=pruning)
+        result = train(model, recipe, data, training, on_epoch_end=pruning)
         trial.set_user_attr("trained", True)
         trial.set_user_attr("train_seconds", result.seconds)
         trial.set_user_attr("epochs", result.epochs)
@@ -220,6 +224,20 @@ class TradeoffObjective:
             path.parent.mkdir(parents=True, exist_ok=True)
             model.save(path)
         return values
+
+    def _macs(self, trial: optuna.Trial, model: keras.Model) -> int | None:
+        """The model's multiply-adds, as user attribute ``macs``; unknown (None), the layers not
+        counted go to ``macs_uncounted``, and a study minimizing ``macs`` cannot score the trial."""
+        macs = count_macs(model)
+        if macs is not None:
+            trial.set_user_attr("macs", macs)
+            return macs
+        uncounted = uncounted_layers(model)
+        trial.set_user_attr("macs_uncounted", uncounted)
+        if "macs" in self.spec.objectives.extra.choices:
+            raise ValueError(f"macs unknown: no multiply-add count for layers {', '.join(uncounted)}; "
+                             "drop macs from objectives.extra, or use standard layers")  # fmt: skip
+        return None
 
     def _over_budget_inside(self, study: optuna.Study, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
         """A finished trial of ``study`` timed over the budget whose model ``candidate`` contains
@@ -256,8 +274,8 @@ def _check_row_shape(spec: StudySpec, shape: tuple[int, ...]) -> None:
 
 
 def timed_over_budget(study: optuna.Study, spec: StudySpec) -> list[tuple[optuna.trial.FrozenTrial, Candidate]]:
-    """The finished trials of ``study`` timed over ``spec``'s latency budget (at its runtime, batch
-    size and threads), with their candidates."""
+    """The finished trials of built-in families of ``study`` timed over ``spec``'s latency budget
+    (at its runtime, batch size and threads), with their architectures."""
     import optuna
 
     latency = spec.latency
@@ -266,15 +284,16 @@ def timed_over_budget(study: optuna.Study, spec: StudySpec) -> list[tuple[optuna
     setting = (latency.runtime, latency.batch_sizes[0], latency.threads)
     found = []
     for past in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        timed = past.user_attrs.get("latency")
+        timed, family = past.user_attrs.get("latency"), past.params.get("family")
         if (
-            not isinstance(timed, dict)
+            family not in FAMILIES  # a user builder's: its structure is its own
+            or not isinstance(timed, dict)
             or (timed.get("runtime"), timed.get("batch_size"), timed.get("threads")) != setting
             or timed.get("normalized_ms", 0.0) <= latency.budget_ms
         ):
             continue
         try:
-            found.append((past, suggest(optuna.trial.FixedTrial(past.params), spec)))
+            found.append((past, suggest_architecture(optuna.trial.FixedTrial(past.params), spec.model, family)))
         except ValueError:  # a trial of an earlier, different space
             continue
     return found
@@ -284,6 +303,8 @@ def ruled_out(study: optuna.Study, spec: StudySpec, family: str) -> bool:
     """Whether no candidate of ``family`` can meet the latency budget: each contains a model of the
     study timed over it, because each contains one of the family's floors (see
     :func:`~tradeoff_search._space.family_floors`) and every floor contains one."""
+    if family not in FAMILIES:  # a user builder: no proof about a structure it alone knows
+        return False
     timed = [smaller for _, smaller in timed_over_budget(study, spec) if smaller.family == family]
     floors = family_floors(spec, family)
     runtime, shape = spec.latency.runtime, spec.data.input_shape

@@ -11,9 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from tradeoff_search._latency import measure_latencies, to_tflite
-from tradeoff_search._models import build_model
 from tradeoff_search._pareto import RETIMED_ATTR, front_trials, retimed_front
-from tradeoff_search._space import suggest
 
 if TYPE_CHECKING:
     import optuna
@@ -39,7 +37,8 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
     latency = spec.latency
     models = []
     for trial in front:
-        model = build_model(suggest(optuna.trial.FixedTrial(trial.params), spec), data.input_shape, data.n_classes)
+        fixed = optuna.trial.FixedTrial(trial.params)
+        model = objective.builders[trial.params["family"]](fixed, data.input_shape, data.n_classes)
         models.append(to_tflite(model, signature=False) if latency.runtime == "litert" else model)
     stats = measure_latencies(
         models,

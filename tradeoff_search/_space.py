@@ -1,4 +1,4 @@
-"""The search space: an Optuna trial → a :class:`Candidate` (plain data, no framework objects)."""
+"""The search space as plain data: a built-in family's :class:`Candidate`, every trial's :class:`Recipe`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tradeoff_search._spec import Categorical, FloatRange, IntRange, StudySpec
+from tradeoff_search._spec import FAMILIES, Categorical, FloatRange, IntRange, ModelSection, StudySpec
 
 if TYPE_CHECKING:
     import optuna
@@ -14,19 +14,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One point of the architecture × optimizer space."""
+    """One architecture of a built-in family (what :class:`~tradeoff_search._builders.Family`
+    suggests and builds, and what containment reasons about)."""
 
     units: tuple[int, ...]  # mlp: units per hidden layer
     activation: str
     dropout: float
     batch_norm: bool
-    optimizer: str
-    learning_rate: float
-    schedule: str
-    batch_size: int
-    weight_decay: float | None = None
-    momentum: float | None = None
-    nesterov: bool | None = None
     family: str = "mlp"
     filters: tuple[int, ...] = ()  # cnn1d/cnn2d: filters per convolution block
     kernel_size: int | None = None
@@ -44,9 +38,25 @@ class Candidate:
         return len(self.widths)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a trial's model is trained: the optimizer part of the space, the same for every family."""
+
+    optimizer: str
+    learning_rate: float
+    schedule: str
+    batch_size: int
+    weight_decay: float | None = None
+    momentum: float | None = None
+    nesterov: bool | None = None
+
+
 # Per family: the parameter of its depth and the one of each layer's width (a Candidate field too).
 _LAYERS = {"mlp": ("n_layers", "units"), "cnn1d": ("conv_blocks", "filters"), "cnn2d": ("conv_blocks", "filters"),
            "gru": ("gru_layers", "gru_units")}  # fmt: skip
+
+# The parameters the study suggests around any builder; a builder's own may not reuse them.
+RESERVED = ("family", "optimizer", "learning_rate", "schedule", "batch_size", "weight_decay", "momentum", "nesterov")
 
 
 def _suggest(trial: optuna.Trial, name: str, value: IntRange | FloatRange | Categorical) -> Any:
@@ -57,16 +67,16 @@ def _suggest(trial: optuna.Trial, name: str, value: IntRange | FloatRange | Cate
     return trial.suggest_float(name, value.low, value.high, log=value.log)
 
 
-def suggest(trial: optuna.Trial, spec: StudySpec) -> Candidate:
-    """Ask ``trial`` for a candidate, define-by-run: a trial suggests only the knobs it uses.
+def suggest_family(trial: optuna.Trial, spec: StudySpec) -> str:
+    """The trial's architecture family (a built-in family or a user builder's name)."""
+    family: str = _suggest(trial, "family", spec.model.families)
+    return family
 
-    First the architecture ``family``, then its knobs, with widths per layer (``units_0``,
-    ``filters_1``, ``gru_units_0``, …); batch norm for mlp and cnn; ``weight_decay`` only for ``adamw`` (for
-    Keras' other optimizers it would turn ``adam`` into a copy of ``adamw``); ``momentum`` for
-    ``sgd`` and ``rmsprop``; ``nesterov`` for ``sgd``.
-    """
-    model, opt = spec.model, spec.optimizer
-    family = _suggest(trial, "family", model.families)
+
+def suggest_architecture(trial: optuna.Trial, model: ModelSection, family: str) -> Candidate:
+    """Ask ``trial`` for an architecture of the built-in ``family``, define-by-run: widths per
+    layer (``units_0``, ``filters_1``, ``gru_units_0``, …), kernel, downsampling and residual
+    connections for CNNs, activation, dropout, and batch norm for mlp and cnn."""
     depth, width = _LAYERS[family]
     n_layers = _suggest(trial, depth, getattr(model, depth))
     architecture: dict[str, Any] = {
@@ -78,12 +88,21 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> Candidate:
         architecture["kernel_size"] = _suggest(trial, "kernel_size", model.kernel_size)
         architecture["downsample"] = _suggest(trial, "downsample", model.downsample)
         architecture["residual"] = _suggest(trial, "residual", model.residual)
-    optimizer = _suggest(trial, "optimizer", opt.name)
     return Candidate(
         **architecture,
         activation=_suggest(trial, "activation", model.activation),
         dropout=_suggest(trial, "dropout", model.dropout),
         batch_norm=_suggest(trial, "batch_norm", model.batch_norm) if family != "gru" else False,
+    )
+
+
+def suggest_recipe(trial: optuna.Trial, spec: StudySpec) -> Recipe:
+    """Ask ``trial`` for the optimizer, its learning rate and schedule, and the batch size;
+    ``weight_decay`` only for ``adamw`` (for Keras' other optimizers it would turn ``adam`` into a
+    copy of ``adamw``); ``momentum`` for ``sgd`` and ``rmsprop``; ``nesterov`` for ``sgd``."""
+    opt = spec.optimizer
+    optimizer = _suggest(trial, "optimizer", opt.name)
+    return Recipe(
         optimizer=optimizer,
         learning_rate=_suggest(trial, "learning_rate", opt.learning_rate),
         schedule=_suggest(trial, "schedule", opt.schedule),
@@ -95,11 +114,14 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> Candidate:
 
 
 def narrowest_models(spec: StudySpec) -> list[dict[str, Any]]:
-    """The shallowest, narrowest architecture of each family of the space, as trial parameters
-    (the other knobs are left to the sampler): each family's candidates contain it (see
-    ``tradeoff_search._models.contains``) whenever they share its operators."""
+    """The shallowest, narrowest architecture of each built-in family of the space, as trial
+    parameters (the other knobs are left to the sampler): each family's candidates contain it (see
+    ``tradeoff_search._models.contains``) whenever they share its operators. User builders have
+    none: their structure is theirs."""
     models = []
     for family in spec.model.families.choices:
+        if family not in FAMILIES:
+            continue
         depth, width = _LAYERS[family]
         n_layers = _lowest(getattr(spec.model, depth))
         models.append(
@@ -112,7 +134,7 @@ def narrowest_models(spec: StudySpec) -> list[dict[str, Any]]:
 def family_floors(spec: StudySpec, family: str) -> list[Candidate] | None:
     """The shallowest, narrowest architectures of ``family`` in ``spec``'s space, one per combination
     of its operator choices: every candidate of the family contains the one with its own operators
-    (see ``tradeoff_search._models.contains``). Training knobs are left blank: no part of containment.
+    (see ``tradeoff_search._models.contains``). Dropout is left at 0: no part of containment.
 
     None where narrowest is not least: residual CNNs that may have blocks exactly as wide as the
     input's channels, as such a block has no shortcut projection where a narrower one has.
@@ -137,11 +159,10 @@ def family_floors(spec: StudySpec, family: str) -> list[Candidate] | None:
         model.residual.choices if cnn else (None,),
     )
     architecture = {"family": family, "units": (), width: widths}
-    blank = {"dropout": 0.0, "optimizer": "", "learning_rate": 0.0, "schedule": "", "batch_size": 0}
     return [
         Candidate(
             **architecture,
-            **blank,
+            dropout=0.0,
             activation=activation,
             batch_norm=norm,
             kernel_size=kernel,

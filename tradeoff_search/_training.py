@@ -13,7 +13,7 @@ import numpy as np
 
 from tradeoff_search._data import Dataset
 from tradeoff_search._lock import machine_lock
-from tradeoff_search._space import Candidate
+from tradeoff_search._space import Recipe
 from tradeoff_search._spec import TrainingSection
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ class TrainingResult:
         return len(self.history.get("train_loss", []))
 
 
-def make_optimizer(candidate: Candidate, steps_per_epoch: int, max_epochs: int) -> keras.optimizers.Optimizer:
-    """The candidate's optimizer with its learning-rate schedule over the whole epoch budget.
+def make_optimizer(recipe: Recipe, steps_per_epoch: int, max_epochs: int) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer with its learning-rate schedule over the whole epoch budget.
 
     ``cosine`` decays to 0 and ``exponential`` to a tenth of the initial rate by the last epoch.
     """
@@ -54,28 +54,28 @@ def make_optimizer(candidate: Candidate, steps_per_epoch: int, max_epochs: int) 
 
     total_steps = max(1, steps_per_epoch * max_epochs)
     schedules = keras.optimizers.schedules
-    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = candidate.learning_rate
-    if candidate.schedule == "cosine":
-        learning_rate = schedules.CosineDecay(candidate.learning_rate, decay_steps=total_steps)
-    elif candidate.schedule == "exponential":
-        learning_rate = schedules.ExponentialDecay(candidate.learning_rate, decay_steps=total_steps, decay_rate=0.1)
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = recipe.learning_rate
+    if recipe.schedule == "cosine":
+        learning_rate = schedules.CosineDecay(recipe.learning_rate, decay_steps=total_steps)
+    elif recipe.schedule == "exponential":
+        learning_rate = schedules.ExponentialDecay(recipe.learning_rate, decay_steps=total_steps, decay_rate=0.1)
     optimizers = keras.optimizers
-    if candidate.optimizer == "adam":
+    if recipe.optimizer == "adam":
         return optimizers.Adam(learning_rate)
-    if candidate.optimizer == "adamw":
-        return optimizers.AdamW(learning_rate, weight_decay=candidate.weight_decay)
-    if candidate.optimizer == "sgd":
-        return optimizers.SGD(learning_rate, momentum=candidate.momentum, nesterov=candidate.nesterov)
-    if candidate.optimizer == "rmsprop":
-        return optimizers.RMSprop(learning_rate, momentum=candidate.momentum)
-    if candidate.optimizer == "nadam":
+    if recipe.optimizer == "adamw":
+        return optimizers.AdamW(learning_rate, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return optimizers.SGD(learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    if recipe.optimizer == "rmsprop":
+        return optimizers.RMSprop(learning_rate, momentum=recipe.momentum)
+    if recipe.optimizer == "nadam":
         return optimizers.Nadam(learning_rate)
-    raise ValueError(f"optimizer={candidate.optimizer!r}: unknown")
+    raise ValueError(f"optimizer={recipe.optimizer!r}: unknown")
 
 
 def train(
     model: keras.Model,
-    candidate: Candidate,
+    recipe: Recipe,
     data: Dataset,
     training: TrainingSection,
     on_epoch_end: EpochHook | None = None,
@@ -95,11 +95,11 @@ def train(
     """
     import keras
 
-    steps_per_epoch = math.ceil(len(data.y_train) / candidate.batch_size)
-    optimizer = make_optimizer(candidate, steps_per_epoch, training.max_epochs)
+    steps_per_epoch = math.ceil(len(data.y_train) / recipe.batch_size)
+    optimizer = make_optimizer(recipe, steps_per_epoch, training.max_epochs)
     binary = data.n_classes == 2
     loss = keras.losses.BinaryCrossentropy() if binary else keras.losses.SparseCategoricalCrossentropy()
-    run_epoch = _epoch_function(model, optimizer, loss, data, candidate.batch_size)
+    run_epoch = _epoch_function(model, optimizer, loss, data, recipe.batch_size)
     evaluate = _evaluation_function(model, loss, data.input_shape)
     history: dict[str, list[float]] = {name: [] for name in _CURVES}
     best_loss, best_weights, waited = math.inf, None, 0
