@@ -7,14 +7,13 @@ skipped without them. Nothing is downloaded: the driver is given by path, Seleni
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,11 +22,12 @@ from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 RUN_NAMES = {"tiny", "trial-0000", "trial-0001", "trial-0002"}  # the parent run and its nested trial runs
+# Kept as CI artifacts (mlruns/ is git-ignored).
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "mlruns" / "screenshots"
 
 pytestmark = [
     pytest.mark.e2e,
@@ -58,35 +58,41 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def ui_url(write_spec: Callable[..., Path], tmp_path: Path) -> Iterator[str]:
-    """Run the tiny study, serve it with ``tradeoff_search ui`` and yield the UI's base URL."""
+def ui_pages(write_spec: Callable[..., Path], tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """Run the tiny study, serve it with ``tradeoff_search ui spec.toml`` (``$BROWSER`` a script
+    that records what it is asked to open) and yield the runs page, the front plot page and the
+    page the UI opened."""
     write_spec()
     done = subprocess.run(
         [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    hinted = re.findall(r"runs of 'tiny': (\S+)", done.stdout)
 
+    opened = tmp_path / "opened.txt"
+    recorder = tmp_path / "browser.sh"
+    recorder.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    recorder.chmod(0o755)
     port, log = _free_port(), tmp_path / "ui.log"
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "tradeoff_search", "ui", "--port", str(port)],
+            [sys.executable, "-m", "tradeoff_search", "ui", "spec.toml", "--port", str(port)],
             cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "BROWSER": str(recorder)},
         )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        deadline = time.monotonic() + 90
+        while not (opened.exists() and "opened in your browser" in log.read_text()):
             assert server.poll() is None, f"the UI exited with {server.returncode}:\n{log.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"the UI did not answer on {url} in 60 s:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the UI opened no page in 90 s:\n{log.read_text()[-3000:]}"
             time.sleep(0.5)
-        yield url
+        runs = re.search(r"runs of 'tiny': (\S+)", log.read_text())
+        plot = re.search(r"its Pareto front plot: (\S+)", log.read_text())
+        assert runs and plot, log.read_text()[-3000:]
+        # `run` printed the same page, on the default port
+        assert hinted == [runs[1].replace(f":{port}/", ":5000/")], done.stdout[-2000:]
+        yield runs[1], plot[1], opened.read_text().strip()
     finally:
         _stop_group(server)
 
@@ -109,26 +115,39 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriv
         driver.quit()
 
 
-def test_mlflow_ui_lists_the_study_run_and_its_trial_runs(
-    ui_url: str, browser: webdriver.Chrome, tmp_path: Path
+def test_mlflow_ui_opens_on_the_runs_the_pareto_column_and_the_front_plot(
+    ui_pages: tuple[str, str, str], browser: webdriver.Chrome
 ) -> None:
-    query = f"{ui_url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny"
-    with urllib.request.urlopen(query, timeout=10) as response:
-        experiment_id = json.load(response)["experiment"]["experiment_id"]
+    runs_page, plot_page, opened = ui_pages
+    assert opened == runs_page
 
     def listed(driver: webdriver.Chrome) -> set[str]:
         return {link.text for link in driver.find_elements(By.CSS_SELECTOR, "[role=gridcell] a[href*='/runs/']")}
 
-    screenshot = tmp_path / "mlflow_ui.png"
+    def headers(driver: webdriver.Chrome) -> set[str]:
+        return {cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "[role=columnheader]")}
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     wait = WebDriverWait(browser, 60)
-    try:  # `#/experiments/ID` opens the GenAI overview; the runs table is `#/experiments/ID/runs`
-        browser.get(f"{ui_url}/#/experiments/{experiment_id}/runs")
-        # Trial runs are nested under the study run, collapsed: expand it with the button in its name cell.
-        expand = (By.XPATH, "//div[@role='gridcell'][.//a[normalize-space()='tiny']]//button")
-        wait.until(expected_conditions.element_to_be_clickable(expand)).click()
-        with contextlib.suppress(TimeoutException):  # the assertion below says which runs are missing
-            wait.until(lambda driver: listed(driver) >= RUN_NAMES)
+    try:  # no click: the view groups the runs by `pareto`, every group open
+        browser.get(runs_page)
+        with contextlib.suppress(TimeoutException):  # the assertions below say what is missing
+            wait.until(lambda driver: listed(driver) >= RUN_NAMES and "pareto" in headers(driver))
     finally:
-        browser.save_screenshot(str(screenshot))
-    assert screenshot.stat().st_size > 0
-    assert listed(browser) == RUN_NAMES, f"the runs table, as in {screenshot}"
+        browser.save_screenshot(str(SCREENSHOTS / "mlflow_runs.png"))
+    assert listed(browser) == RUN_NAMES, f"the runs table, as in {SCREENSHOTS / 'mlflow_runs.png'}"
+    assert {"accuracy", "latency_ms", "pareto", "pareto_rank"} <= headers(browser)
+
+    def plots(driver: webdriver.Chrome) -> int:  # images shown and loaded at a plot's size (icons are small)
+        return driver.execute_script(
+            "return [...document.images].filter(i => i.offsetParent && i.naturalWidth >= 300).length"
+        )
+
+    try:
+        browser.get(plot_page)
+        with contextlib.suppress(TimeoutException):
+            wait.until(lambda driver: plots(driver) > 0)
+    finally:
+        browser.save_screenshot(str(SCREENSHOTS / "mlflow_front_plot.png"))
+    assert "pareto_front.png" in browser.find_element(By.TAG_NAME, "body").text
+    assert plots(browser) == 1, f"no front plot, as in {SCREENSHOTS / 'mlflow_front_plot.png'}"

@@ -18,7 +18,11 @@ from typing import TYPE_CHECKING, NoReturn
 from tradeoff_search._spec import SpecError, StudySpec
 
 if TYPE_CHECKING:
+    import subprocess
+
     import optuna
+
+    from tradeoff_search import _mlflow_ui
 
 _logger = logging.getLogger("tradeoff_search")
 
@@ -122,12 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="rebuild or repair a study's MLflow record from the Optuna storage")
     with_stores(sync)
 
-    ui = commands.add_parser("ui", help="open the MLflow UI over the study records")
+    ui = commands.add_parser("ui", help="open the MLflow UI on a study's runs")
+    ui.add_argument("spec", nargs="?", help="the study whose runs to open (default: the most recent study)")
     ui.add_argument(
         "--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow backend store (default: {DEFAULT_TRACKING_URI})"
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     ui.add_argument("--port", type=_positive_int, default=5000, help="port (default: 5000)")
+    ui.add_argument("--no-browser", action="store_true", help="print the runs page's URL, do not open a browser")
 
     device = commands.add_parser("device", help="the latency server a study times on (run it on the target device)")
     device_commands = device.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
@@ -209,7 +215,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from tradeoff_search._data import load_dataset
     from tradeoff_search._pareto import fastest_trial, format_table, front_rows, front_trials
-    from tradeoff_search._study import check_stores, redact, run_study, run_worker
+    from tradeoff_search._study import check_stores, run_study, run_worker
 
     spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
     check_stores(args.storage, args.tracking_uri)
@@ -228,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(f"\nPareto set of study {spec.study.name!r} ({_trial_counts(study)}):")
     print(format_table(front_rows(study)))
-    print(f"\nBrowse it: python -m tradeoff_search ui --tracking-uri {redact(args.tracking_uri)}")
+    _print_browse_hint(args, spec)
     complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if complete == 0:
         print(f"error: no trial completed; {_first_failure(study)}; all reasons are in MLflow", file=sys.stderr)
@@ -335,11 +341,61 @@ def _sync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_browse_hint(args: argparse.Namespace, spec: StudySpec) -> None:
+    """Where the study's runs open in the MLflow UI: an MLflow server's own pages, else those of ``ui``."""
+    from mlflow import MlflowClient
+
+    from tradeoff_search._mlflow_ui import study_pages
+    from tradeoff_search._study import DEFAULT_TRACKING_URI, redact
+
+    server = _server_base(args.tracking_uri)
+    pages = study_pages(MlflowClient(args.tracking_uri), server or _UI_BASE, spec.tracking.experiment)
+    if server is None:
+        tracking = "" if args.tracking_uri == DEFAULT_TRACKING_URI else f" --tracking-uri {redact(args.tracking_uri)}"
+        print(f"\nBrowse it: python -m tradeoff_search ui {args.spec}{tracking}")
+    else:
+        print("\nBrowse it:")
+    for page in pages:
+        _print_pages(page)
+
+
+_UI_BASE = "http://127.0.0.1:5000"  # where `ui` serves by default
+
+
+def _server_base(tracking_uri: str) -> str | None:
+    """An MLflow server's address without credentials (``None`` for a database store)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https"):
+        return None
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/"), "", ""))
+
+
+def _print_pages(page: _mlflow_ui.StudyPages) -> None:
+    print(f"  runs of {page.experiment!r}: {page.runs}")
+    if page.front_plot is not None:
+        print(f"  its Pareto front plot: {page.front_plot}")
+
+
 def _ui(args: argparse.Namespace) -> int:
+    """Serve the MLflow UI, print the runs page of the spec's study (or of every study, the most
+    recent first) once it answers, and open that page in a browser if there is one."""
     import subprocess
 
+    from mlflow import MlflowClient
+
+    from tradeoff_search._mlflow_ui import study_pages
     from tradeoff_search._study import STATE_DIR, redact
 
+    spec = _load(args) if args.spec else None
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    base = f"http://{'[' + host + ']' if ':' in host else host}:{args.port}"
+    experiment = spec.tracking.experiment if spec is not None else None
+    pages = study_pages(MlflowClient(args.tracking_uri), base, experiment)
+    if spec is not None and not pages:
+        raise SpecError(args.spec, "tracking.experiment", experiment,
+                        f"an experiment of {redact(args.tracking_uri)} (run the study first)")  # fmt: skip
     # Job execution spawns ~2.8 GB of workers, and 4 server workers are 4 processes: browsing
     # needs neither.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -351,8 +407,48 @@ def _ui(args: argparse.Namespace) -> int:
         "--port", str(args.port),
         "--workers", "1",
     ]  # fmt: skip
-    print(f"MLflow UI for {redact(args.tracking_uri)} on http://{args.host}:{args.port} (Ctrl-C stops it)")
+    print(f"MLflow UI for {redact(args.tracking_uri)} on {base} (Ctrl-C stops it)", flush=True)
+    with subprocess.Popen(command, env=env) as server:
+        try:
+            if not _answers(f"{base}/health", server):
+                return server.wait()
+            for page in pages:
+                _print_pages(page)
+            if pages and not args.no_browser:
+                opened = _open_in_browser(pages[0].runs)
+                print("opened in your browser" if opened else "no browser here: open the page above", flush=True)
+            return server.wait()
+        except KeyboardInterrupt:  # Ctrl-C is how the UI is meant to stop
+            server.terminate()
+            server.wait()
+            return EXIT_OK
+
+
+def _answers(url: str, server: subprocess.Popen[bytes], seconds: float = 120) -> bool:
+    """Whether ``url`` answers before ``seconds`` pass (``False`` as soon as the server has exited)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def _open_in_browser(url: str) -> bool:
+    """Open ``url`` if this session has a browser: a display, or one named by ``$BROWSER``."""
+    import webbrowser
+
+    headless = sys.platform.startswith("linux") and not any(
+        os.environ.get(name) for name in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY")
+    )
+    if headless:  # a text-mode browser would take over this terminal
+        return False
     try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:  # Ctrl-C is how the UI is meant to stop
-        return EXIT_OK
+        return webbrowser.open(url)
+    except webbrowser.Error:
+        return False

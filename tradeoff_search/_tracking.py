@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tradeoff_search._latency import to_tflite
+from tradeoff_search._mlflow_ui import share_runs_view
 from tradeoff_search._pareto import (
     RETIMED_ATTR,
     completed_trials,
@@ -168,8 +169,9 @@ class MLflowParetoCallback:
     def start(self, study: optuna.Study) -> None:
         """Create the store, the experiment and the study's parent run now, rather than at the
         first finished trial: worker processes started together would race to create a fresh
-        SQLite store's tables."""
+        SQLite store's tables. Also stores the MLflow UI's view of the study's runs."""
         self._parent(study)
+        share_runs_view(self._client, self._experiment_of(study), _metric_names(study))
 
     def sync(self, study: optuna.Study) -> None:
         """Make the MLflow record match the storage: log missing trials, then :meth:`finish`.
@@ -214,6 +216,7 @@ class MLflowParetoCallback:
         for name, figure in figures.items():
             client.log_figure(parent_id, figure, name)
             plt.close(figure)
+        share_runs_view(client, self._experiment_of(study), _metric_names(study))
         client.set_terminated(parent_id, "FINISHED")
 
     # ------------------------------------------------------------------ runs
