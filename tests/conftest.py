@@ -4,6 +4,8 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,3 +51,18 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in the temp dir, so the default ``mlruns/`` stores land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# A table's text column: 7 cities, 3 of them rare.
+CITIES = ["paris"] * 6 + ["lyon"] * 5 + ["nice"] * 4 + ["lille"] * 3 + ["brest", "metz", "albi"]
+
+
+def table_frame(rows: int, seed: int = 0) -> pd.DataFrame:
+    """Numbers, a text column of 7 cities (3 rare), a yes/no column, and a label that depends on all."""
+    rng = np.random.default_rng(seed)
+    city = rng.choice(CITIES, rows)
+    plan = rng.choice(["basic", "gold"], rows)
+    age = rng.normal(40, 12, rows).round(1)
+    label = np.where((city == "paris") | (plan == "gold") & (age > 40), "churned", "stayed")
+    return pd.DataFrame({"age": age, "city": city, "plan": plan, "income": rng.normal(3, 1, rows).round(3),
+                         "label": label})  # fmt: skip

@@ -253,10 +253,7 @@ CASES = [
         secret="SECRET",
     ),
     csv_case("csv_no_feature_column", "y\n" + "0\n1\n" * 10, "data.source", '"csv:d.csv"', hint="feature column"),
-    csv_case("csv_nan_feature", "a,y\n1,0\n,1\n" + "3,0\n4,1\n" * 10, "data.source", '"csv:d.csv"', hint="'a'"),
-    csv_case(
-        "csv_text_feature", "a,y\nhello,0\nworld,1\n" + "x,0\nz,1\n" * 10, "data.source", '"csv:d.csv"', hint="'a'"
-    ),
+    csv_case("csv_nan_feature", "a,y\n1,0\n,1\n" + "3,0\n4,1\n" * 10, "data.missing", '"error"', hint="'a'"),
     csv_case("csv_nan_label", "a,y\n1,0\n2,\n" + "3,0\n4,1\n" * 10, "data.target", '"y"', hint="missing labels"),
     csv_case("csv_single_class", "a,y\n" + "1,0\n" * 20, "data.source", '"csv:d.csv"', hint="at least 2 classes"),
     csv_case("csv_too_few_rows", "a,y\n1,0\n2,1\n3,0\n", "data.source", '"csv:d.csv"', hint="enough rows"),
@@ -474,7 +471,7 @@ CASES = [
 BY_ID = {case.id: case for case in CASES}
 assert len(BY_ID) == len(CASES), "case ids must be unique"
 
-SUBPROCESS_IDS = ["csv_text_feature", "storage_unreachable_postgres", "tracking_uri_unreachable"]
+SUBPROCESS_IDS = ["csv_nan_feature", "storage_unreachable_postgres", "tracking_uri_unreachable"]
 
 
 def _write_files(root: Path, files: dict[str, object]) -> None:

@@ -49,8 +49,7 @@ def test_csv_with_text_labels(write_spec, tmp_path: Path) -> None:
     ("csv", "key", "expected"),
     [
         ("a,b\n1,x\n2,y\n", "data.target", "a column of d.csv"),
-        ("a,y\n1,0\n,1\n" + "3,0\n4,1\n" * 10, "data.source", "no missing values"),
-        ("a,y\nhello,0\nworld,1\n" + "x,0\nz,1\n" * 10, "data.source", "holds text"),
+        ("a,y\n1,0\n,1\n" + "3,0\n4,1\n" * 10, "data.missing", "column 'a' of d.csv is empty in 1 rows"),
         ("a,y\n" + "1,0\n" * 20, "data.source", "at least 2 classes"),
         ("a,y\n1,0\n2,1\n3,0\n", "data.source", "enough rows"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -15,7 +16,7 @@ from tradeoff_search import StudySpec, load_dataset, run_study, select_model
 from tradeoff_search._pareto import RETIMED_ATTR
 from tradeoff_search._select import front_points, pick
 
-from .conftest import TINY_SPEC
+from .conftest import TINY_SPEC, table_frame
 
 FRONT = [(0, 0.50, 0.001), (1, 0.80, 0.002), (2, 0.90, 0.004), (3, 0.92, 0.100)]
 
@@ -47,7 +48,13 @@ def test_choices_are_the_front_after_re_timing() -> None:
 def test_select_exports_tests_and_registers(write_spec, tmp_path: Path) -> None:
     # A name with quotes, a backslash and "and": a literal in every MLflow filter (runs, registry).
     name = "o'neil \\ and x"
+    # A table with text columns and missing values: select ships the encoding beside the model.
+    frame = table_frame(200)
+    frame.loc[[4, 8], "plan"] = None
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    data = 'source = "csv:table.csv"\ntarget = "label"\nmissing = "impute"'
     text = TINY_SPEC.replace("n_trials = 3", "n_trials = 4").replace('"tiny"', '"o\'neil \\\\ and x"')
+    text = text.replace('source = "sklearn:iris"', data)
     spec = StudySpec.load(write_spec(text))
     assert spec.study.name == name
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -74,6 +81,9 @@ def test_select_exports_tests_and_registers(write_spec, tmp_path: Path) -> None:
         np.testing.assert_allclose(
             interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), keras_out, atol=1e-5
         )
+        document = json.loads((tmp_path / rule / "preprocessing.json").read_text())
+        assert chosen.preprocessing_path == str(tmp_path / rule / "preprocessing.json")
+        assert document == study.user_attrs["data_preprocessing"] == load_dataset(spec).preprocessing
         version = client.get_model_version(chosen.registered_model, chosen.registered_version)
         assert str(version.version) == str(i + 1) and version.tags["rule"] == rule
         assert float(version.tags["test_accuracy"]) == pytest.approx(chosen.test_accuracy)

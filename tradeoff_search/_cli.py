@@ -328,6 +328,8 @@ def _select(args: argparse.Namespace) -> int:
           f"{chosen.test_accuracy:.4f} test (never seen by the search)")  # fmt: skip
     print(f"latency {chosen.latency_ms * 1e3:.2f} µs on the front, {chosen.exported_latency_ms * 1e3:.2f} µs exported")
     print(f"exported {chosen.keras_path} and {chosen.tflite_path}")
+    if chosen.preprocessing_path is not None:
+        print(f"exported {chosen.preprocessing_path}: apply it to raw rows before the model (see the README)")
     print(f"registered {chosen.registered_model} version {chosen.registered_version}")
     return EXIT_OK
 

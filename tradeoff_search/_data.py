@@ -1,14 +1,18 @@
-"""Data sources (``sklearn:NAME``, ``csv:PATH``, ``npz:PATH``) → split, scaled arrays."""
+"""Data sources (``sklearn:NAME``, ``csv:PATH``, ``npz:PATH``) → split, encoded, scaled arrays."""
 
 from __future__ import annotations
 
 import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tradeoff_search._spec import SpecError, StudySpec, excerpt
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _logger = logging.getLogger(__name__)
 
@@ -28,6 +32,8 @@ class Dataset:
     y_test: np.ndarray | None = None
     class_weight: dict[int, float] | None = None
     source: str | None = None  # the spec's data.source it was loaded from; None for a user's arrays
+    # csv: raw columns → model input (encoding, imputation, scaling) as plain JSON, see _encoding
+    preprocessing: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # The model has n_classes = largest label + 1 outputs: labels must be those classes' codes.
@@ -109,9 +115,6 @@ def load_dataset(spec: StudySpec) -> Dataset:
         raise SpecError(
             spec.path, "data.source", data.source, f"labels of at least 2 classes, found {classes.tolist()}"
         )
-    features = math.prod(x.shape[1:])
-    if data.input_shape is not None and math.prod(data.input_shape) != features:  # exact: no int64 wrap
-        raise SpecError(spec.path, "data.input_shape", list(data.input_shape), f"a shape of {features} features")
     if data.source == "mnist1d":
         y_rest, y_test = y[: len(x_rest)], y[len(x_rest) :]
         validation = data.validation_fraction
@@ -119,6 +122,16 @@ def load_dataset(spec: StudySpec) -> Dataset:
         x_rest, x_test, y_rest, y_test = _split(spec, x, y, "test_fraction", data.test_fraction)
         validation = data.validation_fraction / (1 - data.test_fraction)
     x_train, x_val, y_train, y_val = _split(spec, x_rest, y_rest, "validation_fraction", validation)
+    encoding = None
+    if not isinstance(x_train, np.ndarray):  # a table: its columns encoded as fitted on the train split
+        from tradeoff_search._encoding import TableEncoding
+
+        encoding = TableEncoding.fit(x_train, impute=data.missing == "impute", max_categories=data.max_categories)
+        x_train, x_val, x_test = (encoding.transform(a) for a in (x_train, x_val, x_test))
+    features = math.prod(x_train.shape[1:])
+    if data.input_shape is not None and math.prod(data.input_shape) != features:  # exact: no int64 wrap
+        raise SpecError(spec.path, "data.input_shape", list(data.input_shape), f"a shape of {features} features")
+    scale = (np.ones(features), np.zeros(features))  # each feature's x * multiply + add
     if data.scaling != "none":
         scaler = StandardScaler() if data.scaling == "standard" else MinMaxScaler()
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, once
@@ -127,6 +140,10 @@ def load_dataset(spec: StudySpec) -> Dataset:
         if not all(np.isfinite(a).all() for a in (x_train, x_val, x_test)):
             overflow = f"features it can scale without overflow ({data.source} has values near the float64 limit)"
             raise SpecError(spec.path, "data.scaling", data.scaling, overflow)
+        if isinstance(scaler, StandardScaler):
+            scale = (1 / scaler.scale_, -scaler.mean_ / scaler.scale_)
+        else:
+            scale = (scaler.scale_, scaler.min_)
     class_weight = None
     if data.class_weight == "balanced":
         present = np.unique(y_train)
@@ -134,12 +151,15 @@ def load_dataset(spec: StudySpec) -> Dataset:
             zip(present.tolist(), compute_class_weight("balanced", classes=present, y=y_train).tolist(), strict=True)
         )
     _logger.info("data %s: %d train, %d validation, %d test rows", data.source, len(y_train), len(y_val), len(y_test))
-    shape = data.input_shape or x.shape[1:]
+    shape = data.input_shape or x_train.shape[1:]
+    preprocessing = None if encoding is None else encoding.to_dict(*scale, tuple(shape), classes.tolist())
 
     def shaped(a: np.ndarray) -> np.ndarray:
         return a.reshape(len(a), *shape).astype(np.float32)
 
-    return Dataset(shaped(x_train), y_train, shaped(x_val), y_val, shaped(x_test), y_test, class_weight, data.source)
+    return Dataset(
+        shaped(x_train), y_train, shaped(x_val), y_val, shaped(x_test), y_test, class_weight, data.source, preprocessing
+    )
 
 
 def _split(
@@ -173,7 +193,7 @@ def _mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return generated["x"], generated["y"], generated["x_test"], generated["y_test"]
 
 
-def _read_source(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
+def _read_source(spec: StudySpec) -> tuple[np.ndarray | pd.DataFrame, np.ndarray]:
     kind, location = spec.data.kind, spec.data.location
     if kind == "sklearn":
         import sklearn.datasets
@@ -185,8 +205,11 @@ def _read_source(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
     return _read_npz(spec)
 
 
-def _read_csv(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
+def _read_csv(spec: StudySpec) -> tuple[pd.DataFrame, np.ndarray]:
+    """The feature columns as read (text columns are encoded once the rows are split) and the labels."""
     import pandas as pd
+
+    from tradeoff_search._encoding import text_columns
 
     path, target = spec.data_path, spec.data.target
     try:
@@ -202,25 +225,21 @@ def _read_csv(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
     features = frame.drop(columns=[target])
     if features.shape[1] == 0:
         raise SpecError(spec.path, "data.source", spec.data.source, "at least one feature column besides the target")
-    for column in features.columns:
-        if not pd.api.types.is_numeric_dtype(features[column]) or pd.api.types.is_bool_dtype(features[column]):
-            raise SpecError(
-                spec.path,
-                "data.source",
-                spec.data.source,
-                f"numeric feature columns (column {excerpt(column)!r} holds text)",
-            )
-        if features[column].isna().any():
-            raise SpecError(
-                spec.path, "data.source", spec.data.source, f"no missing values (column {excerpt(column)!r} has some)"
-            )
-        if not np.isfinite(features[column].to_numpy(dtype=np.float64)).all():
+    if spec.data.missing == "error":
+        for column in features.columns:
+            empty = int(features[column].isna().sum())
+            if empty:
+                raise SpecError(spec.path, "data.missing", "error", f'no missing values, or missing = "impute" '
+                                f"(column {excerpt(column)!r} of {path.name} is empty in {empty} rows)")  # fmt: skip
+    numeric = features.drop(columns=text_columns(features))
+    for column in numeric.columns:
+        if not np.isfinite(numeric[column].dropna().to_numpy(dtype=np.float64)).all():
             raise SpecError(
                 spec.path, "data.source", spec.data.source, f"finite values (column {excerpt(column)!r} has inf)"
             )
     if frame[target].isna().any():
         raise SpecError(spec.path, "data.target", target, "a column without missing labels")
-    return features.to_numpy(dtype=np.float64), frame[target].to_numpy()
+    return features, frame[target].to_numpy()
 
 
 def _read_npz(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tradeoff_search._data import load_dataset
+from tradeoff_search._encoding import PREPROCESSING_ATTR
 from tradeoff_search._latency import measure_latency, to_tflite
 from tradeoff_search._objective import CALIBRATION_ATTR
 from tradeoff_search._pareto import RETIMED_ATTR, front_trials, retimed_front
@@ -41,6 +43,7 @@ class Selection:
     tflite_path: str
     registered_model: str
     registered_version: str
+    preprocessing_path: str | None = None  # tables: raw columns → the model's input, as JSON
 
 
 def pick(
@@ -121,7 +124,8 @@ def select_model(
     target_ms: float | None = None,
 ) -> Selection:
     """Pick one model of the study's front by ``rule`` (see :func:`pick`), evaluate it on the test
-    split the search never saw, export ``model.keras`` and ``model.tflite`` to ``out``, time the
+    split the search never saw, export ``model.keras`` and ``model.tflite`` to ``out`` (and, for a
+    table, ``preprocessing.json``: how raw rows become the model's input), time the
     exported file, and register it in the MLflow Model Registry as ``<study>-selected`` with the
     rule, latency and accuracies as tags.
 
@@ -171,6 +175,10 @@ def select_model(
     keras_path, tflite_path = out / "model.keras", out / "model.tflite"
     model.save(keras_path)
     tflite_path.write_bytes(to_tflite(model))
+    preprocessing = study.user_attrs.get(PREPROCESSING_ATTR, data.preprocessing)
+    preprocessing_path = out / "preprocessing.json" if preprocessing is not None else None
+    if preprocessing_path is not None:
+        preprocessing_path.write_text(json.dumps(preprocessing, indent=1) + "\n")
     latency = spec.latency
     stats = measure_latency(tflite_path.read_bytes(), runtime="litert", batch_size=latency.batch_sizes[0],
                             threads=latency.threads, statistic=latency.statistic, max_seconds=2.0)  # fmt: skip
@@ -186,4 +194,5 @@ def select_model(
         client.set_model_version_tag(name, version.version, key, str(value))
     _logger.info("selected trial %d by %s: test accuracy %.4f, %.4g ms", number, rule, test_accuracy, exported_ms)
     return Selection(number, rule, chosen[1], test_accuracy, chosen[2], exported_ms, str(keras_path),
-                     str(tflite_path), name, str(version.version))  # fmt: skip
+                     str(tflite_path), name, str(version.version),
+                     str(preprocessing_path) if preprocessing_path is not None else None)  # fmt: skip

@@ -259,6 +259,10 @@ class DataSection:
     input_shape: tuple[int, ...] | None = _rule(_Shape(), None)
     scaling: str = _rule(_Scalar(str, choices=("standard", "minmax", "none")), "standard")
     class_weight: str = _rule(_Scalar(str, choices=("none", "balanced")), "none")
+    # csv: a missing value is refused ("error") or filled from the train split ("impute")
+    missing: str = _rule(_Scalar(str, choices=("error", "impute")), "error")
+    # csv: indicators per text column: the most frequent categories and one "other"
+    max_categories: int = _rule(_Scalar(int, _Interval(2, 1000)), 16)
 
     @property
     def kind(self) -> str:
@@ -484,6 +488,8 @@ class StudySpec:
             raise SpecError(self.path, "data.target", None, "the name of the label column (required for csv:)")
         if data.kind != "csv" and data.target is not None:
             raise SpecError(self.path, "data.target", data.target, "no target (only csv: sources take one)")
+        if data.kind != "csv" and data.missing != "error":
+            raise SpecError(self.path, "data.missing", data.missing, '"error" (only csv: sources have missing values)')
 
     @property
     def data_path(self) -> Path:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tradeoff_search._data import Dataset, load_dataset
+from tradeoff_search._encoding import PREPROCESSING_ATTR
 from tradeoff_search._objective import TradeoffObjective
 from tradeoff_search._retime import retime_front
 from tradeoff_search._space import narrowest_models
@@ -425,6 +426,8 @@ def _session(
     check_stores(storage, tracking_uri)
     data = data if data is not None else load_dataset(spec)
     study = open_study(spec, storage)
+    if data.preprocessing is not None:  # what a deployment applies to raw rows (select ships it)
+        study.set_user_attr(PREPROCESSING_ATTR, data.preprocessing)
     callback = make_callback(spec, tracking_uri)
     model_dir = staging_dir(spec) if spec.tracking.log_models != "none" else None
     objective = TradeoffObjective(spec, data=data, model_dir=model_dir)
