@@ -64,8 +64,8 @@ def test_bad_csv(write_spec, tmp_path: Path, csv: str, key: str, expected: str) 
 
 def test_npz_loads_plain_arrays_and_refuses_pickles(write_spec, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "ok.npz", x=rng.normal(size=(50, 3)), y=np.arange(50) % 2)
-    assert load_dataset(_spec(write_spec, 'source = "npz:ok.npz"')).input_shape == (3,)
+    np.savez(tmp_path / "ok.npz", x=rng.normal(size=(50, 4, 3)), y=np.arange(50) % 2)
+    assert load_dataset(_spec(write_spec, 'source = "npz:ok.npz"')).input_shape == (4, 3)  # scaled, not flattened
     np.savez(tmp_path / "bad.npz", x=np.array([{"a": 1}] * 50, dtype=object), y=np.arange(50) % 2)
     with pytest.raises(SpecError, match="allow_pickle"):
         load_dataset(_spec(write_spec, 'source = "npz:bad.npz"'))

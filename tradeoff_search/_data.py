@@ -128,6 +128,7 @@ def load_dataset(spec: StudySpec) -> Dataset:
 
         encoding = TableEncoding.fit(x_train, impute=data.missing == "impute", max_categories=data.max_categories)
         x_train, x_val, x_test = (encoding.transform(a) for a in (x_train, x_val, x_test))
+    shape = data.input_shape or x_train.shape[1:]  # of one example; scaling flattens them
     features = math.prod(x_train.shape[1:])
     if data.input_shape is not None and math.prod(data.input_shape) != features:  # exact: no int64 wrap
         raise SpecError(spec.path, "data.input_shape", list(data.input_shape), f"a shape of {features} features")
@@ -151,7 +152,6 @@ def load_dataset(spec: StudySpec) -> Dataset:
             zip(present.tolist(), compute_class_weight("balanced", classes=present, y=y_train).tolist(), strict=True)
         )
     _logger.info("data %s: %d train, %d validation, %d test rows", data.source, len(y_train), len(y_val), len(y_test))
-    shape = data.input_shape or x_train.shape[1:]
     preprocessing = None if encoding is None else encoding.to_dict(*scale, tuple(shape), classes.tolist())
 
     def shaped(a: np.ndarray) -> np.ndarray:
