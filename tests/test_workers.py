@@ -231,3 +231,19 @@ def test_ctrl_c_keeps_finished_trials_completes_the_record_and_resumes(tmp_path:
     resumed = _run("spec.toml", "--n-trials", str(len(study.trials) + 1), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert len(optuna.load_study(study_name="tiny", storage=storage).get_trials(states=(complete,))) > done_before
+
+
+def test_runs_started_together_on_fresh_sqlite_stores_all_finish(tmp_path: Path) -> None:
+    # Each one creates the MLflow store's tables unless another did: unserialised, MLflow's
+    # migrations raced ("table ... already exists", "duplicate column name") in every round of 3.
+    (tmp_path / "spec.toml").write_text(TINY_SPEC.replace("n_trials = 3", "n_trials = 4"))
+    command = [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress", "--in-process"]
+    runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    outputs = [run.communicate(timeout=300) for run in runs]
+    for run, (out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0 and "Traceback" not in err, out[-2000:] + err[-3000:]
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    parents, children = _mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "tiny")
+    assert len(parents) == 1 and sorted(children) == [0, 1, 2, 3]

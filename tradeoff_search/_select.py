@@ -18,7 +18,7 @@ from tradeoff_search._objective import CALIBRATION_ATTR
 from tradeoff_search._pareto import RETIMED_ATTR, front_trials, retimed_front
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._study import DEFAULT_TRACKING_URI
-from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL, filter_value
+from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL, filter_value, tracking_client
 from tradeoff_search._training import predict_classes, score
 
 if TYPE_CHECKING:
@@ -155,9 +155,8 @@ def select_model(
         raise SpecError("--out", "out", str(out), f"a folder ({blocking} is a file)")
 
     import mlflow.keras
-    from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = tracking_client(tracking_uri)
     experiment = client.get_experiment_by_name(spec.tracking.experiment)
     runs = [] if experiment is None else client.search_runs(
         [experiment.experiment_id],

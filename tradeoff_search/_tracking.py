@@ -223,9 +223,7 @@ class MLflowParetoCallback:
     @property
     def _client(self) -> MlflowClient:
         if self._client_instance is None:
-            from mlflow import MlflowClient
-
-            self._client_instance = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client_instance = tracking_client(self.tracking_uri)
         return self._client_instance
 
     def _experiment_of(self, study: optuna.Study) -> str:
@@ -432,6 +430,23 @@ class MLflowParetoCallback:
 
 
 # ---------------------------------------------------------------------- gathering
+def tracking_client(tracking_uri: str | None) -> MlflowClient:
+    """An MLflow client whose store is created (tables, schema migrations) by one process at a time.
+
+    MLflow migrates a fresh database store when a client first opens it, without a lock: two
+    ``run`` commands started together on a fresh ``mlflow.db`` failed with ``table ... already
+    exists`` or ``duplicate column name`` in their migrations. The storage-wide lock (a file
+    beside a SQLite file, an advisory lock in PostgreSQL; none for a server, which migrates once)
+    serialises that; the second process finds the tables and only checks their version.
+    """
+    from mlflow import MlflowClient
+
+    from tradeoff_search._workers import storage_lock
+
+    with storage_lock(tracking_uri or "", "mlflow-store"):
+        return MlflowClient(tracking_uri=tracking_uri)
+
+
 def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
     """Per objective, how much each hyperparameter decides reaching its good values, over the
     feasible completed trials (Optuna's default evaluator, PED-ANOVA, which scores what leads to
