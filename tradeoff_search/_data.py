@@ -1,4 +1,5 @@
-"""Data sources (``sklearn:NAME``, ``csv:PATH``, ``npz:PATH``) → split, encoded, scaled arrays."""
+"""Data sources (``sklearn:NAME``, ``csv:PATH``, ``npz:PATH``, ``images:FOLDER``, ``mnist1d``) →
+split, encoded, scaled arrays."""
 
 from __future__ import annotations
 
@@ -202,6 +203,10 @@ def _read_source(spec: StudySpec) -> tuple[np.ndarray | pd.DataFrame, np.ndarray
         return np.asarray(x, dtype=np.float64), np.asarray(y)
     if kind == "csv":
         return _read_csv(spec)
+    if kind == "images":
+        from tradeoff_search._images import read_images
+
+        return read_images(spec)
     return _read_npz(spec)
 
 

@@ -263,6 +263,9 @@ class DataSection:
     missing: str = _rule(_Scalar(str, choices=("error", "impute")), "error")
     # csv: indicators per text column: the most frequent categories and one "other"
     max_categories: int = _rule(_Scalar(int, _Interval(2, 1000)), 16)
+    # images: [height, width] to resize every image to (default: their own size, which must be one)
+    image_size: tuple[int, ...] | None = _rule(_Shape(), None)
+    color_mode: str = _rule(_Scalar(str, choices=("grayscale", "rgb", "rgba")), "rgb")  # images
 
     @property
     def kind(self) -> str:
@@ -465,18 +468,18 @@ class StudySpec:
                 data.validation_fraction,
                 f"validation_fraction + test_fraction < 1 (test_fraction = {data.test_fraction})",
             )
-        if not ((data.kind in ("sklearn", "csv", "npz") and data.location) or data.source == "mnist1d"):
-            raise SpecError(
-                self.path, "data.source", data.source, "'sklearn:NAME', 'csv:PATH', 'npz:PATH' or 'mnist1d'"
-            )
-        rank = len(data.input_shape or (0,))
+        if not ((data.kind in ("sklearn", "csv", "npz", "images") and data.location) or data.source == "mnist1d"):
+            raise SpecError(self.path, "data.source", data.source,
+                            "'sklearn:NAME', 'csv:PATH', 'npz:PATH', 'images:FOLDER' or 'mnist1d'")  # fmt: skip
+        # images are (height, width, channels); other sources flat unless input_shape says otherwise
+        rank = len(data.input_shape) if data.input_shape else 3 if data.kind == "images" else 1
         for family in self.model.families.choices:
             if FAMILY_RANKS.get(family, rank) != rank:
                 raise SpecError(
                     self.path,
                     "model.families",
                     list(self.model.families.choices),
-                    f"families that take inputs of shape {list(data.input_shape or ['features'])} "
+                    f"families that take inputs of {rank} dimensions "
                     f"({family} needs data.input_shape with {FAMILY_RANKS[family]} dimensions)",
                 )
         if data.kind == "sklearn" and data.location not in DATASETS:
@@ -488,12 +491,21 @@ class StudySpec:
             raise SpecError(self.path, "data.target", None, "the name of the label column (required for csv:)")
         if data.kind != "csv" and data.target is not None:
             raise SpecError(self.path, "data.target", data.target, "no target (only csv: sources take one)")
+        if data.kind == "images" and not self.data_path.is_dir():
+            problem = "is not a folder" if self.data_path.exists() else "not found"
+            raise SpecError(self.path, "data.source", data.source, f"a folder of images ({self.data_path} {problem})")
+        if data.image_size is not None and (data.kind != "images" or len(data.image_size) != 2):
+            expected = "[height, width]" if data.kind == "images" else "no image_size (only images: sources take one)"
+            raise SpecError(self.path, "data.image_size", list(data.image_size), expected)
+        if data.kind != "images" and data.color_mode != "rgb":
+            raise SpecError(self.path, "data.color_mode", data.color_mode, '"rgb" (only images: sources take one)')
         if data.kind != "csv" and data.missing != "error":
             raise SpecError(self.path, "data.missing", data.missing, '"error" (only csv: sources have missing values)')
 
     @property
     def data_path(self) -> Path:
-        """A ``csv:``/``npz:`` source's file, relative paths taken from the spec file's folder."""
+        """A ``csv:``/``npz:`` source's file or an ``images:`` folder, relative paths taken from the
+        spec file's folder."""
         location = Path(self.data.location)
         return location if location.is_absolute() else self.path.parent / location
 
