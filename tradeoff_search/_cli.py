@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_workers, default=1, help="worker processes on this machine (default: 1)")
     run.add_argument("--in-process", action="store_true", help="run the trials in this process (memory grows)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--accept-builder-change",
+        action="store_true",
+        help="resume even though a builder's source file changed since the study began",
+    )
     run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
 
     pareto = commands.add_parser("pareto", help="print a study's Pareto set")
@@ -231,6 +236,7 @@ def _run(args: argparse.Namespace) -> int:
         data=data,
         workers=0 if args.in_process else args.workers,
         show_progress_bar=not args.no_progress,
+        accept_builder_change=args.accept_builder_change,
     )
     print(f"\nPareto set of study {spec.study.name!r} ({_trial_counts(study)}):")
     print(format_table(front_rows(study)))

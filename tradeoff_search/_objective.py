@@ -5,21 +5,38 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tradeoff_search._builders import Builder, Family, spec_builders
+from tradeoff_search._builders import (
+    Builder,
+    BuilderError,
+    Family,
+    build_checked,
+    compiled_loss,
+    searching,
+    spec_builders,
+)
 from tradeoff_search._data import Dataset, load_dataset
 from tradeoff_search._latency import LatencyStats, calibrate_reference, measure_latency, to_tflite
 from tradeoff_search._models import contains, count_macs, uncounted_layers
 from tradeoff_search._pareto import is_nondominated_by
 from tradeoff_search._pruning import ParetoPruning, rivals
-from tradeoff_search._space import Candidate, family_floors, suggest_architecture, suggest_family, suggest_recipe
-from tradeoff_search._spec import FAMILIES, StudySpec
+from tradeoff_search._space import (
+    RESERVED,
+    Candidate,
+    family_floors,
+    suggest_architecture,
+    suggest_family,
+    suggest_recipe,
+)
+from tradeoff_search._spec import FAMILIES, SpecError, StudySpec
 from tradeoff_search._tracking import staged_model_path
 from tradeoff_search._training import predict_classes, score, train
+from tradeoff_search._user_builders import record_of
 
 if TYPE_CHECKING:
     import keras
@@ -68,6 +85,9 @@ class TradeoffObjective:
             the spec's data source.
         model_dir: if given, trained models that ``tracking.log_models`` may log are saved as
             ``trial-NNNN/model.keras`` under it, for :class:`MLflowParetoCallback` to log.
+        build: your own builder, ``build(trial, input_shape, n_classes) -> keras.Model`` (its
+            family is named after the function), or a dict of them by family name, searched
+            instead of the spec's ``[model]`` families. See :meth:`check_builders`.
     """
 
     def __init__(
@@ -75,17 +95,71 @@ class TradeoffObjective:
         spec: StudySpec,
         data: Dataset | tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
         model_dir: str | Path | None = None,
+        build: Builder | Mapping[str, Builder] | None = None,
     ) -> None:
         if not isinstance(spec, StudySpec):
             raise TypeError(f"spec={spec!r}: expected a StudySpec, e.g. StudySpec.load(path)")
         if data is not None and not isinstance(data, tuple | Dataset):
             raise TypeError(f"data: expected (x_train, y_train, x_val, y_val) or a Dataset, got {type(data).__name__}")
-        self.spec = spec
+        self.builders: dict[str, Builder] = spec_builders(spec, build)
+        self.spec = spec if build is None else searching(spec, list(self.builders))
         self._data = Dataset.from_arrays(*data) if isinstance(data, tuple) else data
         if self._data is not None:
             _check_row_shape(spec, self._data.input_shape)
         self.model_dir = Path(model_dir) if model_dir is not None else None
-        self.builders: dict[str, Builder] = spec_builders(spec)
+
+    @property
+    def builder_records(self) -> dict[str, dict[str, str]]:
+        """What the study and its MLflow parent run keep of each user builder: its target, and its
+        source file's path and hash (see :func:`~tradeoff_search._user_builders.record_of`)."""
+        sources = self.spec.builder_sources
+        return {name: sources[name].record() if name in sources else record_of(builder)
+                for name, builder in self.builders.items() if not isinstance(builder, Family)}  # fmt: skip
+
+    def check_builders(self) -> None:
+        """Build each user builder's model once on a throwaway trial, before any trial runs: it
+        must return a Keras model taking the data's examples and ending in its class
+        probabilities, suggest none of the names the study suggests around it (``family``,
+        ``optimizer``, ``learning_rate``, …) and, with ``macs`` an objective, use layers whose
+        multiply-adds are known. A model compiled with a loss is logged as ignored.
+
+        Raises:
+            SpecError: one line naming the builder (its spec key, or ``build``) and what is wrong.
+        """
+        import optuna
+
+        for name, builder in self.builders.items():
+            if isinstance(builder, Family):
+                continue
+            sampler = optuna.samplers.RandomSampler(seed=self.spec.study.seed)
+            trial = optuna.create_study(sampler=sampler).ask()
+            try:
+                model = build_checked(name, builder, trial, self.data)
+                self._check_own_params(name, trial)
+            except BuilderError as error:
+                raise self._refusal(name, error.expected) from None
+            if "macs" in self.spec.objectives.extra.choices and count_macs(model) is None:
+                unknown = ", ".join(uncounted_layers(model))
+                raise self._refusal(name, f"layers whose multiply-adds are known, as macs is an objective ({unknown})")
+            loss = compiled_loss(model)
+            if loss is not None:
+                _logger.warning(
+                    "builder %r returns a model compiled with loss %r: ignored; trials train it with "
+                    "cross-entropy and the [optimizer] search (return it uncompiled)",
+                    name,
+                    loss,
+                )
+
+    def _check_own_params(self, name: str, trial: optuna.Trial) -> None:
+        taken = sorted(set(trial.params) & set(RESERVED))
+        if taken:
+            raise BuilderError(name, f"parameter names of its own ({', '.join(taken)} the study suggests itself)")
+
+    def _refusal(self, name: str, expected: str) -> SpecError:
+        source = self.spec.builder_sources.get(name)
+        if source is not None:
+            return SpecError(self.spec.path, self.spec.builder_key(name), source.target, expected)
+        return SpecError("build", name, self.builder_records[name]["target"], expected)
 
     @property
     def directions(self) -> list[str]:
@@ -182,12 +256,12 @@ class TradeoffObjective:
         # A fresh Keras state per trial keeps a long study's memory flat.
         keras.backend.clear_session(free_memory=True)
         keras.utils.set_random_seed(self.spec.study.seed + trial.number)
-        model = builder(trial, data.input_shape, data.n_classes)
+        model = build_checked(family, builder, trial, data)
         recipe = suggest_recipe(trial, self.spec)
         companions: dict[str, Any] = {"params": model.count_params(), "macs": self._macs(trial, model)}
         trial.set_user_attr("n_params", companions["params"])
 
-        flatbuffer = to_tflite(model, signature=False) if latency_spec.runtime == "litert" else None
+        flatbuffer = self._convert(family, model) if latency_spec.runtime == "litert" else None
         timed = flatbuffer if flatbuffer is not None else model
         primary, *others = latency_spec.batch_sizes
         stats, latency_ms = self._measure(trial.study, timed, primary, latency_spec.budget_ms)
@@ -224,6 +298,17 @@ class TradeoffObjective:
             path.parent.mkdir(parents=True, exist_ok=True)
             model.save(path)
         return values
+
+    def _convert(self, family: str, model: keras.Model) -> bytes:
+        """The LiteRT flatbuffer timed; a user builder's model that does not convert fails the
+        trial with the converter's reason (the study goes on)."""
+        if isinstance(self.builders[family], Family):
+            return to_tflite(model, signature=False)
+        try:
+            return to_tflite(model, signature=False)
+        except Exception as error:  # the converter raises several kinds, with MLIR's reasons
+            reason = " ".join(str(error).split())[:600]
+            raise BuilderError(family, f"a model that converts to LiteRT ({type(error).__name__}: {reason})") from error
 
     def _macs(self, trial: optuna.Trial, model: keras.Model) -> int | None:
         """The model's multiply-adds, as user attribute ``macs``; unknown (None), the layers not

@@ -8,6 +8,7 @@ of every section names the rule that parses it, and every rule failure becomes a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -17,7 +18,10 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tradeoff_search._user_builders import BuilderSource
 
 DEFAULT_REFERENCE_LATENCY_MS = 100.0
 
@@ -209,6 +213,21 @@ class _Shape:
 
 
 @dataclass(frozen=True)
+class _Builders:
+    """A table of family names (not a built-in's) to builder targets, ``module:function`` or
+    ``file.py:function``."""
+
+    def parse(self, value: Any, source: Path, key: str) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict) or not value:
+            raise SpecError(source, key, value, 'a table of names to builders, e.g. mine = "models.py:build"')
+        for name, target in value.items():
+            if name in FAMILIES or not name.isidentifier():
+                raise SpecError(source, f"{key}.{name}", target, f"a name of your own (not {', '.join(FAMILIES)})")
+            _Scalar(str).parse(target, source, f"{key}.{name}")
+        return tuple(value.items())
+
+
+@dataclass(frozen=True)
 class _Point:
     """A non-empty list of numbers, e.g. a reference point (its length is checked by the spec)."""
 
@@ -307,9 +326,15 @@ class LatencySection:
 class ModelSection:
     """``[model]``: the architecture space. ``families`` is searched too; each family's knobs are
     suggested only for trials of that family (mlp: n_layers, units; cnn1d/cnn2d: conv_blocks,
-    filters, kernel_size, downsample, residual; gru: gru_layers, gru_units)."""
+    filters, kernel_size, downsample, residual; gru: gru_layers, gru_units).
 
-    families: Categorical = _rule(_Choice(str, FAMILIES), Categorical(("mlp",)))
+    Your own builders: ``builder = "models.py:build"`` searches that one alone (its family is
+    named after the function); ``[model.builders]`` names several (``mine = "models.py:build"``),
+    to list in ``families`` beside the built-in ones. See ``tradeoff_search._builders``."""
+
+    families: Categorical = _rule(_Choice(str), Categorical(("mlp",)))
+    builder: str | None = _rule(_Scalar(str), None)
+    builders: tuple[tuple[str, str], ...] = _rule(_Builders(), ())
     n_layers: IntRange = _rule(_Range(int, _AT_LEAST_ONE), IntRange(1, 3))
     units: IntRange = _rule(_Range(int, _AT_LEAST_ONE, log=True), IntRange(16, 512, log=True))
     conv_blocks: IntRange = _rule(_Range(int, _AT_LEAST_ONE), IntRange(1, 3))
@@ -441,9 +466,43 @@ class StudySpec:
             parsed["tracking"] = dataclasses.replace(parsed["tracking"], experiment=parsed["study"].name)
         if not digest:
             digest = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        parsed["model"] = _with_builder(parsed["model"], document.get("model", {}), path)
         spec = cls(path=path, digest=digest, **parsed)
         spec._check_data()
+        spec._check_builders()
         return spec
+
+    def _check_builders(self) -> None:
+        """Every family is built in or named in ``[model.builders]``; every builder's module or
+        file exists (it is imported only when a study runs: see ``tradeoff_search._user_builders``)."""
+        model, named = self.model, dict(self.model.builders)
+        for family in model.families.choices:
+            if family not in FAMILIES and family not in named:
+                expected = f"families among {_show(list(FAMILIES))} or the names of [model.builders]"
+                raise SpecError(self.path, "model.families", list(model.families.choices),
+                                f"{expected} ({_show(family)} is neither)")  # fmt: skip
+        self.builder_sources  # noqa: B018 - resolving them is the check
+
+    @functools.cached_property
+    def builder_sources(self) -> dict[str, BuilderSource]:
+        """Each user builder of ``[model]`` by family name: its source file and that file's hash,
+        as they were when the spec was loaded."""
+        from tradeoff_search._user_builders import resolve
+
+        sources = {}
+        for name, target in self.model.builders:
+            try:
+                sources[name] = resolve(name, target, self.path.parent)
+            except ValueError as error:
+                raise SpecError(self.path, self.builder_key(name), target, str(error)) from None
+        return sources
+
+    def builder_key(self, name: str) -> str:
+        """The spec key naming the builder of family ``name``: ``model.builder`` or ``model.builders.NAME``."""
+        builder = self.model.builder
+        return (
+            "model.builder" if builder is not None and builder.rpartition(":")[2] == name else f"model.builders.{name}"
+        )
 
     def _check_data(self) -> None:
         if not _STUDY_NAME.fullmatch(self.study.name):
@@ -539,6 +598,22 @@ class StudySpec:
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec (defaults filled in) as plain data, for logging."""
         return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in _SECTIONS}
+
+
+def _with_builder(model: ModelSection, table: Any, source: Path) -> ModelSection:
+    """``builder = "file.py:build"`` as ``[model.builders] build = "file.py:build"``, and as the
+    only family unless ``families`` lists it beside others."""
+    if model.builder is None:
+        return model
+    name = model.builder.rpartition(":")[2]
+    if not name.isidentifier():
+        raise SpecError(source, "model.builder", model.builder, "module:function or path/to/file.py:function")
+    if name in FAMILIES or name in dict(model.builders):
+        raise SpecError(source, "model.builder", model.builder,
+                        f"a function not named like a family already in the spec ({name}); "
+                        "name it in [model.builders] instead")  # fmt: skip
+    families = model.families if "families" in table else Categorical((name,))
+    return dataclasses.replace(model, families=families, builders=((name, model.builder), *model.builders))
 
 
 def _plain(value: Any) -> Any:

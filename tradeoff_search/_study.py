@@ -9,11 +9,12 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from tradeoff_search._builders import Builder
 from tradeoff_search._data import Dataset, load_dataset
 from tradeoff_search._encoding import PREPROCESSING_ATTR
 from tradeoff_search._objective import TradeoffObjective
@@ -21,6 +22,7 @@ from tradeoff_search._retime import retime_front
 from tradeoff_search._space import narrowest_models
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._tracking import MLflowParetoCallback
+from tradeoff_search._user_builders import record_of
 from tradeoff_search._workers import Tickets, storage_lock, work
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ _SCHEMA_ATTEMPTS = 3
 STATE_DIR = Path("mlruns")
 DEFAULT_STORAGE = f"sqlite:///{STATE_DIR}/optuna.db"
 DEFAULT_TRACKING_URI = f"sqlite:///{STATE_DIR}/mlflow.db"
+BUILDERS_ATTR = "builders"  # the study's record of its user builders
 TRIALS_PER_PROCESS = 15  # a worker process retires after this many trials (see _run_worker_processes)
 
 
@@ -244,12 +247,24 @@ def _write_ahead_log(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()  # the connections Optuna opened to create its tables get them on reconnect
 
 
-def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool = True) -> optuna.Study:
+def open_study(
+    spec: StudySpec,
+    storage: str = DEFAULT_STORAGE,
+    *,
+    create: bool = True,
+    builders: Mapping[str, Mapping[str, str]] | None = None,
+    accept_builder_change: bool = False,
+) -> optuna.Study:
     """The spec's study in ``storage``: created on first use, resumed after.
+
+    ``builders``, the records of the user builders searched (see
+    :attr:`TradeoffObjective.builder_records`), are kept in the study's user attribute
+    ``builders``; resuming with a builder whose source file changed is refused unless
+    ``accept_builder_change`` (trials before and after would not be of one space).
 
     Raises:
         SpecError: the storage cannot be reached, the study does not exist (``create=False``),
-            or it exists with other objectives.
+            or it exists with other objectives, or a builder's source changed since it began.
     """
     import optuna
     import sqlalchemy.exc
@@ -295,7 +310,28 @@ def open_study(spec: StudySpec, storage: str = DEFAULT_STORAGE, *, create: bool 
             _logger.warning(
                 "study %r resumes under a changed spec (%s, was %s)", spec.study.name, spec.digest, previous
             )
+        _record_builders(study, spec, builders or {}, accept_builder_change)
     return study
+
+
+def _record_builders(
+    study: optuna.Study, spec: StudySpec, builders: Mapping[str, Mapping[str, str]], accept_change: bool
+) -> None:
+    """Keep the builders' records in the study; refuse one whose source changed since it was kept."""
+    stored = study.user_attrs.get(BUILDERS_ATTR) or {}
+    for name, record in builders.items():
+        before = stored.get(name, {}).get("sha256")
+        if before is None or before == record.get("sha256"):
+            continue
+        now = record.get("sha256", "none")
+        change = f"{record.get('path', record['target'])} changed: sha256 {before[:12]} then, {now[:12]} now"
+        if not accept_change:
+            where = (spec.path, spec.builder_key(name)) if name in spec.builder_sources else ("build", name)
+            expected = f"the builder source study {spec.study.name!r} began with ({change})"
+            raise SpecError(*where, record["target"], f"{expected}; restore it, or resume with --accept-builder-change")
+        _logger.warning("study %r resumes with builder %r changed (%s)", spec.study.name, name, change)
+    if builders and {**stored, **builders} != stored:
+        study.set_user_attr(BUILDERS_ATTR, {**stored, **builders})
 
 
 def staging_dir(spec: StudySpec) -> Path:
@@ -303,16 +339,23 @@ def staging_dir(spec: StudySpec) -> Path:
     return STATE_DIR / "staging" / spec.study.name
 
 
-def make_callback(spec: StudySpec, tracking_uri: str = DEFAULT_TRACKING_URI) -> MLflowParetoCallback:
-    """The MLflow callback for the spec's study, with the spec logged on the parent run."""
+def make_callback(
+    spec: StudySpec,
+    tracking_uri: str = DEFAULT_TRACKING_URI,
+    builders: Mapping[str, Mapping[str, str]] | None = None,
+) -> MLflowParetoCallback:
+    """The MLflow callback for the spec's study, with the spec logged on the parent run, and the
+    user builders' targets, source paths and hashes as its tags ``builder.NAME.target``, …"""
     _prepare_local_state(tracking_uri)
+    builder_tags = {f"builder.{name}.{key}": value for name, record in (builders or {}).items()
+                    for key, value in record.items()}  # fmt: skip
     return MLflowParetoCallback(
         tracking_uri=tracking_uri,
         experiment=spec.tracking.experiment,
         hypervolume_reference=spec.hypervolume_reference,
         log_models=spec.tracking.log_models,
         model_dir=staging_dir(spec),
-        parent_tags={"spec.digest": spec.digest, "spec.path": str(spec.path)},
+        parent_tags={"spec.digest": spec.digest, "spec.path": str(spec.path), **builder_tags},
         parent_artifacts={"spec.json": spec.to_dict()},
     )
 
@@ -334,6 +377,8 @@ def run_study(
     show_progress_bar: bool = False,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     finish: bool = True,
+    build: Builder | Mapping[str, Builder] | None = None,
+    accept_builder_change: bool = False,
 ) -> optuna.Study:
     """Run (or resume) the spec's study until it has ``study.n_trials`` trials.
 
@@ -346,11 +391,18 @@ def run_study(
     then re-timed side by side and the MLflow record completed (``pareto.csv``, plots), also
     after Ctrl-C.
 
+    ``build`` searches your own builder(s) instead of the spec's families (see
+    :class:`TradeoffObjective`); each is built once before the study opens (see
+    :meth:`TradeoffObjective.check_builders`). A study whose builder source file changed
+    resumes only with ``accept_builder_change``.
+
     Raises:
         ValueError: ``workers`` is not an int >= 0; or, with worker processes, which load the
-            spec from its file and the data from its source, ``spec`` differs from its file or
-            ``data`` holds arrays of your own (pass those with ``workers=0``).
-        SpecError: a store cannot be used, or the data source is bad.
+            spec from its file, the data from its source and the builders the spec names,
+            ``spec`` differs from its file, ``data`` holds arrays of your own or ``build`` is
+            not what the spec names (pass those with ``workers=0``).
+        SpecError: a store cannot be used, the data source is bad, a builder breaks the
+            contract, or its source changed since the study began.
     """
     for name, url in {"storage": storage, "tracking_uri": tracking_uri}.items():
         if not isinstance(url, str):  # e.g. an InMemoryStorage: neither resumable nor shared with workers
@@ -363,7 +415,11 @@ def run_study(
     if workers > 0 and not _is_its_file(spec):
         raise ValueError(f"spec with workers={workers}: worker processes load the spec from {spec.path}, "
                          "which says otherwise (or is no file); save it there, or use workers=0")  # fmt: skip
-    study, objective, callback = _session(spec, storage, tracking_uri, data)
+    if workers > 0 and build is not None and not _names_its_builders(spec, build):
+        raise ValueError(f"build with workers={workers}: worker processes load the builders {spec.path} names "
+                         "([model] builder(s)), not these; name them there or use workers=0")  # fmt: skip
+    study, objective, callback = _session(spec, storage, tracking_uri, data, build, accept_builder_change)
+    spec = objective.spec  # searching build's families, if given
     _logger.info(
         "study %r: %d trials on %s, %d worker(s); Optuna %s, MLflow %s",
         spec.study.name,
@@ -401,6 +457,19 @@ def _is_its_file(spec: StudySpec) -> bool:
     return stored.override(n_trials=spec.study.n_trials, timeout=spec.study.timeout).to_dict() == spec.to_dict()
 
 
+def _names_its_builders(spec: StudySpec, build: Builder | Mapping[str, Builder]) -> bool:
+    """Whether ``build`` is the builders ``spec`` names: the same families, each the function of
+    the spec's target (by source file and name)."""
+    named = dict(build) if isinstance(build, Mapping) else {getattr(build, "__name__", ""): build}
+    sources = spec.builder_sources
+    return list(named) == list(spec.model.families.choices) and all(
+        name in sources
+        and record_of(builder).get("path") == str(sources[name].path)
+        and getattr(builder, "__name__", None) == sources[name].function
+        for name, builder in named.items()
+    )
+
+
 def _queue_narrowest_models(study: optuna.Study, spec: StudySpec, storage: str) -> None:
     """A new study with a latency budget first times the narrowest model of each family: if even
     that is over the budget, so is every candidate of the family with the same operators, and the
@@ -420,17 +489,24 @@ def run_worker(spec: StudySpec, storage: str, tracking_uri: str, data: Dataset |
 
 
 def _session(
-    spec: StudySpec, storage: str, tracking_uri: str, data: Dataset | None
+    spec: StudySpec,
+    storage: str,
+    tracking_uri: str,
+    data: Dataset | None,
+    build: Builder | Mapping[str, Builder] | None = None,
+    accept_builder_change: bool = False,
 ) -> tuple[optuna.Study, TradeoffObjective, MLflowParetoCallback]:
-    """The study, objective and MLflow callback of a run, after checking data and stores."""
+    """The study, objective and MLflow callback of a run, after checking data, stores and builders."""
     check_stores(storage, tracking_uri)
     data = data if data is not None else load_dataset(spec)
-    study = open_study(spec, storage)
+    model_dir = staging_dir(spec) if spec.tracking.log_models != "none" else None
+    objective = TradeoffObjective(spec, data=data, model_dir=model_dir, build=build)
+    objective.check_builders()
+    records = objective.builder_records
+    study = open_study(objective.spec, storage, builders=records, accept_builder_change=accept_builder_change)
     if data.preprocessing is not None:  # what a deployment applies to raw rows (select ships it)
         study.set_user_attr(PREPROCESSING_ATTR, data.preprocessing)
-    callback = make_callback(spec, tracking_uri)
-    model_dir = staging_dir(spec) if spec.tracking.log_models != "none" else None
-    objective = TradeoffObjective(spec, data=data, model_dir=model_dir)
+    callback = make_callback(objective.spec, tracking_uri, records)
     objective.calibrate(study)  # once, before any worker times a trial
     return study, objective, callback
 
