@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -307,7 +308,9 @@ class TradeoffObjective:
         try:
             return to_tflite(model, signature=False)
         except Exception as error:  # the converter raises several kinds, with MLIR's reasons
-            reason = " ".join(str(error).split())[:600]
+            # Its message holds MLIR's call stack; the reason is on its "error:" lines.
+            reasons = re.findall(r"error: ([^\n]+)", str(error)) or [str(error)]
+            reason = " ".join(" ".join(dict.fromkeys(reasons)).split())[:600]
             raise BuilderError(family, f"a model that converts to LiteRT ({type(error).__name__}: {reason})") from error
 
     def _macs(self, trial: optuna.Trial, model: keras.Model) -> int | None:

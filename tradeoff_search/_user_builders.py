@@ -59,8 +59,10 @@ def resolve(name: str, target: str, base: Path) -> BuilderSource:
         raise ValueError("module:function or path/to/file.py:function")
     try:
         found = importlib.util.find_spec(where)
-    except (ImportError, ValueError) as error:  # a parent package that is missing or fails
-        raise ValueError(f"module:function with a module on the Python path ({error})") from None
+    except ModuleNotFoundError as error:  # a parent package
+        raise ValueError(f"module:function with a module on the Python path (no module {error.name})") from None
+    except Exception as error:  # a parent package that raises on import
+        raise ValueError(f"module:function with a module that imports (it raised {one_line(error)})") from None
     if found is None or not found.origin or not Path(found.origin).is_file():
         raise ValueError(f"module:function with a module on the Python path (no module {where})")
     return BuilderSource(name, target, Path(found.origin).resolve(), function, where, _sha256(Path(found.origin)))

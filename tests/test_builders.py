@@ -1,0 +1,259 @@
+"""Your own builders: the contract, the spec's targets, the checks before a study, the record."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from tradeoff_search import SpecError, StudySpec, TradeoffObjective, run_study
+from tradeoff_search._objective import ruled_out
+from tradeoff_search._space import narrowest_models
+from tradeoff_search._study import open_study
+
+MODELS = Path(__file__).with_name("user_models.py")
+
+# Iris as 4 steps of 1 channel, so that dense, convolutional and separable builders all apply.
+SPEC = """
+[study]
+name = "mine"
+n_trials = 3
+seed = 3
+sampler = "random"
+
+[data]
+source = "sklearn:iris"
+input_shape = [4, 1]
+
+[latency]
+max_seconds = 0.1
+
+[model]
+{model}
+
+[training]
+batch_size = [16]
+max_epochs = 1
+"""
+
+
+@pytest.fixture
+def spec_with(tmp_path: Path):
+    """A spec of the given [model] lines, with user_models.py copied next to it."""
+    shutil.copy(MODELS, tmp_path / "models.py")
+
+    def write(model: str) -> Path:
+        path = tmp_path / "spec.toml"
+        path.write_text(SPEC.format(model=model))
+        return path
+
+    return write
+
+
+def _nothing_written(folder: Path) -> bool:
+    return not (folder / "mlruns").exists() and not list(folder.glob("*.db"))
+
+
+# ---------------------------------------------------------------------------- spec-level errors
+@pytest.mark.parametrize(
+    ("model", "key", "says"),
+    [
+        ('builder = "nowhere.py:build"', "model.builder", "nowhere.py not found"),
+        ('builder = "no_such_package.models:build"', "model.builder", "no module no_such_package"),
+        ('builder = "models.py"', "model.builder", "module:function or path/to/file.py:function"),
+        ('families = ["mlp", "mine"]', "model.families", '"mine" is neither'),
+        ('[model.builders]\nmlp = "models.py:two_branch"', "model.builders.mlp", "a name of your own"),
+    ],
+)
+def test_a_missing_builder_is_refused_when_the_spec_loads(spec_with, model, key, says) -> None:
+    with pytest.raises(SpecError, match=key) as refused:
+        StudySpec.load(spec_with(model))
+    assert says in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("function", "says"),
+    [
+        ("no_such_function", "none there; it defines compiled, conditional, "),
+        ("raises", "it raised ZeroDivisionError: division by zero at models.py:"),
+        ("not_a_model", "a keras.Model from build(trial, input_shape, n_classes) (it returned KerasTensor)"),
+        ("wrong_input", "a model taking examples of shape [4, 1], the data's (its input is [28, 28])"),
+        ("wrong_width", "a model ending in 3 class probabilities (its output is [10])"),
+        ("logits", "class probabilities out: a softmax"),
+        ("takes_learning_rate", "parameter names of its own (learning_rate the study suggests itself)"),
+    ],
+)
+def test_a_builder_breaking_the_contract_is_refused_before_anything_is_written(
+    spec_with, in_tmp: Path, function: str, says: str
+) -> None:
+    spec = StudySpec.load(spec_with(f'builder = "models.py:{function}"'))
+    with pytest.raises(SpecError) as refused:
+        run_study(spec)
+    message = str(refused.value)
+    assert message.startswith(f'{spec.path}: model.builder = "models.py:{function}": expected ')
+    assert says in message and "\n" not in message
+    assert _nothing_written(in_tmp)
+
+
+def test_a_compiled_model_is_used_with_its_loss_ignored(spec_with, caplog) -> None:
+    objective = TradeoffObjective(StudySpec.load(spec_with('builder = "models.py:compiled"')))
+    with caplog.at_level(logging.WARNING):
+        objective.check_builders()
+    (warning,) = [r.getMessage() for r in caplog.records if "compiled" in r.getMessage()]
+    assert "builder 'compiled' returns a model compiled with loss 'sparse_categorical_crossentropy': ignored" in warning
+
+
+# ---------------------------------------------------------------------------- trial-level errors
+def test_a_model_that_does_not_convert_fails_its_trial_and_the_study_goes_on(spec_with) -> None:
+    builders = 'not_convertible = "models.py:not_convertible"\ntwo_branch = "models.py:two_branch"'
+    spec = StudySpec.load(spec_with(f'families = ["not_convertible", "two_branch"]\n[model.builders]\n{builders}'))
+    objective = TradeoffObjective(spec)
+    study = optuna.create_study(directions=objective.directions)
+    for family in spec.model.families.choices:
+        study.enqueue_trial({"family": family})
+    study.optimize(objective, n_trials=2, catch=(Exception,))
+    failed, completed = study.trials
+    assert failed.state == optuna.trial.TrialState.FAIL and completed.state == optuna.trial.TrialState.COMPLETE
+    reason = failed.user_attrs["fail_reason"]
+    assert reason.startswith("BuilderError: builder 'not_convertible': expected a model that converts to LiteRT")
+    assert "'tf.PyFunc' op is neither a custom op nor a flex op" in reason
+
+
+# ---------------------------------------------------------------------------- Python API
+def test_the_objective_takes_a_builder_function(write_spec) -> None:
+    from .user_models import conditional
+
+    objective = TradeoffObjective(StudySpec.load(write_spec()), build=conditional, data=_iris_steps())
+    assert objective.spec.model.families.choices == ("conditional",)
+    study = optuna.create_study(directions=objective.directions, sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=2)
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        own = {"conv_filters"} if trial.params["block"] == "conv" else {"dense_units", "dense_activation"}
+        assert own | {"family", "block", "optimizer", "learning_rate"} <= set(trial.params)
+        assert trial.user_attrs["macs"] > 0
+
+
+def test_workers_cannot_load_a_builder_the_spec_does_not_name(write_spec, in_tmp: Path) -> None:
+    from .user_models import two_branch
+
+    with pytest.raises(ValueError, match=r"^build with workers=1: worker processes load the builders"):
+        run_study(StudySpec.load(write_spec()), build=two_branch, workers=1)
+    with pytest.raises(TypeError, match=r"^build: expected a function"):
+        TradeoffObjective(StudySpec.load(write_spec()), build={"mine": 3})
+    with pytest.raises(ValueError, match=r"^build: family name 'mlp'"):
+        TradeoffObjective(StudySpec.load(write_spec()), build={"mlp": two_branch})
+    assert _nothing_written(in_tmp)
+
+
+def _iris_steps():
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32).reshape(-1, 4, 1)
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order], y[order]
+    return x[:100], y[:100], x[100:], y[100:]
+
+
+# ---------------------------------------------------------------------------- budget, record
+def test_a_user_builder_is_never_ruled_out_by_containment(spec_with) -> None:
+    path = spec_with('families = ["mlp", "mine"]\n[model.builders]\nmine = "models.py:two_branch"')
+    spec = StudySpec.load(_with_budget(path))
+    study = optuna.create_study(directions=spec.directions)
+    latency = {"runtime": "litert", "batch_size": 1, "threads": 1, "normalized_ms": 1.0}
+    for params in ({"family": "mine", "wide_units": 4, "deep_units": 4}, {"family": "mlp", "n_layers": 1,
+                   "units_0": 16, "activation": "relu", "dropout": 0.0, "batch_norm": False}):  # fmt: skip
+        distributions = {k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, values=[0.0, 1.0],
+                                                  user_attrs={"latency": latency}))  # fmt: skip
+    assert not ruled_out(study, spec, "mine")  # its narrowest model is unknown: no proof
+    assert [m["family"] for m in narrowest_models(spec)] == ["mlp"]
+
+
+def _with_budget(path: Path) -> Path:
+    path.write_text(path.read_text().replace("[latency]", "[latency]\nbudget_ms = 0.001"))
+    return path
+
+
+def test_resuming_with_a_changed_builder_source_is_refused_unless_accepted(spec_with, tmp_path: Path, caplog) -> None:
+    path = spec_with('builder = "models.py:two_branch"')
+    spec = StudySpec.load(path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    record = {"two_branch": spec.builder_sources["two_branch"].record()}
+    open_study(spec, storage, builders=record)
+    (tmp_path / "models.py").write_text(MODELS.read_text() + "\n# tuned\n")
+    changed = StudySpec.load(path)
+    now = {"two_branch": changed.builder_sources["two_branch"].record()}
+    with pytest.raises(
+        SpecError, match=r'model.builder = "models.py:two_branch": expected the builder source'
+    ) as refused:
+        open_study(changed, storage, builders=now)
+    assert "models.py changed: sha256" in str(refused.value) and "--accept-builder-change" in str(refused.value)
+    with caplog.at_level(logging.WARNING):
+        study = open_study(changed, storage, builders=now, accept_builder_change=True)
+    assert study.user_attrs["builders"] == now and "resumes with builder 'two_branch' changed" in caplog.text
+
+
+@pytest.mark.e2e
+def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, tmp_path: Path) -> None:
+    """Functional with two branches, Sequential with SeparableConv1D, categorical + conditional
+    parameters: Optuna's trials and MLflow's child runs one to one, with each builder's own
+    parameters; the front's model exported by select as .keras and .tflite that agree."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+    from mlflow import MlflowClient
+
+    from tradeoff_search import load_dataset, select_model
+    from tradeoff_search._tracking import TAG_ROLE
+
+    names = ("two_branch", "separable", "conditional")
+    builders = "\n".join(f'{name} = "models.py:{name}"' for name in names)
+    path = spec_with(f"families = {list(names)}\n[model.builders]\n{builders}".replace("'", '"'))
+    path.write_text(path.read_text().replace("seed = 3", "seed = 7"))  # a seed drawing each family once
+    done = subprocess.run(
+        [sys.executable, "-m", "tradeoff_search", "run", path.name, "--no-progress"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    study = optuna.load_study(study_name="mine", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    assert sorted(t.params["family"] for t in study.trials) == sorted(names)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("mine").experiment_id])
+    children = {int(r.data.tags["optuna.trial"]): r for r in runs if r.data.tags[TAG_ROLE] == "trial"}
+    (parent,) = [r for r in runs if r.data.tags[TAG_ROLE] == "study"]
+    assert sorted(children) == [t.number for t in study.trials]
+    for trial in study.trials:
+        assert children[trial.number].data.params == {k: str(v) for k, v in trial.params.items()}
+        assert children[trial.number].data.metrics["accuracy"] == pytest.approx(trial.values[0])
+    by_family = {t.params["family"]: t.params for t in study.trials}
+    assert {"wide_units", "deep_units"} <= set(by_family["two_branch"]) and "sep_filters" in by_family["separable"]
+    blocks = {"conv": {"conv_filters"}, "dense": {"dense_units", "dense_activation"}}
+    block, conditional = by_family["conditional"]["block"], set(by_family["conditional"])
+    assert blocks[block] <= conditional and not blocks["dense" if block == "conv" else "conv"] & conditional
+    recorded = study.user_attrs["builders"]
+    for name in names:
+        assert recorded[name]["path"] == str((tmp_path / "models.py").resolve())
+        assert parent.data.tags[f"builder.{name}.sha256"] == recorded[name]["sha256"]
+
+    spec = StudySpec.load(path)
+    chosen = select_model(spec, study, tmp_path / "out", tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    x_test = load_dataset(spec).x_test
+    expected = np.asarray(keras.models.load_model(chosen.keras_path)(x_test, training=False))
+    interpreter = Interpreter(model_path=chosen.tflite_path)
+    (detail,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(detail["index"], list(x_test.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x_test)
+    interpreter.invoke()
+    np.testing.assert_allclose(
+        interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), expected, atol=1e-5
+    )
