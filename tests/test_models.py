@@ -49,6 +49,28 @@ def test_macs_of_dense_conv_and_gru() -> None:
     assert count_macs(model) == expected
 
 
+def test_macs_of_separable_recurrent_and_nested_layers_or_unknown() -> None:
+    import keras
+
+    from tradeoff_search._models import uncounted_layers
+
+    inputs = keras.Input((40, 2))
+    x = keras.layers.SeparableConv1D(8, 3, padding="same", name="separable")(inputs)
+    x = keras.layers.LSTM(4, return_sequences=True)(x)
+    x = keras.layers.Dense(5)(x)  # at each of the 40 steps
+    head = keras.Sequential([keras.Input((40, 5)), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(3)])
+    model = keras.Model(inputs, head(x))
+    expected = 40 * (3 * 2 + 2 * 8) + 40 * 4 * (8 + 4) * 4 + 40 * 4 * 5 + 5 * 3
+    assert count_macs(model) == expected and uncounted_layers(model) == []
+
+    class Scale(keras.layers.Dense):  # a subclass may do anything: not counted as a Dense
+        pass
+
+    unknown = keras.Model(inputs, Scale(3, name="scale")(keras.layers.Flatten()(inputs)))
+    assert count_macs(unknown) is None
+    assert uncounted_layers(unknown) == ["scale (Scale)"]
+
+
 def test_a_conv_net_with_fewer_parameters_but_more_macs_measures_slower() -> None:
     import keras
 
