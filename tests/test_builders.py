@@ -257,3 +257,19 @@ def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, 
     np.testing.assert_allclose(
         interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), expected, atol=1e-5
     )
+
+
+def test_a_sequential_without_an_input_is_built_for_the_data(spec_with) -> None:
+    import keras
+
+    from tradeoff_search._builders import build_checked
+
+    def build(trial, input_shape, n_classes):  # as Keras Tuner examples write it
+        return keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(n_classes, activation="softmax")])
+
+    spec = StudySpec.load(spec_with('builder = "models.py:two_branch"'))
+    again = StudySpec.from_dict(spec.to_dict(), path=spec.path)  # the spec.json of the parent run
+    assert again.builder_sources == spec.builder_sources and again.model.families == spec.model.families
+    objective = TradeoffObjective(spec)
+    model = build_checked("build", build, optuna.create_study().ask(), objective.data)
+    assert model.input_shape == (None, 4, 1) and model.output_shape == (None, 3)

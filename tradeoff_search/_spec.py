@@ -218,7 +218,7 @@ class _Builders:
     ``file.py:function``."""
 
     def parse(self, value: Any, source: Path, key: str) -> tuple[tuple[str, str], ...]:
-        if not isinstance(value, dict) or not value:
+        if not isinstance(value, dict):
             raise SpecError(source, key, value, 'a table of names to builders, e.g. mine = "models.py:build"')
         for name, target in value.items():
             if name in FAMILIES or not name.isidentifier():
@@ -597,7 +597,12 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec (defaults filled in) as plain data, for logging."""
-        return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in _SECTIONS}
+        plain = {name: _plain(dataclasses.asdict(getattr(self, name))) for name in _SECTIONS}
+        # [model.builders] holds the builder = "..." shorthand too (as families does its name).
+        plain["model"] = {k: v for k, v in plain["model"].items() if k != "builder"} | {
+            "builders": dict(self.model.builders)
+        }
+        return plain
 
 
 def _with_builder(model: ModelSection, table: Any, source: Path) -> ModelSection:
