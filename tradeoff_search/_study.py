@@ -326,9 +326,9 @@ def _record_builders(
         now = record.get("sha256", "none")
         change = f"{record.get('path', record['target'])} changed: sha256 {before[:12]} then, {now[:12]} now"
         if not accept_change:
-            where = (spec.path, spec.builder_key(name)) if name in spec.builder_sources else ("build", name)
-            expected = f"the builder source study {spec.study.name!r} began with ({change})"
-            raise SpecError(*where, record["target"], f"{expected}; restore it, or resume with --accept-builder-change")
+            source, key = (spec.path, spec.builder_key(name)) if name in spec.builder_sources else ("build", name)
+            expected = f"the builder source study {spec.study.name!r} began with ({change}); restore it, "
+            raise SpecError(source, key, record["target"], f"{expected}or resume with --accept-builder-change")
         _logger.warning("study %r resumes with builder %r changed (%s)", spec.study.name, name, change)
     if builders and {**stored, **builders} != stored:
         study.set_user_attr(BUILDERS_ATTR, {**stored, **builders})
