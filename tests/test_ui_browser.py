@@ -1,4 +1,5 @@
-"""End-to-end in a browser: a finished study, ``tradeoff_search ui``, and headless Chromium showing its runs.
+"""End-to-end in a browser: a finished study, shown by ``tradeoff_search ui`` (MLflow) and by a real
+``optuna-dashboard`` over its Optuna storage, in headless Chromium.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``);
 skipped without them. Nothing is downloaded: the driver is given by path, Selenium Manager stays offline.
@@ -13,8 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,8 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+
+from .conftest import TINY_SPEC
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 RUN_NAMES = {"tiny", "trial-0000", "trial-0001", "trial-0002"}  # the parent run and its nested trial runs
@@ -57,19 +62,25 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-@pytest.fixture
-def ui_pages(write_spec: Callable[..., Path], tmp_path: Path) -> Iterator[tuple[str, str, str]]:
-    """Run the tiny study, serve it with ``tradeoff_search ui spec.toml`` (``$BROWSER`` a script
-    that records what it is asked to open) and yield the runs page, the front plot page and the
-    page the UI opened."""
-    write_spec()
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The tiny study, run once for both UIs: its folder and what ``run`` printed."""
+    folder = tmp_path_factory.mktemp("study")
+    (folder / "spec.toml").write_text(textwrap.dedent(TINY_SPEC))
     done = subprocess.run(
         [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        cwd=folder, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    hinted = re.findall(r"runs of 'tiny': (\S+)", done.stdout)
+    return folder, done.stdout
 
+
+@pytest.fixture
+def ui_pages(finished: tuple[Path, str], tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """Serve the study with ``tradeoff_search ui spec.toml`` (``$BROWSER`` a script that records what
+    it is asked to open) and yield the runs page, the front plot page and the page the UI opened."""
+    folder, printed = finished
+    hinted = re.findall(r"runs of 'tiny': (\S+)", printed)
     opened = tmp_path / "opened.txt"
     recorder = tmp_path / "browser.sh"
     recorder.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
@@ -78,7 +89,7 @@ def ui_pages(write_spec: Callable[..., Path], tmp_path: Path) -> Iterator[tuple[
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "tradeoff_search", "ui", "spec.toml", "--port", str(port)],
-            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "BROWSER": str(recorder)},
         )  # fmt: skip
     try:
@@ -91,7 +102,7 @@ def ui_pages(write_spec: Callable[..., Path], tmp_path: Path) -> Iterator[tuple[
         plot = re.search(r"its Pareto front plot: (\S+)", log.read_text())
         assert runs and plot, log.read_text()[-3000:]
         # `run` printed the same page, on the default port
-        assert hinted == [runs[1].replace(f":{port}/", ":5000/")], done.stdout[-2000:]
+        assert hinted == [runs[1].replace(f":{port}/", ":5000/")], printed[-2000:]
         yield runs[1], plot[1], opened.read_text().strip()
     finally:
         _stop_group(server)
@@ -151,3 +162,65 @@ def test_mlflow_ui_opens_on_the_runs_the_pareto_column_and_the_front_plot(
         browser.save_screenshot(str(SCREENSHOTS / "mlflow_front_plot.png"))
     assert "pareto_front.png" in browser.find_element(By.TAG_NAME, "body").text
     assert plots(browser) == 1, f"no front plot, as in {SCREENSHOTS / 'mlflow_front_plot.png'}"
+
+
+@pytest.fixture
+def dashboard(finished: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
+    """A real optuna-dashboard (the ``[dashboard]`` extra) on the study's storage; yields its URL."""
+    pytest.importorskip("optuna_dashboard", reason='needs pip install -e ".[dashboard]"')
+    folder, _ = finished
+    port, log = _free_port(), tmp_path / "dashboard.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-c", "from optuna_dashboard._cli import main; main()",  # `optuna-dashboard`
+             "sqlite:///mlruns/optuna.db", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"optuna-dashboard exited:\n{log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"{url}/api/studies", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"optuna-dashboard did not answer:\n{log.read_text()[-3000:]}"
+                time.sleep(0.3)
+        yield url
+    finally:
+        _stop_group(server)
+
+
+def test_optuna_dashboard_shows_named_metrics_the_front_and_user_attributes(
+    dashboard: str, browser: webdriver.Chrome
+) -> None:
+    def text(driver: webdriver.Chrome) -> str:
+        return driver.find_element(By.TAG_NAME, "body").text
+
+    def front_points(driver: webdriver.Chrome) -> int:  # the study page's first plot is the Pareto front
+        return driver.execute_script(
+            "const plot = document.querySelector('.js-plotly-plot');"
+            "return plot ? plot.querySelectorAll('.scatterlayer path.point').length : 0;"
+        )
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    wait = WebDriverWait(browser, 60)
+    try:
+        browser.get(f"{dashboard}/dashboard/studies/1")
+        with contextlib.suppress(TimeoutException):
+            wait.until(lambda driver: front_points(driver) >= 3)
+    finally:
+        browser.save_screenshot(str(SCREENSHOTS / "optuna_dashboard_front.png"))
+    assert "Pareto Front" in text(browser) and front_points(browser) == 3  # the 3 trials, named axes:
+    assert {"accuracy", "latency_ms"} <= set(text(browser).split())
+
+    try:
+        browser.get(f"{dashboard}/dashboard/studies/1/trials")
+        with contextlib.suppress(TimeoutException):
+            wait.until(lambda driver: "User Attributes" in text(driver))
+    finally:
+        browser.save_screenshot(str(SCREENSHOTS / "optuna_dashboard_trial.png"))
+    shown = text(browser)
+    for attribute in ("n_params", "macs", "model_bytes", "train_seconds", "latency {", "history {"):
+        assert attribute in shown, f"user attribute {attribute!r}, as in {SCREENSHOTS / 'optuna_dashboard_trial.png'}"
