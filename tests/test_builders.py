@@ -123,6 +123,14 @@ def test_a_model_that_does_not_convert_fails_its_trial_and_the_study_goes_on(spe
     reason = failed.user_attrs["fail_reason"]
     assert reason.startswith("BuilderError: builder 'not_convertible': expected a model that converts to LiteRT")
     assert "'tf.PyFunc' op is neither a custom op nor a flex op" in reason
+    assert "macs" not in failed.user_attrs and failed.user_attrs["macs_uncounted"][0].endswith(" (_PythonOp)")
+
+
+def test_with_macs_an_objective_a_layer_it_cannot_count_is_refused(spec_with) -> None:
+    path = spec_with('builder = "models.py:not_convertible"')
+    path.write_text(path.read_text() + '\n[objectives]\nextra = ["macs"]\n')
+    with pytest.raises(SpecError, match=r"expected layers whose multiply-adds are known, as macs is an objective \("):
+        TradeoffObjective(StudySpec.load(path)).check_builders()
 
 
 # ---------------------------------------------------------------------------- Python API
