@@ -77,6 +77,15 @@ def test_a_missing_builder_is_refused_when_the_spec_loads(spec_with, model, key,
     assert says in str(refused.value) and "\n" not in str(refused.value)
 
 
+def test_the_cli_refuses_a_missing_builder_in_one_line_with_exit_2(spec_with, tmp_path: Path) -> None:
+    path = spec_with('builder = "modles.py:two_branch"')
+    done = subprocess.run([sys.executable, "-m", "tradeoff_search", "run", path.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith('error: spec.toml: model.builder = "modles.py:two_branch": expected file.py:function')
+    assert len(done.stderr.splitlines()) == 1 and _nothing_written(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("function", "says"),
     [
