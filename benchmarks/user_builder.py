@@ -48,7 +48,7 @@ def run_variant(variant: str, seed: int, minutes: float) -> dict:
         study = run_study(spec, storage=f"sqlite:///{root}/optuna.db", tracking_uri=tracking)
         best = select_model(spec, study, Path(root) / "best", rule="max_latency", max_latency_ms=1e9,
                             tracking_uri=tracking)  # fmt: skip
-    history = hypervolume_history(study, study.metric_names, REFERENCE)
+    history = hypervolume_history(study, spec.metric_names, REFERENCE)
     return {
         "variant": variant,
         "seed": seed,

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class Builder(Protocol):
     """What a study calls to get a trial's model."""
 
-    def __call__(self, trial: optuna.Trial, input_shape: tuple[int, ...], n_classes: int) -> keras.Model: ...
+    def __call__(self, trial: optuna.trial.BaseTrial, input_shape: tuple[int, ...], n_classes: int) -> keras.Model: ...
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,11 @@ class Family:
     name: str
     space: ModelSection
 
-    def architecture(self, trial: optuna.Trial) -> Candidate:
+    def architecture(self, trial: optuna.trial.BaseTrial) -> Candidate:
         """The trial's architecture of this family (suggested on ``trial``)."""
         return suggest_architecture(trial, self.space, self.name)
 
-    def __call__(self, trial: optuna.Trial, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    def __call__(self, trial: optuna.trial.BaseTrial, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
         return build_model(self.architecture(trial), input_shape, n_classes)
 
 
@@ -116,7 +116,7 @@ class BuilderError(ValueError):
         super().__init__(f"builder {name!r}: expected {expected}")
 
 
-def build_checked(name: str, builder: Builder, trial: optuna.Trial, data: Dataset) -> keras.Model:
+def build_checked(name: str, builder: Builder, trial: optuna.trial.BaseTrial, data: Dataset) -> keras.Model:
     """``builder(trial, data.input_shape, data.n_classes)``, checked against the contract: a Keras
     model taking the data's examples and ending in its class probabilities.
 

@@ -59,7 +59,7 @@ _LAYERS = {"mlp": ("n_layers", "units"), "cnn1d": ("conv_blocks", "filters"), "c
 RESERVED = ("family", "optimizer", "learning_rate", "schedule", "batch_size", "weight_decay", "momentum", "nesterov")
 
 
-def _suggest(trial: optuna.Trial, name: str, value: IntRange | FloatRange | Categorical) -> Any:
+def _suggest(trial: optuna.trial.BaseTrial, name: str, value: IntRange | FloatRange | Categorical) -> Any:
     if isinstance(value, Categorical):
         return trial.suggest_categorical(name, list(value.choices))
     if isinstance(value, IntRange):
@@ -67,13 +67,13 @@ def _suggest(trial: optuna.Trial, name: str, value: IntRange | FloatRange | Cate
     return trial.suggest_float(name, value.low, value.high, log=value.log)
 
 
-def suggest_family(trial: optuna.Trial, spec: StudySpec) -> str:
+def suggest_family(trial: optuna.trial.BaseTrial, spec: StudySpec) -> str:
     """The trial's architecture family (a built-in family or a user builder's name)."""
     family: str = _suggest(trial, "family", spec.model.families)
     return family
 
 
-def suggest_architecture(trial: optuna.Trial, model: ModelSection, family: str) -> Candidate:
+def suggest_architecture(trial: optuna.trial.BaseTrial, model: ModelSection, family: str) -> Candidate:
     """Ask ``trial`` for an architecture of the built-in ``family``, define-by-run: widths per
     layer (``units_0``, ``filters_1``, ``gru_units_0``, …), kernel, downsampling and residual
     connections for CNNs, activation, dropout, and batch norm for mlp and cnn."""
@@ -96,7 +96,7 @@ def suggest_architecture(trial: optuna.Trial, model: ModelSection, family: str) 
     )
 
 
-def suggest_recipe(trial: optuna.Trial, spec: StudySpec) -> Recipe:
+def suggest_recipe(trial: optuna.trial.BaseTrial, spec: StudySpec) -> Recipe:
     """Ask ``trial`` for the optimizer, its learning rate and schedule, and the batch size;
     ``weight_decay`` only for ``adamw`` (for Keras' other optimizers it would turn ``adam`` into a
     copy of ``adamw``); ``momentum`` for ``sgd`` and ``rmsprop``; ``nesterov`` for ``sgd``."""
