@@ -73,12 +73,18 @@ class TradeoffObjective:
 
     Latency is measured before training (weights do not change it): with ``latency.budget_ms`` set,
     an over-budget candidate is not trained; it is recorded with ``trial.set_constraint`` (so it
-    never enters ``study.best_trials``) and accuracy 0. A candidate containing a model the study
-    already timed over the budget (see :func:`tradeoff_search._models.contains`) is not even
-    built: it gets that model's values, lower bounds of its own, and ``contains_trial``.
+    never enters ``study.best_trials``) and accuracy 0. A candidate of a built-in family containing
+    a model the study already timed over the budget (see :func:`tradeoff_search._models.contains`)
+    is not even built: it gets that model's values, lower bounds of its own, and
+    ``contains_trial``. A user builder's model is always timed: its structure proves nothing.
 
-    Each trial records user attributes: ``n_params``, ``latency`` (all statistics and the
-    fingerprint), ``trained``, ``train_seconds``, ``epochs`` and ``history`` (per-epoch curves).
+    Every model comes from a builder, ``builder(trial, input_shape, n_classes)`` (see
+    ``tradeoff_search._builders``), checked against the contract; one that breaks it, or does not
+    convert to LiteRT, fails its trial with the reason.
+
+    Each trial records user attributes: ``n_params``, ``macs`` (or ``macs_uncounted``), ``latency``
+    (all statistics and the fingerprint), ``trained``, ``train_seconds``, ``epochs`` and
+    ``history`` (per-epoch curves).
 
     Args:
         spec: the study spec (space, data, latency and training settings).
