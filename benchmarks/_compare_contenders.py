@@ -197,8 +197,8 @@ def run_tradeoff_search(spec: StudySpec, data: Dataset, seed: int, budget_second
     import optuna
 
     from tradeoff_search import _objective, run_study
+    from tradeoff_search._record import staged_model_path
     from tradeoff_search._study import staging_dir
-    from tradeoff_search._tracking import staged_model_path
 
     timed = spec.override(n_trials=UNLIMITED_TRIALS, timeout=budget_seconds)
     timed = dataclasses.replace(timed, study=dataclasses.replace(timed.study, sampler=sampler, seed=seed))

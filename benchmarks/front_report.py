@@ -25,7 +25,7 @@ from scipy.stats import spearmanr
 
 from tradeoff_search import StudySpec, load_dataset
 from tradeoff_search._pareto import front_trials
-from tradeoff_search._study import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+from tradeoff_search._stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
 from tradeoff_search._training import predict_classes, score
 
 

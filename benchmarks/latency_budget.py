@@ -26,9 +26,10 @@ from pathlib import Path
 import optuna
 
 from tradeoff_search import StudySpec, run_study
-from tradeoff_search._objective import LATENCY_CONSTRAINT
+from tradeoff_search._record import LATENCY_CONSTRAINT
 from tradeoff_search._space import suggest_architecture, suggest_family, suggest_recipe
-from tradeoff_search._study import make_sampler, make_storage
+from tradeoff_search._stores import make_storage
+from tradeoff_search._study import make_sampler
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -24,8 +24,8 @@ import optuna
 
 from tradeoff_search import MLflowParetoCallback
 from tradeoff_search._models import build_model
+from tradeoff_search._record import staged_model_path
 from tradeoff_search._space import Candidate
-from tradeoff_search._tracking import staged_model_path
 
 
 def _trial(rng: np.random.Generator) -> optuna.trial.FrozenTrial:

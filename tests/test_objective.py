@@ -6,8 +6,8 @@ import optuna
 import pytest
 
 from tradeoff_search import StudySpec, TradeoffObjective
-from tradeoff_search._objective import CALIBRATION_ATTR
 from tradeoff_search._pareto import RETIMED_ATTR, front_rows, front_trials, retimed_front
+from tradeoff_search._record import CALIBRATION_ATTR
 from tradeoff_search._retime import retime_front
 
 from .conftest import TINY_SPEC

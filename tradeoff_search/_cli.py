@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from tradeoff_search._record import FAIL_REASON
 from tradeoff_search._spec import SpecError, StudySpec
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ _negative_float = _number_in(-math.inf, -math.ulp(0), "a number < 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tradeoff_search._study import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+    from tradeoff_search._stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
 
     parser = _Parser(
         prog="tradeoff_search",
@@ -110,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume even though a builder's source file changed since the study began",
     )
-    run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
 
     pareto = commands.add_parser("pareto", help="print a study's Pareto set")
     with_stores(pareto, tracking=False)
@@ -193,24 +193,6 @@ def _device(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _quiet_libraries() -> None:
-    """Keep the console for progress and results: libraries log only warnings."""
-    import warnings
-
-    import mlflow  # noqa: F401 - it sets its loggers' levels when imported; override after
-    import optuna
-
-    # `select` downloads the chosen model: MLflow would draw a progress bar of its files.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for name in ("tensorflow", "absl"):  # their warnings are about tracing and conversion internals
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def _load(args: argparse.Namespace) -> StudySpec:
     return StudySpec.load(args.spec)
 
@@ -219,16 +201,15 @@ def _run(args: argparse.Namespace) -> int:
     import optuna
 
     from tradeoff_search._data import load_dataset
+    from tradeoff_search._logs import quiet_libraries
     from tradeoff_search._pareto import fastest_trial, format_table, front_rows, front_trials
-    from tradeoff_search._study import check_stores, run_study, run_worker
+    from tradeoff_search._stores import check_stores
+    from tradeoff_search._study import run_study
 
     spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
     check_stores(args.storage, args.tracking_uri)
     data = load_dataset(spec)
-    _quiet_libraries()
-    if args.worker:
-        run_worker(spec, args.storage, args.tracking_uri, data)
-        return EXIT_OK
+    quiet_libraries()
     study = run_study(
         spec,
         storage=args.storage,
@@ -265,7 +246,7 @@ def _first_failure(study: optuna.Study) -> str:
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
     if not failed:
         return "none failed: all were pruned, or the timeout came first"
-    reason = failed[0].user_attrs.get("fail_reason", "no reason recorded")
+    reason = failed[0].user_attrs.get(FAIL_REASON, "no reason recorded")
     return f"trial {failed[0].number} failed: {' '.join(str(reason).split())[:300]}"
 
 
@@ -303,9 +284,11 @@ def _pareto(args: argparse.Namespace) -> int:
 
 def _existing_study(args: argparse.Namespace) -> tuple[StudySpec, optuna.Study]:
     """The spec and its study, which must exist; the tracking URI is checked when the command has one."""
-    from tradeoff_search._study import check_tracking_uri, open_study
+    from tradeoff_search._logs import quiet_libraries
+    from tradeoff_search._stores import check_tracking_uri
+    from tradeoff_search._study import open_study
 
-    _quiet_libraries()
+    quiet_libraries()
     spec = _load(args)
     if "tracking_uri" in args:
         check_tracking_uri(args.tracking_uri)
@@ -314,7 +297,7 @@ def _existing_study(args: argparse.Namespace) -> tuple[StudySpec, optuna.Study]:
 
 def _select(args: argparse.Namespace) -> int:
     from tradeoff_search._select import select_model
-    from tradeoff_search._study import STATE_DIR
+    from tradeoff_search._stores import STATE_DIR
 
     spec, study = _existing_study(args)
     given = {"max_latency": args.max_latency_ms, "min_accuracy": args.min_accuracy, "mnas": args.mnas}
@@ -354,7 +337,7 @@ def _print_browse_hint(args: argparse.Namespace, spec: StudySpec) -> None:
     from mlflow import MlflowClient
 
     from tradeoff_search._mlflow_ui import study_pages
-    from tradeoff_search._study import DEFAULT_TRACKING_URI, redact
+    from tradeoff_search._stores import DEFAULT_TRACKING_URI, redact
 
     server = _server_base(args.tracking_uri)
     pages = study_pages(MlflowClient(args.tracking_uri), server or _UI_BASE, spec.tracking.experiment)
@@ -394,7 +377,7 @@ def _ui(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
 
     from tradeoff_search._mlflow_ui import study_pages
-    from tradeoff_search._study import STATE_DIR, redact
+    from tradeoff_search._stores import STATE_DIR, redact
 
     spec = _load(args) if args.spec else None
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host

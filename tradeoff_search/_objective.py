@@ -26,6 +26,26 @@ from tradeoff_search._latency import LatencyStats, calibrate_reference, measure_
 from tradeoff_search._models import contains, count_macs, uncounted_layers
 from tradeoff_search._pareto import is_nondominated_by
 from tradeoff_search._pruning import ParetoPruning, rivals
+from tradeoff_search._record import (
+    CONTAINS_TRIAL,
+    EPOCHS,
+    FAIL_REASON,
+    HISTORY,
+    LATENCY,
+    LATENCY_CONSTRAINT,
+    MACS,
+    MACS_UNCOUNTED,
+    MODEL_BYTES,
+    N_PARAMS,
+    NORMALIZED_MS,
+    PARAMS_METRIC,
+    PRUNE_REASON,
+    TRAIN_SECONDS,
+    TRAINED,
+    calibration_attr,
+    latency_at_batch,
+    staged_model_path,
+)
 from tradeoff_search._space import (
     RESERVED,
     Candidate,
@@ -35,7 +55,6 @@ from tradeoff_search._space import (
     suggest_recipe,
 )
 from tradeoff_search._spec import FAMILIES, SpecError, StudySpec
-from tradeoff_search._tracking import staged_model_path
 from tradeoff_search._training import predict_classes, score, train
 from tradeoff_search._user_builders import record_of
 
@@ -44,15 +63,6 @@ if TYPE_CHECKING:
     import optuna
 
 _logger = logging.getLogger(__name__)
-
-LATENCY_CONSTRAINT = "latency_ms_over_budget"
-CALIBRATION_ATTR = "latency_calibration"
-
-
-def calibration_attr(spec: StudySpec, batch_size: int) -> str:
-    """The study user attribute holding the latency calibration of ``batch_size``."""
-    primary = spec.latency.batch_sizes[0]
-    return CALIBRATION_ATTR if batch_size == primary else f"{CALIBRATION_ATTR}_batch{batch_size}"
 
 
 class TradeoffObjective:
@@ -195,7 +205,7 @@ class TradeoffObjective:
             raise
         except Exception as error:
             # Optuna keeps no failure reason in its storage; the MLflow record shows this one.
-            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:2000])
+            trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}"[:2000])
             raise
 
     def calibrate(self, study: optuna.Study) -> dict[str, float]:
@@ -212,7 +222,7 @@ class TradeoffObjective:
     def _calibration(self, study: optuna.Study, batch_size: int) -> dict[str, float]:
         spec = self.spec.latency
         settings = {"runtime": spec.runtime, "batch_size": batch_size, "threads": spec.threads}
-        name = calibration_attr(self.spec, batch_size)
+        name = calibration_attr(batch_size, self.spec.latency.batch_sizes[0])
         stored = study.user_attrs.get(name)
         if stored is None or any(stored.get(k) != v for k, v in settings.items()):
             stored = calibrate_reference(**settings)
@@ -254,7 +264,7 @@ class TradeoffObjective:
             smaller = self._over_budget_inside(trial.study, builder.architecture(trial))
             if smaller is not None:  # no need to build, convert or time it
                 suggest_recipe(trial, self.spec)  # recorded as for every trial
-                trial.set_user_attr("contains_trial", smaller.number)
+                trial.set_user_attr(CONTAINS_TRIAL, smaller.number)
                 return self._not_trained(
                     trial, (0.0, *smaller.values[1:]), f"contains trial {smaller.number}, which is "
                 )
@@ -265,16 +275,16 @@ class TradeoffObjective:
         keras.utils.set_random_seed(self.spec.study.seed + trial.number)
         model = build_checked(family, builder, trial, data)
         recipe = suggest_recipe(trial, self.spec)
-        companions: dict[str, Any] = {"params": model.count_params(), "macs": self._macs(trial, model)}
-        trial.set_user_attr("n_params", companions["params"])
+        companions: dict[str, Any] = {PARAMS_METRIC: model.count_params(), MACS: self._macs(trial, model)}
+        trial.set_user_attr(N_PARAMS, companions[PARAMS_METRIC])
 
         flatbuffer = self._convert(family, model) if latency_spec.runtime == "litert" else None
         timed = flatbuffer if flatbuffer is not None else model
         primary, *others = latency_spec.batch_sizes
         stats, latency_ms = self._measure(trial.study, timed, primary, latency_spec.budget_ms)
-        trial.set_user_attr("latency", {**stats.to_dict(), "normalized_ms": latency_ms})
-        companions["model_bytes"] = len(flatbuffer if flatbuffer is not None else to_tflite(model, signature=False))
-        trial.set_user_attr("model_bytes", companions["model_bytes"])
+        trial.set_user_attr(LATENCY, {**stats.to_dict(), NORMALIZED_MS: latency_ms})
+        companions[MODEL_BYTES] = len(flatbuffer if flatbuffer is not None else to_tflite(model, signature=False))
+        trial.set_user_attr(MODEL_BYTES, companions[MODEL_BYTES])
         extras = [float(companions[name]) for name in self.spec.objectives.extra.choices]
 
         if latency_spec.budget_ms is not None:
@@ -282,7 +292,7 @@ class TradeoffObjective:
                 return self._not_trained(trial, (0.0, latency_ms, *extras), "")
             trial.set_constraint(LATENCY_CONSTRAINT, latency_ms - latency_spec.budget_ms)
         for batch_size in others:
-            trial.set_user_attr(f"latency_ms_batch{batch_size}", self._measure(trial.study, timed, batch_size)[1])
+            trial.set_user_attr(latency_at_batch(batch_size), self._measure(trial.study, timed, batch_size)[1])
 
         training = self.spec.training
         pruning = (
@@ -291,12 +301,12 @@ class TradeoffObjective:
             else None
         )
         result = train(model, recipe, data, training, on_epoch_end=pruning)
-        trial.set_user_attr("trained", True)
-        trial.set_user_attr("train_seconds", result.seconds)
-        trial.set_user_attr("epochs", result.epochs)
-        trial.set_user_attr("history", result.history)
+        trial.set_user_attr(TRAINED, True)
+        trial.set_user_attr(TRAIN_SECONDS, result.seconds)
+        trial.set_user_attr(EPOCHS, result.epochs)
+        trial.set_user_attr(HISTORY, result.history)
         if pruning is not None and pruning.reason is not None:
-            trial.set_user_attr("prune_reason", pruning.reason)  # for studies run by optimize() too
+            trial.set_user_attr(PRUNE_REASON, pruning.reason)  # for studies run by optimize() too
             raise optuna.TrialPruned(pruning.reason)
         accuracy = score(self.spec.objectives.accuracy, data.y_val, predict_classes(model, data.x_val))
         values = (accuracy, latency_ms, *extras)
@@ -324,11 +334,11 @@ class TradeoffObjective:
         counted go to ``macs_uncounted``, and a study minimizing ``macs`` cannot score the trial."""
         macs = count_macs(model)
         if macs is not None:
-            trial.set_user_attr("macs", macs)
+            trial.set_user_attr(MACS, macs)
             return macs
         uncounted = uncounted_layers(model)
-        trial.set_user_attr("macs_uncounted", uncounted)
-        if "macs" in self.spec.objectives.extra.choices:
+        trial.set_user_attr(MACS_UNCOUNTED, uncounted)
+        if MACS in self.spec.objectives.extra.choices:
             raise ValueError(f"macs unknown: no multiply-add count for layers {', '.join(uncounted)}; "
                              "drop macs from objectives.extra, or use standard layers")  # fmt: skip
         return None
@@ -344,7 +354,7 @@ class TradeoffObjective:
         """Record an over-budget candidate: ``values`` are its accuracy (0), latency and extras."""
         budget_ms = self.spec.latency.budget_ms
         trial.set_constraint(LATENCY_CONSTRAINT, values[1] - budget_ms)
-        trial.set_user_attr("trained", False)
+        trial.set_user_attr(TRAINED, False)
         _logger.info("trial %d: %s%.4f ms over the %.4f ms budget, not trained", trial.number, why,
                      values[1] - budget_ms, budget_ms)  # fmt: skip
         return values
@@ -378,12 +388,12 @@ def timed_over_budget(study: optuna.Study, spec: StudySpec) -> list[tuple[optuna
     setting = (latency.runtime, latency.batch_sizes[0], latency.threads)
     found = []
     for past in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        timed, family = past.user_attrs.get("latency"), past.params.get("family")
+        timed, family = past.user_attrs.get(LATENCY), past.params.get("family")
         if (
             family not in FAMILIES  # a user builder's: its structure is its own
             or not isinstance(timed, dict)
             or (timed.get("runtime"), timed.get("batch_size"), timed.get("threads")) != setting
-            or timed.get("normalized_ms", 0.0) <= latency.budget_ms
+            or timed.get(NORMALIZED_MS, 0.0) <= latency.budget_ms
         ):
             continue
         try:

@@ -8,15 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tradeoff_search._record import LATENCY_METRIC, N_PARAMS, PARAMS_METRIC, RETIMED_ATTR, RETIMED_METRIC
 from tradeoff_search._spec import DEFAULT_REFERENCE_LATENCY_MS
 
 if TYPE_CHECKING:
     import optuna
-
-# Latencies span orders of magnitude, so hypervolume compares them on a log scale (log10 µs): a
-# 2× speed-up counts the same at 2 µs as at 2 ms. Other objectives stay as they are.
-LATENCY_METRIC = "latency_ms"
-RETIMED_ATTR = "retimed_latency_ms"  # study user attribute: the front re-timed side by side
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -99,7 +95,7 @@ def fastest_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 def _latency_index(study: optuna.Study) -> int:
     names = study.metric_names or []
-    return names.index("latency_ms") if "latency_ms" in names else len(study.directions) - 1
+    return names.index(LATENCY_METRIC) if LATENCY_METRIC in names else len(study.directions) - 1
 
 
 def default_reference(names: Sequence[str]) -> list[float] | None:
@@ -117,7 +113,8 @@ def hypervolume(
 ) -> float:
     """Hypervolume dominated by ``points`` up to ``reference`` (both in objective units).
 
-    Objectives named ``latency_ms`` are compared as log10 of microseconds (see above); points that
+    Objectives named ``latency_ms`` are compared as log10 of microseconds (latencies span orders
+    of magnitude: a 2× speed-up counts the same at 2 µs as at 2 ms); points that
     do not beat the reference in every objective add nothing.
     """
     import moocore
@@ -163,10 +160,10 @@ def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"trial": trial.number}
         row.update(zip(names, trial.values, strict=True))
         if retimed:
-            row["latency_retimed_ms"] = retimed.get(str(trial.number))
+            row[RETIMED_METRIC] = retimed.get(str(trial.number))
             row["pareto_retimed"] = trial.number in still
-        if "params" not in names:  # as an objective, it is already a column
-            row["n_params"] = trial.user_attrs.get("n_params")
+        if PARAMS_METRIC not in names:  # as an objective, it is already a column
+            row[N_PARAMS] = trial.user_attrs.get(N_PARAMS)
         row.update(trial.params)
         rows.append(row)
     return rows

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tradeoff_search._record import HISTORY, VAL_ACCURACY
+
 if TYPE_CHECKING:
     import optuna
 
@@ -52,7 +54,7 @@ def rivals(study: optuna.Study) -> list[Rival]:
 
     found = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        curve = (trial.user_attrs.get("history") or {}).get("val_accuracy")
+        curve = (trial.user_attrs.get(HISTORY) or {}).get(VAL_ACCURACY)
         if curve and all(v <= 0 for v in trial.constraints.values()):
             found.append(Rival(trial.number, tuple(trial.values[1:]), np.maximum.accumulate(curve)))
     return found

@@ -11,7 +11,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from tradeoff_search._latency import measure_latencies, to_tflite
-from tradeoff_search._pareto import RETIMED_ATTR, front_trials, retimed_front
+from tradeoff_search._pareto import front_trials, retimed_front
+from tradeoff_search._record import RETIMED_ATTR
 
 if TYPE_CHECKING:
     import optuna

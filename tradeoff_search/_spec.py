@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tradeoff_search._user_builders import BuilderSource
 
+from tradeoff_search._record import LATENCY_METRIC, MACS, MODEL_BYTES, PARAMS_METRIC
+
 DEFAULT_REFERENCE_LATENCY_MS = 100.0
 
 __all__ = [
@@ -249,7 +251,7 @@ SAMPLERS = ("tpe", "nsga2", "random", "gp")
 FAMILIES = ("mlp", "cnn1d", "cnn2d", "gru")
 # Inputs each family takes, besides the batch: cnn1d and gru (steps, channels), cnn2d (h, w, c).
 FAMILY_RANKS = {"cnn1d": 2, "gru": 2, "cnn2d": 3}
-COMPANIONS = ("params", "macs", "model_bytes")  # deterministic, measured without timing
+COMPANIONS = (PARAMS_METRIC, MACS, MODEL_BYTES)  # deterministic, measured without timing
 
 
 @dataclass(frozen=True)
@@ -570,7 +572,7 @@ class StudySpec:
 
     @property
     def metric_names(self) -> list[str]:
-        return [self.objectives.accuracy, "latency_ms", *self.objectives.extra.choices]
+        return [self.objectives.accuracy, LATENCY_METRIC, *self.objectives.extra.choices]
 
     @property
     def directions(self) -> list[str]:

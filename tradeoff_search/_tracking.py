@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 from tradeoff_search._latency import to_tflite
 from tradeoff_search._mlflow_ui import share_runs_view
 from tradeoff_search._pareto import (
-    RETIMED_ATTR,
     completed_trials,
     default_reference,
     front_rows,
@@ -35,6 +34,18 @@ from tradeoff_search._pareto import (
     is_feasible,
     pareto_ranks,
     retimed_front,
+)
+from tradeoff_search._record import (
+    FAIL_REASON,
+    HISTORY,
+    LATENCY,
+    LATENCY_METRIC,
+    N_PARAMS,
+    PARAMS_METRIC,
+    PRUNE_REASON,
+    RETIMED_ATTR,
+    RETIMED_METRIC,
+    staged_model_path,
 )
 
 if TYPE_CHECKING:
@@ -344,7 +355,7 @@ class MLflowParetoCallback:
         )
         run_id = run.info.run_id
         metrics = [Metric(k, v, end, 0) for k, v in _trial_metrics(study, trial).items()]
-        for curve, values in (trial.user_attrs.get("history") or {}).items():
+        for curve, values in (trial.user_attrs.get(HISTORY) or {}).items():
             metrics += [Metric(curve, float(v), end, epoch) for epoch, v in enumerate(values) if math.isfinite(v)]
         params = [Param(k, str(v)) for k, v in trial.params.items()]
         run_tags = [RunTag(k, v) for k, v in _trial_tags(trial).items()]
@@ -421,7 +432,7 @@ class MLflowParetoCallback:
         for number, value in retimed.items():
             child = self._children.get(int(number))  # finish() has just read every run
             if child is not None:
-                self._client.log_metric(child.run_id, "latency_retimed_ms", value)
+                self._client.log_metric(child.run_id, RETIMED_METRIC, value)
                 self._client.set_tag(child.run_id, "pareto_retimed", str(int(number) in still).lower())
         self._client.set_tag(parent_id, "pareto_retimed_size", str(len(still)))
 
@@ -482,8 +493,8 @@ def _trial_metrics(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict
         metrics.update(zip(_metric_names(study), trial.values, strict=True))
     for key, value in trial.user_attrs.items():
         if _is_number(value):
-            metrics["params" if key == "n_params" else key] = float(value)
-        elif key == "latency" and isinstance(value, dict):
+            metrics[PARAMS_METRIC if key == N_PARAMS else key] = float(value)
+        elif key == LATENCY and isinstance(value, dict):
             metrics.update({f"latency_{k}": float(v) for k, v in value.items() if _is_number(v)})
     metrics.update({f"constraint.{key}": value for key, value in trial.constraints.items()})
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
@@ -491,24 +502,19 @@ def _trial_metrics(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict
 
 def _trial_tags(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
     tags = {"optuna.state": trial.state.name, "feasible": str(is_feasible(trial)).lower()}
-    latency = trial.user_attrs.get("latency")
+    latency = trial.user_attrs.get(LATENCY)
     if isinstance(latency, dict):
         described = ("runtime", "runtime_version", "cpu", "statistic")
         tags.update({f"latency.{k}": str(latency[k]) for k in described if k in latency})
-    if "fail_reason" in trial.user_attrs:
-        tags["error"] = str(trial.user_attrs["fail_reason"])[:5000]
-    if "prune_reason" in trial.user_attrs:
-        tags["pruned_reason"] = str(trial.user_attrs["prune_reason"])[:5000]
+    if FAIL_REASON in trial.user_attrs:
+        tags["error"] = str(trial.user_attrs[FAIL_REASON])[:5000]
+    if PRUNE_REASON in trial.user_attrs:
+        tags["pruned_reason"] = str(trial.user_attrs[PRUNE_REASON])[:5000]
     return tags
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def staged_model_path(model_dir: Path, number: int) -> Path:
-    """Where an objective leaves trial ``number``'s Keras model for the callback to log."""
-    return model_dir / f"trial-{number:04d}" / "model.keras"
 
 
 def _millis(moment: Any) -> int | None:
@@ -600,8 +606,8 @@ def _front_figure(study: optuna.Study) -> Figure:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         axes = optuna.visualization.matplotlib.plot_pareto_front(study, targets=first_two, target_names=names)
-    if len(names) == 2 and "latency_ms" in names:  # latencies span orders of magnitude
-        (axes.set_xscale if names.index("latency_ms") == 0 else axes.set_yscale)("log")
+    if len(names) == 2 and LATENCY_METRIC in names:  # latencies span orders of magnitude
+        (axes.set_xscale if names.index(LATENCY_METRIC) == 0 else axes.set_yscale)("log")
     return axes.figure
 
 

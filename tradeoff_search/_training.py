@@ -13,6 +13,7 @@ import numpy as np
 
 from tradeoff_search._data import Dataset
 from tradeoff_search._lock import machine_lock
+from tradeoff_search._record import CURVES
 from tradeoff_search._space import Recipe
 from tradeoff_search._spec import TrainingSection
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 _EVAL_BATCH_SIZE = 1024
-_CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 EpochHook = Callable[[int, dict[str, float]], bool]
 
@@ -101,7 +101,7 @@ def train(
     loss = keras.losses.BinaryCrossentropy() if binary else keras.losses.SparseCategoricalCrossentropy()
     run_epoch = _epoch_function(model, optimizer, loss, data, recipe.batch_size)
     evaluate = _evaluation_function(model, loss, data.input_shape)
-    history: dict[str, list[float]] = {name: [] for name in _CURVES}
+    history: dict[str, list[float]] = {name: [] for name in CURVES}
     best_loss, best_weights, waited = math.inf, None, 0
     start = time.perf_counter()
     with machine_lock(shared=True), _released_custom_gradients():  # the lock: no latency is timed meanwhile
@@ -109,7 +109,7 @@ def train(
             train_loss, train_accuracy = (float(value) for value in run_epoch())
             if not math.isfinite(train_loss):
                 raise TrainingDivergedError(f"training diverged: loss {train_loss} at epoch {epoch}")
-            logs = dict(zip(_CURVES, (train_loss, train_accuracy, *evaluate(data.x_val, data.y_val)), strict=True))
+            logs = dict(zip(CURVES, (train_loss, train_accuracy, *evaluate(data.x_val, data.y_val)), strict=True))
             for name, value in logs.items():
                 history[name].append(value)
             waited += 1  # early stopping as keras.callbacks.EarlyStopping does it

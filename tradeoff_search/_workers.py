@@ -1,4 +1,5 @@
-"""Workers sharing one study: trial tickets, a storage-wide lock, the trial loop, heartbeats.
+"""Workers sharing one study: trial tickets, the trial loop with its heartbeats, and the pool of
+worker processes on this machine with its progress bar.
 
 Why tickets: Optuna's ``n_trials`` counts per ``optimize`` call and ``MaxTrialsCallback`` checks
 after a trial, so workers started together overshoot. Here the study holds at most
@@ -7,24 +8,32 @@ after a trial, so workers started together overshoot. Here the study holds at mo
 trials they claim from the queue. A failed trial frees its slot for the next run; a crashed
 worker's trial is found stale through its heartbeat, failed, and re-queued with the same
 parameters.
+
+Worker processes run ``python -m tradeoff_search._worker`` (see :func:`worker_command`), not the
+command line: the library starts its own workers.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
+import subprocess
+import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from tradeoff_search._record import FAIL_REASON, PRUNE_REASON
+from tradeoff_search._spec import StudySpec
+from tradeoff_search._stores import storage_lock
 
 if TYPE_CHECKING:
     import optuna
 
 _logger = logging.getLogger(__name__)
+
+TRIALS_PER_PROCESS = 15  # a worker process retires after this many trials (see run_worker_processes)
 
 Callback = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
 
@@ -34,38 +43,6 @@ def live_states() -> tuple[Any, ...]:
 
     state = optuna.trial.TrialState
     return (state.COMPLETE, state.PRUNED, state.RUNNING, state.WAITING)
-
-
-@contextlib.contextmanager
-def storage_lock(url: str, name: str) -> Iterator[None]:
-    """A lock shared by every worker of ``url``: a file lock beside a SQLite database, an advisory
-    lock in PostgreSQL; other storages get none (their workers should not top up at once)."""
-    if url.startswith("sqlite:///"):
-        import fcntl
-
-        lock_path = Path(url.removeprefix("sqlite:///")).with_suffix(".lock")
-        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(descriptor)
-    elif url.startswith("postgresql"):
-        import sqlalchemy
-
-        key = int.from_bytes(hashlib.sha256(f"tradeoff_search:{name}".encode()).digest()[:8], "big", signed=True)
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        try:
-            with engine.connect() as connection:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-                try:
-                    yield
-                finally:
-                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-        finally:
-            engine.dispose()
-    else:
-        yield
 
 
 class Tickets:
@@ -147,13 +124,13 @@ def work(
                 outcome = state.COMPLETE
             except optuna.TrialPruned as reason:
                 outcome = state.PRUNED
-                trial.set_user_attr("prune_reason", str(reason) or "pruned")
+                trial.set_user_attr(PRUNE_REASON, str(reason) or "pruned")
                 _logger.info("trial %d pruned: %s", trial.number, reason)
             except Exception as error:
                 outcome = state.FAIL
                 _logger.warning("trial %d failed: %s: %s", trial.number, type(error).__name__, error)
             except KeyboardInterrupt:
-                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+                trial.set_user_attr(FAIL_REASON, "interrupted (Ctrl-C)")
                 study.tell(trial, state=state.FAIL)
                 raise
         with warnings.catch_warnings():  # values Optuna refuses (NaN) fail the trial with a warning
@@ -165,3 +142,89 @@ def work(
         if on_trial is not None:
             on_trial()
     return ran
+
+
+def finished_count(study: optuna.Study) -> int:
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=done))
+
+
+class Progress:
+    """A progress bar over the study's finished trials (whichever worker finished them)."""
+
+    def __init__(self, study: optuna.Study, total: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.study = study
+        # disable=None: no bar when stderr is not a terminal (a log file would get a line a second)
+        self.bar = tqdm(total=total, initial=finished_count(study), disable=None if enabled else True, unit="trial")
+
+    def refresh(self) -> None:
+        self.bar.n = finished_count(self.study)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.refresh()
+        self.bar.close()
+
+
+def run_worker_processes(
+    spec: StudySpec, storage: str, tracking_uri: str, workers: int, progress: Progress, tickets: Tickets
+) -> None:
+    """Keep ``workers`` worker processes (see :func:`worker_command`) busy on this machine while this run has
+    tickets left, with two queued per worker so that none finds the queue empty between trials.
+
+    Each has its share of the cores and runs at most ``TRIALS_PER_PROCESS`` trials: TensorFlow
+    keeps growing in a long-lived process (~4-6 MB a trial here, from training, even with
+    the Keras session cleared), so a fresh process takes over instead.
+    """
+    import optuna
+
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": threads}
+    deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
+
+    def queued() -> bool:
+        """Top the queue up, until the deadline; whether any ticket is waiting."""
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        waiting = len(progress.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        return waiting + (tickets(2 * workers - waiting) if waiting < 2 * workers else 0) > 0
+
+    def start() -> subprocess.Popen[bytes]:
+        timeout = None if deadline is None else max(1.0, deadline - time.monotonic())
+        command = worker_command(spec, storage, tracking_uri, timeout)
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+
+    children = [start() for _ in range(workers) if queued()]
+    abnormal: list[int] = []
+    try:
+        while children:
+            progress.refresh()
+            queued()
+            time.sleep(1)
+            for child in [c for c in children if c.poll() is not None]:
+                children.remove(child)
+                if child.returncode not in (0, 1):
+                    abnormal.append(child.returncode)
+                elif queued():  # it retired after its share of trials: a fresh one takes over
+                    children.append(start())
+    finally:
+        for child in children:
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    if abnormal:
+        _logger.warning("%d worker process(es) ended abnormally (exit codes %s)", len(abnormal), abnormal)
+
+
+def worker_command(spec: StudySpec, storage: str, tracking_uri: str, timeout: float | None) -> list[str]:
+    """The command of one worker process of ``spec``'s study (read by ``tradeoff_search._worker``):
+    it runs the trials queued in ``storage``, logs them to ``tracking_uri`` and starts no trial
+    after ``timeout`` seconds."""
+    command = [sys.executable, "-m", "tradeoff_search._worker", str(spec.path), "--n-trials", str(spec.study.n_trials),
+               "--storage", storage, "--tracking-uri", tracking_uri]  # fmt: skip
+    return command if timeout is None else [*command, "--timeout", f"{timeout:.0f}"]

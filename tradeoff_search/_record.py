@@ -1,0 +1,59 @@
+"""The trial record: every name a stage writes into the Optuna storage and another reads back.
+
+A trial flows one way (objective → trial loop → MLflow callback, pareto tables, ``select``, the
+CLI); what passes between them through the storage is named here once, so that no stage repeats
+another's strings. Optuna's storage is the truth; MLflow shows these names as metrics and tags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# ---------------------------------------------------------------------- trial user attributes
+N_PARAMS = "n_params"  # Keras parameter count (logged to MLflow as the metric ``params``)
+MACS = "macs"  # multiply-accumulates of one inference
+MACS_UNCOUNTED = "macs_uncounted"  # layers whose MACs nobody counts (a user builder's)
+MODEL_BYTES = "model_bytes"  # size of the float32 ``.tflite``
+LATENCY = "latency"  # LatencyStats.to_dict() of the primary batch size, plus ``normalized_ms``
+NORMALIZED_MS = "normalized_ms"  # key of LATENCY: the calibrated latency, the objective's value
+TRAINED = "trained"  # False for a candidate recorded over the latency budget
+TRAIN_SECONDS = "train_seconds"
+EPOCHS = "epochs"
+HISTORY = "history"  # per-epoch curves, by the names of CURVES
+CONTAINS_TRIAL = "contains_trial"  # the over-budget trial whose model this candidate contains
+FAIL_REASON = "fail_reason"  # ``Type: message`` of a failed trial (Optuna keeps no reason)
+PRUNE_REASON = "prune_reason"  # why a trial was stopped early
+
+# ---------------------------------------------------------------------- training curves
+CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+VAL_ACCURACY = "val_accuracy"
+
+# ---------------------------------------------------------------------- constraints
+LATENCY_CONSTRAINT = "latency_ms_over_budget"  # latency_ms minus the budget (feasible when <= 0)
+
+# ---------------------------------------------------------------------- study user attributes
+SPEC_DIGEST = "spec_digest"  # the digest of the spec the study was created with
+BUILDERS_ATTR = "builders"  # the study's record of its user builders (target, source path, sha256)
+CALIBRATION_ATTR = "latency_calibration"  # the drift reference model's latency, primary batch size
+RETIMED_ATTR = "retimed_latency_ms"  # the front re-timed side by side: {trial number: latency_ms}
+
+# ---------------------------------------------------------------------- metric names
+LATENCY_METRIC = "latency_ms"  # the latency objective
+RETIMED_METRIC = "latency_retimed_ms"  # a front trial's re-timed latency (tables, MLflow)
+PARAMS_METRIC = "params"  # N_PARAMS as an objective and an MLflow metric
+
+
+def latency_at_batch(batch_size: int) -> str:
+    """The trial user attribute of the calibrated latency at a further batch size."""
+    return f"{LATENCY_METRIC}_batch{batch_size}"
+
+
+def calibration_attr(batch_size: int, primary: int) -> str:
+    """The study user attribute holding the latency calibration of ``batch_size``."""
+    return CALIBRATION_ATTR if batch_size == primary else f"{CALIBRATION_ATTR}_batch{batch_size}"
+
+
+# ---------------------------------------------------------------------- the model hand-off
+def staged_model_path(model_dir: Path, number: int) -> Path:
+    """Where an objective leaves trial ``number``'s Keras model for the MLflow callback to log."""
+    return Path(model_dir) / f"trial-{number:04d}" / "model.keras"

@@ -1,0 +1,43 @@
+"""One worker process: ``python -m tradeoff_search._worker SPEC --n-trials N --storage URL
+--tracking-uri URL [--timeout S]``, as :func:`~tradeoff_search._workers.worker_command` starts it.
+
+It runs trials its coordinator queued in the study until none is left or it retires (see
+:func:`~tradeoff_search._study.run_worker`). Exit codes: 0 done, 2 bad spec or store, 130
+interrupted; an unexpected error is a traceback and 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from tradeoff_search._logs import quiet_libraries
+from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._study import run_worker
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tradeoff_search._worker", description=__doc__)
+    parser.add_argument("spec")
+    parser.add_argument("--n-trials", type=int, required=True)
+    parser.add_argument("--timeout", type=float)
+    parser.add_argument("--storage", required=True)
+    parser.add_argument("--tracking-uri", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        spec = StudySpec.load(args.spec).override(n_trials=args.n_trials, timeout=args.timeout)
+        quiet_libraries()
+        run_worker(spec, args.storage, args.tracking_uri)
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
