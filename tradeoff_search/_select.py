@@ -17,7 +17,7 @@ from tradeoff_search._latency import measure_latency, to_tflite
 from tradeoff_search._pareto import front_trials, retimed_front
 from tradeoff_search._record import CALIBRATION_ATTR, RETIMED_ATTR
 from tradeoff_search._spec import SpecError, StudySpec
-from tradeoff_search._study import DEFAULT_TRACKING_URI
+from tradeoff_search._stores import DEFAULT_TRACKING_URI
 from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL, filter_value, tracking_client
 from tradeoff_search._training import predict_classes, score
 
