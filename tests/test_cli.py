@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -13,10 +14,13 @@ import pytest
 from .conftest import REPO
 
 
-def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tradeoff_search", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+        [sys.executable, "-m", "tradeoff_search", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=None if env is None else {**os.environ, **env},
+    )  # fmt: skip
 
 
 def test_help_is_fast_and_imports_neither_tensorflow_nor_mlflow(tmp_path: Path) -> None:
@@ -81,8 +85,9 @@ def test_a_budget_no_candidate_meets_exits_1_naming_the_fastest(tmp_path: Path) 
     spec = '[study]\nn_trials = 2\n[data]\nsource = "sklearn:iris"\n[latency]\nbudget_ms = 0.00001\n'
     spec += '[model]\nn_layers = [1, 1]\nunits = [8, 16]\n[tracking]\nlog_models = "none"\n'
     (tmp_path / "tight.toml").write_text(spec)
-    done = cli("run", "tight.toml", "--no-progress", cwd=tmp_path)
+    done = cli("run", "tight.toml", "--no-progress", cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})  # GPUs hidden
     assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[0] == "training on the CPU (TensorFlow sees no GPU)"
     assert "(2 complete (2 over the latency budget), 0 failed trials)" in done.stdout
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("error: tight.toml: latency.budget_ms = 1e-05: none of the 2 candidates met it;")

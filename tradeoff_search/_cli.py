@@ -205,10 +205,23 @@ def _run(args: argparse.Namespace) -> int:
     from tradeoff_search._pareto import fastest_trial, format_table, front_rows, front_trials
     from tradeoff_search._stores import check_stores
     from tradeoff_search._study import run_study
+    from tradeoff_search._training_device import INSTALL_HINT, describe_training, tensorflow_missing
 
     spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
     check_stores(args.storage, args.tracking_uri)
-    data = load_dataset(spec)
+    if tensorflow_missing():
+        print(f"error: TensorFlow is not installed: {INSTALL_HINT}", file=sys.stderr)
+        return EXIT_FAILED
+    # The data is checked before TensorFlow loads (a bad file gets one line, without TensorFlow's
+    # start-up chatter), and its sizes are said after where training runs, which comes first.
+    data_log = logging.getLogger("tradeoff_search._data")
+    data_log.disabled = True
+    try:
+        data = load_dataset(spec)
+    finally:
+        data_log.disabled = False
+    print(describe_training(), flush=True)
+    print(data.summary, flush=True)
     quiet_libraries()
     study = run_study(
         spec,

@@ -49,6 +49,12 @@ class Dataset:
                              "(Dataset.from_arrays encodes any labels)")  # fmt: skip
 
     @property
+    def summary(self) -> str:
+        """E.g. ``"data sklearn:iris: 90 train, 30 validation, 30 test rows"``."""
+        test = 0 if self.y_test is None else len(self.y_test)
+        return f"data {self.source}: {len(self.y_train)} train, {len(self.y_val)} validation, {test} test rows"
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
@@ -152,15 +158,16 @@ def load_dataset(spec: StudySpec) -> Dataset:
         class_weight = dict(
             zip(present.tolist(), compute_class_weight("balanced", classes=present, y=y_train).tolist(), strict=True)
         )
-    _logger.info("data %s: %d train, %d validation, %d test rows", data.source, len(y_train), len(y_val), len(y_test))
     preprocessing = None if encoding is None else encoding.to_dict(*scale, tuple(shape), classes.tolist())
 
     def shaped(a: np.ndarray) -> np.ndarray:
         return a.reshape(len(a), *shape).astype(np.float32)
 
-    return Dataset(
+    dataset = Dataset(
         shaped(x_train), y_train, shaped(x_val), y_val, shaped(x_test), y_test, class_weight, data.source, preprocessing
     )
+    _logger.info("%s", dataset.summary)
+    return dataset
 
 
 def _split(

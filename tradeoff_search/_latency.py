@@ -171,12 +171,21 @@ def _keras_reference() -> keras.Model:
 
 
 def _tf_invoker(model: keras.Model, batch_size: int, threads: int) -> Callable[[], Any]:
+    """Calls of ``model`` at ``batch_size``, on the CPU even where training runs on a GPU: a copy
+    of the model is made there and the call traced there."""
+    import keras
     import tensorflow as tf
 
     _set_tf_threads(threads)
-    spec = tf.TensorSpec([batch_size, *model.input_shape[1:]], tf.float32)
-    function = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    x = tf.constant(np.random.default_rng(0).random(spec.shape, dtype=np.float32))
+    with tf.device("/CPU:0"):
+        try:
+            on_cpu = keras.models.clone_model(model)
+            on_cpu.set_weights(model.get_weights())
+        except (TypeError, ValueError, NotImplementedError):  # e.g. a subclassed model: its weights stay put
+            on_cpu = model
+        spec = tf.TensorSpec([batch_size, *model.input_shape[1:]], tf.float32)
+        function = tf.function(lambda x: on_cpu(x, training=False), input_signature=[spec]).get_concrete_function()
+        x = tf.constant(np.random.default_rng(0).random(spec.shape, dtype=np.float32))
     return functools.partial(function, x)
 
 

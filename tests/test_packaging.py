@@ -1,0 +1,34 @@
+"""Installing the package never adds a second TensorFlow. (Where training runs: ``test_cli``'s
+real run with ``CUDA_VISIBLE_DEVICES=""``.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import venv
+from pathlib import Path
+
+from .conftest import REPO
+
+
+def test_installing_next_to_an_installed_tensorflow_adds_no_tensorflow(tmp_path: Path) -> None:
+    """A fresh venv that sees this machine's packages (tensorflow-cpu 2.21 among them): pip's own
+    resolver plans the install of ``-e .[cpu]`` offline and it holds the package alone; the built
+    metadata asks for a TensorFlow only under the cpu/gpu extras, so ``pip install -e .`` next to a
+    user's ``tensorflow`` (the GPU-capable package) adds no ``tensorflow-cpu`` to its folder."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=False)  # the system's pip serves it
+    python = str(env_dir / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [python, "-m", "pip", "install", "--dry-run", "--no-index", "--no-build-isolation", "--quiet",
+         "--report", str(report), "-e", f"{REPO}[cpu]"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (plan,) = json.loads(report.read_text())["install"]  # only the package itself: [cpu]'s tensorflow-cpu is there
+    assert plan["metadata"]["name"] == "tradeoff-search"
+    tensorflows = [r for r in plan["metadata"]["requires_dist"] if r.lower().startswith("tensorflow")]
+    assert tensorflows == ['tensorflow-cpu==2.21.*; extra == "cpu"', 'tensorflow[and-cuda]==2.21.*; extra == "gpu"']
