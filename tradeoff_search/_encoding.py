@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from sklearn.preprocessing import OneHotEncoder
 
 FORMAT = "tradeoff_search.preprocessing/1"
-PREPROCESSING_ATTR = "data_preprocessing"  # the study's user attribute holding the fitted document
 
 
 @dataclasses.dataclass(frozen=True)

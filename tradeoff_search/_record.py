@@ -36,6 +36,7 @@ SPEC_DIGEST = "spec_digest"  # the digest of the spec the study was created with
 BUILDERS_ATTR = "builders"  # the study's record of its user builders (target, source path, sha256)
 CALIBRATION_ATTR = "latency_calibration"  # the drift reference model's latency, primary batch size
 RETIMED_ATTR = "retimed_latency_ms"  # the front re-timed side by side: {trial number: latency_ms}
+PREPROCESSING_ATTR = "data_preprocessing"  # a table's fitted encoding and scaling (see _encoding), shipped by select
 
 # ---------------------------------------------------------------------- metric names
 LATENCY_METRIC = "latency_ms"  # the latency objective

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tradeoff_search._data import load_dataset
-from tradeoff_search._encoding import PREPROCESSING_ATTR
 from tradeoff_search._latency import measure_latency, to_tflite
 from tradeoff_search._pareto import front_trials, retimed_front
-from tradeoff_search._record import CALIBRATION_ATTR, RETIMED_ATTR
+from tradeoff_search._record import CALIBRATION_ATTR, PREPROCESSING_ATTR, RETIMED_ATTR
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._stores import DEFAULT_TRACKING_URI
 from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL, filter_value, tracking_client

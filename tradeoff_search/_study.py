@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 
 from tradeoff_search._builders import Builder
 from tradeoff_search._data import Dataset, load_dataset
-from tradeoff_search._encoding import PREPROCESSING_ATTR
 from tradeoff_search._objective import TradeoffObjective
-from tradeoff_search._record import BUILDERS_ATTR, SPEC_DIGEST
+from tradeoff_search._record import BUILDERS_ATTR, PREPROCESSING_ATTR, SPEC_DIGEST
 from tradeoff_search._retime import retime_front
 from tradeoff_search._space import narrowest_models
 from tradeoff_search._spec import SpecError, StudySpec
