@@ -452,7 +452,7 @@ def tracking_client(tracking_uri: str | None) -> MlflowClient:
     """
     from mlflow import MlflowClient
 
-    from tradeoff_search._workers import storage_lock
+    from tradeoff_search._stores import storage_lock
 
     with storage_lock(tracking_uri or "", "mlflow-store"):
         return MlflowClient(tracking_uri=tracking_uri)
