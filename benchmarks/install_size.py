@@ -1,6 +1,6 @@
 """Install size and time of each TensorFlow package this project's extras can bring, on fresh venvs.
 
-    python benchmarks/install_size.py [--packages "tensorflow-cpu==2.21.*" "tensorflow==2.21.*"]
+    python benchmarks/install_size.py [--packages "tensorflow-cpu==2.21.*" ...]
 
 For each package, one after the other: a new venv (pip upgraded first, not timed), then
 ``pip install --no-cache-dir PACKAGE`` timed, and the venv's size on disk. Downloads from the
@@ -17,7 +17,7 @@ import time
 import venv
 from pathlib import Path
 
-DEFAULT = ["tensorflow-cpu==2.21.*", "tensorflow==2.21.*"]
+DEFAULT = ["tensorflow-cpu==2.21.*", "tensorflow==2.21.*", "tensorflow[and-cuda]==2.21.*"]
 
 
 def size_mb(folder: Path) -> int:
