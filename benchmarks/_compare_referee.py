@@ -24,7 +24,8 @@ def judge(seed_dir: Path, spec_path: Path) -> None:
     p10 latency (ms per call) at each batch size, plus what the contender said about them."""
     import keras
 
-    from tradeoff_search._latency import cpu_model, measure_latencies, to_tflite
+    from tradeoff_search._convert import to_tflite
+    from tradeoff_search._latency import cpu_model, measure_latencies
     from tradeoff_search._training import predict_classes, score
 
     spec = StudySpec.load(spec_path)

@@ -24,7 +24,8 @@ import statistics
 import keras
 import numpy as np
 
-from tradeoff_search._latency import measure_latencies, to_tflite
+from tradeoff_search._convert import to_tflite
+from tradeoff_search._latency import measure_latencies
 from tradeoff_search._models import build_model, contains
 from tradeoff_search._space import Candidate
 

@@ -28,7 +28,8 @@ LARGE, HALF = 3163, 2236  # widths of two hidden layers on 64 inputs: ~10.2M and
 def measure(rounds: int) -> dict[str, list[float]]:
     """One process: the large model alone, then side by side with its twin and the half-size one."""
     from tradeoff_search import measure_latency
-    from tradeoff_search._latency import measure_latencies, to_tflite
+    from tradeoff_search._convert import to_tflite
+    from tradeoff_search._latency import measure_latencies
     from tradeoff_search._models import build_model
     from tradeoff_search._space import Candidate
 

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from tradeoff_search import measure_latency
+from tradeoff_search._convert import to_tflite
 from tradeoff_search._harness import _MIN_DECISION_BLOCKS
-from tradeoff_search._latency import calibrate_reference, cpu_model, measure_latencies, to_tflite
+from tradeoff_search._latency import calibrate_reference, cpu_model, measure_latencies
 from tradeoff_search._lock import machine_lock
 from tradeoff_search._models import build_model
 from tradeoff_search._space import Candidate

@@ -101,7 +101,7 @@ def test_every_family_builds_trains_converts_and_measures(family: str) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     from tradeoff_search import Dataset, measure_latency
-    from tradeoff_search._latency import to_tflite
+    from tradeoff_search._convert import to_tflite
     from tradeoff_search._spec import TrainingSection
     from tradeoff_search._training import predict_classes, train
 
@@ -231,7 +231,7 @@ def test_operator_orders_are_litert_only(larger: Candidate) -> None:
 @pytest.mark.parametrize("family", ["mlp", "cnn1d", "cnn2d"])
 def test_litert_conversion_folds_batch_norm_away(family: str) -> None:
     """What ``contains`` relies on: with or without batch norm, the same operators on the same shapes."""
-    from tradeoff_search._latency import to_tflite
+    from tradeoff_search._convert import to_tflite
 
     knobs, shape = FAMILIES[family]
     candidates = [_candidate(**{"units": (), **knobs}, family=family, batch_norm=norm) for norm in (False, True)]

@@ -83,6 +83,13 @@ def test_scalar_means_fixed_and_override(write_spec) -> None:
         ('[study]\nname = "x"\n', "data", "null"),
         ('[data]\nsource = "sklearn:iris"\n[search]\nx = 1\n', "search", '{"x": 1}'),
         ('[data]\nsource = "sklearn:iris"\n[model\n', "(file)", ""),
+        ('[data]\nsource = "sklearn:iris"\n[latency]\nquantization = "int4"\n', "latency.quantization", '"int4"'),
+        (
+            '[data]\nsource = "sklearn:iris"\n[latency]\nruntime = "tf"\nquantization = ["none", "int8"]\n',
+            "latency.quantization",
+            '["none", "int8"]',
+        ),
+        ('[data]\nsource = "sklearn:iris"\n[latency]\nio = "int8"\n', "latency.io", '"int8"'),
     ],
 )
 def test_bad_spec_names_file_key_and_value(write_spec, text: str, key: str, value_shown: str) -> None:

@@ -332,6 +332,9 @@ def _select(args: argparse.Namespace) -> int:
     print(f"exported {chosen.keras_path} and {chosen.tflite_path}")
     if chosen.preprocessing_path is not None:
         print(f"exported {chosen.preprocessing_path}: apply it to raw rows before the model (see the README)")
+    quantized = "" if chosen.test_accuracy_float is None else f", float model {chosen.test_accuracy_float:.4f} test"
+    print(f"{chosen.tflite_path}: quantization {chosen.quantization}, input {chosen.input_type}, "
+          f"output {chosen.output_type}{quantized}")  # fmt: skip
     print(f"registered {chosen.registered_model} version {chosen.registered_version}")
     return EXIT_OK
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tradeoff_search._backends import latency_backend
+from tradeoff_search._convert import to_tflite
 from tradeoff_search._harness import LOCAL, LatencyStats, Setting, cpu_model, time_invokers
 from tradeoff_search._lock import machine_lock
 from tradeoff_search._reference import reference_flatbuffer
@@ -30,39 +30,6 @@ _logger = logging.getLogger(__name__)
 
 RUNTIMES = ("litert", "tf")
 __all__ = ["LatencyStats", "calibrate_reference", "cpu_model", "measure_latencies", "measure_latency", "to_tflite"]
-
-
-def to_tflite(model: keras.Model, signature: bool = True) -> bytes:
-    """Convert a Keras model to a LiteRT flatbuffer (float32, batch dimension left dynamic).
-
-    Args:
-        model: the model.
-        signature: keep a ``serving_default`` signature, as a file to deploy needs. Timing does
-            not: ``signature=False`` converts the traced inference function, which the converter
-            freezes itself: the same operators in a sixth of the time (0.08 vs 0.5 s for a
-            17k-parameter MLP), because ``from_keras_model`` first writes and reloads a SavedModel.
-    """
-    import tensorflow as tf
-
-    if not signature:
-        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
-        infer = tf.function(tf.autograph.experimental.do_not_convert(lambda x: model(x, training=False)))
-        with _absl_errors_only():  # it calls this graph path deprecated; we want it for speed
-            return tf.lite.TFLiteConverter.from_concrete_functions([infer.get_concrete_function(spec)]).convert()
-    # Keras prints the exported signature to stdout; keep the console for progress and results.
-    with contextlib.redirect_stdout(io.StringIO()):
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
-
-
-@contextlib.contextmanager
-def _absl_errors_only() -> Iterator[None]:
-    absl_logger = logging.getLogger("absl")
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        absl_logger.setLevel(level)
 
 
 def reference_model() -> keras.Model:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,13 +20,23 @@ from tradeoff_search._builders import (
     searching,
     spec_builders,
 )
+from tradeoff_search._convert import (
+    Conversion,
+    ConversionError,
+    conversion_reason,
+    convert_as_shipped,
+    quantization_of,
+    suggest_quantization,
+)
 from tradeoff_search._data import Dataset, load_dataset
-from tradeoff_search._latency import LatencyStats, calibrate_reference, measure_latency, to_tflite
+from tradeoff_search._latency import LatencyStats, calibrate_reference, measure_latency
 from tradeoff_search._models import contains, count_macs, uncounted_layers
 from tradeoff_search._pareto import is_nondominated_by
 from tradeoff_search._pruning import ParetoPruning, rivals
 from tradeoff_search._record import (
+    ACCURACY_FLOAT,
     CONTAINS_TRIAL,
+    CONVERSION_WARNINGS,
     EPOCHS,
     FAIL_REASON,
     HISTORY,
@@ -55,7 +64,7 @@ from tradeoff_search._space import (
     suggest_recipe,
 )
 from tradeoff_search._spec import FAMILIES, SpecError, StudySpec
-from tradeoff_search._training import predict_classes, score, train
+from tradeoff_search._training import predict_classes, score, tflite_classes, train
 from tradeoff_search._user_builders import record_of
 
 if TYPE_CHECKING:
@@ -260,8 +269,9 @@ class TradeoffObjective:
         data, latency_spec = self.data, self.spec.latency
         family = suggest_family(trial, self.spec)
         builder = self.builders[family]
+        quantization = suggest_quantization(trial, self.spec)
         if latency_spec.budget_ms is not None and isinstance(builder, Family):  # a structure containment knows
-            smaller = self._over_budget_inside(trial.study, builder.architecture(trial))
+            smaller = self._over_budget_inside(trial.study, builder.architecture(trial), quantization)
             if smaller is not None:  # no need to build, convert or time it
                 suggest_recipe(trial, self.spec)  # recorded as for every trial
                 trial.set_user_attr(CONTAINS_TRIAL, smaller.number)
@@ -278,12 +288,14 @@ class TradeoffObjective:
         companions: dict[str, Any] = {PARAMS_METRIC: model.count_params(), MACS: self._macs(trial, model)}
         trial.set_user_attr(N_PARAMS, companions[PARAMS_METRIC])
 
-        flatbuffer = self._convert(family, model) if latency_spec.runtime == "litert" else None
-        timed = flatbuffer if flatbuffer is not None else model
+        # Latency does not depend on the weights: time the mode's conversion before training. For
+        # int8 it is calibrated on the untrained model, which changes its scales, not its operators.
+        conversion = self._convert(family, model, quantization)
+        timed = conversion.flatbuffer if latency_spec.runtime == "litert" else model
         primary, *others = latency_spec.batch_sizes
         stats, latency_ms = self._measure(trial.study, timed, primary, latency_spec.budget_ms)
         trial.set_user_attr(LATENCY, {**stats.to_dict(), NORMALIZED_MS: latency_ms})
-        companions[MODEL_BYTES] = len(flatbuffer if flatbuffer is not None else to_tflite(model, signature=False))
+        companions[MODEL_BYTES] = len(conversion.flatbuffer)
         trial.set_user_attr(MODEL_BYTES, companions[MODEL_BYTES])
         extras = [float(companions[name]) for name in self.spec.objectives.extra.choices]
 
@@ -308,26 +320,36 @@ class TradeoffObjective:
         if pruning is not None and pruning.reason is not None:
             trial.set_user_attr(PRUNE_REASON, pruning.reason)  # for studies run by optimize() too
             raise optuna.TrialPruned(pruning.reason)
-        accuracy = score(self.spec.objectives.accuracy, data.y_val, predict_classes(model, data.x_val))
+        metric = self.spec.objectives.accuracy
+        accuracy = score(metric, data.y_val, predict_classes(model, data.x_val))
+        if quantization != "none":  # score what ships: the quantized model, as LiteRT runs it
+            shipped = convert_as_shipped(model, quantization, self.spec, data.x_train, signature=False)
+            trial.set_user_attr(ACCURACY_FLOAT, accuracy)
+            trial.set_user_attr(CONVERSION_WARNINGS, list(shipped.warnings))
+            accuracy = score(metric, data.y_val, tflite_classes(shipped.flatbuffer, data.x_val))
         values = (accuracy, latency_ms, *extras)
         if self.model_dir is not None and self._may_be_logged(trial, values):
             path = staged_model_path(self.model_dir, trial.number)
             path.parent.mkdir(parents=True, exist_ok=True)
             model.save(path)
+            if quantization != "none":  # the file to deploy, with its signature, for the MLflow record
+                staged = convert_as_shipped(model, quantization, self.spec, data.x_train)
+                path.with_name("model.tflite").write_bytes(staged.flatbuffer)
         return values
 
-    def _convert(self, family: str, model: keras.Model) -> bytes:
-        """The LiteRT flatbuffer timed; a user builder's model that does not convert fails the
-        trial with the converter's reason (the study goes on)."""
-        if isinstance(self.builders[family], Family):
-            return to_tflite(model, signature=False)
+    def _convert(self, family: str, model: keras.Model, quantization: str) -> Conversion:
+        """The LiteRT flatbuffer timed, in the trial's quantization mode. A mode the converter cannot
+        apply to the model fails the trial with its reason (:class:`ConversionError`), and so does a
+        user builder's model that does not convert at all; the study goes on."""
         try:
-            return to_tflite(model, signature=False)
+            return convert_as_shipped(model, quantization, self.spec, self.data.x_train, signature=False)
+        except ConversionError:
+            raise
         except Exception as error:  # the converter raises several kinds, with MLIR's reasons
-            # Its message holds MLIR's call stack; the reason is on its "error:" lines.
-            reasons = re.findall(r"error: ([^\n]+)", str(error)) or [str(error)]
-            reason = " ".join(" ".join(dict.fromkeys(reasons)).split())[:600]
-            raise BuilderError(family, f"a model that converts to LiteRT ({type(error).__name__}: {reason})") from error
+            if isinstance(self.builders[family], Family):
+                raise  # a built-in family's model that does not convert is a bug of ours
+            reason = f"{type(error).__name__}: {conversion_reason(error)}"
+            raise BuilderError(family, f"a model that converts to LiteRT ({reason})") from error
 
     def _macs(self, trial: optuna.Trial, model: keras.Model) -> int | None:
         """The model's multiply-adds, as user attribute ``macs``; unknown (None), the layers not
@@ -343,11 +365,13 @@ class TradeoffObjective:
                              "drop macs from objectives.extra, or use standard layers")  # fmt: skip
         return None
 
-    def _over_budget_inside(self, study: optuna.Study, candidate: Candidate) -> optuna.trial.FrozenTrial | None:
-        """A finished trial of ``study`` timed over the budget whose model ``candidate`` contains
-        (see :func:`contains`): ``candidate`` is then over the budget too."""
+    def _over_budget_inside(
+        self, study: optuna.Study, candidate: Candidate, quantization: str
+    ) -> optuna.trial.FrozenTrial | None:
+        """A finished trial of ``study`` timed over the budget, in the same quantization mode, whose
+        model ``candidate`` contains (see :func:`contains`): ``candidate`` is then over it too."""
         runtime, shape = self.spec.latency.runtime, self.data.input_shape
-        return next((past for past, smaller in timed_over_budget(study, self.spec)
+        return next((past for past, smaller in timed_over_budget(study, self.spec, quantization)
                      if contains(candidate, smaller, runtime, shape)), None)  # fmt: skip
 
     def _not_trained(self, trial: optuna.Trial, values: tuple[float, ...], why: str) -> tuple[float, ...]:
@@ -377,9 +401,11 @@ def _check_row_shape(spec: StudySpec, shape: tuple[int, ...]) -> None:
                          f"reshape x_train and x_val to (rows, {', '.join(map(str, expected))})")  # fmt: skip
 
 
-def timed_over_budget(study: optuna.Study, spec: StudySpec) -> list[tuple[optuna.trial.FrozenTrial, Candidate]]:
+def timed_over_budget(
+    study: optuna.Study, spec: StudySpec, quantization: str
+) -> list[tuple[optuna.trial.FrozenTrial, Candidate]]:
     """The finished trials of built-in families of ``study`` timed over ``spec``'s latency budget
-    (at its runtime, batch size and threads), with their architectures."""
+    (at its runtime, batch size and threads) in the ``quantization`` mode, with their architectures."""
     import optuna
 
     latency = spec.latency
@@ -394,6 +420,7 @@ def timed_over_budget(study: optuna.Study, spec: StudySpec) -> list[tuple[optuna
             or not isinstance(timed, dict)
             or (timed.get("runtime"), timed.get("batch_size"), timed.get("threads")) != setting
             or timed.get(NORMALIZED_MS, 0.0) <= latency.budget_ms
+            or quantization_of(past.params) != quantization
         ):
             continue
         try:
@@ -404,19 +431,20 @@ def timed_over_budget(study: optuna.Study, spec: StudySpec) -> list[tuple[optuna
 
 
 def ruled_out(study: optuna.Study, spec: StudySpec, family: str) -> bool:
-    """Whether no candidate of ``family`` can meet the latency budget: each contains a model of the
-    study timed over it, because each contains one of the family's floors (see
-    :func:`~tradeoff_search._space.family_floors`) and every floor contains one."""
+    """Whether no candidate of ``family`` can meet the latency budget in any quantization mode: each
+    contains a model of the study timed over it in its mode, because each contains one of the
+    family's floors (see :func:`~tradeoff_search._space.family_floors`) and every floor contains one."""
     if family not in FAMILIES:  # a user builder: no proof about a structure it alone knows
         return False
-    timed = [smaller for _, smaller in timed_over_budget(study, spec) if smaller.family == family]
     floors = family_floors(spec, family)
+    if floors is None:
+        return False
     runtime, shape = spec.latency.runtime, spec.data.input_shape
-    return (
-        bool(timed)
-        and floors is not None
-        and all(any(contains(floor, smaller, runtime, shape) for smaller in timed) for floor in floors)
-    )
+    for quantization in spec.latency.quantization.choices:
+        timed = [smaller for _, smaller in timed_over_budget(study, spec, quantization) if smaller.family == family]
+        if not timed or not all(any(contains(floor, s, runtime, shape) for s in timed) for floor in floors):
+            return False
+    return True
 
 
 @functools.cache

@@ -13,7 +13,7 @@ from pathlib import Path
 N_PARAMS = "n_params"  # Keras parameter count (logged to MLflow as the metric ``params``)
 MACS = "macs"  # multiply-accumulates of one inference
 MACS_UNCOUNTED = "macs_uncounted"  # layers whose MACs nobody counts (a user builder's)
-MODEL_BYTES = "model_bytes"  # size of the float32 ``.tflite``
+MODEL_BYTES = "model_bytes"  # size of the ``.tflite`` as shipped (quantized in a quantized trial)
 LATENCY = "latency"  # LatencyStats.to_dict() of the primary batch size, plus ``normalized_ms``
 NORMALIZED_MS = "normalized_ms"  # key of LATENCY: the calibrated latency, the objective's value
 TRAINED = "trained"  # False for a candidate recorded over the latency budget
@@ -23,6 +23,11 @@ HISTORY = "history"  # per-epoch curves, by the names of CURVES
 CONTAINS_TRIAL = "contains_trial"  # the over-budget trial whose model this candidate contains
 FAIL_REASON = "fail_reason"  # ``Type: message`` of a failed trial (Optuna keeps no reason)
 PRUNE_REASON = "prune_reason"  # why a trial was stopped early
+ACCURACY_FLOAT = "accuracy_float"  # a quantized trial's float Keras model's validation accuracy
+CONVERSION_WARNINGS = "conversion_warnings"  # what the converter warned about, quantizing the trial's model
+
+# ---------------------------------------------------------------------- trial parameters
+QUANTIZATION_PARAM = "quantization"  # the trial's quantization mode, when the spec has any but "none"
 
 # ---------------------------------------------------------------------- training curves
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from tradeoff_search._latency import measure_latencies, to_tflite
+from tradeoff_search._convert import convert_as_shipped, quantization_of
+from tradeoff_search._latency import measure_latencies
 from tradeoff_search._pareto import front_trials, retimed_front
 from tradeoff_search._record import RETIMED_ATTR
 
@@ -25,7 +26,8 @@ _logger = logging.getLogger(__name__)
 def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int, float]:
     """Time every Pareto-optimal trial's model side by side; store and return ``latency_ms`` by trial.
 
-    Latency does not depend on the weights, so each model is rebuilt from its trial's parameters.
+    Latency does not depend on the weights, so each model is rebuilt from its trial's parameters
+    (and converted in its quantization mode, an ``int8`` one calibrated on the untrained model).
     The values go to the study's user attribute ``retimed_latency_ms`` (finished trials cannot be
     changed); a warning says so when the latency order of the front changed.
     """
@@ -40,7 +42,10 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
     for trial in front:
         fixed = optuna.trial.FixedTrial(trial.params)
         model = objective.builders[trial.params["family"]](fixed, data.input_shape, data.n_classes)
-        models.append(to_tflite(model, signature=False) if latency.runtime == "litert" else model)
+        if latency.runtime == "litert":
+            quantization = quantization_of(trial.params)
+            model = convert_as_shipped(model, quantization, spec, data.x_train, signature=False).flatbuffer
+        models.append(model)
     stats = measure_latencies(
         models,
         runtime=latency.runtime,

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tradeoff_search._convert import convert_as_shipped, quantization_of, tensor_types
 from tradeoff_search._data import load_dataset
-from tradeoff_search._latency import measure_latency, to_tflite
+from tradeoff_search._latency import measure_latency
 from tradeoff_search._pareto import front_trials, retimed_front
 from tradeoff_search._record import CALIBRATION_ATTR, PREPROCESSING_ATTR, RETIMED_ATTR
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._stores import DEFAULT_TRACKING_URI
 from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL, filter_value, tracking_client
-from tradeoff_search._training import predict_classes, score
+from tradeoff_search._training import predict_classes, score, tflite_classes
 
 if TYPE_CHECKING:
     import optuna
@@ -43,6 +44,10 @@ class Selection:
     registered_model: str
     registered_version: str
     preprocessing_path: str | None = None  # tables: raw columns → the model's input, as JSON
+    quantization: str = "none"
+    input_type: str = "float32"  # of the exported .tflite
+    output_type: str = "float32"
+    test_accuracy_float: float | None = None  # a quantized model's float Keras model, on the test split
 
 
 def pick(
@@ -122,10 +127,11 @@ def select_model(
     mnas_weight: float = -0.07,
     target_ms: float | None = None,
 ) -> Selection:
-    """Pick one model of the study's front by ``rule`` (see :func:`pick`), evaluate it on the test
-    split the search never saw, export ``model.keras`` and ``model.tflite`` to ``out`` (and, for a
-    table, ``preprocessing.json``: how raw rows become the model's input), time the
-    exported file, and register it in the MLflow Model Registry as ``<study>-selected`` with the
+    """Pick one model of the study's front by ``rule`` (see :func:`pick`), export ``model.keras``
+    and the ``model.tflite`` that ships (in the trial's quantization mode) to ``out`` (and, for a
+    table, ``preprocessing.json``: how raw rows become the model's input), evaluate the ``.tflite``
+    with the LiteRT interpreter on the test split the search never saw, time it, and register it
+    in the MLflow Model Registry as ``<study>-selected`` with the
     rule, latency and accuracies as tags.
 
     Raises:
@@ -168,29 +174,36 @@ def select_model(
     with tempfile.TemporaryDirectory() as download:  # through our client: no global MLflow state
         model = mlflow.keras.load_model(client.download_artifacts(run_id, "model", download))
     data = load_dataset(spec)
-    test_accuracy = score(spec.objectives.accuracy, data.y_test, predict_classes(model, data.x_test))
+    metric = spec.objectives.accuracy
+    quantization = quantization_of(next(t for t in front_trials(study) if t.number == number).params)
+    shipped = convert_as_shipped(model, quantization, spec, data.x_train).flatbuffer
+    test_accuracy = score(metric, data.y_test, tflite_classes(shipped, data.x_test))
+    float_accuracy = None if quantization == "none" else score(metric, data.y_test, predict_classes(model, data.x_test))
     out.mkdir(parents=True, exist_ok=True)
     keras_path, tflite_path = out / "model.keras", out / "model.tflite"
     model.save(keras_path)
-    tflite_path.write_bytes(to_tflite(model))
+    tflite_path.write_bytes(shipped)
     preprocessing = study.user_attrs.get(PREPROCESSING_ATTR, data.preprocessing)
     preprocessing_path = out / "preprocessing.json" if preprocessing is not None else None
     if preprocessing_path is not None:
         preprocessing_path.write_text(json.dumps(preprocessing, indent=1) + "\n")
     latency = spec.latency
-    stats = measure_latency(tflite_path.read_bytes(), runtime="litert", batch_size=latency.batch_sizes[0],
+    stats = measure_latency(shipped, runtime="litert", batch_size=latency.batch_sizes[0],
                             threads=latency.threads, statistic=latency.statistic, max_seconds=2.0)  # fmt: skip
     calibration = study.user_attrs.get(CALIBRATION_ATTR, {}).get(f"{latency.statistic}_ms")
     exported_ms = stats.normalized_ms(calibration) if calibration else stats.value_ms
+    types = tensor_types(shipped)
     name = f"{study.study_name}-selected"
     if not client.search_registered_models(f"name = {filter_value(name)}"):
         client.create_registered_model(name, description=f"Models selected from the Pareto front of {study.study_name}")
     version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
     tags = {"rule": rule, "trial": number, "validation_accuracy": chosen[1], "test_accuracy": test_accuracy,
-            "latency_ms": chosen[2], "exported_latency_ms": exported_ms}  # fmt: skip
+            "latency_ms": chosen[2], "exported_latency_ms": exported_ms, "quantization": quantization,
+            **types}  # fmt: skip
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, str(value))
     _logger.info("selected trial %d by %s: test accuracy %.4f, %.4g ms", number, rule, test_accuracy, exported_ms)
     return Selection(number, rule, chosen[1], test_accuracy, chosen[2], exported_ms, str(keras_path),
                      str(tflite_path), name, str(version.version),
-                     str(preprocessing_path) if preprocessing_path is not None else None)  # fmt: skip
+                     str(preprocessing_path) if preprocessing_path is not None else None, quantization,
+                     types["input_type"], types["output_type"], float_accuracy)  # fmt: skip

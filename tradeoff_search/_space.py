@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tradeoff_search._record import QUANTIZATION_PARAM
 from tradeoff_search._spec import FAMILIES, Categorical, FloatRange, IntRange, ModelSection, StudySpec
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ _LAYERS = {"mlp": ("n_layers", "units"), "cnn1d": ("conv_blocks", "filters"), "c
            "gru": ("gru_layers", "gru_units")}  # fmt: skip
 
 # The parameters the study suggests around any builder; a builder's own may not reuse them.
-RESERVED = ("family", "optimizer", "learning_rate", "schedule", "batch_size", "weight_decay", "momentum", "nesterov")
+RESERVED = ("family", "optimizer", "learning_rate", "schedule", "batch_size", "weight_decay", "momentum", "nesterov",
+            QUANTIZATION_PARAM)  # fmt: skip
 
 
 def _suggest(trial: optuna.trial.BaseTrial, name: str, value: IntRange | FloatRange | Categorical) -> Any:

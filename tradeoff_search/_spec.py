@@ -252,6 +252,7 @@ FAMILIES = ("mlp", "cnn1d", "cnn2d", "gru")
 # Inputs each family takes, besides the batch: cnn1d and gru (steps, channels), cnn2d (h, w, c).
 FAMILY_RANKS = {"cnn1d": 2, "gru": 2, "cnn2d": 3}
 COMPANIONS = (PARAMS_METRIC, MACS, MODEL_BYTES)  # deterministic, measured without timing
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # LiteRT post-training quantization, see _convert
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,10 @@ class LatencySection:
     statistic: str = _rule(_Scalar(str, choices=("p10", "median")), "p10")
     max_seconds: float = _rule(_Scalar(float, _POSITIVE), 1.0)
     budget_ms: float | None = _rule(_Scalar(float, _POSITIVE), None)
+    # a string fixes the mode, a list searches it (the trial parameter ``quantization``)
+    quantization: Categorical = _rule(_Choice(str, QUANTIZATIONS), Categorical(("none",)))
+    representative_rows: int = _rule(_Scalar(int, _AT_LEAST_ONE), 200)  # int8's calibration sample
+    io: str = _rule(_Scalar(str, choices=("float", "int8")), "float")  # int8 models' input and output
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:
@@ -521,6 +526,13 @@ class StudySpec:
                 list(reference),
                 f"one number for each of {self.metric_names}",
             )
+        latency = self.latency
+        quantized = latency.quantization.choices != ("none",)
+        if latency.runtime == "tf" and quantized:
+            raise SpecError(self.path, "latency.quantization", list(latency.quantization.choices),
+                            '"none" with runtime = "tf" (quantization is LiteRT\'s: runtime = "litert")')  # fmt: skip
+        if latency.io == "int8" and "int8" not in latency.quantization.choices:
+            raise SpecError(self.path, "latency.io", latency.io, '"float" unless quantization includes "int8"')
         data = self.data
         if data.validation_fraction + data.test_fraction >= 1:
             raise SpecError(

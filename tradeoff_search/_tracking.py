@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tradeoff_search._latency import to_tflite
+from tradeoff_search._convert import quantization_of, to_tflite
 from tradeoff_search._mlflow_ui import share_runs_view
 from tradeoff_search._pareto import (
     completed_trials,
@@ -374,7 +374,8 @@ class MLflowParetoCallback:
         return self.log_models == "all" or (self.log_models == "pareto" and ranks.get(trial.number) == 0)
 
     def _log_model(self, run_id: str, keras_file: Path) -> None:
-        """Log the staged Keras model (MLflow Keras flavor, with signature) and its LiteRT ``.tflite``."""
+        """Log the staged Keras model (MLflow Keras flavor, with signature) and its LiteRT ``.tflite``:
+        the staged one (a quantized trial's), or else the float32 conversion."""
         if not keras_file.is_file():
             return
         directory = keras_file.parent
@@ -389,7 +390,8 @@ class MLflowParetoCallback:
             model, str(flavor_dir), signature=_signature(model), pip_requirements=_pip_requirements()
         )
         self._client.log_artifacts(run_id, str(flavor_dir), "model")
-        (directory / "model.tflite").write_bytes(to_tflite(model))
+        if not (directory / "model.tflite").is_file():
+            (directory / "model.tflite").write_bytes(to_tflite(model))
         self._client.log_artifact(run_id, str(directory / "model.tflite"), "tflite")
 
     def _update_front(
@@ -608,7 +610,25 @@ def _front_figure(study: optuna.Study) -> Figure:
         axes = optuna.visualization.matplotlib.plot_pareto_front(study, targets=first_two, target_names=names)
     if len(names) == 2 and LATENCY_METRIC in names:  # latencies span orders of magnitude
         (axes.set_xscale if names.index(LATENCY_METRIC) == 0 else axes.set_yscale)("log")
+    if len(names) == 2:
+        _mark_quantized(axes, study)
     return axes.figure
+
+
+_QUANTIZED_MARKERS = {"float16": "s", "dynamic": "D", "int8": "o"}
+
+
+def _mark_quantized(axes: Any, study: optuna.Study) -> None:
+    """Ring the quantized trials' points, one marker per mode, on a 2-objective front plot."""
+    drawn = False
+    for mode, marker in _QUANTIZED_MARKERS.items():
+        points = [t.values[:2] for t in completed_trials(study) if quantization_of(t.params) == mode]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            axes.scatter(xs, ys, marker=marker, s=90, facecolors="none", edgecolors="black", label=f"quantized: {mode}")
+            drawn = True
+    if drawn:
+        axes.legend(fontsize="small")
 
 
 def _hypervolume_figure(history: Sequence[tuple[int, float]], reference: Sequence[float]) -> Figure:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tradeoff_search._convert import tflite_outputs
 from tradeoff_search._data import Dataset
 from tradeoff_search._lock import machine_lock
 from tradeoff_search._record import CURVES
@@ -214,10 +215,10 @@ def _count_correct(y: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
     """How many rows the model classifies right."""
     import tensorflow as tf
 
-    return tf.reduce_sum(tf.cast(_classes(probabilities) == y, tf.float32))
+    return tf.reduce_sum(tf.cast(classes(probabilities) == y, tf.float32))
 
 
-def _classes(probabilities: tf.Tensor) -> tf.Tensor:
+def classes(probabilities: tf.Tensor) -> tf.Tensor:
     """Class indices from the head's output (one sigmoid unit means two classes)."""
     import tensorflow as tf
 
@@ -229,7 +230,12 @@ def _classes(probabilities: tf.Tensor) -> tf.Tensor:
 def predict_classes(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """Class indices for ``x``."""
     starts = range(0, len(x), _EVAL_BATCH_SIZE)
-    return np.concatenate([np.asarray(_classes(model(x[i : i + _EVAL_BATCH_SIZE], training=False))) for i in starts])
+    return np.concatenate([np.asarray(classes(model(x[i : i + _EVAL_BATCH_SIZE], training=False))) for i in starts])
+
+
+def tflite_classes(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
+    """Class indices for ``x`` by a ``.tflite`` model (quantized or not), run by LiteRT."""
+    return np.asarray(classes(tflite_outputs(flatbuffer, x)))
 
 
 def score(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -1,0 +1,103 @@
+"""Conversion as shipped: quantized tensors really are int8 or float16; a quantized trial is scored
+and exported as the LiteRT interpreter runs its .tflite; what the converter cannot do fails a trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import optuna
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from tradeoff_search import StudySpec, load_dataset, run_study, select_model
+from tradeoff_search._convert import ConversionError, convert
+
+from .conftest import TINY_SPEC
+
+
+def _mlp() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32,))  # dynamic-range quantizes weights of 1024 elements and more only
+    hidden = keras.layers.Dense(64, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+
+
+def _types(flatbuffer: bytes) -> tuple[str, str, set[str]]:
+    """Input type, output type and the types of the tensors of the first Dense kernel's shape."""
+    interpreter = Interpreter(model_content=flatbuffer)
+    kernels = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details() if tuple(t["shape"]) == (64, 32)}
+    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+    return np.dtype(source["dtype"]).name, np.dtype(target["dtype"]).name, kernels
+
+
+def test_each_mode_has_the_tensor_types_it_promises() -> None:
+    model, rows = _mlp(), np.random.default_rng(0).standard_normal((50, 32)).astype(np.float32)
+    assert _types(convert(model, "none", signature=False).flatbuffer) == ("float32", "float32", {"float32"})
+    # float16 weights, dequantized to float32 for the CPU's kernels at load time
+    assert _types(convert(model, "float16", signature=False).flatbuffer) == (
+        "float32",
+        "float32",
+        {"float16", "float32"},
+    )
+    assert _types(convert(model, "dynamic", signature=False).flatbuffer) == ("float32", "float32", {"int8"})
+    assert _types(convert(model, "int8", representative=rows).flatbuffer) == ("float32", "float32", {"int8"})
+    shipped = convert(model, "int8", representative=rows, io="int8")
+    assert _types(shipped.flatbuffer) == ("int8", "int8", {"int8"})
+    assert "trackable_obj" not in " ".join(convert(model, "dynamic", signature=False).warnings)
+
+
+def test_an_op_without_an_int8_kernel_is_refused() -> None:
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Lambda(keras.ops.sin)(inputs)))
+    rows = np.zeros((4, 8), np.float32)
+    # The converter keeps SIN in float32 between DEQUANTIZE and QUANTIZE: not full-integer.
+    with pytest.raises(ConversionError, match=r"^int8: no int8 kernel for SIN"):
+        convert(model, "int8", representative=rows, signature=False)
+    assert convert(model, "dynamic", signature=False).flatbuffer  # float kernels are fine there
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Lambda(keras.ops.erf)(inputs))  # no LiteRT kernel at all
+    with pytest.raises(ConversionError, match=r"^float16: .*'tf.Erf' op is neither a custom op nor a flex op"):
+        convert(model, "float16", signature=False)
+
+
+def _independent_accuracy(tflite_path: str, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of a .tflite file by the LiteRT interpreter, one row per call, int8 I/O by hand."""
+    interpreter = Interpreter(model_path=tflite_path)
+    interpreter.allocate_tensors()
+    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+    (in_scale, in_zero), (out_scale, out_zero) = source["quantization"], target["quantization"]
+    correct = 0
+    for row, label in zip(x, y, strict=True):
+        quantized = np.clip(np.round(row / in_scale + in_zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(source["index"], quantized[None])
+        interpreter.invoke()
+        scores = (interpreter.get_tensor(target["index"])[0].astype(np.float32) - out_zero) * out_scale
+        correct += int(np.argmax(scores) == label)
+    return correct / len(y)
+
+
+@pytest.mark.e2e
+def test_an_int8_trial_is_scored_and_exported_as_shipped(write_spec, tmp_path: Path) -> None:
+    text = TINY_SPEC.replace("max_seconds = 0.2", 'max_seconds = 0.2\nquantization = "int8"\nio = "int8"')
+    text = text.replace("units = [4, 16]", 'units = [4, 16]\nactivation = ["relu", "elu"]')  # ELU: no int8 kernel
+    spec = StudySpec.load(write_spec(text + "[tracking]\nlog_models = 'all'\n"))
+    storage, uri = f"sqlite:///{tmp_path}/optuna.db", f"sqlite:///{tmp_path}/mlflow.db"
+    queued = optuna.create_study(study_name="tiny", storage=storage, directions=spec.directions)
+    for activation in ("elu", "relu", "relu"):
+        queued.enqueue_trial({"activation": activation})
+    study = run_study(spec, storage=storage, tracking_uri=uri)
+    failed, *completed = study.trials
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert "no int8 kernel for ELU" in failed.user_attrs["fail_reason"]
+    assert [t.state for t in completed] == [optuna.trial.TrialState.COMPLETE] * 2
+
+    chosen = select_model(spec, study, tmp_path / "out", rule="knee", tracking_uri=uri)
+    trial = study.trials[chosen.trial]
+    assert trial.params["quantization"] == "int8" and "accuracy_float" in trial.user_attrs
+    assert (chosen.quantization, chosen.input_type, chosen.output_type) == ("int8", "int8", "int8")
+    data = load_dataset(spec)
+    assert trial.values[0] == _independent_accuracy(chosen.tflite_path, data.x_val, data.y_val)
+    assert chosen.test_accuracy == _independent_accuracy(chosen.tflite_path, data.x_test, data.y_test)
+    assert Path(chosen.keras_path).is_file()
