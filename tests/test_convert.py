@@ -10,6 +10,7 @@ import numpy as np
 import optuna
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from mlflow import MlflowClient
 
 from tradeoff_search import StudySpec, load_dataset, run_study, select_model
 from tradeoff_search._convert import ConversionError, convert
@@ -101,3 +102,9 @@ def test_an_int8_trial_is_scored_and_exported_as_shipped(write_spec, tmp_path: P
     assert trial.values[0] == _independent_accuracy(chosen.tflite_path, data.x_val, data.y_val)
     assert chosen.test_accuracy == _independent_accuracy(chosen.tflite_path, data.x_test, data.y_test)
     assert Path(chosen.keras_path).is_file()
+    client = MlflowClient(uri)
+    (run,) = client.search_runs(client.get_experiment_by_name("tiny").experiment_id,
+                                f"tags.`optuna.trial` = '{chosen.trial}'")  # fmt: skip
+    assert run.data.params["quantization"] == "int8" and "accuracy_float" in run.data.metrics
+    logged = Path(client.download_artifacts(run.info.run_id, "tflite/model.tflite", str(tmp_path)))
+    assert logged.read_bytes() == Path(chosen.tflite_path).read_bytes()  # what the trial logged is what select ships

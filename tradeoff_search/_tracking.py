@@ -36,6 +36,7 @@ from tradeoff_search._pareto import (
     retimed_front,
 )
 from tradeoff_search._record import (
+    CONVERSION_WARNINGS,
     FAIL_REASON,
     HISTORY,
     LATENCY,
@@ -512,6 +513,8 @@ def _trial_tags(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
         tags["error"] = str(trial.user_attrs[FAIL_REASON])[:5000]
     if PRUNE_REASON in trial.user_attrs:
         tags["pruned_reason"] = str(trial.user_attrs[PRUNE_REASON])[:5000]
+    if trial.user_attrs.get(CONVERSION_WARNINGS):
+        tags[CONVERSION_WARNINGS] = " | ".join(trial.user_attrs[CONVERSION_WARNINGS])[:5000]
     return tags
 
 

@@ -1,0 +1,226 @@
+"""Searching quantization against float-only at equal wall time, judged on the test split (issue 21).
+
+    python benchmarks/quantization.py [--tasks mnist1d digits] [--seeds 0 1 2] [--minutes 3]
+        [--modes none dynamic int8] [--json FILE]
+
+For each task and seed, two studies run for the same wall time, one after the other, each in a
+fresh process with its own stores: ``float`` (``quantization = "none"``) and ``searched``
+(``quantization = --modes``). Then one referee pass, in this process:
+
+- every front model of both studies is scored on the test split that neither saw, as the
+  ``.tflite`` its study exported to MLflow (quantized where its trial was), by the LiteRT
+  interpreter, and all those files are timed side by side (LiteRT, one thread, batch 1, p10,
+  the drift reference interleaved);
+- per study: the hypervolume of (test accuracy, log10 µs) from the task's reference point, and
+  the latency of the fastest model at or above 0.90 test accuracy;
+- every front model's float Keras model is also converted in each mode (``float16``,
+  ``dynamic``, ``int8``) and scored on the test split and timed in the same rounds: the accuracy
+  drop from float32 to each mode (median and worst over the front models) and each mode's speed-up.
+
+MNIST-1D searches MLPs and 1-D CNNs (GRUs left out: 2–4 s to convert, 25 µs and up, never on its
+front; at a few minutes per study they would eat the time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TASKS = {"mnist1d": REPO / "studies" / "mnist1d.toml", "digits": REPO / "studies" / "digits.toml"}
+# Hypervolume reference (test accuracy, latency ms), near each task's fronts so differences show.
+REFERENCES = {"mnist1d": (0.5, 0.05), "digits": (0.8, 0.02)}
+MODES = ("float16", "dynamic", "int8")
+TARGET_ACCURACY = 0.90
+SECONDS_PER_MODEL = 0.5
+
+
+def run_study_once(task: str, seed: int, variant: str, modes: list[str], minutes: float, root: Path) -> dict:
+    """One study in this process; its front trials' exported files are copied to ``root``."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from tradeoff_search import StudySpec, run_study
+    from tradeoff_search._pareto import front_trials
+    from tradeoff_search._spec import Categorical
+    from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL
+
+    spec = StudySpec.load(TASKS[task]).override(n_trials=100_000, timeout=minutes * 60)
+    quantization = ("none",) if variant == "float" else tuple(modes)
+    model = spec.model
+    if task == "mnist1d":
+        model = dataclasses.replace(model, families=Categorical(("mlp", "cnn1d")))
+    spec = dataclasses.replace(
+        spec,
+        study=dataclasses.replace(spec.study, seed=seed, name=f"{task}-{variant}-{seed}"),
+        latency=dataclasses.replace(spec.latency, quantization=Categorical(quantization)),
+        model=model,
+        tracking=dataclasses.replace(spec.tracking, log_models="pareto"),
+    )
+    uri = f"sqlite:///{root}/mlflow.db"
+    study = run_study(spec, storage=f"sqlite:///{root}/optuna.db", tracking_uri=uri)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(spec.tracking.experiment)
+    front = []
+    for trial in front_trials(study):
+        (run,) = client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`{TAG_STUDY}` = '{study.study_name}' and tags.`{TAG_TRIAL}` = '{trial.number}'",
+        )
+        folder = root / f"trial-{trial.number}"
+        folder.mkdir()
+        client.download_artifacts(run.info.run_id, "tflite", str(folder))
+        client.download_artifacts(run.info.run_id, "model", str(folder))
+        front.append({"trial": trial.number, "quantization": trial.params.get("quantization", "none"),
+                      "validation_accuracy": trial.values[0], "latency_ms": trial.values[1],
+                      "accuracy_float": trial.user_attrs.get("accuracy_float"),
+                      "tflite": str(folder / "tflite" / "model.tflite"), "keras": str(folder / "model")})  # fmt: skip
+    states = [t.state for t in study.trials]
+    return {"task": task, "seed": seed, "variant": variant, "front": front,
+            "complete": states.count(optuna.trial.TrialState.COMPLETE),
+            "failed": states.count(optuna.trial.TrialState.FAIL)}  # fmt: skip
+
+
+def referee(task: str, runs: list[dict]) -> dict:
+    """Score and time every front model of ``runs`` (one task, one seed) side by side."""
+    import mlflow.keras
+    import optuna
+
+    from tradeoff_search import StudySpec, load_dataset
+    from tradeoff_search._convert import ConversionError, convert_as_shipped
+    from tradeoff_search._latency import measure_latencies
+    from tradeoff_search._pareto import hypervolume
+    from tradeoff_search._training import predict_classes, score, tflite_classes
+
+    spec = StudySpec.load(TASKS[task])
+    data = load_dataset(spec)
+    flatbuffers: list[bytes] = []
+    for run in runs:
+        for model in run["front"]:
+            shipped = Path(model["tflite"]).read_bytes()
+            model["test_accuracy"] = score("accuracy", data.y_test, tflite_classes(shipped, data.x_test))
+            model["timed"] = len(flatbuffers)
+            flatbuffers.append(shipped)
+            keras_model = mlflow.keras.load_model(model["keras"])
+            model["test_accuracy_float"] = score("accuracy", data.y_test, predict_classes(keras_model, data.x_test))
+            model["modes"] = {}
+            for mode in ("none", *MODES):
+                try:
+                    converted = convert_as_shipped(keras_model, mode, spec, data.x_train).flatbuffer
+                except ConversionError as error:
+                    model["modes"][mode] = {"error": str(error)}
+                    continue
+                model["modes"][mode] = {"test_accuracy": score("accuracy", data.y_test,
+                                                               tflite_classes(converted, data.x_test)),
+                                        "timed": len(flatbuffers), "bytes": len(converted)}  # fmt: skip
+                flatbuffers.append(converted)
+    stats = measure_latencies(flatbuffers, max_seconds=max(10.0, SECONDS_PER_MODEL * len(flatbuffers)))
+    latencies = [s.p10_ms for s in stats]
+    directions = [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    for run in runs:
+        points = []
+        for model in run["front"]:
+            model["test_latency_ms"] = latencies[model.pop("timed")]
+            for measured in model["modes"].values():
+                if "timed" in measured:
+                    measured["latency_ms"] = latencies[measured.pop("timed")]
+            points.append((model["test_accuracy"], model["test_latency_ms"]))
+        run["hypervolume"] = hypervolume(points, directions, ["accuracy", "latency_ms"], REFERENCES[task])
+        good = [latency for accuracy, latency in points if accuracy >= TARGET_ACCURACY]
+        run["fastest_at_target_ms"] = min(good) if good else None
+    return {"task": task, "runs": runs, "reference": REFERENCES[task], "reference_p10_ms": stats[0].reference_p10_ms}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--modes", nargs="+", default=["none", "dynamic", "int8"])
+    parser.add_argument("--json", help="write every run and the summary here")
+    parser.add_argument("--one", nargs=4, metavar=("TASK", "SEED", "VARIANT", "ROOT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # a child process: one study, its record on stdout's last line
+        task, seed, variant, root = args.one
+        print(json.dumps(run_study_once(task, int(seed), variant, args.modes, args.minutes, Path(root))))
+        return
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for task in args.tasks:
+            for seed in args.seeds:
+                runs = []
+                for variant in ("float", "searched"):
+                    root = Path(scratch) / f"{task}-{seed}-{variant}"
+                    root.mkdir()
+                    command = [sys.executable, __file__, "--minutes", str(args.minutes), "--modes", *args.modes,
+                               "--one", task, str(seed), variant, str(root)]  # fmt: skip
+                    child = subprocess.run(command, capture_output=True, text=True, check=True,
+                                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})  # fmt: skip
+                    runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
+                judged = referee(task, runs)
+                results.append(judged)
+                for run in judged["runs"]:
+                    fastest = run["fastest_at_target_ms"]
+                    shown = f"{fastest * 1e3:.2f} µs" if fastest is not None else "none"
+                    modes = counts([m["quantization"] for m in run["front"]])
+                    print(f"{task} seed {seed} {run['variant']:8} {run['complete']:3d} trials ({run['failed']} fail), "
+                          f"front {len(run['front'])} ({modes}), test HV {run['hypervolume']:.4f}, "
+                          f"fastest >= {TARGET_ACCURACY}: {shown}", flush=True)  # fmt: skip
+    summary = summarize(results)
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "summary": summary}, indent=1))
+
+
+def counts(modes: list[str]) -> str:
+    return ", ".join(f"{mode} {modes.count(mode)}" for mode in sorted(set(modes)))
+
+
+def summarize(results: list[dict]) -> dict:
+    """Per task: hypervolume ratios (searched / float) per seed, fastest models at the target, and
+    per mode the test accuracy drop and the speed-up over the float32 file, over all front models."""
+    summary: dict = {}
+    for task in dict.fromkeys(r["task"] for r in results):
+        seeds = [r for r in results if r["task"] == task]
+        ratios, fastest = [], []
+        for judged in seeds:
+            float_run, searched = judged["runs"]
+            ratios.append(searched["hypervolume"] / float_run["hypervolume"] if float_run["hypervolume"] else math.nan)
+            fastest.append({"float_us": _us(float_run["fastest_at_target_ms"]),
+                            "searched_us": _us(searched["fastest_at_target_ms"])})  # fmt: skip
+        models = [m for judged in seeds for run in judged["runs"] for m in run["front"]]
+        effects = {}
+        for mode in MODES:
+            drops, speedups, sizes, errors = [], [], [], 0
+            for model in models:
+                base, measured = model["modes"].get("none", {}), model["modes"].get(mode, {})
+                if "error" in measured or "latency_ms" not in base:
+                    errors += "error" in measured
+                    continue
+                drops.append(base["test_accuracy"] - measured["test_accuracy"])
+                speedups.append(base["latency_ms"] / measured["latency_ms"])
+                sizes.append(measured["bytes"] / base["bytes"])
+            effects[mode] = {"models": len(drops), "refused": errors,
+                             "accuracy_drop_median": statistics.median(drops) if drops else None,
+                             "accuracy_drop_worst": max(drops) if drops else None,
+                             "speedup_median": statistics.median(speedups) if speedups else None,
+                             "speedup_range": [min(speedups), max(speedups)] if speedups else None,
+                             "size_ratio_median": statistics.median(sizes) if sizes else None}  # fmt: skip
+        summary[task] = {"hypervolume_ratio_per_seed": ratios, "fastest_at_target": fastest, "modes": effects}
+    return summary
+
+
+def _us(ms: float | None) -> float | None:
+    return None if ms is None else ms * 1e3
+
+
+if __name__ == "__main__":
+    main()
