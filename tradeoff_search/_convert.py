@@ -91,7 +91,8 @@ def convert(
     if io not in ("float", "int8") or (io == "int8" and quantization != "int8"):
         raise ValueError(f"io={io!r}: expected 'float', or 'int8' with quantization='int8'")
     quiet = _native_stderr_dropped() if quantization == "int8" else contextlib.nullcontext()
-    with _warnings_kept() as notes, quiet:
+    # Keras prints the exported signature to stdout; keep the console for progress and results.
+    with _warnings_kept() as notes, quiet, contextlib.redirect_stdout(_io.StringIO()):
         converter = _converter(model, signature)
         if quantization != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -118,8 +119,7 @@ def _converter(model: keras.Model, signature: bool) -> Any:
     import tensorflow as tf
 
     if signature:
-        with contextlib.redirect_stdout(_io.StringIO()):  # Keras prints the exported signature
-            return tf.lite.TFLiteConverter.from_keras_model(model)
+        return tf.lite.TFLiteConverter.from_keras_model(model)
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
     infer = tf.function(tf.autograph.experimental.do_not_convert(lambda x: model(x, training=False)))
     return tf.lite.TFLiteConverter.from_concrete_functions([infer.get_concrete_function(spec)])
