@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tradeoff_search import MLflowParetoCallback
-from tradeoff_search._tracking import TAG_ROLE, filter_value
+from tradeoff_search._tracking import TAG_ROLE, _front_figure, filter_value
 
 
 def _objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -244,3 +244,14 @@ def test_filter_values_find_exactly_their_run(tmp_path: Path, value: str) -> Non
 def test_a_value_with_both_quotes_cannot_be_a_filter() -> None:
     with pytest.raises(ValueError, match="both kinds of quotes"):
         filter_value("""it's "x\"""")
+
+
+def test_the_front_plot_rings_quantized_trials() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "latency_ms"])
+    modes = optuna.distributions.CategoricalDistribution(["none", "dynamic", "int8"])
+    for mode, values in [("none", [0.9, 0.002]), ("int8", [0.88, 0.001]), ("dynamic", [0.5, 0.003])]:
+        study.add_trial(optuna.trial.create_trial(params={"quantization": mode}, values=values,
+                                                  distributions={"quantization": modes}))  # fmt: skip
+    _, labels = _front_figure(study).axes[0].get_legend_handles_labels()
+    assert "quantized: int8" in labels and "quantized: dynamic" in labels and "quantized: float16" not in labels
