@@ -18,7 +18,7 @@ import pytest
 
 from tradeoff_search import measure_latency
 from tradeoff_search._device_client import TOKEN_ENV, DeviceBackend, DeviceUnreachable, check_device_url
-from tradeoff_search._harness import Setting
+from tradeoff_search._harness import _MIN_DECISION_BLOCKS, Setting
 from tradeoff_search._reference import reference_flatbuffer
 
 TOKEN = "s3cret-device-token-0123456789"
@@ -83,6 +83,9 @@ def test_a_model_is_timed_on_the_server_with_its_fingerprint(server: Server, tok
     assert stats.device == server.url and stats.runtime == "litert" and stats.reference_p10_ms is not None
     assert 0.5 < stats.p10_ms / stats.reference_p10_ms < 2  # the reference against itself
     assert stats.model_bytes == len(reference_flatbuffer())
+    # A latency budget's early stop works there too: the reference is surely over half itself.
+    (early,) = device.measure([reference_flatbuffer()], Setting(max_seconds=2.0, stop_above_reference=0.5))
+    assert early.samples == _MIN_DECISION_BLOCKS
     # The public API, and a calibration: the reference alone.
     stats = measure_latency(reference_flatbuffer(), max_seconds=0.2, reference=False, device=server.url)
     assert stats.reference_p10_ms is None and stats.device == server.url
@@ -163,8 +166,9 @@ def test_oversized_slow_and_crashing_requests_leave_the_server_serving(server: S
     children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True).stdout.split()
     assert len(children) == 1
     os.kill(int(children[0]), signal.SIGKILL)
-    while "State:\tZ" not in Path(f"/proc/{children[0]}/status").read_text():  # dead, not yet reaped
-        time.sleep(0.01)
+    proc = Path(f"/proc/{children[0]}")
+    while "State:\tZ" not in (proc / "status").read_text() or len(list((proc / "task").iterdir())) > 1:
+        time.sleep(0.01)  # until all its threads are gone: dead, not yet reaped
     (stats,) = device.measure([MODEL], Setting(max_seconds=0.1))
     assert stats.p10_ms > 0
 
@@ -200,3 +204,106 @@ def test_the_server_binds_beyond_loopback_only_with_a_token(tmp_path: Path) -> N
     (tmp_path / "short").write_text("abc")
     short = serve("--token-file", str(tmp_path / "short"))
     assert short.returncode == 2 and "at least 16 characters" in short.stderr and "abc" not in short.stderr
+
+
+def _study_spec(tmp: Path, url: str, n_trials: int) -> Path:
+    from .conftest import TINY_SPEC
+
+    text = TINY_SPEC.replace("n_trials = 3", f"n_trials = {n_trials}")
+    text = text.replace("max_seconds = 0.2", f'max_seconds = 0.2\ndevice = "{url}"')
+    (tmp / "spec.toml").write_text(text)
+    return tmp / "spec.toml"
+
+
+def _cli(tmp: Path, *args: str, token: str | None = TOKEN, **popen: object) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    if token is not None:
+        env[TOKEN_ENV] = token
+    return subprocess.Popen([sys.executable, "-m", "tradeoff_search", *args], cwd=tmp, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)  # type: ignore[call-overload]  # fmt: skip
+
+
+@pytest.mark.e2e
+def test_a_study_times_every_candidate_on_the_server_and_outlives_its_restart(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(TOKEN)
+    server = Server(tmp_path, "--token-file", str(tmp_path / "token"))
+    spec = _study_spec(tmp_path, server.url, 4)
+    # Unreachable or refused at the start: one line, exit 2, before the stores, data or TensorFlow.
+    for token, why in ((None, "needs a token"), ("wrong-token-but-long-enough", "wrong token")):
+        refused = _cli(tmp_path, "run", str(spec), "--in-process", token=token)
+        err = refused.communicate(timeout=120)[1]
+        assert refused.returncode == 2 and err.count("\n") == 1, err
+        assert err.startswith(f'error: {spec}: latency.device = "{server.url}": expected a latency server that answers')
+        assert why in err and "wrong-token" not in err and TOKEN not in err
+    assert not (tmp_path / "mlruns").exists()
+
+    run = _cli(tmp_path, "run", str(spec), "--in-process", "--no-progress")
+    try:
+        # The calibration and the first trial timed: the server dies (SIGKILL), and is back 1 s later.
+        while server.log.read_text().count("POST /v1/measure") < 2:
+            assert run.poll() is None, run.communicate()[1]
+            time.sleep(0.05)
+        server.process.kill()
+        server.process.wait()
+        time.sleep(1)
+        server = Server(tmp_path, "--token-file", str(tmp_path / "token"), "--port", str(server.port))
+        err = run.communicate(timeout=300)[1]
+    finally:
+        run.kill()
+        output = server.stop()
+    assert run.returncode == 0, err
+    assert TOKEN not in err + output
+    trials = _trials(tmp_path)  # all four, each once, each timed on the server
+    assert [t.number for t in trials] == [0, 1, 2, 3] and all(t.state.name == "COMPLETE" for t in trials)
+    for trial in trials:
+        latency = trial.user_attrs["latency"]
+        assert latency["device"] == server.url and latency["reference_p10_ms"] > 0
+        assert latency["cpu"] and latency["logical_cores"] == os.cpu_count()
+    assert _study(tmp_path).user_attrs["latency_calibration"]["device"] == server.url
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["latency.device"] == server.url and parent.data.tags["latency.cpu"]
+    children = [r for r in runs if r is not parent]
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == [0, 1, 2, 3]
+    assert {r.data.tags["latency.device"] for r in children} == {server.url}
+
+
+def _study(tmp: Path):  # type: ignore[no-untyped-def]
+    import optuna
+
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp}/mlruns/optuna.db")
+
+
+def _trials(tmp: Path) -> list:
+    return _study(tmp).get_trials()
+
+
+def test_three_trials_in_a_row_without_the_server_stop_the_study_until_it_is_back() -> None:
+    import optuna
+
+    from tradeoff_search._objective import MAX_DEVICE_FAILURES, device_lost
+    from tradeoff_search._record import DEVICE_FAILURE
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+
+    def finish(lost: bool) -> None:
+        trial = study.ask()
+        if lost:
+            trial.set_user_attr(DEVICE_FAILURE, True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, [0.9, 0.01])
+
+    finish(False)
+    for _ in range(MAX_DEVICE_FAILURES - 1):
+        finish(True)
+    assert not device_lost(study)
+    finish(False)  # it answered again: the count starts over
+    for _ in range(MAX_DEVICE_FAILURES):
+        finish(True)
+    assert device_lost(study)
+    assert not device_lost(study, since=len(study.trials))  # a resumed run counts its own trials

@@ -41,6 +41,12 @@ def test_latency_batch_sizes(write_spec) -> None:
         StudySpec.load(write_spec('[data]\nsource = "sklearn:iris"\n[latency]\nbatch_size = [1, 0]\n'))
 
 
+def test_latency_device(write_spec) -> None:
+    assert StudySpec.load(write_spec()).latency.device == "local"
+    spec = StudySpec.load(write_spec('[data]\nsource = "sklearn:iris"\n[latency]\ndevice = "http://board:8765/"\n'))
+    assert spec.latency.device == "http://board:8765"
+
+
 def test_scalar_means_fixed_and_override(write_spec) -> None:
     spec = StudySpec.load(write_spec('[data]\nsource = "sklearn:wine"\n[model]\nunits = 32\nactivation = "relu"\n'))
     assert spec.model.units == IntRange(32, 32, log=True)
@@ -90,6 +96,18 @@ def test_scalar_means_fixed_and_override(write_spec) -> None:
             '["none", "int8"]',
         ),
         ('[data]\nsource = "sklearn:iris"\n[latency]\nio = "int8"\n', "latency.io", '"int8"'),
+        ('[data]\nsource = "sklearn:iris"\n[latency]\ndevice = "board:8765"\n', "latency.device", '"board:8765"'),
+        (
+            '[data]\nsource = "sklearn:iris"\n[latency]\ndevice = "http://u:pw@b:1"\n',
+            "latency.device",
+            '"http://***@b:1"',
+        ),
+        ('[data]\nsource = "sklearn:iris"\n[latency]\ndevice = 8765\n', "latency.device", "8765"),
+        (
+            '[data]\nsource = "sklearn:iris"\n[latency]\nruntime = "tf"\ndevice = "http://b:1"\n',
+            "latency.runtime",
+            '"tf"',
+        ),
     ],
 )
 def test_bad_spec_names_file_key_and_value(write_spec, text: str, key: str, value_shown: str) -> None:

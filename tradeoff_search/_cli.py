@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from tradeoff_search._device_client import DeviceUnreachable
 from tradeoff_search._record import FAIL_REASON
 from tradeoff_search._spec import SpecError, StudySpec
 
@@ -173,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except DeviceUnreachable as error:  # lost mid-study: the study stopped, resumable
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -204,10 +208,11 @@ def _run(args: argparse.Namespace) -> int:
     from tradeoff_search._logs import quiet_libraries
     from tradeoff_search._pareto import fastest_trial, format_table, front_rows, front_trials
     from tradeoff_search._stores import check_stores
-    from tradeoff_search._study import run_study
+    from tradeoff_search._study import check_device, run_study
     from tradeoff_search._training_device import INSTALL_HINT, describe_training, tensorflow_missing
 
     spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
+    check_device(spec)  # before the stores, the data and TensorFlow: at once
     check_stores(args.storage, args.tracking_uri)
     if tensorflow_missing():
         print(f"error: TensorFlow is not installed: {INSTALL_HINT}", file=sys.stderr)

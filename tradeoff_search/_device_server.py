@@ -193,6 +193,7 @@ def _setting(query: dict[str, list[str]]) -> dict[str, Any]:
     if unknown:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"unknown query parameter {unknown[0]!r}: expected {sorted(known)}")
     one = {key: values[-1] for key, values in query.items()}
+    setting: dict[str, Any]
     try:
         setting = {
             "batch_size": int(one.get("batch_size", "1")),
@@ -266,9 +267,8 @@ def serve(host: str, port: int, token: str | None, max_mb: float = 64.0, client_
     if not (math.isfinite(max_mb) and max_mb > 0):
         raise ValueError(f"--max-mb {max_mb}: expected a number > 0")
     server = _DeviceServer((host, port), token, int(max_mb * 2**20), client_timeout)
-    bound_host, bound_port = server.server_address[:2]
     device = fingerprint()
-    print(f"serving LiteRT latency on http://{bound_host}:{bound_port} ({device['cpu']}, "
+    print(f"serving LiteRT latency on http://{host}:{server.server_address[1]} ({device['cpu']}, "
           f"{device['logical_cores']} cores, {device['runtime_version']})", flush=True)  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop as on Ctrl-C: close, end the timing process
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from tradeoff_search._harness import Setting, time_flatbuffers
 
@@ -23,6 +23,7 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
     while header := requests.read(8):
         request = json.loads(requests.read(int.from_bytes(header, "big")))
         flatbuffers = [requests.read(size) for size in request["sizes"]]
+        answer: dict[str, Any]
         try:
             stats = time_flatbuffers(flatbuffers, Setting(**request["setting"]))
             answer = {"stats": [s.to_dict() for s in stats]}

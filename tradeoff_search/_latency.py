@@ -129,7 +129,8 @@ def calibrate_reference(
     reference = reference_flatbuffer() if runtime == "litert" else _keras_reference()
     stats = measure_latencies([reference], runtime, batch_size, threads, "p10", max_seconds, False, None, device)[0]
     return {"p10_ms": stats.p10_ms, "median_ms": stats.median_ms, "runtime": runtime, "batch_size": batch_size,
-            "threads": threads, "cpu": stats.cpu, "device": device}  # fmt: skip
+            "threads": threads, "device": device, "cpu": stats.cpu, "logical_cores": stats.logical_cores,
+            "runtime_version": stats.runtime_version}  # fmt: skip
 
 
 @functools.cache

@@ -29,6 +29,8 @@ from tradeoff_search._convert import (
     suggest_quantization,
 )
 from tradeoff_search._data import Dataset, load_dataset
+from tradeoff_search._device_client import DeviceUnreachable
+from tradeoff_search._harness import LOCAL
 from tradeoff_search._latency import LatencyStats, calibrate_reference, measure_latency
 from tradeoff_search._models import contains, count_macs, uncounted_layers
 from tradeoff_search._pareto import is_nondominated_by
@@ -37,6 +39,7 @@ from tradeoff_search._record import (
     ACCURACY_FLOAT,
     CONTAINS_TRIAL,
     CONVERSION_WARNINGS,
+    DEVICE_FAILURE,
     EPOCHS,
     FAIL_REASON,
     HISTORY,
@@ -72,6 +75,8 @@ if TYPE_CHECKING:
     import optuna
 
 _logger = logging.getLogger(__name__)
+
+MAX_DEVICE_FAILURES = 3  # trials in a row that lost the latency server: the study stops (resumable)
 
 
 class TradeoffObjective:
@@ -212,6 +217,10 @@ class TradeoffObjective:
             return self._evaluate(trial)
         except optuna.TrialPruned:
             raise
+        except DeviceUnreachable as error:
+            trial.set_user_attr(DEVICE_FAILURE, True)
+            trial.set_user_attr(FAIL_REASON, str(error)[:2000])
+            raise
         except Exception as error:
             # Optuna keeps no failure reason in its storage; the MLflow record shows this one.
             trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}"[:2000])
@@ -230,17 +239,19 @@ class TradeoffObjective:
 
     def _calibration(self, study: optuna.Study, batch_size: int) -> dict[str, float]:
         spec = self.spec.latency
-        settings = {"runtime": spec.runtime, "batch_size": batch_size, "threads": spec.threads}
+        settings = {"runtime": spec.runtime, "batch_size": batch_size, "threads": spec.threads, "device": spec.device}
         name = calibration_attr(batch_size, self.spec.latency.batch_sizes[0])
         stored = study.user_attrs.get(name)
-        if stored is None or any(stored.get(k) != v for k, v in settings.items()):
+        # Calibrations from before latency servers were all local.
+        if stored is None or any({"device": LOCAL, **stored}.get(k) != v for k, v in settings.items()):
             stored = calibrate_reference(**settings)
             study.set_user_attr(name, stored)
             _logger.info(
-                "latency calibration, batch %d: reference model %.4f ms (p10) on %s",
+                "latency calibration, batch %d: reference model %.4f ms (p10) on %s (%s)",
                 batch_size,
                 stored["p10_ms"],
                 stored["cpu"],
+                spec.device,
             )
         return stored
 
@@ -259,6 +270,7 @@ class TradeoffObjective:
             statistic=spec.statistic,
             max_seconds=spec.max_seconds,
             stop_above_reference=None if budget_ms is None else budget_ms / calibration_ms,
+            device=spec.device,
         )
         return stats, stats.normalized_ms(calibration_ms)
 
@@ -399,6 +411,18 @@ def _check_row_shape(spec: StudySpec, shape: tuple[int, ...]) -> None:
     if expected is not None and shape != tuple(expected):
         raise ValueError(f"x_train: rows of shape {shape}, but the spec's data.input_shape is {list(expected)}: "
                          f"reshape x_train and x_val to (rows, {', '.join(map(str, expected))})")  # fmt: skip
+
+
+def device_lost(study: optuna.Study, since: int = 0) -> bool:
+    """Whether the last :data:`MAX_DEVICE_FAILURES` trials to finish (of those numbered ``since``
+    or later) all failed because the latency server did not answer."""
+    import optuna
+
+    state = optuna.trial.TrialState
+    finished = [t for t in study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.FAIL))
+                if t.number >= since and t.datetime_complete is not None]  # fmt: skip
+    last = sorted(finished, key=lambda t: t.datetime_complete)[-MAX_DEVICE_FAILURES:]  # type: ignore[arg-type, return-value]
+    return len(last) == MAX_DEVICE_FAILURES and all(DEVICE_FAILURE in t.user_attrs for t in last)
 
 
 def timed_over_budget(

@@ -53,6 +53,7 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
         threads=latency.threads,
         statistic=latency.statistic,
         max_seconds=max(2.0, latency.max_seconds * len(models)),
+        device=latency.device,
     )
     calibration = objective.calibrate(study)[f"{latency.statistic}_ms"]
     retimed = {t.number: s.normalized_ms(calibration) for t, s in zip(front, stats, strict=True)}

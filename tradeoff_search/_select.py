@@ -189,7 +189,8 @@ def select_model(
         preprocessing_path.write_text(json.dumps(preprocessing, indent=1) + "\n")
     latency = spec.latency
     stats = measure_latency(shipped, runtime="litert", batch_size=latency.batch_sizes[0],
-                            threads=latency.threads, statistic=latency.statistic, max_seconds=2.0)  # fmt: skip
+                            threads=latency.threads, statistic=latency.statistic, max_seconds=2.0,
+                            device=latency.device)  # fmt: skip
     calibration = study.user_attrs.get(CALIBRATION_ATTR, {}).get(f"{latency.statistic}_ms")
     exported_ms = stats.normalized_ms(calibration) if calibration else stats.value_ms
     types = tensor_types(shipped)

@@ -239,6 +239,22 @@ class _Point:
         return tuple(float(x) for x in value)
 
 
+@dataclass(frozen=True)
+class _Device:
+    """``"local"`` or the ``http://HOST:PORT`` of a latency server (``device serve``)."""
+
+    def parse(self, value: Any, source: Path, key: str) -> str:
+        from tradeoff_search._device_client import check_device_url
+
+        if value == "local":
+            return value
+        try:
+            return check_device_url(value) if isinstance(value, str) else check_device_url("")
+        except ValueError as error:
+            shown = re.sub(r"//[^/@]*@", "//***@", value) if isinstance(value, str) else value  # no credentials
+            raise SpecError(source, key, shown, str(error).removeprefix("expected ")) from None
+
+
 def _rule(rule: Any, default: Any = dataclasses.MISSING) -> Any:
     return field(default=default, metadata={"rule": rule})
 
@@ -320,6 +336,8 @@ class LatencySection:
     quantization: Categorical = _rule(_Choice(str, QUANTIZATIONS), Categorical(("none",)))
     representative_rows: int = _rule(_Scalar(int, _AT_LEAST_ONE), 200)  # int8's calibration sample
     io: str = _rule(_Scalar(str, choices=("float", "int8")), "float")  # int8 models' input and output
+    # where candidates are timed: this machine, or a latency server on the target device
+    device: str = _rule(_Device(), "local")
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:
@@ -533,6 +551,9 @@ class StudySpec:
                             '"none" with runtime = "tf" (quantization is LiteRT\'s: runtime = "litert")')  # fmt: skip
         if latency.io == "int8" and "int8" not in latency.quantization.choices:
             raise SpecError(self.path, "latency.io", latency.io, '"float" unless quantization includes "int8"')
+        if self.latency.device != "local" and self.latency.runtime != "litert":
+            expected = f"'litert' (a latency server times .tflite files; latency.device = '{self.latency.device}')"
+            raise SpecError(self.path, "latency.runtime", self.latency.runtime, expected)
         data = self.data
         if data.validation_fraction + data.test_fraction >= 1:
             raise SpecError(

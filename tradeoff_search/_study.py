@@ -3,15 +3,18 @@ MLflow record (stores: ``_stores``; the trial loop and worker processes: ``_work
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tradeoff_search._builders import Builder
 from tradeoff_search._data import Dataset, load_dataset
-from tradeoff_search._objective import TradeoffObjective
+from tradeoff_search._device_client import DeviceBackend, DeviceError, DeviceUnreachable
+from tradeoff_search._harness import LOCAL
+from tradeoff_search._objective import MAX_DEVICE_FAILURES, TradeoffObjective, device_lost
 from tradeoff_search._record import BUILDERS_ATTR, PREPROCESSING_ATTR, SPEC_DIGEST
 from tradeoff_search._retime import retime_front
 from tradeoff_search._space import narrowest_models
@@ -249,18 +252,41 @@ def run_study(
     tickets = Tickets(study, spec.study.n_trials, storage)
     callback.start(study)
     progress = Progress(study, spec.study.n_trials, show_progress_bar)
+    stop = _device_stop(spec, study)
     try:
         if workers == 0:
-            work(study, objective, [callback, *callbacks], spec.study.timeout, progress.refresh, tickets=tickets)
+            work(study, objective, [callback, *callbacks], spec.study.timeout, progress.refresh, tickets=tickets,
+                 stop=stop)  # fmt: skip
         else:
-            run_worker_processes(spec, storage, tracking_uri, workers, progress, tickets)
+            run_worker_processes(spec, storage, tracking_uri, workers, progress, tickets, stop)
     finally:
         progress.close()
         if finish:
             if finished_count(study):
-                retime_front(study, objective)
+                _retime_unless_lost(study, objective)
             callback.sync(study)  # also logs trials a crashed worker left unrecorded
+    if stop is not None and stop():
+        raise DeviceUnreachable(
+            f"latency server {spec.latency.device}: the last {MAX_DEVICE_FAILURES} trials failed because it did not "
+            "answer, so the study stopped; run the same command again once it is back to resume"
+        )
     return study
+
+
+def _device_stop(spec: StudySpec, study: optuna.Study) -> Callable[[], bool] | None:
+    """With a latency server: whether the trials started from now on lost it (see
+    :func:`device_lost`); else None."""
+    if spec.latency.device == LOCAL:
+        return None
+    since = max((t.number for t in study.get_trials(deepcopy=False)), default=-1) + 1
+    return functools.partial(device_lost, study, since)
+
+
+def _retime_unless_lost(study: optuna.Study, objective: TradeoffObjective) -> None:
+    try:
+        retime_front(study, objective)
+    except DeviceError as error:  # the trials keep their own timings
+        _logger.warning("the front was not re-timed: %s", error)
 
 
 def _is_its_file(spec: StudySpec) -> bool:
@@ -300,7 +326,8 @@ def run_worker(spec: StudySpec, storage: str, tracking_uri: str, data: Dataset |
     """One of ``run --workers``' processes: run at most ``TRIALS_PER_PROCESS`` of the trials its
     coordinator queues, then retire; returns how many ran."""
     study, objective, callback = _session(spec, storage, tracking_uri, data)
-    return work(study, objective, [callback], spec.study.timeout, max_trials=TRIALS_PER_PROCESS)
+    stop = _device_stop(spec, study)
+    return work(study, objective, [callback], spec.study.timeout, max_trials=TRIALS_PER_PROCESS, stop=stop)
 
 
 def _session(
@@ -311,7 +338,8 @@ def _session(
     build: Builder | Mapping[str, Builder] | None = None,
     accept_builder_change: bool = False,
 ) -> tuple[optuna.Study, TradeoffObjective, MLflowParetoCallback]:
-    """The study, objective and MLflow callback of a run, after checking data, stores and builders."""
+    """The study, objective and MLflow callback of a run, after checking the device, data, stores and builders."""
+    device = check_device(spec)
     check_stores(storage, tracking_uri)
     data = data if data is not None else load_dataset(spec)
     model_dir = staging_dir(spec) if spec.tracking.log_models != "none" else None
@@ -322,5 +350,20 @@ def _session(
     if data.preprocessing is not None:  # what a deployment applies to raw rows (select ships it)
         study.set_user_attr(PREPROCESSING_ATTR, data.preprocessing)
     callback = make_callback(objective.spec, tracking_uri, records)
+    if device:
+        _logger.info("timing on %s: %s", spec.latency.device, ", ".join(str(v) for v in device.values()))
     objective.calibrate(study)  # once, before any worker times a trial
     return study, objective, callback
+
+
+def check_device(spec: StudySpec) -> dict[str, Any]:
+    """The fingerprint of the spec's latency server (empty for ``local``); a ``SpecError``
+    naming ``latency.device`` unless it answers (with the token of
+    ``TRADEOFF_SEARCH_DEVICE_TOKEN`` if it needs one)."""
+    if spec.latency.device == LOCAL:
+        return {}
+    try:
+        return DeviceBackend(spec.latency.device).fingerprint()
+    except DeviceError as error:
+        raise SpecError(spec.path, "latency.device", spec.latency.device,
+                        f"a latency server that answers ({error})") from None  # fmt: skip

@@ -36,6 +36,7 @@ from tradeoff_search._pareto import (
     retimed_front,
 )
 from tradeoff_search._record import (
+    CALIBRATION_ATTR,
     CONVERSION_WARNINGS,
     FAIL_REASON,
     HISTORY,
@@ -211,6 +212,7 @@ class MLflowParetoCallback:
             study, parent_id, trials, ranks, step=max((t.number for t in trials), default=0), refresh=True
         )
         client = self._client
+        self._log_device(study, parent_id)
         self._log_retimed(study, parent_id)
         client.log_text(parent_id, _rows_to_csv(front_rows(study)), "pareto.csv")
         figures = {}
@@ -265,6 +267,15 @@ class MLflowParetoCallback:
             token = page.token
             if not token:
                 return runs
+
+    def _log_device(self, study: optuna.Study, parent_id: str) -> None:
+        """Tag the parent run with what the study's latencies were timed on (its calibration's
+        device: ``local`` or a latency server's URL, and that machine's fingerprint)."""
+        calibration = study.user_attrs.get(CALIBRATION_ATTR)
+        if isinstance(calibration, dict):
+            for key in ("device", "cpu", "logical_cores", "runtime_version"):
+                if key in calibration:
+                    self._client.set_tag(parent_id, f"latency.{key}", str(calibration[key]))
 
     def _parent(self, study: optuna.Study) -> str:
         """The study's parent run: found by tag, created once; a concurrent twin is deleted."""
@@ -507,7 +518,7 @@ def _trial_tags(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
     tags = {"optuna.state": trial.state.name, "feasible": str(is_feasible(trial)).lower()}
     latency = trial.user_attrs.get(LATENCY)
     if isinstance(latency, dict):
-        described = ("runtime", "runtime_version", "cpu", "statistic")
+        described = ("runtime", "runtime_version", "cpu", "statistic", "device")
         tags.update({f"latency.{k}": str(latency[k]) for k in described if k in latency})
     if FAIL_REASON in trial.user_attrs:
         tags["error"] = str(trial.user_attrs[FAIL_REASON])[:5000]

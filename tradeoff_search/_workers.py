@@ -93,9 +93,11 @@ def work(
     on_trial: Callable[[], None] | None = None,
     max_trials: int | None = None,
     tickets: Tickets | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> int:
     """Run queued trials until the queue is empty (and ``tickets``, asked then, queue no
-    more), ``timeout`` seconds have passed or ``max_trials`` ran; returns how many ran.
+    more), ``timeout`` seconds have passed, ``max_trials`` ran or ``stop()`` says so after a
+    trial; returns how many ran.
 
     Each trial sends heartbeats (when the storage has them on) and is told to the study as
     COMPLETE, PRUNED or FAIL; a failure is logged and the loop goes on. On Ctrl-C the running
@@ -141,6 +143,8 @@ def work(
         ran += 1
         if on_trial is not None:
             on_trial()
+        if stop is not None and stop():
+            break
     return ran
 
 
@@ -171,7 +175,13 @@ class Progress:
 
 
 def run_worker_processes(
-    spec: StudySpec, storage: str, tracking_uri: str, workers: int, progress: Progress, tickets: Tickets
+    spec: StudySpec,
+    storage: str,
+    tracking_uri: str,
+    workers: int,
+    progress: Progress,
+    tickets: Tickets,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """Keep ``workers`` worker processes (see :func:`worker_command`) busy on this machine while this run has
     tickets left, with two queued per worker so that none finds the queue empty between trials.
@@ -187,8 +197,8 @@ def run_worker_processes(
     deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
 
     def queued() -> bool:
-        """Top the queue up, until the deadline; whether any ticket is waiting."""
-        if deadline is not None and time.monotonic() >= deadline:
+        """Top the queue up, until the deadline or ``stop()``; whether any ticket is waiting."""
+        if (deadline is not None and time.monotonic() >= deadline) or (stop is not None and stop()):
             return False
         waiting = len(progress.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
         return waiting + (tickets(2 * workers - waiting) if waiting < 2 * workers else 0) > 0

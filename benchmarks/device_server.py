@@ -1,0 +1,188 @@
+"""Timing on a latency server: consistent, does it free the workers, what does it cost? (issue 22)
+
+    python benchmarks/device_server.py [--trials 12] [--epochs 5] [--out benchmarks/results/device_server.json]
+
+1. Consistency: a latency server pinned to core 0 (``taskset -c 0 python -m tradeoff_search device
+   serve``) times 12 MLPs from ~5k to ~10M multiply-adds (those of ``latency_harness.py``), sent by
+   two client processes at once (their requests queue); Spearman rank correlation and median
+   |relative difference| of ``latency_ms`` between the two clients (p10 / interleaved reference ×
+   one calibration, the reference timed alone on the server, as a study does), idle and while two
+   worker processes train on the same machine (so here the "device" shares the cores; on a real
+   device it would not).
+2. Throughput: the same short digits study with 1 and 2 local workers (``run --workers N``),
+   timed locally under the machine lock and on a latency server on this machine: trials per minute.
+3. Overhead: wall time of one measurement through the server vs the same measurement local
+   (transfer, queue and the hand-over to the timing process), alternated, as a share of a trial.
+
+Targets: Spearman >= 0.95, median |rel. diff| <= 5% idle, <= 10% while two workers train; >= 1.8x
+trials per minute with 2 workers on the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _digits import short_digits_spec
+from latency_harness import TARGET_MACS, compare, width_for
+
+TRAINER = (
+    "import numpy as np, keras\n"
+    "x = np.random.rand(4096, 64).astype('float32'); y = np.random.randint(0, 10, 4096)\n"
+    "m = keras.Sequential([keras.Input((64,)), keras.layers.Dense(512, activation='relu'),"
+    " keras.layers.Dense(10, activation='softmax')])\n"
+    "m.compile('adam', 'sparse_categorical_crossentropy')\n"
+    "while True: m.fit(x, y, epochs=1, batch_size=64, verbose=0)\n"
+)
+
+
+def start_server(tmp: Path, pin: bool) -> tuple[subprocess.Popen[bytes], str]:
+    log = tmp / f"server-{time.monotonic_ns()}.log"
+    command = [sys.executable, "-m", "tradeoff_search", "device", "serve", "--port", "0"]
+    with log.open("wb") as out:
+        server = subprocess.Popen(["taskset", "-c", "0", *command] if pin else command, stdout=out,
+                                  stderr=subprocess.DEVNULL)  # fmt: skip
+    while not (match := re.search(r"http://127\.0\.0\.1:\d+", log.read_text())):
+        assert server.poll() is None, "the server did not start"
+        time.sleep(0.1)
+    return server, match.group(0)
+
+
+def write_models(tmp: Path) -> list[Path]:
+    """The 12 MLPs of latency_harness.py as .tflite files (one TensorFlow process, once)."""
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom tradeoff_search._latency import to_tflite\n"
+        "from tradeoff_search._models import build_model\nfrom tradeoff_search._space import Candidate\n"
+        "for i, w in enumerate(map(int, sys.argv[2:])):\n"
+        "    c = Candidate(units=(w, w), activation='relu', dropout=0.0, batch_norm=False)\n"
+        "    Path(sys.argv[1], f'm{i:02d}.tflite').write_bytes(to_tflite(build_model(c, (64,), 10), signature=False))\n"
+    )
+    widths = [str(width_for(macs)) for macs in TARGET_MACS]
+    subprocess.run([sys.executable, "-c", code, str(tmp), *widths], check=True, stderr=subprocess.DEVNULL)
+    return sorted(tmp.glob("m*.tflite"))
+
+
+def client(out: Path, url: str, models: list[Path]) -> None:
+    """One client process: time every model on the server, as trials do (numpy + urllib only)."""
+    from tradeoff_search import measure_latency
+
+    stats = [measure_latency(path.read_bytes(), device=url).to_dict() for path in models]
+    out.write_text(json.dumps(stats))
+
+
+def consistency(tmp: Path, url: str, models: list[Path], calibration_ms: float, label: str) -> dict:
+    outs = [tmp / f"{label}_{i}.json" for i in "ab"]
+    clients = [subprocess.Popen([sys.executable, __file__, "--client", str(out), url, *map(str, models)])
+               for out in outs]  # fmt: skip
+    for process in clients:
+        assert process.wait() == 0
+    a, b = (json.loads(out.read_text()) for out in outs)
+    normalized = [np.array([s["p10_ms"] / s["reference_p10_ms"] * calibration_ms for s in run]) for run in (a, b)]
+    result = {"a_ms": normalized[0].tolist(), "b_ms": normalized[1].tolist(), **compare(*normalized)}
+    print(f"{label:8s}: spearman {result['spearman']:.3f}, median |rel diff| {result['median_abs_rel_diff']:.1%}, "
+          f"max {result['max_abs_rel_diff']:.1%}")  # fmt: skip
+    return result
+
+
+def throughput(tmp: Path, url: str | None, workers: int, trials: int, epochs: int) -> dict:
+    text = short_digits_spec(epochs)
+    if url is not None:
+        text = text.replace("[latency]\n", f'[latency]\ndevice = "{url}"\n')
+        assert f'device = "{url}"' in text
+    root = Path(tempfile.mkdtemp(dir=tmp))
+    (root / "digits.toml").write_text(text)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tradeoff_search", "run", "digits.toml", "--n-trials", str(trials),
+                    "--workers", str(workers), "--no-progress"], cwd=root, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)  # fmt: skip
+    seconds = time.perf_counter() - start
+    rate = trials / seconds * 60
+    where = "server" if url else "local lock"
+    print(f"{where:10s} {workers} worker(s): {trials} trials in {seconds:.0f} s: {rate:.1f} trials/min")
+    return {"seconds": seconds, "trials_per_minute": rate}
+
+
+def overhead(url: str, model: Path, rounds: int = 10) -> dict:
+    from tradeoff_search import measure_latency
+
+    flatbuffer = model.read_bytes()
+    local, remote = [], []
+    for _ in range(rounds):
+        for where, times in (("local", local), (url, remote)):
+            start = time.perf_counter()
+            measure_latency(flatbuffer, device=where)
+            times.append(time.perf_counter() - start)
+    return {"local_s": float(np.median(local)), "server_s": float(np.median(remote)),
+            "overhead_s": float(np.median(remote) - np.median(local))}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/device_server.json"))
+    parser.add_argument("--client", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        out, url, *models = args.client
+        client(Path(out), url, [Path(m) for m in models])
+        return
+    from tradeoff_search._device_client import DeviceBackend
+    from tradeoff_search._harness import Setting
+    from tradeoff_search._reference import reference_flatbuffer
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report: dict = {"macs": [64 * w + w * w + 10 * w for w in map(width_for, TARGET_MACS)]}
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        models = write_models(tmp)
+        server, url = start_server(tmp, pin=True)
+        try:
+            setting = Setting(max_seconds=2.0, reference=False)
+            calibration_ms = DeviceBackend(url).measure([reference_flatbuffer()], setting)[0].p10_ms
+            report["idle"] = consistency(tmp, url, models, calibration_ms, "idle")
+            trainers = [subprocess.Popen([sys.executable, "-c", TRAINER], stderr=subprocess.DEVNULL) for _ in range(2)]
+            try:
+                time.sleep(8)  # steady training
+                report["training"] = consistency(tmp, url, models, calibration_ms, "training")
+            finally:
+                for trainer in trainers:
+                    trainer.kill()
+                    trainer.wait()
+        finally:
+            server.terminate()
+            server.wait()
+        server, url = start_server(tmp, pin=False)
+        try:
+            report["throughput"] = {}
+            for where in ("local", "server"):
+                for workers in (1, 2):
+                    device = None if where == "local" else url
+                    report["throughput"][f"{where}_{workers}"] = throughput(
+                        tmp, device, workers, args.trials, args.epochs
+                    )
+            report["overhead"] = overhead(url, models[6])  # ~320k multiply-adds
+        finally:
+            server.terminate()
+            server.wait()
+    rates = {key: value["trials_per_minute"] for key, value in report["throughput"].items()}
+    for where in ("local", "server"):
+        print(f"{where}: 2 workers / 1 worker: {rates[f'{where}_2'] / rates[f'{where}_1']:.2f}x")
+    trial_s = report["throughput"]["local_1"]["seconds"] / args.trials
+    cost = report["overhead"]
+    print(f"overhead per measurement: {cost['server_s'] * 1e3:.0f} ms on the server vs {cost['local_s'] * 1e3:.0f} ms "
+          f"local: +{cost['overhead_s'] * 1e3:.0f} ms, "
+          f"{cost['overhead_s'] / trial_s:.1%} of a {trial_s:.1f} s trial (1 local worker)")  # fmt: skip
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
