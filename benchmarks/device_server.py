@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/device_server.json"))
+    parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3], help="which of the three (default: all)")
     parser.add_argument("--client", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -143,43 +144,53 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         models = write_models(tmp)
-        server, url = start_server(tmp, pin=True)
-        try:
-            setting = Setting(max_seconds=2.0, reference=False)
-            calibration_ms = DeviceBackend(url).measure([reference_flatbuffer()], setting)[0].p10_ms
-            report["idle"] = consistency(tmp, url, models, calibration_ms, "idle")
-            trainers = [subprocess.Popen([sys.executable, "-c", TRAINER], stderr=subprocess.DEVNULL) for _ in range(2)]
+        if 1 in args.parts:
+            server, url = start_server(tmp, pin=True)
             try:
-                time.sleep(8)  # steady training
-                report["training"] = consistency(tmp, url, models, calibration_ms, "training")
+                setting = Setting(max_seconds=2.0, reference=False)
+                calibration_ms = DeviceBackend(url).measure([reference_flatbuffer()], setting)[0].p10_ms
+                report["idle"] = consistency(tmp, url, models, calibration_ms, "idle")
+                trainers = [
+                    subprocess.Popen([sys.executable, "-c", TRAINER], stderr=subprocess.DEVNULL) for _ in range(2)
+                ]
+                try:
+                    time.sleep(8)  # steady training
+                    report["training"] = consistency(tmp, url, models, calibration_ms, "training")
+                finally:
+                    for trainer in trainers:
+                        trainer.kill()
+                        trainer.wait()
             finally:
-                for trainer in trainers:
-                    trainer.kill()
-                    trainer.wait()
-        finally:
-            server.terminate()
-            server.wait()
+                server.terminate()
+                server.wait()
         server, url = start_server(tmp, pin=False)
         try:
-            report["throughput"] = {}
-            for where in ("local", "server"):
-                for workers in (1, 2):
-                    device = None if where == "local" else url
-                    report["throughput"][f"{where}_{workers}"] = throughput(
-                        tmp, device, workers, args.trials, args.epochs
-                    )
-            report["overhead"] = overhead(url, models[6])  # ~320k multiply-adds
+            if 2 in args.parts:
+                report["throughput"] = {}
+                for where in ("local", "server"):
+                    for workers in (1, 2):
+                        device = None if where == "local" else url
+                        report["throughput"][f"{where}_{workers}"] = throughput(
+                            tmp, device, workers, args.trials, args.epochs
+                        )
+            if 3 in args.parts:
+                report["overhead"] = overhead(url, models[6])  # ~320k multiply-adds
         finally:
             server.terminate()
             server.wait()
-    rates = {key: value["trials_per_minute"] for key, value in report["throughput"].items()}
-    for where in ("local", "server"):
-        print(f"{where}: 2 workers / 1 worker: {rates[f'{where}_2'] / rates[f'{where}_1']:.2f}x")
-    trial_s = report["throughput"]["local_1"]["seconds"] / args.trials
-    cost = report["overhead"]
-    print(f"overhead per measurement: {cost['server_s'] * 1e3:.0f} ms on the server vs {cost['local_s'] * 1e3:.0f} ms "
-          f"local: +{cost['overhead_s'] * 1e3:.0f} ms, "
-          f"{cost['overhead_s'] / trial_s:.1%} of a {trial_s:.1f} s trial (1 local worker)")  # fmt: skip
+    if "throughput" in report:
+        rates = {key: value["trials_per_minute"] for key, value in report["throughput"].items()}
+        for where in ("local", "server"):
+            print(f"{where}: 2 workers / 1 worker: {rates[f'{where}_2'] / rates[f'{where}_1']:.2f}x")
+    if "overhead" in report:
+        cost = report["overhead"]
+        server_ms, local_ms, extra_ms = (cost[k] * 1e3 for k in ("server_s", "local_s", "overhead_s"))
+        print(
+            f"overhead per measurement: {server_ms:.0f} ms on the server vs {local_ms:.0f} ms local: +{extra_ms:.0f} ms"
+        )
+        if "throughput" in report:
+            trial_s = report["throughput"]["local_1"]["seconds"] / args.trials
+            print(f"  = {cost['overhead_s'] / trial_s:.1%} of a {trial_s:.1f} s trial (1 local worker)")
     args.out.write_text(json.dumps(report, indent=2))
     print(f"written {args.out}")
 
