@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from tradeoff_search import measure_latency
-from tradeoff_search._device_client import TOKEN_ENV, DeviceBackend, DeviceUnreachable, check_device_url
+from tradeoff_search._device_client import DeviceBackend, DeviceUnreachable
 from tradeoff_search._harness import _MIN_DECISION_BLOCKS, Setting
 from tradeoff_search._reference import reference_flatbuffer
+from tradeoff_search._spec import TOKEN_ENV, check_device_url
 
 TOKEN = "s3cret-device-token-0123456789"
 HEAVY = ("tensorflow", "keras", "mlflow", "optuna", "sklearn", "scipy", "pandas")

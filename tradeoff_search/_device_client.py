@@ -16,13 +16,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from tradeoff_search._harness import LatencyStats, Setting
+from tradeoff_search._spec import TOKEN_ENV, check_device_url
 
 _logger = logging.getLogger(__name__)
 
-TOKEN_ENV = "TRADEOFF_SEARCH_DEVICE_TOKEN"
 RETRIES = 3  # per request, on a lost connection or a server error; 1, 2, 4 s apart
 _CONNECT_SECONDS = 10.0
 _QUEUE_SECONDS = 300.0  # other workers' models may be ahead of ours
@@ -34,24 +34,6 @@ class DeviceError(RuntimeError):
 
 class DeviceUnreachable(DeviceError):
     """The latency server did not answer, after the retries."""
-
-
-def check_device_url(url: str) -> str:
-    """``url`` if it is ``http(s)://HOST:PORT`` (nothing else: no path, query or credentials);
-    else ``ValueError`` saying what is expected."""
-    expected = "expected 'local' or 'http://HOST:PORT' of a latency server (python -m tradeoff_search device serve)"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ValueError(expected) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
-        raise ValueError(expected)
-    if parts.username or parts.password:
-        raise ValueError(f"{expected}; a token goes in {TOKEN_ENV}, not in the URL")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(expected)
-    return url.rstrip("/")
 
 
 class DeviceBackend:

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from tradeoff_search._user_builders import BuilderSource
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 from tradeoff_search._record import LATENCY_METRIC, MACS, MODEL_BYTES, PARAMS_METRIC
 
 DEFAULT_REFERENCE_LATENCY_MS = 100.0
+TOKEN_ENV = "TRADEOFF_SEARCH_DEVICE_TOKEN"  # a latency server's token: from the environment only
 
 __all__ = [
     "Categorical",
@@ -244,8 +246,6 @@ class _Device:
     """``"local"`` or the ``http://HOST:PORT`` of a latency server (``device serve``)."""
 
     def parse(self, value: Any, source: Path, key: str) -> str:
-        from tradeoff_search._device_client import check_device_url
-
         if value == "local":
             return value
         try:
@@ -253,6 +253,24 @@ class _Device:
         except ValueError as error:
             shown = re.sub(r"//[^/@]*@", "//***@", value) if isinstance(value, str) else value  # no credentials
             raise SpecError(source, key, shown, str(error).removeprefix("expected ")) from None
+
+
+def check_device_url(url: str) -> str:
+    """``url`` if it is ``http(s)://HOST:PORT`` (nothing else: no path, query or credentials);
+    else ``ValueError`` saying what is expected."""
+    expected = "expected 'local' or 'http://HOST:PORT' of a latency server (python -m tradeoff_search device serve)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(expected) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        raise ValueError(expected)
+    if parts.username or parts.password:
+        raise ValueError(f"{expected}; a token goes in {TOKEN_ENV}, not in the URL")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(expected)
+    return url.rstrip("/")
 
 
 def _rule(rule: Any, default: Any = dataclasses.MISSING) -> Any:
