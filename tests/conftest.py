@@ -66,3 +66,16 @@ def table_frame(rows: int, seed: int = 0) -> pd.DataFrame:
     label = np.where((city == "paris") | (plan == "gold") & (age > 40), "churned", "stayed")
     return pd.DataFrame({"age": age, "city": city, "plan": plan, "income": rng.normal(3, 1, rows).round(3),
                          "label": label})  # fmt: skip
+
+
+def litert_outputs(tflite_path: str | Path, x: np.ndarray) -> np.ndarray:
+    """What LiteRT's interpreter outputs for the rows ``x`` with the model in ``tflite_path``."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    (detail,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(detail["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x)
+    interpreter.invoke()
+    return np.asarray(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))

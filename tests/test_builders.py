@@ -17,6 +17,8 @@ from tradeoff_search._objective import ruled_out
 from tradeoff_search._space import narrowest_models
 from tradeoff_search._study import open_study
 
+from .conftest import litert_outputs
+
 MODELS = Path(__file__).with_name("user_models.py")
 
 # Iris as 4 steps of 1 channel, so that dense, convolutional and separable builders all apply.
@@ -224,7 +226,6 @@ def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, 
     parameters: Optuna's trials and MLflow's child runs one to one, with each builder's own
     parameters; the front's model exported by select as .keras and .tflite that agree."""
     import keras
-    from ai_edge_litert.interpreter import Interpreter
     from mlflow import MlflowClient
 
     from tradeoff_search import load_dataset, select_model
@@ -265,15 +266,7 @@ def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, 
     chosen = select_model(spec, study, tmp_path / "out", tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     x_test = load_dataset(spec).x_test
     expected = np.asarray(keras.models.load_model(chosen.keras_path)(x_test, training=False))
-    interpreter = Interpreter(model_path=chosen.tflite_path)
-    (detail,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(detail["index"], list(x_test.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], x_test)
-    interpreter.invoke()
-    np.testing.assert_allclose(
-        interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), expected, atol=1e-5
-    )
+    np.testing.assert_allclose(litert_outputs(chosen.tflite_path, x_test), expected, atol=1e-5)
 
 
 def test_a_sequential_without_an_input_is_built_for_the_data(spec_with) -> None:

@@ -9,13 +9,12 @@ import mlflow.keras
 import numpy as np
 import optuna
 import pytest
-from ai_edge_litert.interpreter import Interpreter
 from mlflow import MlflowClient
 
 from tradeoff_search import MLflowParetoCallback, StudySpec, TradeoffObjective
 from tradeoff_search._tracking import staged_model_path
 
-from .conftest import TINY_SPEC
+from .conftest import TINY_SPEC, litert_outputs
 
 pytestmark = pytest.mark.e2e
 
@@ -45,12 +44,5 @@ def test_logged_pareto_model_predicts_as_before(write_spec, tmp_path: Path, monk
     np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), before[0])
 
     tflite = Path(client.download_artifacts(run_id, "tflite/model.tflite", str(tmp_path)))
-    interpreter = Interpreter(model_path=str(tflite))
-    (detail,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(detail["index"], list(x.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], x)
-    interpreter.invoke()
-    litert = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    np.testing.assert_allclose(litert, before[0], atol=1e-5)
+    np.testing.assert_allclose(litert_outputs(tflite, x), before[0], atol=1e-5)
     assert not staging.exists() or not any(staging.iterdir())  # logged, then removed

@@ -9,14 +9,13 @@ import keras
 import numpy as np
 import optuna
 import pytest
-from ai_edge_litert.interpreter import Interpreter
 from mlflow import MlflowClient
 
 from tradeoff_search import StudySpec, load_dataset, run_study, select_model
 from tradeoff_search._pareto import RETIMED_ATTR
 from tradeoff_search._select import front_points, pick
 
-from .conftest import TINY_SPEC, table_frame
+from .conftest import TINY_SPEC, litert_outputs, table_frame
 
 FRONT = [(0, 0.50, 0.001), (1, 0.80, 0.002), (2, 0.90, 0.004), (3, 0.92, 0.100)]
 
@@ -72,15 +71,7 @@ def test_select_exports_tests_and_registers(write_spec, tmp_path: Path) -> None:
         assert chosen.trial in {t.number for t in study.best_trials}
         assert 0 <= chosen.test_accuracy <= 1 and chosen.exported_latency_ms > 0
         keras_out = np.asarray(keras.models.load_model(chosen.keras_path)(x_test, training=False))
-        interpreter = Interpreter(model_path=chosen.tflite_path)
-        (detail,) = interpreter.get_input_details()
-        interpreter.resize_tensor_input(detail["index"], list(x_test.shape))
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(detail["index"], x_test)
-        interpreter.invoke()
-        np.testing.assert_allclose(
-            interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), keras_out, atol=1e-5
-        )
+        np.testing.assert_allclose(litert_outputs(chosen.tflite_path, x_test), keras_out, atol=1e-5)
         document = json.loads((tmp_path / rule / "preprocessing.json").read_text())
         assert chosen.preprocessing_path == str(tmp_path / rule / "preprocessing.json")
         assert document == study.user_attrs["data_preprocessing"] == load_dataset(spec).preprocessing
