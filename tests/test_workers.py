@@ -170,6 +170,65 @@ def test_a_study_where_every_trial_fails_exits_1_with_a_summary(tmp_path: Path) 
     assert all(r.info.status == "FAILED" and "diverged" in r.data.tags["error"] for r in children.values())
 
 
+PLANTED_BUILDER = """
+import keras
+
+
+def _deep_inside_the_builder():
+    raise ValueError("")  # a message that says nothing
+
+
+def flaky(trial, input_shape, n_classes):
+    if len(trial.study.directions) > 1:  # a trial of the study, not the check before it opens
+        _deep_inside_the_builder()
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Dense(n_classes, activation="softmax")])
+"""
+
+PLANTED_SPEC = """
+[study]
+name = "planted"
+n_trials = 1
+
+[data]
+source = "sklearn:iris"
+
+[latency]
+max_seconds = 0.2
+
+[model]
+builder = "planted.py:flaky"
+
+[training]
+max_epochs = 1
+"""
+
+TENSORFLOW_START_UP = ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "XNNPACK delegate")
+
+
+def test_a_failed_trial_leaves_its_traceback_in_the_worker_log_and_on_its_run(tmp_path: Path) -> None:
+    """A default run (one worker process): the console names the worker logs and holds none of
+    TensorFlow's start-up lines; the traceback of a useless message is in the log and in MLflow."""
+    (tmp_path / "planted.py").write_text(PLANTED_BUILDER)
+    (tmp_path / "spec.toml").write_text(PLANTED_SPEC)
+    done = _run("spec.toml", cwd=tmp_path)
+    console = done.stdout + done.stderr
+    assert done.returncode == 1, console[-3000:]
+    assert "error: no trial completed; trial 0 failed: " in done.stderr
+    assert "(tracebacks: the worker logs in mlruns/logs/planted)" in done.stderr
+    assert [line for line in console.splitlines() if any(s in line for s in TENSORFLOW_START_UP)] == []
+
+    logs = sorted((tmp_path / "mlruns" / "logs" / "planted").glob("worker-*.log"))
+    assert len(logs) == 1
+    log = logs[0].read_text()
+    assert "trial 0 failed: " in log and "Traceback" in log and "in _deep_inside_the_builder" in log
+    assert any(s in log for s in TENSORFLOW_START_UP)  # kept, where it does not drown the console
+
+    _, children = _mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "planted")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    traceback = Path(client.download_artifacts(children[0].info.run_id, "traceback.txt", str(tmp_path))).read_text()
+    assert traceback.startswith("Traceback") and "in _deep_inside_the_builder" in traceback
+
+
 def test_tickets_are_queued_as_needed_and_never_past_n_trials(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(storage=storage, study_name="tickets")

@@ -205,11 +205,12 @@ def _run(args: argparse.Namespace) -> int:
     import optuna
 
     from tradeoff_search._data import load_dataset
-    from tradeoff_search._logs import quiet_libraries
+    from tradeoff_search._logs import native_output_to, quiet_libraries
     from tradeoff_search._pareto import fastest_trial, format_table, front_rows, front_trials
     from tradeoff_search._stores import check_stores
     from tradeoff_search._study import check_device, run_study
     from tradeoff_search._training_device import INSTALL_HINT, describe_training, tensorflow_missing
+    from tradeoff_search._workers import worker_logs
 
     spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
     check_device(spec)  # before the stores, the data and TensorFlow: at once
@@ -225,24 +226,28 @@ def _run(args: argparse.Namespace) -> int:
         data = load_dataset(spec)
     finally:
         data_log.disabled = False
-    print(describe_training(), flush=True)
-    print(data.summary, flush=True)
-    quiet_libraries()
-    study = run_study(
-        spec,
-        storage=args.storage,
-        tracking_uri=args.tracking_uri,
-        data=data,
-        workers=0 if args.in_process else args.workers,
-        show_progress_bar=not args.no_progress,
-        accept_builder_change=args.accept_builder_change,
-    )
+    logs = worker_logs(spec)
+    with native_output_to(logs / f"run-{os.getpid()}.log"):  # TensorFlow's start-up lines
+        print(describe_training(), flush=True)
+        print(data.summary, flush=True)
+        quiet_libraries()
+        study = run_study(
+            spec,
+            storage=args.storage,
+            tracking_uri=args.tracking_uri,
+            data=data,
+            workers=0 if args.in_process else args.workers,
+            show_progress_bar=not args.no_progress,
+            accept_builder_change=args.accept_builder_change,
+        )
     print(f"\nPareto set of study {spec.study.name!r} ({_trial_counts(study)}):")
     print(format_table(front_rows(study)))
     _print_browse_hint(args, spec)
     complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if complete == 0:
-        print(f"error: no trial completed; {_first_failure(study)}; all reasons are in MLflow", file=sys.stderr)
+        tracebacks = "" if args.in_process else f" (tracebacks: the worker logs in {logs})"
+        print(f"error: no trial completed; {_first_failure(study)}; all reasons are in MLflow{tracebacks}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     budget_ms = spec.latency.budget_ms
     fastest = fastest_trial(study)

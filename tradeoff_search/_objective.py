@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ from tradeoff_search._record import (
     NORMALIZED_MS,
     PARAMS_METRIC,
     PRUNE_REASON,
+    TRACEBACK,
     TRAIN_SECONDS,
     TRAINED,
     calibration_attr,
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
     import optuna
 
 _logger = logging.getLogger(__name__)
+_TRACEBACK_CHARS = 20_000  # the end of a longer one: where it failed
 
 MAX_DEVICE_FAILURES = 3  # trials in a row that lost the latency server: the study stops (resumable)
 
@@ -222,8 +225,10 @@ class TradeoffObjective:
             trial.set_user_attr(FAIL_REASON, str(error)[:2000])
             raise
         except Exception as error:
-            # Optuna keeps no failure reason in its storage; the MLflow record shows this one.
+            # Optuna keeps no failure reason in its storage; the MLflow record shows these. The
+            # traceback says where when the message says nothing useful.
             trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}"[:2000])
+            trial.set_user_attr(TRACEBACK, "".join(traceback.format_exception(error))[-_TRACEBACK_CHARS:])
             raise
 
     def calibrate(self, study: optuna.Study) -> dict[str, float]:

@@ -23,6 +23,7 @@ HISTORY = "history"  # per-epoch curves, by the names of CURVES
 CONTAINS_TRIAL = "contains_trial"  # the over-budget trial whose model this candidate contains
 FAIL_REASON = "fail_reason"  # ``Type: message`` of a failed trial (Optuna keeps no reason)
 DEVICE_FAILURE = "device_unreachable"  # True: the trial failed because the latency server did not answer
+TRACEBACK = "traceback"  # a failed trial's traceback (also ``traceback.txt`` on its MLflow run)
 PRUNE_REASON = "prune_reason"  # why a trial was stopped early
 ACCURACY_FLOAT = "accuracy_float"  # a quantized trial's float Keras model's validation accuracy
 CONVERSION_WARNINGS = "conversion_warnings"  # what the converter warned about, quantizing the trial's model

@@ -47,6 +47,7 @@ from tradeoff_search._record import (
     PRUNE_REASON,
     RETIMED_ATTR,
     RETIMED_METRIC,
+    TRACEBACK,
     staged_model_path,
 )
 
@@ -102,7 +103,8 @@ class MLflowParetoCallback:
       stepped metrics (step = epoch), the tags ``pareto`` (``true``/``false``), ``pareto_rank``
       (0 on the front; ``infeasible`` or ``none`` when it has none), ``feasible``,
       ``optuna.state``, ``error`` and ``pruned_reason`` (the ``fail_reason``/``prune_reason``
-      user attributes, which the objective and the worker loop set);
+      user attributes, which the objective and the worker loop set); a failed trial's
+      ``traceback`` user attribute as ``traceback.txt``;
     - run states follow trial states: COMPLETE → FINISHED, FAIL → FAILED, PRUNED → KILLED.
 
     Args:
@@ -378,6 +380,8 @@ class MLflowParetoCallback:
             )
         if with_model and self.model_dir is not None:
             self._log_model(run_id, staged_model_path(self.model_dir, trial.number))
+        if TRACEBACK in trial.user_attrs:
+            client.log_text(run_id, str(trial.user_attrs[TRACEBACK]), "traceback.txt")
         client.set_terminated(run_id, _STATUS.get(trial.state.name, "FAILED"), end_time=end)
         return run_id
 

@@ -22,11 +22,12 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tradeoff_search._record import FAIL_REASON, PRUNE_REASON
 from tradeoff_search._spec import StudySpec
-from tradeoff_search._stores import storage_lock
+from tradeoff_search._stores import STATE_DIR, storage_lock
 
 if TYPE_CHECKING:
     import optuna
@@ -130,7 +131,7 @@ def work(
                 _logger.info("trial %d pruned: %s", trial.number, reason)
             except Exception as error:
                 outcome = state.FAIL
-                _logger.warning("trial %d failed: %s: %s", trial.number, type(error).__name__, error)
+                _logger.warning("trial %d failed: %s: %s", trial.number, type(error).__name__, error, exc_info=error)
             except KeyboardInterrupt:
                 trial.set_user_attr(FAIL_REASON, "interrupted (Ctrl-C)")
                 study.tell(trial, state=state.FAIL)
@@ -203,10 +204,17 @@ def run_worker_processes(
         waiting = len(progress.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
         return waiting + (tickets(2 * workers - waiting) if waiting < 2 * workers else 0) > 0
 
+    logs: dict[subprocess.Popen[bytes], Path] = {}
+
     def start() -> subprocess.Popen[bytes]:
         timeout = None if deadline is None else max(1.0, deadline - time.monotonic())
         command = worker_command(spec, storage, tracking_uri, timeout)
-        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        path = worker_logs(spec) / f"worker-{os.getpid()}-{len(logs) + 1}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as log:  # all its output, TensorFlow's native start-up lines too
+            child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        logs[child] = path
+        return child
 
     children = [start() for _ in range(workers) if queued()]
     abnormal: list[int] = []
@@ -217,6 +225,10 @@ def run_worker_processes(
             time.sleep(1)
             for child in [c for c in children if c.poll() is not None]:
                 children.remove(child)
+                if child.returncode != 0:
+                    _logger.warning(
+                        "a worker process ended with exit code %d; its log: %s", child.returncode, logs[child]
+                    )
                 if child.returncode not in (0, 1):
                     abnormal.append(child.returncode)
                 elif queued():  # it retired after its share of trials: a fresh one takes over
@@ -229,6 +241,12 @@ def run_worker_processes(
                 child.kill()
     if abnormal:
         _logger.warning("%d worker process(es) ended abnormally (exit codes %s)", len(abnormal), abnormal)
+
+
+def worker_logs(spec: StudySpec) -> Path:
+    """The folder of the study's worker logs (one file per worker process: its whole output, with
+    every failed trial's traceback)."""
+    return STATE_DIR / "logs" / spec.study.name
 
 
 def worker_command(spec: StudySpec, storage: str, tracking_uri: str, timeout: float | None) -> list[str]:
