@@ -228,7 +228,7 @@ def _read_csv(spec: StudySpec) -> tuple[pd.DataFrame, np.ndarray]:
         frame = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise SpecError(
-            spec.path, "data.source", spec.data.source, f"a readable CSV file ({excerpt(error, 120)})"
+            spec.path, "data.source", spec.data.source, f"a readable CSV file ({excerpt(str(error), 120)})"
         ) from None
     if target not in frame.columns:
         # The header is a line of the user's file: name a few of its columns, cut short.

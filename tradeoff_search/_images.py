@@ -43,7 +43,8 @@ def read_images(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
 
     size = spec.data.image_size  # (height, width) or None: the first image's
     mode = _MODES[spec.data.color_mode]
-    pixels, labels = [], []
+    pixels: list[np.ndarray] = []
+    labels: list[str] = []
     first: Path | None = None
     for folder, found in per_class.items():
         for path in found:

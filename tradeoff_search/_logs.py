@@ -46,7 +46,7 @@ def native_output_to(path: Path) -> Iterator[None]:
     """
     console = sys.stderr
     try:
-        own = console is sys.__stderr__ and console.fileno() == 2
+        own = sys.__stderr__ is not None and console is sys.__stderr__ and console.fileno() == 2
     except (AttributeError, OSError, ValueError):  # no descriptor behind it
         own = False
     if not own:

@@ -236,7 +236,7 @@ def _positions(layer: keras.layers.Layer) -> int:
     return _volume(layer.output.shape[1:-1])
 
 
-def _volume(shape: tuple[int | None, ...]) -> int:
+def _volume(shape: tuple[Any, ...]) -> int:
     volume = 1
     for size in shape:
         volume *= int(size)

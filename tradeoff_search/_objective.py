@@ -244,7 +244,12 @@ class TradeoffObjective:
 
     def _calibration(self, study: optuna.Study, batch_size: int) -> dict[str, float]:
         spec = self.spec.latency
-        settings = {"runtime": spec.runtime, "batch_size": batch_size, "threads": spec.threads, "device": spec.device}
+        settings: dict[str, Any] = {
+            "runtime": spec.runtime,
+            "batch_size": batch_size,
+            "threads": spec.threads,
+            "device": spec.device,
+        }
         name = calibration_attr(batch_size, self.spec.latency.batch_sizes[0])
         stored = study.user_attrs.get(name)
         # Calibrations from before latency servers were all local.
@@ -394,6 +399,7 @@ class TradeoffObjective:
     def _not_trained(self, trial: optuna.Trial, values: tuple[float, ...], why: str) -> tuple[float, ...]:
         """Record an over-budget candidate: ``values`` are its accuracy (0), latency and extras."""
         budget_ms = self.spec.latency.budget_ms
+        assert budget_ms is not None, "only a study with a latency budget leaves candidates untrained"
         trial.set_constraint(LATENCY_CONSTRAINT, values[1] - budget_ms)
         trial.set_user_attr(TRAINED, False)
         _logger.info("trial %d: %s%.4f ms over the %.4f ms budget, not trained", trial.number, why,

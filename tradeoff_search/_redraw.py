@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -81,7 +81,7 @@ class RedrawingSampler(optuna.samplers.BaseSampler):
         study: optuna.Study,
         trial: optuna.trial.FrozenTrial,
         state: optuna.trial.TrialState,
-        values: list[float] | None,
+        values: Sequence[float] | None,
     ) -> None:
         self.sampler.after_trial(study, trial, state, values)
 

@@ -74,6 +74,7 @@ def pick(
     if not points:
         raise ValueError("the study has no Pareto-optimal trial yet")
     if rule == "max_latency":
+        assert max_latency_ms is not None, "the rule's threshold is checked by select_model"
         eligible = [p for p in points if p[2] <= max_latency_ms]
         if not eligible:
             raise ValueError(
@@ -81,6 +82,7 @@ def pick(
             )
         return max(eligible, key=lambda p: (p[1], -p[2]))[0]
     if rule == "min_accuracy":
+        assert min_accuracy is not None, "the rule's threshold is checked by select_model"
         eligible = [p for p in points if p[1] >= min_accuracy]
         if not eligible:
             raise ValueError(f"no Pareto model reaches accuracy {min_accuracy} (best: {max(p[1] for p in points):.4g})")
@@ -174,6 +176,7 @@ def select_model(
     with tempfile.TemporaryDirectory() as download:  # through our client: no global MLflow state
         model = mlflow.keras.load_model(client.download_artifacts(run_id, "model", download))
     data = load_dataset(spec)
+    assert data.x_test is not None and data.y_test is not None, "a spec's data source always has a test split"
     metric = spec.objectives.accuracy
     quantization = quantization_of(next(t for t in front_trials(study) if t.number == number).params)
     shipped = convert_as_shipped(model, quantization, spec, data.x_train).flatbuffer
@@ -201,8 +204,8 @@ def select_model(
     tags = {"rule": rule, "trial": number, "validation_accuracy": chosen[1], "test_accuracy": test_accuracy,
             "latency_ms": chosen[2], "exported_latency_ms": exported_ms, "quantization": quantization,
             **types}  # fmt: skip
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version.version, key, str(value))
+    for key, tag in tags.items():
+        client.set_model_version_tag(name, version.version, key, str(tag))
     _logger.info("selected trial %d by %s: test accuracy %.4f, %.4g ms", number, rule, test_accuracy, exported_ms)
     return Selection(number, rule, chosen[1], test_accuracy, chosen[2], exported_ms, str(keras_path),
                      str(tflite_path), name, str(version.version),

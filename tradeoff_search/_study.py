@@ -105,7 +105,7 @@ def open_study(
             study = optuna.create_study(
                 study_name=spec.study.name,
                 storage=rdb,
-                directions=spec.directions,
+                directions=[optuna.study.StudyDirection[d.upper()] for d in spec.directions],
                 sampler=make_sampler(spec),
                 load_if_exists=True,
             )

@@ -20,7 +20,7 @@ import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from tradeoff_search._convert import quantization_of, to_tflite
@@ -255,7 +255,9 @@ class MLflowParetoCallback:
                 try:
                     self._experiment_id = client.create_experiment(name)
                 except MlflowException:  # another worker created it first
-                    self._experiment_id = client.get_experiment_by_name(name).experiment_id
+                    created = client.get_experiment_by_name(name)
+                    assert created is not None, f"experiment {name!r} neither created nor found"
+                    self._experiment_id = created.experiment_id
         return self._experiment_id
 
     def _search(self, study: optuna.Study, filter_string: str) -> list[Run]:
@@ -296,7 +298,7 @@ class MLflowParetoCallback:
                 **self.parent_tags,
             }
             # Starts when the study's first trial did, so it lists before its trials in the UI.
-            starts = [_millis(t.datetime_start) for t in study.get_trials(deepcopy=False) if t.datetime_start]
+            starts = [m for t in study.get_trials(deepcopy=False) if (m := _millis(t.datetime_start)) is not None]
             run = self._client.create_run(
                 self._experiment_of(study), start_time=min(starts, default=None), tags=tags, run_name=study.study_name
             )
@@ -359,7 +361,7 @@ class MLflowParetoCallback:
         if existing:
             return existing[0].info.run_id
         start = _millis(trial.datetime_start)
-        end = _millis(trial.datetime_complete) or start
+        end = _millis(trial.datetime_complete) or start or 0  # a finished trial has both
         tags = {"mlflow.parentRunId": parent_id, TAG_STUDY: study.study_name, TAG_ROLE: _CHILD}
         run = client.create_run(
             self._experiment_of(study),
@@ -438,8 +440,8 @@ class MLflowParetoCallback:
         reference = self._reference(study)
         if reference is not None:
             front = [by_number[n].values for n, rank in ranks.items() if rank == 0]
-            value = hypervolume(front, study.directions, _metric_names(study), reference)
-            client.log_metric(parent_id, "hypervolume", value, step=step)
+            volume = hypervolume(front, study.directions, _metric_names(study), reference)
+            client.log_metric(parent_id, "hypervolume", volume, step=step)
 
     def _log_retimed(self, study: optuna.Study, parent_id: str) -> None:
         """Latencies of the front re-timed side by side (see ``retime_front``), when the study has them."""
@@ -493,12 +495,16 @@ def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
         try:
             with warnings.catch_warnings():  # its notes on sign and sparse regimes: handled or expected here
                 warnings.simplefilter("ignore", UserWarning)
-                values = optuna.importance.get_param_importances(view, target=lambda t, i=i, s=sign: s * t.values[i])
+                values = optuna.importance.get_param_importances(view, target=functools.partial(_signed, i, sign))
         except (ValueError, RuntimeError) as error:  # e.g. no parameter common to all trials
             _logger.warning("no importances for %s: %s", name, error)
             return {}
         importances[name] = {k: float(v) for k, v in values.items()}
     return importances
+
+
+def _signed(index: int, sign: float, trial: optuna.trial.FrozenTrial) -> float:
+    return sign * trial.values[index]
 
 
 def _metric_names(study: optuna.Study) -> list[str]:
@@ -572,7 +578,7 @@ def _signature(model: Any) -> Any:
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    def spec(shape: tuple[int | None, ...]) -> Schema:
+    def spec(shape: tuple[Any, ...]) -> Schema:
         return Schema([TensorSpec(np.dtype(np.float32), (-1, *shape[1:]))])
 
     return ModelSignature(inputs=spec(model.input_shape), outputs=spec(model.output_shape))
@@ -630,7 +636,7 @@ def _front_figure(study: optuna.Study) -> Figure:
         (axes.set_xscale if names.index(LATENCY_METRIC) == 0 else axes.set_yscale)("log")
     if len(names) == 2:
         _mark_quantized(axes, study)
-    return axes.figure
+    return cast("Figure", axes.figure)
 
 
 _QUANTIZED_MARKERS = {"float16": "s", "dynamic": "D", "int8": "o"}
@@ -663,7 +669,7 @@ def _importances_figure(importances: dict[str, dict[str, float]]) -> Figure:
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(importances), figsize=(5 * len(importances), 4), squeeze=False)
     for axis, (objective, values) in zip(axes[0], importances.items(), strict=True):
-        names = sorted(values, key=values.get)
+        names = sorted(values, key=lambda n: values[n])
         axis.barh(names, [values[n] for n in names])
         axis.set(title=f"What decides {objective}", xlabel="importance (PED-ANOVA)")
     figure.tight_layout()

@@ -84,7 +84,7 @@ def load(source: BuilderSource) -> Callable[..., Any]:
         defined = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_"))
         found = "not callable" if function is not None else f"none there; it defines {', '.join(defined) or 'none'}"
         raise ValueError(f"a function {source.function}(trial, input_shape, n_classes) in {source.path} ({found})")
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 def _import_file(path: Path) -> Any:
