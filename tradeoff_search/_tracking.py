@@ -231,7 +231,7 @@ class MLflowParetoCallback:
             figures["param_importances.png"] = _importances_figure(importances)
         for name, figure in figures.items():
             client.log_figure(parent_id, figure, name)
-            plt.close(figure)
+            plt.close(figure)  # pyplot's, when it made it (the front plot); nothing for the others
         share_runs_view(client, self._experiment_of(study), _metric_names(study))
         client.set_terminated(parent_id, "FINISHED")
 
@@ -609,20 +609,11 @@ def _rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------------- drawing
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _front_figure(study: optuna.Study) -> Figure:
     """Optuna's Pareto-front plot (feasible, infeasible and dominated trials told apart). Optuna
     draws 2 or 3 objectives; with more, the first two (accuracy and latency in our studies) show
-    the front of all objectives projected on them."""
-    _pyplot()
+    the front of all objectives projected on them. Optuna draws it with pyplot (whose backend is
+    the user's; :meth:`MLflowParetoCallback.finish` closes the figure once logged)."""
     import optuna
 
     names = _metric_names(study)
@@ -656,8 +647,10 @@ def _mark_quantized(axes: Any, study: optuna.Study) -> None:
 
 
 def _hypervolume_figure(history: Sequence[tuple[int, float]], reference: Sequence[float]) -> Figure:
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6, 4))
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))  # not pyplot's: no backend, no global state
+    axes = figure.subplots()
     axes.step([n for n, _ in history], [v for _, v in history], where="post")
     axes.set(xlabel="trial", ylabel="hypervolume", title=f"Hypervolume (reference {list(reference)})")
     axes.grid(alpha=0.3)
@@ -666,8 +659,10 @@ def _hypervolume_figure(history: Sequence[tuple[int, float]], reference: Sequenc
 
 
 def _importances_figure(importances: dict[str, dict[str, float]]) -> Figure:
-    plt = _pyplot()
-    figure, axes = plt.subplots(1, len(importances), figsize=(5 * len(importances), 4), squeeze=False)
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5 * len(importances), 4))
+    axes = figure.subplots(1, len(importances), squeeze=False)
     for axis, (objective, values) in zip(axes[0], importances.items(), strict=True):
         names = sorted(values, key=lambda n: values[n])
         axis.barh(names, [values[n] for n in names])
