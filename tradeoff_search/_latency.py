@@ -37,10 +37,13 @@ def reference_model() -> keras.Model:
     every process and on every machine (its weights do not change its latency). LiteRT times its
     twin written without TensorFlow (:func:`tradeoff_search._reference.reference_flatbuffer`, the
     same operators), so a latency server needs no TensorFlow; ``runtime="tf"`` times this one."""
-    from tradeoff_search._models import build_model
-    from tradeoff_search._space import Candidate
+    import keras
 
-    return build_model(Candidate(units=(128, 128), activation="relu", dropout=0.0, batch_norm=False), (64,), 10)
+    inputs = keras.Input(shape=(64,), name="features")
+    x = keras.layers.Dense(128, activation="relu")(inputs)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    outputs = keras.layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="latency_reference")
 
 
 def measure_latency(
