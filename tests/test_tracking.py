@@ -10,7 +10,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tradeoff_search import MLflowParetoCallback
-from tradeoff_search._tracking import TAG_ROLE, _front_figure, filter_value
+from tradeoff_search._report import _front_figure
+from tradeoff_search._tracking import TAG_ROLE, filter_value
 
 
 def _objective(trial: optuna.Trial) -> tuple[float, float]:

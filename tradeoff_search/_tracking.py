@@ -10,27 +10,21 @@ every run per trial made the callback's cost grow with the study.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import functools
-import io
 import logging
 import math
 import shutil
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tradeoff_search._convert import quantization_of, to_tflite
+from tradeoff_search._convert import to_tflite
 from tradeoff_search._mlflow_ui import share_runs_view
 from tradeoff_search._pareto import (
-    completed_trials,
     default_reference,
-    front_rows,
     hypervolume,
-    hypervolume_history,
     is_feasible,
     pareto_ranks,
     retimed_front,
@@ -41,7 +35,6 @@ from tradeoff_search._record import (
     FAIL_REASON,
     HISTORY,
     LATENCY,
-    LATENCY_METRIC,
     N_PARAMS,
     PARAMS_METRIC,
     PRUNE_REASON,
@@ -50,10 +43,10 @@ from tradeoff_search._record import (
     TRACEBACK,
     staged_model_path,
 )
+from tradeoff_search._report import front_csv, metric_names, param_importances, report_figures
 
 if TYPE_CHECKING:
     import optuna
-    from matplotlib.figure import Figure
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
@@ -186,7 +179,7 @@ class MLflowParetoCallback:
         first finished trial: worker processes started together would race to create a fresh
         SQLite store's tables. Also stores the MLflow UI's view of the study's runs."""
         self._parent(study)
-        share_runs_view(self._client, self._experiment_of(study), _metric_names(study))
+        share_runs_view(self._client, self._experiment_of(study), metric_names(study))
 
     def sync(self, study: optuna.Study) -> None:
         """Make the MLflow record match the storage: log missing trials, then :meth:`finish`.
@@ -216,23 +209,15 @@ class MLflowParetoCallback:
         client = self._client
         self._log_device(study, parent_id)
         self._log_retimed(study, parent_id)
-        client.log_text(parent_id, _rows_to_csv(front_rows(study)), "pareto.csv")
-        figures = {}
-        if completed_trials(study):
-            figures["pareto_front.png"] = _front_figure(study)
-        reference = self._reference(study)
-        if reference is not None and completed_trials(study):
-            figures["hypervolume.png"] = _hypervolume_figure(
-                hypervolume_history(study, _metric_names(study), reference), reference
-            )
+        client.log_text(parent_id, front_csv(study), "pareto.csv")
         importances = param_importances(study)
         if importances:
             client.log_dict(parent_id, importances, "param_importances.json")
-            figures["param_importances.png"] = _importances_figure(importances)
+        figures = report_figures(study, self._reference(study), importances)
         for name, figure in figures.items():
             client.log_figure(parent_id, figure, name)
             plt.close(figure)  # pyplot's, when it made it (the front plot); nothing for the others
-        share_runs_view(client, self._experiment_of(study), _metric_names(study))
+        share_runs_view(client, self._experiment_of(study), metric_names(study))
         client.set_terminated(parent_id, "FINISHED")
 
     # ------------------------------------------------------------------ runs
@@ -294,7 +279,7 @@ class MLflowParetoCallback:
                 TAG_ROLE: _PARENT,
                 "optuna.directions": ",".join(d.name.lower() for d in study.directions),
                 "optuna.sampler": str(study.sampler),
-                "optuna.metric_names": ",".join(_metric_names(study)),
+                "optuna.metric_names": ",".join(metric_names(study)),
                 **self.parent_tags,
             }
             # Starts when the study's first trial did, so it lists before its trials in the UI.
@@ -440,7 +425,7 @@ class MLflowParetoCallback:
         reference = self._reference(study)
         if reference is not None:
             front = [by_number[n].values for n, rank in ranks.items() if rank == 0]
-            volume = hypervolume(front, study.directions, _metric_names(study), reference)
+            volume = hypervolume(front, study.directions, metric_names(study), reference)
             client.log_metric(parent_id, "hypervolume", volume, step=step)
 
     def _log_retimed(self, study: optuna.Study, parent_id: str) -> None:
@@ -457,7 +442,7 @@ class MLflowParetoCallback:
         self._client.set_tag(parent_id, "pareto_retimed_size", str(len(still)))
 
     def _reference(self, study: optuna.Study) -> list[float] | None:
-        return self.hypervolume_reference or default_reference(_metric_names(study))
+        return self.hypervolume_reference or default_reference(metric_names(study))
 
 
 # ---------------------------------------------------------------------- gathering
@@ -478,43 +463,10 @@ def tracking_client(tracking_uri: str | None) -> MlflowClient:
         return MlflowClient(tracking_uri=tracking_uri)
 
 
-def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
-    """Per objective, how much each hyperparameter decides reaching its good values, over the
-    feasible completed trials (Optuna's default evaluator, PED-ANOVA, which scores what leads to
-    *low* values: maximized objectives are negated). Empty when too few trials share parameters."""
-    import optuna
-
-    feasible = [t for t in completed_trials(study) if is_feasible(t)]
-    if len(feasible) < 3:
-        return {}
-    view = optuna.create_study(directions=study.directions)
-    view.add_trials(feasible)
-    importances = {}
-    for i, name in enumerate(_metric_names(study)):
-        sign = -1.0 if study.directions[i] == optuna.study.StudyDirection.MAXIMIZE else 1.0
-        try:
-            with warnings.catch_warnings():  # its notes on sign and sparse regimes: handled or expected here
-                warnings.simplefilter("ignore", UserWarning)
-                values = optuna.importance.get_param_importances(view, target=functools.partial(_signed, i, sign))
-        except (ValueError, RuntimeError) as error:  # e.g. no parameter common to all trials
-            _logger.warning("no importances for %s: %s", name, error)
-            return {}
-        importances[name] = {k: float(v) for k, v in values.items()}
-    return importances
-
-
-def _signed(index: int, sign: float, trial: optuna.trial.FrozenTrial) -> float:
-    return sign * trial.values[index]
-
-
-def _metric_names(study: optuna.Study) -> list[str]:
-    return list(study.metric_names or [f"objective_{i}" for i in range(len(study.directions))])
-
-
 def _trial_metrics(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if trial.values is not None:
-        metrics.update(zip(_metric_names(study), trial.values, strict=True))
+        metrics.update(zip(metric_names(study), trial.values, strict=True))
     for key, value in trial.user_attrs.items():
         if _is_number(value):
             metrics[PARAMS_METRIC if key == N_PARAMS else key] = float(value)
@@ -595,77 +547,3 @@ def _pip_requirements() -> list[str]:
                 requirements.append(f"{name}=={version(name)}")
                 break
     return requirements
-
-
-def _rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(c for c in row if c not in columns)
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns or ["trial"])
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
-# ---------------------------------------------------------------------- drawing
-def _front_figure(study: optuna.Study) -> Figure:
-    """Optuna's Pareto-front plot (feasible, infeasible and dominated trials told apart). Optuna
-    draws 2 or 3 objectives; with more, the first two (accuracy and latency in our studies) show
-    the front of all objectives projected on them. Optuna draws it with pyplot (whose backend is
-    the user's; :meth:`MLflowParetoCallback.finish` closes the figure once logged)."""
-    import optuna
-
-    names = _metric_names(study)
-    first_two = None
-    if len(names) > 3:
-        names, first_two = names[:2], lambda trial: trial.values[:2]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        axes = optuna.visualization.matplotlib.plot_pareto_front(study, targets=first_two, target_names=names)
-    if len(names) == 2 and LATENCY_METRIC in names:  # latencies span orders of magnitude
-        (axes.set_xscale if names.index(LATENCY_METRIC) == 0 else axes.set_yscale)("log")
-    if len(names) == 2:
-        _mark_quantized(axes, study)
-    return cast("Figure", axes.figure)
-
-
-_QUANTIZED_MARKERS = {"float16": "s", "dynamic": "D", "int8": "o"}
-
-
-def _mark_quantized(axes: Any, study: optuna.Study) -> None:
-    """Ring the quantized trials' points, one marker per mode, on a 2-objective front plot."""
-    drawn = False
-    for mode, marker in _QUANTIZED_MARKERS.items():
-        points = [t.values[:2] for t in completed_trials(study) if quantization_of(t.params) == mode]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            axes.scatter(xs, ys, marker=marker, s=90, facecolors="none", edgecolors="black", label=f"quantized: {mode}")
-            drawn = True
-    if drawn:
-        axes.legend(fontsize="small")
-
-
-def _hypervolume_figure(history: Sequence[tuple[int, float]], reference: Sequence[float]) -> Figure:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 4))  # not pyplot's: no backend, no global state
-    axes = figure.subplots()
-    axes.step([n for n, _ in history], [v for _, v in history], where="post")
-    axes.set(xlabel="trial", ylabel="hypervolume", title=f"Hypervolume (reference {list(reference)})")
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    return figure
-
-
-def _importances_figure(importances: dict[str, dict[str, float]]) -> Figure:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5 * len(importances), 4))
-    axes = figure.subplots(1, len(importances), squeeze=False)
-    for axis, (objective, values) in zip(axes[0], importances.items(), strict=True):
-        names = sorted(values, key=lambda n: values[n])
-        axis.barh(names, [values[n] for n in names])
-        axis.set(title=f"What decides {objective}", xlabel="importance (PED-ANOVA)")
-    figure.tight_layout()
-    return figure
