@@ -4,9 +4,10 @@
 
 Runs ``python -m tradeoff_search run --workers 1`` on digits with a short epoch budget (fresh
 stores in a temporary folder) and samples, twice a second from /proc, the resident set size of
-every process of the run. Worker processes retire after ``TRIALS_PER_PROCESS`` trials and fresh
-ones take over, so that whatever TensorFlow keeps per trial is released (~4 MB a trial before
-training stopped leaking its graphs; +57 to +70 MB over 100 trials since); the coordinator never trains.
+every process of the run. A worker process is replaced once its memory has grown by
+``[study] worker_growth_mb`` (until issue 24: after 15 trials), so that whatever TensorFlow keeps
+per trial is released (~4 MB a trial before training stopped leaking its graphs; +57 to +70 MB
+over 100 trials since); the coordinator never trains.
 ``--in-process`` runs every trial in the one process instead (``run --in-process``), to see what a
 long-lived process keeps. ``--spec`` runs another spec instead, as it is (``--epochs`` then unused).
 """

@@ -21,9 +21,11 @@ import optuna
 import pytest
 import sqlalchemy.exc
 from mlflow import MlflowClient
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from tradeoff_search._record import WORKER_ATTR
 from tradeoff_search._tracking import TAG_ROLE
-from tradeoff_search._workers import Tickets
+from tradeoff_search._workers import MAX_DEATHS_IN_A_ROW, Tickets
 
 from .conftest import TINY_SPEC
 
@@ -154,13 +156,16 @@ def test_workers_started_together_on_a_fresh_storage_all_open_it(tmp_path: Path)
             assert pool.starmap(_open_at, [(url, start)] * 4) == ["opened"] * 4
 
 
-def test_a_study_where_every_trial_fails_exits_1_with_a_summary(tmp_path: Path) -> None:
-    # Finite but huge, unscaled features: every model's activations overflow and its loss is NaN.
+def _huge_features(tmp_path: Path, activation: str) -> str:
+    """A spec whose unscaled features are finite but huge: relu models overflow, their loss is NaN."""
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "huge.npz", x=rng.uniform(1e37, 3e38, size=(60, 4)).astype(np.float32), y=np.arange(60) % 2)
     spec = TINY_SPEC.replace('source = "sklearn:iris"', 'source = "npz:huge.npz"\nscaling = "none"')
-    spec = spec.replace("units = [4, 16]", 'units = [4, 16]\nactivation = "relu"')
-    (tmp_path / "spec.toml").write_text(spec)
+    return spec.replace("units = [4, 16]", f"units = [4, 16]\nactivation = {activation}")
+
+
+def test_a_study_where_every_trial_fails_exits_1_with_a_summary(tmp_path: Path) -> None:
+    (tmp_path / "spec.toml").write_text(_huge_features(tmp_path, '"relu"'))
     done = _run("spec.toml", cwd=tmp_path)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr
@@ -229,6 +234,20 @@ def test_a_failed_trial_leaves_its_traceback_in_the_worker_log_and_on_its_run(tm
     assert traceback.startswith("Traceback") and "in _deep_inside_the_builder" in traceback
 
 
+def test_a_study_short_of_its_trials_exits_1_and_says_to_run_again(tmp_path: Path) -> None:
+    # With seed 1, one of the four models is a relu one and fails; its place in the study is free.
+    (tmp_path / "spec.toml").write_text(
+        _huge_features(tmp_path, '["relu", "tanh"]').replace("n_trials = 3", "n_trials = 4")
+    )
+    done = _run("spec.toml", "--in-process", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "(3 complete, 1 failed trials)" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the study has 3 of its 4 trials (failed ones free their place); "
+        "run the same command again to run the missing ones"
+    )
+
+
 def test_tickets_are_queued_as_needed_and_never_past_n_trials(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(storage=storage, study_name="tickets")
@@ -292,17 +311,63 @@ def test_ctrl_c_keeps_finished_trials_completes_the_record_and_resumes(tmp_path:
     assert len(optuna.load_study(study_name="tiny", storage=storage).get_trials(states=(complete,))) > done_before
 
 
-def test_runs_started_together_on_fresh_sqlite_stores_all_finish(tmp_path: Path) -> None:
-    # Each one creates the MLflow store's tables unless another did: unserialised, MLflow's
+def test_runs_started_together_on_fresh_sqlite_stores_finish_the_study_though_a_worker_is_killed(
+    tmp_path: Path,
+) -> None:
+    # Each run creates the MLflow store's tables unless another did: unserialised, MLflow's
     # migrations raced ("table ... already exists", "duplicate column name") in every round of 3.
-    (tmp_path / "spec.toml").write_text(TINY_SPEC.replace("n_trials = 3", "n_trials = 4"))
-    command = [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress", "--in-process"]
+    (tmp_path / "spec.toml").write_text(TINY_SPEC.replace("n_trials = 3", "n_trials = 6").replace(
+        "max_epochs = 2\npatience = 1", "max_epochs = 150\npatience = 150"))  # fmt: skip
+    command = [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"]
     runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]  # fmt: skip
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    killed, study = None, None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline and all(r.poll() is None for r in runs):
+        time.sleep(0.05)
+        try:
+            study = study or optuna.load_study(study_name="tiny", storage=storage)
+            running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        except (KeyError, sqlalchemy.exc.DBAPIError):  # not created yet
+            continue
+        for trial in running:  # a worker process with a trial at hand, as the OOM killer finds it
+            if WORKER_ATTR in trial.system_attrs:
+                killed = int(trial.system_attrs[WORKER_ATTR].rpartition(":")[2])
+                os.kill(killed, signal.SIGKILL)
+                break
     outputs = [run.communicate(timeout=300) for run in runs]
+    assert killed is not None, "no worker was caught with a trial:\n" + "\n".join(o[0][-1000:] for o in outputs)
     for run, (out, err) in zip(runs, outputs, strict=True):
         assert run.returncode == 0 and "Traceback" not in err, out[-2000:] + err[-3000:]
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    said = [line for out, _ in outputs for line in out.splitlines() if f"worker process {killed} " in line]
+    assert len(said) == 1 and "ended abnormally (SIGKILL)" in said[0], said  # once, by its own run
+
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert len(complete) == 6 and len(study.trials) == 6 + len(failed)
+    for trial in failed:  # the killed worker's trial, retried with its parameters
+        assert "SIGKILL" in trial.user_attrs["fail_reason"]
+        retry = [t for t in complete if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == trial.number]
+        assert len(retry) == 1 and retry[0].params.items() >= trial.params.items()  # none if killed before sampling
     parents, children = _mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "tiny")
-    assert len(parents) == 1 and sorted(children) == [0, 1, 2, 3]
+    assert len(parents) == 1 and sorted(children) == [t.number for t in study.trials]
+
+
+def test_a_worker_dying_at_every_start_makes_run_give_up_naming_its_log(tmp_path: Path) -> None:
+    # Worker processes die before they import anything (as in a broken environment); the run does not.
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import os\nif b'tradeoff_search._worker' in open('/proc/self/cmdline', 'rb').read():\n    os._exit(3)\n"
+    )
+    (tmp_path / "spec.toml").write_text(TINY_SPEC)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {MAX_DEATHS_IN_A_ROW} worker processes in a row ended abnormally"), last
+    assert "(exit 3, exit 3, exit 3, exit 3)" in last and "Traceback" not in done.stderr
+    log = Path(tmp_path, last.rpartition("log: ")[2])
+    assert log.is_file() and log.parent == tmp_path / "mlruns" / "logs" / "tiny"

@@ -16,6 +16,7 @@ from tradeoff_search._select import Selection, select_model
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._study import run_study
 from tradeoff_search._tracking import MLflowParetoCallback
+from tradeoff_search._workers import WorkersFailed
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ __all__ = [
     "SpecError",
     "StudySpec",
     "TradeoffObjective",
+    "WorkersFailed",
     "load_dataset",
     "measure_latency",
     "run_study",

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
     run.add_argument("--workers", type=_workers, default=1, help="worker processes on this machine (default: 1)")
     run.add_argument("--in-process", action="store_true", help="run the trials in this process (memory grows)")
+    run.add_argument("--worker-growth-mb", type=_positive_float, metavar="MB",
+                     help="replace a worker whose memory grew by this much (default: the spec's, 1024)")  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
         "--accept-builder-change",
@@ -210,9 +213,9 @@ def _run(args: argparse.Namespace) -> int:
     from tradeoff_search._stores import check_stores
     from tradeoff_search._study import check_device, run_study
     from tradeoff_search._training_device import INSTALL_HINT, describe_training, tensorflow_missing
-    from tradeoff_search._workers import worker_logs
+    from tradeoff_search._workers import WorkersFailed, finished_count, worker_logs
 
-    spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout)
+    spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout, worker_growth_mb=args.worker_growth_mb)
     check_device(spec)  # before the stores, the data and TensorFlow: at once
     check_stores(args.storage, args.tracking_uri)
     if tensorflow_missing():
@@ -227,19 +230,25 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         data_log.disabled = False
     logs = worker_logs(spec)
-    with native_output_to(logs / f"run-{os.getpid()}.log"):  # TensorFlow's start-up lines
-        print(describe_training(), flush=True)
-        print(data.summary, flush=True)
-        quiet_libraries()
-        study = run_study(
-            spec,
-            storage=args.storage,
-            tracking_uri=args.tracking_uri,
-            data=data,
-            workers=0 if args.in_process else args.workers,
-            show_progress_bar=not args.no_progress,
-            accept_builder_change=args.accept_builder_change,
-        )
+    started = time.monotonic()
+    try:
+        with native_output_to(logs / f"run-{os.getpid()}.log"):  # TensorFlow's start-up lines
+            print(describe_training(), flush=True)
+            print(data.summary, flush=True)
+            quiet_libraries()
+            study = run_study(
+                spec,
+                storage=args.storage,
+                tracking_uri=args.tracking_uri,
+                data=data,
+                workers=0 if args.in_process else args.workers,
+                show_progress_bar=not args.no_progress,
+                accept_builder_change=args.accept_builder_change,
+            )
+    except WorkersFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    timed_out = spec.study.timeout is not None and time.monotonic() - started >= spec.study.timeout
     print(f"\nPareto set of study {spec.study.name!r} ({_trial_counts(study)}):")
     print(format_table(front_rows(study)))
     _print_browse_hint(args, spec)
@@ -258,6 +267,11 @@ def _run(args: argparse.Namespace) -> int:
             "Raise the budget or search smaller models.",
             file=sys.stderr,
         )
+        return EXIT_FAILED
+    finished = finished_count(study)
+    if finished < spec.study.n_trials and not timed_out:
+        print(f"error: the study has {finished} of its {spec.study.n_trials} trials (failed ones free their place); "
+              "run the same command again to run the missing ones", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     return EXIT_OK
 

@@ -31,6 +31,9 @@ CONVERSION_WARNINGS = "conversion_warnings"  # what the converter warned about, 
 # ---------------------------------------------------------------------- trial parameters
 QUANTIZATION_PARAM = "quantization"  # the trial's quantization mode, when the spec has any but "none"
 
+# ---------------------------------------------------------------------- trial system attributes
+WORKER_ATTR = "tradeoff_search:worker"  # host:pid of the process running the trial
+
 # ---------------------------------------------------------------------- training curves
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 VAL_ACCURACY = "val_accuracy"

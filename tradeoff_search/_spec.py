@@ -300,6 +300,9 @@ class StudySection:
     seed: int = _rule(_Scalar(int, _SEED), 0)
     # A worker silent for twice this long is taken as crashed: its trial fails and is re-queued.
     heartbeat_seconds: int = _rule(_Scalar(int, _Interval(1, 86400)), 30)  # at most a day
+    # A worker process whose resident memory has grown by this much since its first trial is
+    # replaced by a fresh one (see tradeoff_search._workers.Retirement for the measured default).
+    worker_growth_mb: float = _rule(_Scalar(float, _POSITIVE), 1024.0)
 
 
 @dataclass(frozen=True)
@@ -639,13 +642,19 @@ class StudySpec:
             return None
         return [0.0, self.latency.budget_ms or DEFAULT_REFERENCE_LATENCY_MS]
 
-    def override(self, *, n_trials: int | None = None, timeout: float | None = None) -> StudySpec:
+    def override(
+        self, *, n_trials: int | None = None, timeout: float | None = None, worker_growth_mb: float | None = None
+    ) -> StudySpec:
         """A copy with ``[study]`` settings replaced (as the CLI flags do)."""
         changes: dict[str, Any] = {}
         if n_trials is not None:
             changes["n_trials"] = _Scalar(int, _AT_LEAST_ONE).parse(n_trials, Path("--n-trials"), "n_trials")
         if timeout is not None:
             changes["timeout"] = _Scalar(float, _POSITIVE).parse(timeout, Path("--timeout"), "timeout")
+        if worker_growth_mb is not None:
+            changes["worker_growth_mb"] = _Scalar(float, _POSITIVE).parse(
+                worker_growth_mb, Path("--worker-growth-mb"), "worker_growth_mb"
+            )
         return dataclasses.replace(self, study=dataclasses.replace(self.study, **changes))
 
     def to_dict(self) -> dict[str, Any]:

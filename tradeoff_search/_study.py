@@ -34,8 +34,8 @@ from tradeoff_search._stores import (
 from tradeoff_search._tracking import MLflowParetoCallback
 from tradeoff_search._user_builders import record_of
 from tradeoff_search._workers import (
-    TRIALS_PER_PROCESS,
     Progress,
+    Retirement,
     Tickets,
     finished_count,
     run_worker_processes,
@@ -202,9 +202,10 @@ def run_study(
 
     Data and stores are checked before anything is written, so a bad spec leaves nothing behind.
     ``workers = 0`` runs the trials in this process; ``workers = N`` in N worker processes sharing
-    the study (TensorFlow threads split between them), each replaced by a fresh one every
-    ``TRIALS_PER_PROCESS`` trials so that memory stays flat however long the study. On other
-    machines, ``run`` with the same ``storage`` joins the same study.
+    the study (TensorFlow threads split between them), supervised: one that dies is replaced (its
+    trial failed and re-queued), one whose memory grew past ``[study] worker_growth_mb`` is
+    replaced by a fresh one. On other machines, ``run`` with the same ``storage`` joins the same
+    study; a run ends when no trial of the study is left to run or running (or at its timeout).
     Every trial is logged to MLflow as it ends. With ``finish`` (the default), the Pareto set is
     then re-timed side by side and the MLflow record completed (``pareto.csv``, plots), also
     after Ctrl-C.
@@ -221,6 +222,8 @@ def run_study(
             not what the spec names (pass those with ``workers=0``).
         SpecError: a store cannot be used, the data source is bad, a builder breaks the
             contract, or its source changed since the study began.
+        WorkersFailed: worker processes kept ending abnormally (the message names their exit
+            codes and the last one's log); the MLflow record is completed first.
     """
     for name, url in {"storage": storage, "tracking_uri": tracking_uri}.items():
         if not isinstance(url, str):  # e.g. an InMemoryStorage: neither resumable nor shared with workers
@@ -295,7 +298,9 @@ def _is_its_file(spec: StudySpec) -> bool:
         stored = StudySpec.load(spec.path)
     except SpecError:
         return False
-    return stored.override(n_trials=spec.study.n_trials, timeout=spec.study.timeout).to_dict() == spec.to_dict()
+    study = spec.study
+    flags = stored.override(n_trials=study.n_trials, timeout=study.timeout, worker_growth_mb=study.worker_growth_mb)
+    return flags.to_dict() == spec.to_dict()
 
 
 def _names_its_builders(spec: StudySpec, build: Builder | Mapping[str, Builder]) -> bool:
@@ -323,11 +328,18 @@ def _queue_narrowest_models(study: optuna.Study, spec: StudySpec, storage: str) 
 
 
 def run_worker(spec: StudySpec, storage: str, tracking_uri: str, data: Dataset | None = None) -> int:
-    """One of ``run --workers``' processes: run at most ``TRIALS_PER_PROCESS`` of the trials its
-    coordinator queues, then retire; returns how many ran."""
+    """One of ``run --workers``' processes: run the trials its coordinator queues until none is
+    left or its memory has grown past ``[study] worker_growth_mb`` (see
+    :class:`~tradeoff_search._workers.Retirement`); returns how many ran."""
+    retirement = Retirement(spec.study.worker_growth_mb)  # first: the pool may signal it at any time
     study, objective, callback = _session(spec, storage, tracking_uri, data)
-    stop = _device_stop(spec, study)
-    return work(study, objective, [callback], spec.study.timeout, max_trials=TRIALS_PER_PROCESS, stop=stop)
+    retirement.ready()
+    device_lost = _device_stop(spec, study)
+
+    def stop() -> bool:
+        return retirement.due() or (device_lost is not None and device_lost())
+
+    return work(study, objective, [callback], spec.study.timeout, retirement.after_trial, stop=stop)
 
 
 def _session(

@@ -1,9 +1,9 @@
 """One worker process: ``python -m tradeoff_search._worker SPEC --n-trials N --storage URL
---tracking-uri URL [--timeout S]``, as :func:`~tradeoff_search._workers.worker_command` starts it.
+--tracking-uri URL --worker-growth-mb MB [--timeout S]``, as :func:`~tradeoff_search._workers.worker_command` starts it.
 
-It runs trials its coordinator queued in the study until none is left or it retires (see
-:func:`~tradeoff_search._study.run_worker`). Exit codes: 0 done, 2 bad spec or store, 130
-interrupted; an unexpected error is a traceback and 1.
+It runs trials its coordinator queued in the study until none is left or, its memory grown
+past MB, its pool retires it (see :func:`~tradeoff_search._study.run_worker`). Exit codes: 0
+done, 2 bad spec or store, 130 interrupted; an unexpected error is a traceback and 1.
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float)
     parser.add_argument("--storage", required=True)
     parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--worker-growth-mb", type=float, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
-        spec = StudySpec.load(args.spec).override(n_trials=args.n_trials, timeout=args.timeout)
+        spec = StudySpec.load(args.spec).override(
+            n_trials=args.n_trials, timeout=args.timeout, worker_growth_mb=args.worker_growth_mb
+        )
         quiet_libraries()
         run_worker(spec, args.storage, args.tracking_uri)
     except SpecError as error:

@@ -10,22 +10,29 @@ worker's trial is found stale through its heartbeat, failed, and re-queued with 
 parameters.
 
 Worker processes run ``python -m tradeoff_search._worker`` (see :func:`worker_command`), not the
-command line: the library starts its own workers.
+command line: the library starts its own workers. The pool supervises them: a worker that ends
+abnormally (a signal, a non-zero exit) has its trial failed and re-queued at once and is
+replaced, until the study has its trials; a worker whose memory has grown past
+``[study] worker_growth_mb`` is replaced by a fresh one, started before it leaves.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from tradeoff_search._record import FAIL_REASON, PRUNE_REASON
+from tradeoff_search._record import FAIL_REASON, PRUNE_REASON, WORKER_ATTR
 from tradeoff_search._spec import StudySpec
 from tradeoff_search._stores import STATE_DIR, storage_lock
 
@@ -34,7 +41,13 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger(__name__)
 
-TRIALS_PER_PROCESS = 15  # a worker process retires after this many trials (see run_worker_processes)
+# A worker that dies is replaced; after this many abnormal exits in a row with no trial finished in
+# between, the run gives up. A trial whose model kills its worker (say, out of memory) is retried
+# twice with its parameters (RetryHeartbeatStaleTrialCallback(max_retry=2)), so three deaths in
+# a row can be one bad trial; a fourth means the next trial died too: the environment, not a trial.
+MAX_DEATHS_IN_A_ROW = 4
+EXIT_INTERRUPTED = 130  # a worker's exit code after Ctrl-C
+STATUS_FD = "TRADEOFF_SEARCH_STATUS_FD"  # the pipe on which a worker tells its pool "ready", "retire"
 
 Callback = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
 
@@ -92,25 +105,26 @@ def work(
     callbacks: Sequence[Callback] = (),
     timeout: float | None = None,
     on_trial: Callable[[], None] | None = None,
-    max_trials: int | None = None,
     tickets: Tickets | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> int:
     """Run queued trials until the queue is empty (and ``tickets``, asked then, queue no
-    more), ``timeout`` seconds have passed, ``max_trials`` ran or ``stop()`` says so after a
-    trial; returns how many ran.
+    more), ``timeout`` seconds have passed or ``stop()`` says so before a trial; returns how many ran.
 
-    Each trial sends heartbeats (when the storage has them on) and is told to the study as
-    COMPLETE, PRUNED or FAIL; a failure is logged and the loop goes on. On Ctrl-C the running
-    trial is told FAIL and the interrupt goes up.
+    Each trial is marked with this process (see :func:`worker_id`), sends heartbeats (when the
+    storage has them on) and is told to the study as COMPLETE, PRUNED or FAIL; a failure is
+    logged and the loop goes on. On Ctrl-C the running trial is told FAIL and the interrupt goes
+    up. With ``tickets`` (a run's own loop) it also waits for trials other workers still run, so
+    that a crashed one's trial, re-queued when its heartbeat goes stale, is run here.
     """
     import optuna
     from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 
     deadline = None if timeout is None else time.monotonic() + timeout
     state = optuna.trial.TrialState
+    me = worker_id()
     ran = 0
-    while (deadline is None or time.monotonic() < deadline) and (max_trials is None or ran < max_trials):
+    while (deadline is None or time.monotonic() < deadline) and (stop is None or not stop()):
         if is_heartbeat_enabled(study._storage):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -119,9 +133,13 @@ def work(
         while trial is None and tickets is not None and tickets():  # another worker may win the ticket
             trial = _claim(study)
         if trial is None:
-            return ran
+            if tickets is None or not held(study):
+                return ran
+            time.sleep(1)
+            continue
         values: Sequence[float] | None = None
         with get_heartbeat_thread(trial._trial_id, study._storage):
+            study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)  # once heartbeats run
             try:
                 values = objective(trial)
                 outcome = state.COMPLETE
@@ -144,9 +162,47 @@ def work(
         ran += 1
         if on_trial is not None:
             on_trial()
-        if stop is not None and stop():
-            break
     return ran
+
+
+def held(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials that workers are running (others may be RUNNING without a worker that
+    sends heartbeats, e.g. asked for by hand: waiting for those would never end)."""
+    import optuna
+
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return [trial for trial in running if WORKER_ATTR in trial.system_attrs]
+
+
+def worker_id(pid: int | None = None) -> str:
+    """Who runs a trial: ``host:pid`` (this process unless ``pid`` is given, on this host)."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def fail_trials_of(study: optuna.Study, worker: str, reason: str) -> list[int]:
+    """Fail the trials ``worker`` (see :func:`worker_id`) was running and re-queue them with their
+    parameters, as a stale heartbeat would, but now; returns their numbers."""
+    import optuna
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    storage = study._storage
+    retry = storage.get_heartbeat_stale_trial_callback() if isinstance(storage, BaseHeartbeat) else None
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.system_attrs.get(WORKER_ATTR) != worker:
+            continue
+        try:
+            storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
+            if not storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # it finished, or another process failed it
+            continue
+        failed.append(trial.number)
+        if retry is not None:
+            frozen = copy.deepcopy(storage.get_trial(trial._trial_id))
+            frozen.user_attrs = {k: v for k, v in frozen.user_attrs.items() if k != FAIL_REASON}  # not the retry's
+            retry(study, frozen)
+    return failed
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -175,6 +231,179 @@ class Progress:
         self.bar.close()
 
 
+class WorkersFailed(RuntimeError):
+    """Worker processes kept ending abnormally, so the run gave up (see ``MAX_DEATHS_IN_A_ROW``)."""
+
+
+def describe_exit(code: int) -> str:
+    """``SIGKILL`` for a process a signal ended, else ``exit N``."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-code).name
+        return f"signal {-code}"
+    return f"exit {code}"
+
+
+class Retirement:
+    """A worker process's side of retirement by memory.
+
+    After each trial it compares its resident memory with what it held after its first trial;
+    once that has grown by more than ``growth_mb``, it tells its pool ("retire") and keeps
+    working until the pool, which starts a replacement first, signals it (SIGUSR1) that the
+    replacement is ready: it then leaves after the trial it is running. Without a pool to tell,
+    it leaves at once. The growth is measured (``benchmarks/retirement.py``): one long-lived
+    process grew by at most ~200 MB over 300 quick trials, while a process holds ~0.8 GB, so the
+    default of 1024 MB retires only a worker that really leaks.
+    """
+
+    def __init__(self, growth_mb: float) -> None:
+        self.growth_mb = growth_mb
+        self.baseline: float | None = None
+        self.leaving = False
+        fd = os.environ.get(STATUS_FD)
+        self.status: IO[str] | None = os.fdopen(int(fd), "w", buffering=1) if fd else None
+        if self.status is not None and hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, self._leave)
+
+    def ready(self) -> None:
+        """Tell the pool this worker has loaded (TensorFlow, data, calibration) and takes trials."""
+        self._tell("ready")
+
+    def _leave(self, *_: object) -> None:
+        self.leaving = True
+
+    def _tell(self, message: str) -> None:
+        if self.status is not None:
+            with contextlib.suppress(OSError):  # the pool is gone: nobody to tell
+                self.status.write(f"{os.getpid()} {message}\n")
+
+    def after_trial(self) -> None:
+        resident = resident_mb()
+        if resident is None:
+            return
+        if self.baseline is None:
+            self.baseline = resident
+        elif resident - self.baseline > self.growth_mb and not self.leaving:
+            _logger.info("worker %d: resident memory grew by %.0f MB, past %.0f MB: retiring",
+                         os.getpid(), resident - self.baseline, self.growth_mb)  # fmt: skip
+            if self.status is None:
+                self.leaving = True
+            self._tell("retire")
+
+    def due(self) -> bool:
+        return self.leaving
+
+
+def resident_mb() -> float | None:
+    """This process's resident set size in MB (Linux /proc; elsewhere its peak; None on Windows)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        try:
+            import resource
+        except ImportError:
+            return None
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+class _Pool:
+    """``workers`` worker processes on this machine, supervised (see :func:`run_worker_processes`)."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        storage: str,
+        tracking_uri: str,
+        workers: int,
+        tickets: Tickets,
+        stop: Callable[[], bool] | None,
+    ) -> None:
+        self.spec, self.storage, self.tracking_uri, self.workers = spec, storage, tracking_uri, workers
+        self.study, self.tickets, self.stop = tickets.study, tickets, stop
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        self.env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
+                    "OMP_NUM_THREADS": threads}  # fmt: skip
+        self.deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
+        self.logs = worker_logs(spec)
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.log_of: dict[int, Path] = {}
+        self.retiring: set[int] = set()  # asked to leave once their replacement is ready
+        self.replacing: dict[int, int] = {}  # replacement pid: the pid of the worker it replaces
+        self.started = 0
+        self.read, self.write = os.pipe()
+        os.set_blocking(self.read, False)
+        self.pending = b""
+
+    def queued(self) -> bool:
+        """Top the queue up, until the deadline or ``stop()``; whether any ticket is waiting."""
+        import optuna
+
+        if (self.deadline is not None and time.monotonic() >= self.deadline) or (self.stop and self.stop()):
+            return False
+        waiting = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        want = 2 * self.workers
+        return waiting + (self.tickets(want - waiting) if waiting < want else 0) > 0
+
+    def working(self) -> int:
+        return len(self.children) - len(self.retiring)
+
+    def start(self) -> int:
+        timeout = None if self.deadline is None else max(1.0, self.deadline - time.monotonic())
+        command = worker_command(self.spec, self.storage, self.tracking_uri, timeout)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.started += 1
+        log = self.logs / f"worker-{os.getpid()}-{self.started}.log"
+        with log.open("ab") as output:  # the child keeps its own descriptor
+            child = subprocess.Popen(command, env={**self.env, STATUS_FD: str(self.write)}, stdin=subprocess.DEVNULL,
+                                     stdout=output, stderr=subprocess.STDOUT, pass_fds=(self.write,))  # fmt: skip
+        self.children[child.pid] = child
+        self.log_of[child.pid] = log
+        return child.pid
+
+    def messages(self) -> list[tuple[int, str]]:
+        """What the workers said since the last call: (pid, "ready" or "retire")."""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self.read, 4096):
+                self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        said = []
+        for line in lines:
+            pid, _, message = line.decode(errors="replace").partition(" ")
+            with contextlib.suppress(ValueError):
+                said.append((int(pid), message))
+        return said
+
+    def listen(self) -> None:
+        """A worker past its memory growth gets a replacement; a ready replacement retires the old one."""
+        for pid, message in self.messages():
+            if message == "retire" and pid in self.children and pid not in self.retiring:
+                self.retiring.add(pid)
+                if self.queued():
+                    self.replacing[self.start()] = pid
+                else:  # nothing left to run: it may leave now
+                    self.retire(pid)
+            elif message == "ready" and pid in self.replacing:
+                self.retire(self.replacing.pop(pid))
+
+    def retire(self, pid: int) -> None:
+        if pid in self.children and hasattr(signal, "SIGUSR1"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+
+    def close(self) -> None:
+        for pid in list(self.children):
+            self.retire(pid)  # finish the trial at hand, then leave
+        for child in self.children.values():
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        os.close(self.read)
+        os.close(self.write)
+
+
 def run_worker_processes(
     spec: StudySpec,
     storage: str,
@@ -184,63 +413,63 @@ def run_worker_processes(
     tickets: Tickets,
     stop: Callable[[], bool] | None = None,
 ) -> None:
-    """Keep ``workers`` worker processes (see :func:`worker_command`) busy on this machine while this run has
-    tickets left, with two queued per worker so that none finds the queue empty between trials.
+    """Keep ``workers`` worker processes (see :func:`worker_command`) busy on this machine while this
+    run has tickets left, with two queued per worker so that none finds the queue empty between
+    trials, and until no trial of the study is left running elsewhere (or the timeout, or ``stop()``).
 
-    Each has its share of the cores and runs at most ``TRIALS_PER_PROCESS`` trials: TensorFlow
-    keeps growing in a long-lived process (~4-6 MB a trial here, from training, even with
-    the Keras session cleared), so a fresh process takes over instead.
+    Each has its share of the cores and its log in ``mlruns/logs/STUDY/``. A worker that ends
+    abnormally (a signal such as the kernel's out-of-memory kill, or a non-zero exit) has its
+    trial failed and re-queued with its parameters at once, and a fresh one takes over; after
+    ``MAX_DEATHS_IN_A_ROW`` such exits with no trial finished in between, it raises
+    :class:`WorkersFailed` naming the exit codes and the last worker's log. A worker whose memory
+    has grown past ``[study] worker_growth_mb`` leaves once its replacement has loaded (see
+    :class:`Retirement`), so that the replacement's TensorFlow import overlaps its last trials.
     """
     import optuna
 
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": threads}
-    deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
-
-    def queued() -> bool:
-        """Top the queue up, until the deadline or ``stop()``; whether any ticket is waiting."""
-        if (deadline is not None and time.monotonic() >= deadline) or (stop is not None and stop()):
-            return False
-        waiting = len(progress.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-        return waiting + (tickets(2 * workers - waiting) if waiting < 2 * workers else 0) > 0
-
-    logs: dict[subprocess.Popen[bytes], Path] = {}
-
-    def start() -> subprocess.Popen[bytes]:
-        timeout = None if deadline is None else max(1.0, deadline - time.monotonic())
-        command = worker_command(spec, storage, tracking_uri, timeout)
-        path = worker_logs(spec) / f"worker-{os.getpid()}-{len(logs) + 1}.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab") as log:  # all its output, TensorFlow's native start-up lines too
-            child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        logs[child] = path
-        return child
-
-    children = [start() for _ in range(workers) if queued()]
-    abnormal: list[int] = []
+    pool = _Pool(spec, storage, tracking_uri, workers, tickets, stop)
+    deaths: list[str] = []
+    finished_then = finished_count(tickets.study)
     try:
-        while children:
+        while pool.queued() and pool.working() < workers:
+            pool.start()
+        while True:
             progress.refresh()
-            queued()
-            time.sleep(1)
-            for child in [c for c in children if c.poll() is not None]:
-                children.remove(child)
+            pool.queued()
+            pool.listen()
+            for pid, child in [(p, c) for p, c in pool.children.items() if c.poll() is not None]:
+                del pool.children[pid]
+                pool.retiring.discard(pid)
+                if pid in pool.replacing:  # it died loading: the one it was to replace leaves anyway
+                    pool.retire(pool.replacing.pop(pid))
+                if child.returncode in (EXIT_INTERRUPTED, -signal.SIGINT):  # Ctrl-C: this run's turn next
+                    continue
                 if child.returncode != 0:
-                    _logger.warning(
-                        "a worker process ended with exit code %d; its log: %s", child.returncode, logs[child]
-                    )
-                if child.returncode not in (0, 1):
-                    abnormal.append(child.returncode)
-                elif queued():  # it retired after its share of trials: a fresh one takes over
-                    children.append(start())
+                    finished_now = finished_count(tickets.study)
+                    if finished_now > finished_then:
+                        deaths, finished_then = [], finished_now
+                    deaths.append(describe_exit(child.returncode))
+                    lost = fail_trials_of(tickets.study, worker_id(pid), f"worker process ended ({deaths[-1]})")
+                    trial = f", its trial {lost[0]} failed and is re-queued with its parameters" if lost else ""
+                    _logger.warning("worker process %d ended abnormally (%s)%s; see %s",
+                                    pid, deaths[-1], trial, pool.log_of[pid])  # fmt: skip
+                    if len(deaths) >= MAX_DEATHS_IN_A_ROW:
+                        raise WorkersFailed(
+                            f"{len(deaths)} worker processes in a row ended abnormally with no trial finished "
+                            f"in between ({', '.join(deaths)}); read the last one's log: {pool.log_of[pid]}"
+                        )
+            while pool.working() < workers and pool.queued():
+                pool.start()
+            if not pool.children:
+                over = (pool.deadline is not None and time.monotonic() >= pool.deadline) or (stop and stop())
+                if over or not held(tickets.study):
+                    return
+                with warnings.catch_warnings():  # another run's worker may have died: its trial comes back
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(tickets.study)
+            time.sleep(1)
     finally:
-        for child in children:
-            try:
-                child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-    if abnormal:
-        _logger.warning("%d worker process(es) ended abnormally (exit codes %s)", len(abnormal), abnormal)
+        pool.close()
 
 
 def worker_logs(spec: StudySpec) -> Path:
@@ -251,8 +480,9 @@ def worker_logs(spec: StudySpec) -> Path:
 
 def worker_command(spec: StudySpec, storage: str, tracking_uri: str, timeout: float | None) -> list[str]:
     """The command of one worker process of ``spec``'s study (read by ``tradeoff_search._worker``):
-    it runs the trials queued in ``storage``, logs them to ``tracking_uri`` and starts no trial
-    after ``timeout`` seconds."""
+    it runs the trials queued in ``storage``, logs them to ``tracking_uri``, starts no trial
+    after ``timeout`` seconds and retires past ``worker_growth_mb``."""
     command = [sys.executable, "-m", "tradeoff_search._worker", str(spec.path), "--n-trials", str(spec.study.n_trials),
-               "--storage", storage, "--tracking-uri", tracking_uri]  # fmt: skip
+               "--storage", storage, "--tracking-uri", tracking_uri,
+               "--worker-growth-mb", str(spec.study.worker_growth_mb)]  # fmt: skip
     return command if timeout is None else [*command, "--timeout", f"{timeout:.0f}"]
