@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
-from tradeoff_search import StudySpec, TradeoffObjective, run_study, select_model
+from tradeoff_search import MLflowParetoCallback, StudySpec, TradeoffObjective, measure_latency, run_study, select_model
 
 from .conftest import TINY_SPEC
 
@@ -93,4 +93,24 @@ def test_stores_are_urls(spec: StudySpec, in_tmp: Path) -> None:
     for bare in ("mlruns", "file:///tmp/store"):
         with pytest.raises(ValueError, match=f"tracking_uri='{bare}': expected a database or server URI"):
             MLflowParetoCallback(tracking_uri=bare)
+    assert not (in_tmp / "mlruns").exists()
+
+
+def test_a_bad_argument_names_the_parameter_and_the_cli_names_the_flag(
+    spec: StudySpec, in_tmp: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from tradeoff_search._cli import main
+
+    expected = r"expected a URL of sqlite, postgresql, mysql, mssql, such as sqlite:///mlruns/optuna\.db"
+    with pytest.raises(ValueError, match=rf'^run_study: storage="optuna\.db": {expected}$'):
+        run_study(spec, storage="optuna.db")
+    assert main(["run", str(spec.path), "--storage", "optuna.db"]) == 2
+    assert capfd.readouterr().err.splitlines() == [
+        'error: --storage: storage = "optuna.db": expected a URL of sqlite, postgresql, mysql, mssql, '
+        "such as sqlite:///mlruns/optuna.db"
+    ]
+    with pytest.raises(ValueError, match=r'^measure_latency: runtime="onnx": expected one of \["litert", "tf"\]$'):
+        measure_latency(b"", runtime="onnx")
+    with pytest.raises(ValueError, match=r'^MLflowParetoCallback: log_models="best": expected one of \["pareto"'):
+        MLflowParetoCallback(log_models="best")
     assert not (in_tmp / "mlruns").exists()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 from tradeoff_search._device_client import DeviceUnreachable
 from tradeoff_search._record import FAIL_REASON
 from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._validation import as_flag
 
 if TYPE_CHECKING:
     import subprocess
@@ -30,6 +31,17 @@ if TYPE_CHECKING:
 _logger = logging.getLogger("tradeoff_search")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# The flag that gives each parameter of the public API: a bad argument's error names the flag.
+_FLAGS = {
+    "storage": "--storage",
+    "tracking_uri": "--tracking-uri",
+    "workers": "--workers",
+    "out": "--out",
+    "max_latency_ms": "--max-latency-ms",
+    "min_accuracy": "--min-accuracy",
+    "mnas_weight": "--mnas",
+    "target_ms": "--target-ms",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"run": _run, "pareto": _pareto, "select": _select, "sync": _sync, "ui": _ui, "device": _device}
         return commands[args.command](args)
     except SpecError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {as_flag(error, _FLAGS)}", file=sys.stderr)
         return EXIT_USAGE
     except DeviceUnreachable as error:  # lost mid-study: the study stopped, resumable
         print(f"error: {error}", file=sys.stderr)

@@ -22,13 +22,21 @@ from tradeoff_search._convert import to_tflite
 from tradeoff_search._harness import LOCAL, LatencyStats, Setting, cpu_model, time_invokers
 from tradeoff_search._lock import machine_lock
 from tradeoff_search._reference import reference_flatbuffer
+from tradeoff_search._spec import _AT_LEAST_ONE, _POSITIVE, LatencySection, _Scalar
+from tradeoff_search._validation import OrNone, Rule, spec_rule, validate_params
 
 if TYPE_CHECKING:
     import keras
 
 _logger = logging.getLogger(__name__)
 
-RUNTIMES = ("litert", "tf")
+# One rule per parameter, the spec's where it is the same setting ([latency]).
+_PARAMETERS: dict[str, Rule] = {
+    name: spec_rule(LatencySection, name) for name in ("runtime", "threads", "statistic", "max_seconds", "device")
+} | {
+    "batch_size": _Scalar(int, _AT_LEAST_ONE),
+    "stop_above_reference": OrNone(_Scalar(float, _POSITIVE)),
+}
 __all__ = ["LatencyStats", "calibrate_reference", "cpu_model", "measure_latencies", "measure_latency", "to_tflite"]
 
 
@@ -46,6 +54,7 @@ def reference_model() -> keras.Model:
     return keras.Model(inputs, outputs, name="latency_reference")
 
 
+@validate_params(**_PARAMETERS)
 def measure_latency(
     model: keras.Model | bytes,
     runtime: str = "litert",
@@ -87,6 +96,7 @@ def measure_latency(
     )[0]
 
 
+@validate_params(**_PARAMETERS)
 def measure_latencies(
     models: Sequence[keras.Model | bytes],
     runtime: str = "litert",
@@ -102,8 +112,6 @@ def measure_latencies(
     each in turn, round after round, so that all see the same machine states. With
     ``stop_above_reference``, timing stops once every model is surely above that multiple of the
     reference."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime={runtime!r}: expected one of {RUNTIMES}")
     setting = Setting(batch_size, threads, statistic, max_seconds, reference, stop_above_reference)
     for model in models:
         if not isinstance(model, bytes) and not hasattr(model, "input_shape"):

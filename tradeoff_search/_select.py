@@ -16,10 +16,11 @@ from tradeoff_search._data import load_dataset
 from tradeoff_search._latency import measure_latency
 from tradeoff_search._pareto import front_trials, retimed_front
 from tradeoff_search._record import CALIBRATION_ATTR, PREPROCESSING_ATTR, RETIMED_ATTR
-from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._spec import _POSITIVE, SpecError, StudySpec, _Interval, _Scalar
 from tradeoff_search._stores import DEFAULT_TRACKING_URI
 from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL, filter_value, tracking_client
 from tradeoff_search._training import predict_classes, score, tflite_classes
+from tradeoff_search._validation import OrNone, ParameterError, validate_params
 
 if TYPE_CHECKING:
     import optuna
@@ -117,6 +118,13 @@ def front_points(study: optuna.Study) -> list[tuple[int, float, float]]:
             for t in front_trials(study) if t.number in still]  # fmt: skip
 
 
+@validate_params(
+    rule=_Scalar(str, choices=RULES),
+    max_latency_ms=OrNone(_Scalar(float, _POSITIVE)),
+    min_accuracy=OrNone(_Scalar(float, _Interval(0, 1, low_open=True))),
+    mnas_weight=_Scalar(float),
+    target_ms=OrNone(_Scalar(float, _POSITIVE)),
+)
 def select_model(
     spec: StudySpec,
     study: optuna.Study,
@@ -137,12 +145,13 @@ def select_model(
     rule, latency and accuracies as tags.
 
     Raises:
+        ParameterError: a parameter breaks its rule, or no front model meets the rule's threshold.
         SpecError: no front model fits the rule, or the chosen model was not logged to MLflow
             (``log_models = "none"``).
     """
     if len(study.directions) < 2:
         raise ValueError(f"study {study.study_name!r}: expected accuracy and latency objectives, got 1 objective")
-    # The rules that need a value, by the parameter (and flag) that gives it.
+    # The rules that need a value, by the parameter that gives it.
     key, value = {"max_latency": ("max_latency_ms", max_latency_ms),
                   "min_accuracy": ("min_accuracy", min_accuracy)}.get(rule, ("rule", rule))  # fmt: skip
     if value is None:
@@ -154,12 +163,12 @@ def select_model(
         number = pick(points, rule, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy,
                       mnas_weight=mnas_weight, target_ms=target_ms)  # fmt: skip
     except ValueError as error:
-        raise SpecError(f"--{key.replace('_', '-')}", key, value, f"a value some front model meets ({error})") from None
+        raise ParameterError("select_model", key, value, f"a value some front model meets ({error})") from None
     chosen = next(p for p in points if p[0] == number)
     out = Path(out)
     blocking = next((folder for folder in (out, *out.parents) if folder.exists()), None)
     if blocking is not None and not blocking.is_dir():
-        raise SpecError("--out", "out", str(out), f"a folder ({blocking} is a file)")
+        raise ParameterError("select_model", "out", str(out), f"a folder ({blocking} is a file)")
 
     import mlflow.keras
 

@@ -1,8 +1,9 @@
 """Stores: the Optuna storage and MLflow tracking URLs.
 
-Parsing and checking them before anything is written (one :class:`SpecError` naming the flag
-and the redacted URL), redacting passwords for messages, opening Optuna's storage with heartbeats
-(SQLite in write-ahead-log mode), and the lock every worker of one storage shares.
+Parsing and checking them before anything is written (one :class:`ParameterError` naming the
+parameter, which the CLI shows as its flag, and the redacted URL), redacting passwords for
+messages, opening Optuna's storage with heartbeats (SQLite in write-ahead-log mode), and the lock
+every worker of one storage shares.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._spec import StudySpec
+from tradeoff_search._validation import ParameterError
 
 if TYPE_CHECKING:
     import optuna
@@ -49,16 +51,16 @@ _DATABASES = ("sqlite", "postgresql", "mysql", "mssql")  # with or without a dri
 _TRACKING_SCHEMES = (*_DATABASES, "http", "https", "databricks")
 
 
-def check_stores(storage: str, tracking_uri: str) -> None:
+def check_stores(storage: str, tracking_uri: str, function: str = "run_study") -> None:
     """Fail fast, before anything is loaded or written, on an Optuna storage or MLflow tracking
     URI that could not be used: each must parse, have a scheme its library takes, and be
     reachable (a SQLite file in an existing folder that is a database if it exists; a database
     server that answers; an MLflow server's ``/health``)."""
-    _check_store("--storage", "storage", storage, _DATABASES)
-    check_tracking_uri(tracking_uri)
+    _check_store(function, "storage", storage, _DATABASES)
+    check_tracking_uri(tracking_uri, function)
 
 
-def check_tracking_uri(uri: str) -> None:
+def check_tracking_uri(uri: str, function: str = "run_study") -> None:
     """:func:`check_stores` for the MLflow tracking URI alone.
 
     A server is asked for ``/health`` (MLflow's own client would retry for minutes); MLflow 3.17
@@ -68,7 +70,7 @@ def check_tracking_uri(uri: str) -> None:
     import urllib.error
     import urllib.request
 
-    scheme = _check_store("--tracking-uri", "tracking_uri", uri, _TRACKING_SCHEMES)
+    scheme = _check_store(function, "tracking_uri", uri, _TRACKING_SCHEMES)
     if scheme in ("http", "https"):
         # Credentials go to MLflow by MLFLOW_TRACKING_USERNAME/PASSWORD; the probe needs none.
         parts = urlsplit(uri)
@@ -79,27 +81,27 @@ def check_tracking_uri(uri: str) -> None:
                 answer.read(64)
         except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", error)
-            raise SpecError(
-                "--tracking-uri", "tracking_uri", redact(uri), f"a reachable MLflow server ({reason})"
+            raise ParameterError(
+                function, "tracking_uri", redact(uri), f"a reachable MLflow server ({reason})"
             ) from None
 
 
-def _check_store(flag: str, key: str, url: str, schemes: tuple[str, ...]) -> str:
+def _check_store(function: str, key: str, url: str, schemes: tuple[str, ...]) -> str:
     """Parse ``url``, check its scheme is one of ``schemes`` and, for a database, that it can be
     used without writing to it; returns the scheme without its driver."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - parsing it is the check
     except ValueError as error:
-        raise SpecError(flag, key, redact(url), f"a valid URL ({error})") from None
+        raise ParameterError(function, key, redact(url), f"a valid URL ({error})") from None
     scheme = parts.scheme.partition("+")[0]
     if scheme not in schemes:
-        example = "sqlite:///mlruns/optuna.db" if flag == "--storage" else "sqlite:///mlruns/mlflow.db or a server URL"
-        raise SpecError(flag, key, redact(url), f"a URL of {', '.join(schemes)}, such as {example}")
+        example = "sqlite:///mlruns/optuna.db" if key == "storage" else "sqlite:///mlruns/mlflow.db or a server URL"
+        raise ParameterError(function, key, redact(url), f"a URL of {', '.join(schemes)}, such as {example}")
     if scheme == "sqlite":
-        _check_sqlite_file(flag, key, url)
+        _check_sqlite_file(function, key, url)
     elif scheme in _DATABASES:
-        _probe_database(flag, key, url)
+        _probe_database(function, key, url)
     return scheme
 
 
@@ -108,14 +110,14 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
-def _check_sqlite_file(flag: str, key: str, url: str) -> None:
+def _check_sqlite_file(function: str, key: str, url: str) -> None:
     path = sqlite_path(url)
     if path is None:  # e.g. "sqlite://": SQLite in memory, gone with the process
-        raise SpecError(flag, key, url, "a SQLite file, sqlite:///PATH")
+        raise ParameterError(function, key, url, "a SQLite file, sqlite:///PATH")
     if path.parent != STATE_DIR and not path.parent.is_dir():  # mlruns/ itself is made for the defaults
-        raise SpecError(flag, key, url, f"a SQLite file in an existing folder ({path.parent} is missing)")
+        raise ParameterError(function, key, url, f"a SQLite file in an existing folder ({path.parent} is missing)")
     if path.exists() and not _is_sqlite_database(path):
-        raise SpecError(flag, key, url, f"a SQLite database file ({path} is something else)")
+        raise ParameterError(function, key, url, f"a SQLite database file ({path} is something else)")
 
 
 def _is_sqlite_database(path: Path) -> bool:
@@ -138,7 +140,7 @@ def has_optuna_tables(path: Path) -> bool:
         return found.fetchone() is not None
 
 
-def _probe_database(flag: str, key: str, url: str) -> None:
+def _probe_database(function: str, key: str, url: str) -> None:
     """Connect once (5 s at most) and disconnect: a server that is down, or a wrong password,
     fails here with the database's own reason instead of after minutes of retries."""
     import sqlalchemy
@@ -151,7 +153,7 @@ def _probe_database(flag: str, key: str, url: str) -> None:
         engine.dispose()
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SpecError(flag, key, redact(url), f"a reachable database ({message})") from None
+        raise ParameterError(function, key, redact(url), f"a reachable database ({message})") from None
 
 
 def prepare_local_state(*urls: str) -> None:

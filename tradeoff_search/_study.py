@@ -18,7 +18,7 @@ from tradeoff_search._objective import MAX_DEVICE_FAILURES, TradeoffObjective, d
 from tradeoff_search._record import BUILDERS_ATTR, PREPROCESSING_ATTR, SPEC_DIGEST
 from tradeoff_search._retime import retime_front
 from tradeoff_search._space import narrowest_models
-from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._spec import SpecError, StudySpec, _Interval, _Scalar
 from tradeoff_search._stores import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
@@ -33,6 +33,7 @@ from tradeoff_search._stores import (
 )
 from tradeoff_search._tracking import MLflowParetoCallback
 from tradeoff_search._user_builders import record_of
+from tradeoff_search._validation import Described, ParameterError, validate_params
 from tradeoff_search._workers import (
     Progress,
     Retirement,
@@ -117,7 +118,9 @@ def open_study(
         ) from None
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SpecError("--storage", "storage", redact(storage), f"a reachable Optuna storage ({message})") from None
+        raise ParameterError(
+            "open_study", "storage", redact(storage), f"a reachable Optuna storage ({message})"
+        ) from None
     if [d.name.lower() for d in study.directions] != spec.directions:
         found = [d.name.lower() for d in study.directions]
         raise SpecError(
@@ -185,6 +188,7 @@ def make_callback(
     )
 
 
+@validate_params(workers=Described(_Scalar(int, _Interval(0)), "0 (this process) or a number of worker processes"))
 def run_study(
     spec: StudySpec,
     *,
@@ -216,7 +220,8 @@ def run_study(
     resumes only with ``accept_builder_change``.
 
     Raises:
-        ValueError: ``workers`` is not an int >= 0; or, with worker processes, which load the
+        ParameterError: ``workers`` is not an int >= 0.
+        ValueError: with worker processes, which load the
             spec from its file, the data from its source and the builders the spec names,
             ``spec`` differs from its file, ``data`` holds arrays of your own or ``build`` is
             not what the spec names (pass those with ``workers=0``).
@@ -228,8 +233,6 @@ def run_study(
     for name, url in {"storage": storage, "tracking_uri": tracking_uri}.items():
         if not isinstance(url, str):  # e.g. an InMemoryStorage: neither resumable nor shared with workers
             raise TypeError(f"{name}: expected a URL string such as sqlite:///mlruns/..., got {type(url).__name__}")
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
-        raise ValueError(f"workers={workers!r}: expected 0 (this process) or a number of worker processes")
     if workers > 0 and data is not None and getattr(data, "source", None) != spec.data.source:
         raise ValueError(f"data with workers={workers}: worker processes load the spec's data source "
                          f"({spec.data.source}), not these arrays; pass them with workers=0")  # fmt: skip

@@ -44,6 +44,8 @@ from tradeoff_search._record import (
     staged_model_path,
 )
 from tradeoff_search._report import front_csv, metric_names, param_importances, report_figures
+from tradeoff_search._spec import TrackingSection
+from tradeoff_search._validation import spec_rule, validate_params
 
 if TYPE_CHECKING:
     import optuna
@@ -55,7 +57,6 @@ _logger = logging.getLogger(__name__)
 TAG_STUDY = "optuna.study"
 TAG_TRIAL = "optuna.trial"
 TAG_ROLE = "optuna.role"
-LOG_MODELS = ("pareto", "all", "none")
 _PARENT, _CHILD = "study", "trial"
 _STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 _BATCH = 1000  # MLflow's limit of metrics per log_batch
@@ -117,6 +118,7 @@ class MLflowParetoCallback:
         parent_artifacts: JSON documents logged on the parent run when it is created, by file name.
     """
 
+    @validate_params(log_models=spec_rule(TrackingSection, "log_models"))
     def __init__(
         self,
         tracking_uri: str | None = None,
@@ -128,8 +130,6 @@ class MLflowParetoCallback:
         parent_tags: dict[str, str] | None = None,
         parent_artifacts: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        if log_models not in LOG_MODELS:
-            raise ValueError(f"log_models={log_models!r}: expected one of {LOG_MODELS}")
         if tracking_uri is not None and urlsplit(tracking_uri).scheme in ("", "file"):  # MLflow 3.17 refuses these
             raise ValueError(f"tracking_uri={tracking_uri!r}: expected a database or server URI, "
                              "such as sqlite:///mlruns/mlflow.db")  # fmt: skip
