@@ -5,7 +5,7 @@
 Trials are real Optuna trials in a real SQLite storage carrying what tradeoff_search records
 (params, two objectives, latency statistics, 4 per-epoch curves of 30 epochs); the MLflow store is
 a real SQLite store. "With models" includes what logging a model costs end to end: the objective
-saving ``model.keras`` and the callback logging it (Keras flavor + ``.tflite``).
+saving ``model.keras`` and its ``.tflite`` and the callback logging them (Keras flavor).
 Target (issue 3): median ≤ 150 ms without models, ≤ 500 ms with. The run without models is longer,
 to show the cost does not grow with the number of runs already in the experiment (trials 2-11 vs
 the last 10).
@@ -23,12 +23,13 @@ import numpy as np
 import optuna
 
 from tradeoff_search import MLflowParetoCallback
+from tradeoff_search._convert import to_tflite
 from tradeoff_search._models import build_model
-from tradeoff_search._record import staged_model_path
+from tradeoff_search._record import MODEL_DIGESTS_ATTR, staged_digests, staged_model_path
 from tradeoff_search._space import Candidate
 
 
-def _trial(rng: np.random.Generator) -> optuna.trial.FrozenTrial:
+def _trial(rng: np.random.Generator, digests: dict[str, str] | None) -> optuna.trial.FrozenTrial:
     units = int(rng.integers(8, 512))
     curves = {k: rng.random(30).tolist() for k in ("train_loss", "val_loss", "train_accuracy", "val_accuracy")}
     latency = {"p10_ms": 0.002, "median_ms": 0.0021, "p90_ms": 0.003, "iqr_ms": 0.0002, "samples": 200,
@@ -46,7 +47,14 @@ def _trial(rng: np.random.Generator) -> optuna.trial.FrozenTrial:
         params=params,
         distributions=distributions,
         values=[float(rng.random()), float(rng.random() * 0.1)],
-        user_attrs={"n_params": units * 75, "latency": latency, "history": curves, "train_seconds": 3.0, "epochs": 30},
+        user_attrs={
+            "n_params": units * 75,
+            "latency": latency,
+            "history": curves,
+            "train_seconds": 3.0,
+            "epochs": 30,
+            **({MODEL_DIGESTS_ATTR: digests} if digests else {}),
+        },
     )
 
 
@@ -65,14 +73,16 @@ def measure(n_trials: int, with_models: bool, root: Path) -> list[float]:
     model = build_model(candidate, (64,), 10)
     seconds = []
     for _ in range(n_trials):
-        study.add_trial(_trial(rng))
-        trial = study.trials[-1]
         start = time.perf_counter()
-        if with_models:
-            path = staged_model_path(staging, trial.number)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            model.save(path)
-        callback(study, trial)
+        digests = None
+        if with_models:  # as the objective stages a model (stage_model), for a trial not yet added
+            directory = staged_model_path(staging, len(study.trials)).parent
+            directory.mkdir(parents=True, exist_ok=True)
+            model.save(directory / "model.keras")
+            (directory / "model.tflite").write_bytes(to_tflite(model))
+            digests = staged_digests(directory)
+        study.add_trial(_trial(rng, digests))
+        callback(study, study.trials[-1])
         seconds.append(time.perf_counter() - start)
     return seconds
 

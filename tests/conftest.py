@@ -1,7 +1,15 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import textwrap
-from collections.abc import Callable
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +40,25 @@ batch_size = [16, 32]
 max_epochs = 2
 patience = 1
 """
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process's group (the UI, mlflow, its uvicorn workers); wait 20 s for all of it, then SIGKILL."""
+    deadline = time.monotonic() + 20
+    with contextlib.suppress(ProcessLookupError):  # raised once no process of the group is left
+        os.killpg(process.pid, signal.SIGTERM)
+        while time.monotonic() < deadline:
+            process.poll()  # reap our own child: a zombie would keep the group alive
+            os.killpg(process.pid, 0)
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 @pytest.fixture
@@ -79,3 +106,46 @@ def litert_outputs(tflite_path: str | Path, x: np.ndarray) -> np.ndarray:
     interpreter.set_tensor(detail["index"], x)
     interpreter.invoke()
     return np.asarray(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real MLflow tracking server on 127.0.0.1 (SQLite backend, served artifacts); yields its URL."""
+    port, log = free_port(), tmp_path / "mlflow-server.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--serve-artifacts",
+             "--artifacts-destination", str(tmp_path / "server-artifacts")],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}"
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+            assert time.monotonic() < deadline, f"mlflow server silent on {url} for 90 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.3)
+        yield url
+    finally:
+        stop_group(server)
+
+
+def command_lines(root: int) -> list[str]:
+    """The command lines of process ``root`` and all its descendants, as ``ps`` shows them to
+    every user of the machine (``/proc/PID/cmdline``)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
+    lines, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        with contextlib.suppress(OSError):
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return lines

@@ -114,3 +114,20 @@ def test_a_bad_argument_names_the_parameter_and_the_cli_names_the_flag(
     with pytest.raises(ValueError, match=r'^MLflowParetoCallback: log_models="best": expected one of \["pareto"'):
         MLflowParetoCallback(log_models="best")
     assert not (in_tmp / "mlruns").exists()
+
+
+def test_a_failing_cleanup_does_not_hide_the_first_error(spec: StudySpec, tmp_path: Path) -> None:
+    """A callback raises, and the record cannot be completed after it (its experiment is gone):
+    the callback's error is what run_study raises."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+
+    def boom(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        client = MlflowClient(uri)
+        client.delete_experiment(client.get_experiment_by_name("tiny").experiment_id)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_study(spec.override(n_trials=1), storage=f"sqlite:///{tmp_path}/optuna.db", tracking_uri=uri,
+                  callbacks=[boom])  # fmt: skip

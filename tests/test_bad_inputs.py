@@ -135,6 +135,28 @@ CASES = [
     spec_case("study_name_dot_dot", '[study]\nname = ".."\n' + IRIS, "study.name", '".."', hint="not . or .."),
     spec_case("study_name_colon", '[study]\nname = "a:b"\n' + IRIS, "study.name", '"a:b"', hint="without /, :"),
     spec_case("study_name_newline", '[study]\nname = "a\\nb"\n' + IRIS, "study.name", '"a\\nb"', hint="control"),
+    # ------------------------------------------------------------------ bounds: no typo asks for terabytes
+    spec_case(
+        "units_huge",
+        IRIS + "[model]\nunits = [1000000, 1000000]\n",
+        "model.units",
+        "[1000000, 1000000]",
+        hint="in [1, 65536]",
+    ),
+    spec_case(
+        "space_over_memory",
+        IRIS + "[model]\nunits = [16, 65536]\nn_layers = 3\n",
+        "model.units",
+        "[16, 65536]",
+        hint="~8.59e+09 parameters and needs ~128 GB to train at batch 128, over the 4 GB",
+    ),
+    spec_case(
+        "max_seconds_huge",
+        IRIS + "[latency]\nmax_seconds = 1e9\n",
+        "latency.max_seconds",
+        "1000000000.0",
+        hint="(0, 3600]",
+    ),
     # ------------------------------------------------------------------ wrong types
     spec_case("type_string_for_int", IRIS + '[study]\nn_trials = "10"\n', "study.n_trials", '"10"'),
     spec_case("type_bool_for_int", IRIS + "[training]\nmax_epochs = true\n", "training.max_epochs", "true"),

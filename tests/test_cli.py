@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -92,3 +93,113 @@ def test_a_budget_no_candidate_meets_exits_1_naming_the_fastest(tmp_path: Path) 
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("error: tight.toml: latency.budget_ms = 1e-05: none of the 2 candidates met it;")
     assert re.search(r"the fastest measured \d\.\d+(e-\d+)? ms \(trial [01]\)\. Raise the budget", error), error
+
+
+def test_a_store_error_is_one_line_and_a_failure(write_spec, tmp_path: Path) -> None:
+    """MLflow refuses runs in a deleted experiment: sync says so in one line, exit 1, no traceback."""
+    import optuna
+    from mlflow import MlflowClient
+
+    write_spec()
+    optuna.create_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/o.db", directions=["maximize", "minimize"])
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    client.delete_experiment(client.create_experiment("tiny"))
+    done = cli("sync", "spec.toml", "--storage", "sqlite:///o.db", "--tracking-uri", "sqlite:///m.db", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert re.fullmatch(r"error: MLflow: .*deleted.*\n", done.stderr, re.IGNORECASE), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (OSError(28, "No space left on device", "mlruns/mlflow.db"), "disk full: mlruns/mlflow.db: free some space"),
+        (PermissionError(13, "Permission denied", "/srv/out"), "permission denied: /srv/out"),
+        (ValueError("a bug"), None),
+    ],
+)
+def test_known_failures_are_named(error: Exception, line: str | None) -> None:
+    from tradeoff_search._cli import known_failure
+
+    assert known_failure(error) == line if line is None else known_failure(error).startswith(line)
+
+
+def test_a_password_in_a_store_message_is_hidden() -> None:
+    import sqlalchemy
+
+    from tradeoff_search._cli import known_failure
+
+    error = sqlalchemy.exc.OperationalError("connect", {}, Exception("postgresql://u:p/w?#@db/x: refused"))
+    assert "p/w" not in known_failure(error) and "u:***@db" in known_failure(error)
+
+
+def test_a_spec_edited_after_the_study_started_is_refused(write_spec, tmp_path: Path) -> None:
+    from tradeoff_search import StudySpec
+    from tradeoff_search._record import SPEC
+    from tradeoff_search._study import open_study
+
+    from .conftest import TINY_SPEC
+
+    path = write_spec()
+    open_study(StudySpec.load(path), f"sqlite:///{tmp_path}/optuna.db")  # the study as it was created
+    path.write_text(TINY_SPEC.replace("units = [4, 16]", "units = [4, 64]"))  # edited mid-run
+    done = cli("run", "spec.toml", "--storage", "sqlite:///optuna.db", "--tracking-uri", "sqlite:///m.db", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert re.fullmatch(
+        r"error: spec.toml: model.units = \[4, 64\]: expected the spec study 'tiny' was created with "
+        r"\(model.units changed since\); run with --spec-changed .*",
+        done.stderr.splitlines()[-1],  # after TensorFlow's own lines, if it loaded
+    ), done.stderr
+    assert not (tmp_path / "m.db").exists()
+    study = open_study(StudySpec.load(path), f"sqlite:///{tmp_path}/optuna.db", spec_changed=True)
+    assert study.user_attrs[SPEC]["model"]["units"] == [4, 64]
+
+
+def test_ui_keeps_its_store_off_the_command_line(tmp_path: Path) -> None:
+    """The store URI (which may hold a password) reaches ui and MLflow's server by the environment."""
+    import os
+    import subprocess
+    import urllib.request
+
+    from .conftest import command_lines, free_port, stop_group
+
+    (tmp_path / "secret-marker").mkdir()
+    uri = f"sqlite:///{tmp_path}/secret-marker/mlflow.db"
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff_search", "ui", "--port", str(port), "--no-browser"],
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri}, cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        seen: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            seen += command_lines(ui.pid)
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("ui did not answer in 120 s")
+        seen += command_lines(ui.pid)
+        assert any("uvicorn" in line or "mlflow" in line for line in seen)  # the server's processes were seen
+        assert not [line for line in seen if "secret-marker" in line]
+        assert (tmp_path / "secret-marker" / "mlflow.db").exists()  # and it did serve that store
+    finally:
+        stop_group(ui)
+
+
+def test_ui_warns_when_bound_beyond_this_machine_and_checks_its_port(tmp_path: Path) -> None:
+    from .conftest import free_port, stop_group
+
+    bad = cli("ui", "--port", "70000", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--port" in bad.stderr, bad.stderr
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff_search", "ui", "--host", "0.0.0.0", "--port", str(free_port()),
+         "--no-browser", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        line = ui.stderr.readline()
+    finally:
+        stop_group(ui)
+    assert line.startswith("warning: --host 0.0.0.0: the MLflow UI has no authentication"), line

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from tradeoff_search import measure_latency
 from tradeoff_search._convert import to_tflite
 from tradeoff_search._harness import _MIN_DECISION_BLOCKS
 from tradeoff_search._latency import calibrate_reference, cpu_model, measure_latencies
-from tradeoff_search._lock import machine_lock
+from tradeoff_search._lock import lock_path, machine_lock
 from tradeoff_search._models import build_model
 from tradeoff_search._space import Candidate
 
@@ -138,3 +139,24 @@ def test_the_reference_flatbuffer_has_the_converted_reference_models_operators()
     written = reference_flatbuffer()
     assert written == reference_flatbuffer()  # the same bytes every time
     assert layout(written) == layout(to_tflite(reference_model(), signature=False))
+
+
+def test_the_lock_is_this_users_and_a_long_wait_ends_with_its_name() -> None:
+    path = lock_path()
+    assert path.parent.stat().st_uid == os.getuid() and path.parent.stat().st_mode & 0o077 == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time\nfrom tradeoff_search._lock import machine_lock\n"
+         "with machine_lock(shared=False):\n    print('holding', flush=True)\n    time.sleep(30)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        start = time.perf_counter()
+        taken = rf"the latency lock {re.escape(str(path))} stayed taken for 0 s"
+        with pytest.raises(TimeoutError, match=taken), machine_lock(shared=True, timeout=0.3):
+            pass
+        assert 0.3 <= time.perf_counter() - start < 2
+    finally:
+        holder.kill()
+        holder.wait()

@@ -10,8 +10,10 @@ import pytest
 from mlflow import MlflowClient
 
 from tradeoff_search import MLflowParetoCallback
+from tradeoff_search._objective import stage_model
+from tradeoff_search._record import MODEL_DIGESTS_ATTR, PARENT_RUN_ATTR, file_digest
 from tradeoff_search._report import _front_figure
-from tradeoff_search._tracking import TAG_ROLE, filter_value
+from tradeoff_search._tracking import RUN_FILES, TAG_ROLE, filter_value
 
 
 def _objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -256,3 +258,43 @@ def test_the_front_plot_rings_quantized_trials() -> None:
                                                   distributions={"quantization": modes}))  # fmt: skip
     _, labels = _front_figure(study).axes[0].get_legend_handles_labels()
     assert "quantized: int8" in labels and "quantized: dynamic" in labels and "quantized: float16" not in labels
+
+
+@pytest.mark.e2e
+def test_sync_repairs_what_a_killed_worker_left(tmp_path: Path) -> None:
+    """Trial 0's worker died after creating its run (RUNNING, nothing logged); trial 1's after
+    the trial finished, before its run existed. Both left their staged models on disk."""
+    import keras
+
+    staging, uri = tmp_path / "staging", f"sqlite:///{tmp_path}/mlflow.db"
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
+    callback = MLflowParetoCallback(tracking_uri=uri, experiment="crash", log_models="all", model_dir=staging)
+    callback.start(study)
+    for units in (2, 3):
+        trial = study.ask()
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units), keras.layers.Dense(3)])
+        stage_model(trial, model, staging)
+        study.tell(trial, [units / 10, units / 1000])
+    client = MlflowClient(uri)
+    parent = study.user_attrs[PARENT_RUN_ATTR]
+    tags = {"mlflow.parentRunId": parent, "optuna.role": "trial", "optuna.trial": "0"}
+    half = client.create_run(callback._experiment_of(study), tags=tags).info.run_id
+
+    fresh = callback.sync(study)  # just finished: the RUNNING run may still be being written
+    assert (fresh.pending, fresh.half_written, fresh.logged, fresh.models) == ([0], [], [1], [])
+    report = MLflowParetoCallback(tracking_uri=uri, experiment="crash", log_models="all", model_dir=staging).sync(
+        study, grace_seconds=0
+    )
+    assert (report.half_written, report.logged, report.models) == ([0], [0], [0, 1])
+    assert "finished half-written runs (trials 0)" in str(report)
+    assert client.get_run(half).info.lifecycle_stage == "deleted"
+    runs = client.search_runs([callback._experiment_of(study)], "tags.`optuna.role` = 'trial'")
+    assert sorted(r.data.tags["optuna.trial"] for r in runs) == ["0", "1"]
+    for run in runs:
+        assert run.info.status == "FINISHED" and "accuracy" not in run.data.metrics  # objective_0/1 here
+        trial = study.trials[int(run.data.tags["optuna.trial"])]
+        for name, artifact in RUN_FILES.items():
+            path = client.download_artifacts(run.info.run_id, artifact, str(tmp_path / run.info.run_id))
+            assert file_digest(Path(path)) == trial.user_attrs[MODEL_DIGESTS_ATTR][name]
+    assert not any(staging.iterdir())
+    assert str(callback.sync(study, grace_seconds=0)) == "nothing to repair"

@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -27,7 +25,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .conftest import TINY_SPEC
+from .conftest import TINY_SPEC, free_port, stop_group
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 RUN_NAMES = {"tiny", "trial-0000", "trial-0001", "trial-0002"}  # the parent run and its nested trial runs
@@ -41,25 +39,6 @@ pytestmark = [
         reason=f"needs {CHROMIUM} and {CHROMEDRIVER}: apt-get install -y chromium chromium-driver",
     ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process's group (the UI, mlflow, its uvicorn workers); wait 20 s for all of it, then SIGKILL."""
-    deadline = time.monotonic() + 20
-    with contextlib.suppress(ProcessLookupError):  # raised once no process of the group is left
-        os.killpg(process.pid, signal.SIGTERM)
-        while time.monotonic() < deadline:
-            process.poll()  # reap our own child: a zombie would keep the group alive
-            os.killpg(process.pid, 0)
-            time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +64,7 @@ def ui_pages(finished: tuple[Path, str], tmp_path: Path) -> Iterator[tuple[str, 
     recorder = tmp_path / "browser.sh"
     recorder.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
     recorder.chmod(0o755)
-    port, log = _free_port(), tmp_path / "ui.log"
+    port, log = free_port(), tmp_path / "ui.log"
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "tradeoff_search", "ui", "spec.toml", "--port", str(port)],
@@ -105,7 +84,7 @@ def ui_pages(finished: tuple[Path, str], tmp_path: Path) -> Iterator[tuple[str, 
         assert hinted == [runs[1].replace(f":{port}/", ":5000/")], printed[-2000:]
         yield runs[1], plot[1], opened.read_text().strip()
     finally:
-        _stop_group(server)
+        stop_group(server)
 
 
 @pytest.fixture
@@ -169,7 +148,7 @@ def dashboard(finished: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
     """A real optuna-dashboard (the ``[dashboard]`` extra) on the study's storage; yields its URL."""
     pytest.importorskip("optuna_dashboard", reason='needs pip install -e ".[dashboard]"')
     folder, _ = finished
-    port, log = _free_port(), tmp_path / "dashboard.log"
+    port, log = free_port(), tmp_path / "dashboard.log"
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-c", "from optuna_dashboard._cli import main; main()",  # `optuna-dashboard`
@@ -189,7 +168,7 @@ def dashboard(finished: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
                 time.sleep(0.3)
         yield url
     finally:
-        _stop_group(server)
+        stop_group(server)
 
 
 def test_optuna_dashboard_shows_named_metrics_the_front_and_user_attributes(

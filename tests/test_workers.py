@@ -27,7 +27,7 @@ from tradeoff_search._record import WORKER_ATTR
 from tradeoff_search._tracking import TAG_ROLE
 from tradeoff_search._workers import MAX_DEATHS_IN_A_ROW, Tickets
 
-from .conftest import TINY_SPEC
+from .conftest import TINY_SPEC, command_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -65,8 +65,22 @@ def test_two_workers_run_exactly_the_requested_trials(tmp_path: Path, backend: s
     )
     storage = POSTGRES if backend == "postgres" else f"sqlite:///{tmp_path}/optuna.db"
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
-    done = _run("spec.toml", "--workers", "2", "--storage", storage, "--tracking-uri", tracking, cwd=tmp_path)
+    # The URLs by the environment: no process of the study may show them on its command line.
+    run = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--workers", "2", "--no-progress"],
+        cwd=tmp_path, env={**os.environ, "TRADEOFF_SEARCH_STORAGE": storage, "MLFLOW_TRACKING_URI": tracking},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    while run.poll() is None:
+        lines += command_lines(run.pid)
+        time.sleep(0.2)
+    done = subprocess.CompletedProcess(run.args, run.returncode, *run.communicate())
     assert done.returncode == 0, done.stderr[-3000:]
+    assert any("tradeoff_search._worker" in line for line in lines)  # the workers were seen
+    secrets = [storage, tracking, urlsplit(storage).password or storage]
+    assert not [line for line in lines if any(secret in line for secret in secrets)]
 
     study = optuna.load_study(study_name=name, storage=storage)
     numbers = [t.number for t in study.trials]
@@ -272,8 +286,9 @@ def test_a_timeout_study_with_a_huge_n_trials_starts_at_once(tmp_path: Path) -> 
     assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
 
 
-def test_ctrl_c_keeps_finished_trials_completes_the_record_and_resumes(tmp_path: Path) -> None:
-    """Ctrl-C reaches the whole process group, as in a terminal: run and its worker."""
+def test_sigterm_keeps_finished_trials_completes_the_record_and_resumes(tmp_path: Path) -> None:
+    """SIGTERM to run alone (kill, a scheduler) stops it as Ctrl-C in a terminal does, which reaches
+    the whole process group: run interrupts its worker, and no process of the study is left."""
     (tmp_path / "spec.toml").write_text(
         TINY_SPEC.replace("max_epochs = 2\npatience = 1", "max_epochs = 30\npatience = 30")
     )
@@ -291,9 +306,13 @@ def test_ctrl_c_keeps_finished_trials_completes_the_record_and_resumes(tmp_path:
         except (KeyError, sqlalchemy.exc.OperationalError):  # the study or its tables do not exist yet
             continue
     assert running.poll() is None, "run ended before Ctrl-C:\n" + "\n".join(running.communicate())[-3000:]
-    os.killpg(running.pid, signal.SIGINT)
+    tree = [line for line in command_lines(running.pid) if "tradeoff_search" in line]
+    assert any("tradeoff_search._worker" in line for line in tree), tree
+    running.send_signal(signal.SIGTERM)
     out, err = running.communicate(timeout=300)
     assert running.returncode == 130, out[-2000:] + err[-2000:]
+    with pytest.raises(ProcessLookupError):  # the worker went with it: nothing left in its session
+        os.killpg(running.pid, 0)
     assert "interrupted: finished trials are kept; run the same command again to resume" in err
     assert "Traceback" not in err
 

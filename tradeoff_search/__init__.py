@@ -15,13 +15,14 @@ from tradeoff_search._objective import TradeoffObjective
 from tradeoff_search._select import Selection, select_model
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._study import run_study
-from tradeoff_search._tracking import MLflowParetoCallback
+from tradeoff_search._tracking import IntegrityError, MLflowParetoCallback
 from tradeoff_search._workers import WorkersFailed
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Dataset",
+    "IntegrityError",
     "LatencyStats",
     "MLflowParetoCallback",
     "Selection",

@@ -11,6 +11,7 @@ import collections
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,8 +19,10 @@ from typing import TYPE_CHECKING, NoReturn
 
 from tradeoff_search._device_client import DeviceUnreachable
 from tradeoff_search._record import FAIL_REASON
-from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._spec import SpecError, StudySpec, excerpt
+from tradeoff_search._tracking import IntegrityError
 from tradeoff_search._validation import as_flag
+from tradeoff_search._workers import stopped_like_ctrl_c
 
 if TYPE_CHECKING:
     import subprocess
@@ -92,7 +95,7 @@ _negative_float = _number_in(-math.inf, -math.ulp(0), "a number < 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tradeoff_search._stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+    from tradeoff_search._stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, STORAGE_ENV, TRACKING_ENV
 
     parser = _Parser(
         prog="tradeoff_search",
@@ -101,17 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    # URLs may hold passwords: they can come from the environment instead of the command line,
+    # which any user of the machine can read (ps, /proc/PID/cmdline).
+    storage = os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    tracking_uri = os.environ.get(TRACKING_ENV) or DEFAULT_TRACKING_URI
+
+    def tracking_flag(command: argparse.ArgumentParser, what: str = "MLflow tracking URI") -> None:
+        command.add_argument(
+            "--tracking-uri",
+            default=tracking_uri,
+            help=f"{what} (default: ${TRACKING_ENV}, else {DEFAULT_TRACKING_URI})",
+        )
+
     def with_stores(command: argparse.ArgumentParser, tracking: bool = True) -> None:
         command.add_argument("spec", help="study spec (TOML), e.g. studies/digits.toml")
         command.add_argument(
-            "--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default: {DEFAULT_STORAGE})"
+            "--storage", default=storage, help=f"Optuna storage URL (default: ${STORAGE_ENV}, else {DEFAULT_STORAGE})"
         )
         if tracking:
-            command.add_argument(
-                "--tracking-uri",
-                default=DEFAULT_TRACKING_URI,
-                help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})",
-            )
+            tracking_flag(command)
 
     run = commands.add_parser("run", help="run or resume a study")
     with_stores(run)
@@ -127,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume even though a builder's source file changed since the study began",
     )
+    run.add_argument("--spec-changed", action="store_true",
+                     help="go on under the spec file as it is now, not the one the study was created with")  # fmt: skip
 
     pareto = commands.add_parser("pareto", help="print a study's Pareto set")
     with_stores(pareto, tracking=False)
@@ -149,11 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = commands.add_parser("ui", help="open the MLflow UI on a study's runs")
     ui.add_argument("spec", nargs="?", help="the study whose runs to open (default: the most recent study)")
-    ui.add_argument(
-        "--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow backend store (default: {DEFAULT_TRACKING_URI})"
-    )
+    tracking_flag(ui, "MLflow backend store")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    ui.add_argument("--port", type=_positive_int, default=5000, help="port (default: 5000)")
+    ui.add_argument("--port", type=_port, default=5000, help="port (default: 5000)")
     ui.add_argument("--no-browser", action="store_true", help="print the runs page's URL, do not open a browser")
 
     device = commands.add_parser("device", help="the latency server a study times on (run it on the target device)")
@@ -185,16 +196,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         commands = {"run": _run, "pareto": _pareto, "select": _select, "sync": _sync, "ui": _ui, "device": _device}
-        return commands[args.command](args)
+        with stopped_like_ctrl_c():
+            return commands[args.command](args)
     except SpecError as error:
         print(f"error: {as_flag(error, _FLAGS)}", file=sys.stderr)
         return EXIT_USAGE
-    except DeviceUnreachable as error:  # lost mid-study: the study stopped, resumable
+    except (DeviceUnreachable, IntegrityError) as error:  # a device lost mid-study: the study stopped, resumable
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as error:
+        reason = known_failure(error)
+        if reason is None:  # a bug: its traceback is what a report needs
+            raise
+        print(f"error: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def known_failure(error: BaseException) -> str | None:
+    """One line for a failure of a store or a file that the user can act on (a full disk, a
+    locked database, a file they may not write, an MLflow error), passwords hidden; None for
+    anything else."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full: {error.filename or error.strerror}: free some space and run the command again"
+    if isinstance(error, PermissionError):
+        return f"permission denied: {error.filename or error}"
+    module = type(error).__module__.partition(".")[0]
+    if module not in ("mlflow", "sqlalchemy", "sqlite3", "psycopg", "psycopg2"):
+        return None
+    text = " ".join(str(error).split()) or type(error).__name__
+    if "database is locked" in text:
+        text = "database is locked (another process holds it for too long); run the command again"
+    # A store's message may quote its URL: hide any password in it.
+    text = re.sub(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    what = "MLflow" if module == "mlflow" else "storage"
+    return f"{what}: {excerpt(text, 300)}"
 
 
 def _device(args: argparse.Namespace) -> int:
@@ -256,6 +296,7 @@ def _run(args: argparse.Namespace) -> int:
                 workers=0 if args.in_process else args.workers,
                 show_progress_bar=not args.no_progress,
                 accept_builder_change=args.accept_builder_change,
+                spec_changed=args.spec_changed,
             )
     except WorkersFailed as error:
         print(f"error: {error}", file=sys.stderr)
@@ -379,8 +420,8 @@ def _sync(args: argparse.Namespace) -> int:
     from tradeoff_search._study import make_callback
 
     spec, study = _existing_study(args)
-    make_callback(spec, args.tracking_uri).sync(study)
-    print(f"MLflow record of study {spec.study.name!r} matches its {len(study.trials)} trials")
+    report = make_callback(spec, args.tracking_uri).sync(study)
+    print(f"MLflow record of study {spec.study.name!r} matches its {len(study.trials)} trials: {report}")
     return EXIT_OK
 
 
@@ -428,9 +469,13 @@ def _ui(args: argparse.Namespace) -> int:
 
     from mlflow import MlflowClient
 
+    from tradeoff_search._device_server import is_loopback
     from tradeoff_search._mlflow_ui import study_pages
     from tradeoff_search._stores import STATE_DIR, redact
 
+    if not is_loopback(args.host):
+        print(f"warning: --host {args.host}: the MLflow UI has no authentication; anyone who reaches this "
+              "address can read and change every record in it", file=sys.stderr)  # fmt: skip
     spec = _load(args) if args.spec else None
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     base = f"http://{'[' + host + ']' if ':' in host else host}:{args.port}"
@@ -440,11 +485,10 @@ def _ui(args: argparse.Namespace) -> int:
         raise SpecError(args.spec, "tracking.experiment", experiment,
                         f"an experiment of {redact(args.tracking_uri)} (run the study first)")  # fmt: skip
     # Job execution spawns ~2.8 GB of workers, and 4 server workers are 4 processes: browsing
-    # needs neither.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # needs neither. The store URI goes by the environment: a command line is public on the machine.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": args.tracking_uri}
     command = [
         sys.executable, "-m", "mlflow", "ui",
-        "--backend-store-uri", args.tracking_uri,
         "--default-artifact-root", str(STATE_DIR.resolve()),
         "--host", args.host,
         "--port", str(args.port),

@@ -28,6 +28,7 @@ from tradeoff_search._convert import (
     convert_as_shipped,
     quantization_of,
     suggest_quantization,
+    to_tflite,
 )
 from tradeoff_search._data import Dataset, load_dataset
 from tradeoff_search._device_client import DeviceUnreachable
@@ -49,6 +50,7 @@ from tradeoff_search._record import (
     MACS,
     MACS_UNCOUNTED,
     MODEL_BYTES,
+    MODEL_DIGESTS_ATTR,
     N_PARAMS,
     NORMALIZED_MS,
     PARAMS_METRIC,
@@ -58,6 +60,7 @@ from tradeoff_search._record import (
     TRAINED,
     calibration_attr,
     latency_at_batch,
+    staged_digests,
     staged_model_path,
 )
 from tradeoff_search._space import (
@@ -118,7 +121,8 @@ class TradeoffObjective:
         data: arrays ``(x_train, y_train, x_val, y_val)`` or a :class:`Dataset` to use instead of
             the spec's data source.
         model_dir: if given, trained models that ``tracking.log_models`` may log are saved as
-            ``trial-NNNN/model.keras`` under it, for :class:`MLflowParetoCallback` to log.
+            ``trial-NNNN/model.keras`` and ``model.tflite`` under it (their sha256 in the trial's
+            ``model_sha256``), for :class:`MLflowParetoCallback` to log.
         build: your own builder, ``build(trial, input_shape, n_classes) -> keras.Model`` (its
             family is named after the function), or a dict of them by family name, searched
             instead of the spec's ``[model]`` families. See :meth:`check_builders`.
@@ -351,12 +355,11 @@ class TradeoffObjective:
             accuracy = score(metric, data.y_val, tflite_classes(shipped.flatbuffer, data.x_val))
         values = (accuracy, latency_ms, *extras)
         if self.model_dir is not None and self._may_be_logged(trial, values):
-            path = staged_model_path(self.model_dir, trial.number)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            model.save(path)
-            if quantization != "none":  # the file to deploy, with its signature, for the MLflow record
-                staged = convert_as_shipped(model, quantization, self.spec, data.x_train)
-                path.with_name("model.tflite").write_bytes(staged.flatbuffer)
+            # The file to deploy (a quantized trial's, with its signature), for the MLflow record.
+            staged = None
+            if quantization != "none":
+                staged = convert_as_shipped(model, quantization, self.spec, data.x_train).flatbuffer
+            stage_model(trial, model, self.model_dir, staged)
         return values
 
     def _convert(self, family: str, model: keras.Model, quantization: str) -> Conversion:
@@ -492,3 +495,15 @@ def _freeze_long_lived_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def stage_model(trial: optuna.Trial, model: keras.Model, model_dir: Path, flatbuffer: bytes | None = None) -> None:
+    """Leave a trained model for the callback: ``model.keras`` and the LiteRT ``model.tflite`` to
+    ship (``flatbuffer``, e.g. quantized; by default the float32 conversion), with their sha256
+    recorded in the trial, so that what is later read back from MLflow (or from the staging
+    folder) can be checked against the storage."""
+    directory = staged_model_path(model_dir, trial.number).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / "model.keras")
+    (directory / "model.tflite").write_bytes(to_tflite(model) if flatbuffer is None else flatbuffer)
+    trial.set_user_attr(MODEL_DIGESTS_ATTR, staged_digests(directory))

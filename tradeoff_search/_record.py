@@ -7,6 +7,7 @@ another's strings. Optuna's storage is the truth; MLflow shows these names as me
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 # ---------------------------------------------------------------------- trial user attributes
@@ -21,6 +22,7 @@ TRAIN_SECONDS = "train_seconds"
 EPOCHS = "epochs"
 HISTORY = "history"  # per-epoch curves, by the names of CURVES
 CONTAINS_TRIAL = "contains_trial"  # the over-budget trial whose model this candidate contains
+MODEL_DIGESTS_ATTR = "model_sha256"  # {file name: sha256} of the model files the trial produced
 FAIL_REASON = "fail_reason"  # ``Type: message`` of a failed trial (Optuna keeps no reason)
 DEVICE_FAILURE = "device_unreachable"  # True: the trial failed because the latency server did not answer
 TRACEBACK = "traceback"  # a failed trial's traceback (also ``traceback.txt`` on its MLflow run)
@@ -42,7 +44,11 @@ VAL_ACCURACY = "val_accuracy"
 LATENCY_CONSTRAINT = "latency_ms_over_budget"  # latency_ms minus the budget (feasible when <= 0)
 
 # ---------------------------------------------------------------------- study user attributes
-SPEC_DIGEST = "spec_digest"  # the digest of the spec the study was created with
+SPEC = "spec"  # the resolved spec it runs under, without what runs pass (n_trials, timeout)
+# The Optuna storage vouches for the MLflow record (anyone who can write to an MLflow server can
+# add runs with any tags):
+STUDY_UID_ATTR = "study_uid"  # this Optuna study's identity, made when it is created
+PARENT_RUN_ATTR = "mlflow_parent_run"  # the id of its MLflow parent run
 BUILDERS_ATTR = "builders"  # the study's record of its user builders (target, source path, sha256)
 CALIBRATION_ATTR = "latency_calibration"  # the drift reference model's latency, primary batch size
 RETIMED_ATTR = "retimed_latency_ms"  # the front re-timed side by side: {trial number: latency_ms}
@@ -68,3 +74,15 @@ def calibration_attr(batch_size: int, primary: int) -> str:
 def staged_model_path(model_dir: Path, number: int) -> Path:
     """Where an objective leaves trial ``number``'s Keras model for the MLflow callback to log."""
     return Path(model_dir) / f"trial-{number:04d}" / "model.keras"
+
+
+MODEL_FILES = ("model.keras", "model.tflite")  # what a trial stages, and its run holds
+
+
+def staged_digests(directory: Path) -> dict[str, str]:
+    return {name: file_digest(directory / name) for name in MODEL_FILES}
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()

@@ -5,25 +5,34 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tradeoff_search._convert import convert_as_shipped, quantization_of, tensor_types
+from tradeoff_search._convert import quantization_of, tensor_types
 from tradeoff_search._data import load_dataset
 from tradeoff_search._latency import measure_latency
 from tradeoff_search._pareto import front_trials, retimed_front
-from tradeoff_search._record import CALIBRATION_ATTR, PREPROCESSING_ATTR, RETIMED_ATTR
+from tradeoff_search._record import (
+    CALIBRATION_ATTR,
+    MODEL_DIGESTS_ATTR,
+    PARENT_RUN_ATTR,
+    PREPROCESSING_ATTR,
+    RETIMED_ATTR,
+    file_digest,
+)
 from tradeoff_search._spec import _POSITIVE, SpecError, StudySpec, _Interval, _Scalar
 from tradeoff_search._stores import DEFAULT_TRACKING_URI
-from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL, filter_value, tracking_client
+from tradeoff_search._tracking import RUN_FILES, TAG_TRIAL, IntegrityError, filter_value, tracking_client
 from tradeoff_search._training import predict_classes, score, tflite_classes
 from tradeoff_search._validation import OrNone, ParameterError, validate_params
 
 if TYPE_CHECKING:
     import optuna
+    from mlflow import MlflowClient
 
 _logger = logging.getLogger(__name__)
 
@@ -148,6 +157,7 @@ def select_model(
         ParameterError: a parameter breaks its rule, or no front model meets the rule's threshold.
         SpecError: no front model fits the rule, or the chosen model was not logged to MLflow
             (``log_models = "none"``).
+        IntegrityError: no run of the study in MLflow holds the model files the trial recorded.
     """
     if len(study.directions) < 2:
         raise ValueError(f"study {study.study_name!r}: expected accuracy and latency objectives, got 1 objective")
@@ -170,31 +180,25 @@ def select_model(
     if blocking is not None and not blocking.is_dir():
         raise ParameterError("select_model", "out", str(out), f"a folder ({blocking} is a file)")
 
-    import mlflow.keras
+    import keras
 
     client = tracking_client(tracking_uri)
-    experiment = client.get_experiment_by_name(spec.tracking.experiment)
-    runs = [] if experiment is None else client.search_runs(
-        [experiment.experiment_id],
-        f"tags.`{TAG_STUDY}` = {filter_value(study.study_name)} and tags.`{TAG_TRIAL}` = '{number}'",
-    )  # fmt: skip
-    if not runs or not any(a.path == "model" for a in client.list_artifacts(runs[0].info.run_id)):
-        missing = f"trial {number}'s model is not in MLflow"
-        raise SpecError(spec.path, "tracking.log_models", spec.tracking.log_models, f"pareto or all ({missing})")
-    run_id = runs[0].info.run_id
     with tempfile.TemporaryDirectory() as download:  # through our client: no global MLflow state
-        model = mlflow.keras.load_model(client.download_artifacts(run_id, "model", download))
+        run_id, files = verified_model(client, spec, study, number, Path(download))
+        # The file itself, not mlflow.keras.load_model: the flavor's MLmodel may point it at any
+        # path, a TensorFlow SavedModel, or code to import. safe_mode runs no lambda from the file.
+        model = keras.saving.load_model(files["model.keras"], compile=False, safe_mode=True)
+        out.mkdir(parents=True, exist_ok=True)
+        keras_path, tflite_path = out / "model.keras", out / "model.tflite"
+        shutil.copyfile(files["model.keras"], keras_path)  # the very files the trial recorded
+        shutil.copyfile(files["model.tflite"], tflite_path)
     data = load_dataset(spec)
     assert data.x_test is not None and data.y_test is not None, "a spec's data source always has a test split"
     metric = spec.objectives.accuracy
     quantization = quantization_of(next(t for t in front_trials(study) if t.number == number).params)
-    shipped = convert_as_shipped(model, quantization, spec, data.x_train).flatbuffer
+    shipped = tflite_path.read_bytes()  # the verified file: quantized as the trial was, if it was
     test_accuracy = score(metric, data.y_test, tflite_classes(shipped, data.x_test))
     float_accuracy = None if quantization == "none" else score(metric, data.y_test, predict_classes(model, data.x_test))
-    out.mkdir(parents=True, exist_ok=True)
-    keras_path, tflite_path = out / "model.keras", out / "model.tflite"
-    model.save(keras_path)
-    tflite_path.write_bytes(shipped)
     preprocessing = study.user_attrs.get(PREPROCESSING_ATTR, data.preprocessing)
     preprocessing_path = out / "preprocessing.json" if preprocessing is not None else None
     if preprocessing_path is not None:
@@ -220,3 +224,53 @@ def select_model(
                      str(tflite_path), name, str(version.version),
                      str(preprocessing_path) if preprocessing_path is not None else None, quantization,
                      types["input_type"], types["output_type"], float_accuracy)  # fmt: skip
+
+
+def verified_model(
+    client: MlflowClient, spec: StudySpec, study: optuna.Study, number: int, folder: Path
+) -> tuple[str, dict[str, Path]]:
+    """Trial ``number``'s run and its model files, downloaded to ``folder``, whose sha256 are
+    those the trial recorded in the Optuna storage.
+
+    Runs are those under the study's own parent run (named in the storage); anyone who can write
+    to the MLflow server can add runs with any tags there, so each is checked, oldest first; the
+    first with the recorded files is the trial's, and any other is passed over with a warning.
+
+    Raises:
+        SpecError: the trial's model was never logged (``log_models = "none"``, or off the front).
+        IntegrityError: no run holds the files the trial recorded.
+    """
+    from mlflow.exceptions import MlflowException
+
+    trial = study.get_trials(deepcopy=False)[number]
+    digests = trial.user_attrs.get(MODEL_DIGESTS_ATTR)
+    parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    experiment = client.get_experiment_by_name(spec.tracking.experiment)
+    if digests is None or parent_id is None or experiment is None:
+        missing = f"trial {number}'s model is not in MLflow"
+        raise SpecError(spec.path, "tracking.log_models", spec.tracking.log_models, f"pareto or all ({missing})")
+    query = f"tags.`mlflow.parentRunId` = {filter_value(parent_id)} and tags.`{TAG_TRIAL}` = '{number}'"
+    runs = client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time ASC"])
+    others = []
+    for run in runs:
+        run_id = run.info.run_id
+        files: dict[str, Path] = {}
+        try:
+            for name, artifact in RUN_FILES.items():
+                files[name] = Path(client.download_artifacts(run_id, artifact, str(folder / run_id)))
+        except (MlflowException, OSError):
+            others.append(run_id)
+            continue
+        if {name: file_digest(path) for name, path in files.items()} == digests:
+            if len(runs) > 1:
+                passed = [r.info.run_id for r in runs if r.info.run_id != run_id]
+                _logger.warning("trial %d: run(s) %s claim this trial too: passed over", number, ", ".join(passed))
+            return run_id, files
+        others.append(run_id)
+    if not others:
+        missing = f"trial {number}'s model is not in MLflow"
+        raise SpecError(spec.path, "tracking.log_models", spec.tracking.log_models, f"pareto or all ({missing})")
+    raise IntegrityError(
+        f"trial {number}: no MLflow run holds the model the study recorded (model.keras sha256 "
+        f"{digests['model.keras'][:12]}…); run(s) {', '.join(others)} hold other files: not shipped"
+    )

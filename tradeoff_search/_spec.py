@@ -126,6 +126,20 @@ _AT_LEAST_ONE = _Interval(1)
 _FRACTION = _Interval(0, 1, low_open=True, high_open=True)
 # NumPy seeds stop at 2**32 - 1 and trial t uses seed + t: leave room for 2**31 trials.
 _SEED = _Interval(0, 2**31 - 1)
+# Upper bounds of size knobs: far beyond models one times at batch 1 on a CPU, low enough that a
+# typo cannot ask for terabytes (the space's largest model is also checked as a whole, below).
+_LAYERS = _Interval(1, 64)  # mlp layers
+_BLOCKS = _Interval(1, 16)  # cnn blocks (each may halve the signal)
+_RNN_LAYERS = _Interval(1, 8)
+_WIDTH = _Interval(1, 65536)  # mlp units
+_CHANNELS = _Interval(1, 4096)  # cnn filters, gru units
+_KERNEL = _Interval(1, 64)
+_TRAIN_BATCH = _Interval(1, 65536)
+_TIMED_BATCH = _Interval(1, 4096)  # latency batch sizes
+_SECONDS = _Interval(0, 3600, low_open=True)  # per latency measurement: an hour at most
+# The largest model of a space, trained with Adam: weights, gradients and two moments (16 bytes
+# per parameter) and the activations of a batch, kept for the backward pass.
+MEMORY_LIMIT_BYTES = 4 * 2**30
 
 
 def _is_number(x: Any, kind: type) -> bool:
@@ -348,10 +362,10 @@ class LatencySection:
     """``[latency]``: how inference latency is measured."""
 
     runtime: str = _rule(_Scalar(str, choices=("litert", "tf")), "litert")
-    batch_size: Categorical = _rule(_Choice(int, bounds=_AT_LEAST_ONE), Categorical((1,)))
+    batch_size: Categorical = _rule(_Choice(int, bounds=_TIMED_BATCH), Categorical((1,)))
     threads: int = _rule(_Scalar(int, _Interval(1, 1024)), 1)
     statistic: str = _rule(_Scalar(str, choices=("p10", "median")), "p10")
-    max_seconds: float = _rule(_Scalar(float, _POSITIVE), 1.0)
+    max_seconds: float = _rule(_Scalar(float, _SECONDS), 1.0)
     budget_ms: float | None = _rule(_Scalar(float, _POSITIVE), None)
     # a string fixes the mode, a list searches it (the trial parameter ``quantization``)
     quantization: Categorical = _rule(_Choice(str, QUANTIZATIONS), Categorical(("none",)))
@@ -381,15 +395,15 @@ class ModelSection:
     families: Categorical = _rule(_Choice(str), Categorical(("mlp",)))
     builder: str | None = _rule(_Scalar(str), None)
     builders: tuple[tuple[str, str], ...] = _rule(_Builders(), ())
-    n_layers: IntRange = _rule(_Range(int, _AT_LEAST_ONE), IntRange(1, 3))
-    units: IntRange = _rule(_Range(int, _AT_LEAST_ONE, log=True), IntRange(16, 512, log=True))
-    conv_blocks: IntRange = _rule(_Range(int, _AT_LEAST_ONE), IntRange(1, 3))
-    filters: IntRange = _rule(_Range(int, _AT_LEAST_ONE, log=True), IntRange(8, 64, log=True))
-    kernel_size: Categorical = _rule(_Choice(int, bounds=_AT_LEAST_ONE), Categorical((3, 5)))
+    n_layers: IntRange = _rule(_Range(int, _LAYERS), IntRange(1, 3))
+    units: IntRange = _rule(_Range(int, _WIDTH, log=True), IntRange(16, 512, log=True))
+    conv_blocks: IntRange = _rule(_Range(int, _BLOCKS), IntRange(1, 3))
+    filters: IntRange = _rule(_Range(int, _CHANNELS, log=True), IntRange(8, 64, log=True))
+    kernel_size: Categorical = _rule(_Choice(int, bounds=_KERNEL), Categorical((3, 5)))
     downsample: Categorical = _rule(_Choice(str, ("max", "stride", "none")), Categorical(("max", "stride", "none")))
     residual: Categorical = _rule(_Choice(bool), Categorical((False, True)))
-    gru_layers: IntRange = _rule(_Range(int, _AT_LEAST_ONE), IntRange(1, 2))
-    gru_units: IntRange = _rule(_Range(int, _AT_LEAST_ONE, log=True), IntRange(8, 64, log=True))
+    gru_layers: IntRange = _rule(_Range(int, _RNN_LAYERS), IntRange(1, 2))
+    gru_units: IntRange = _rule(_Range(int, _CHANNELS, log=True), IntRange(8, 64, log=True))
     activation: Categorical = _rule(_Choice(str, ACTIVATIONS), Categorical(("relu", "gelu", "tanh")))
     dropout: FloatRange = _rule(_Range(float, _Interval(0, 1, high_open=True)), FloatRange(0.0, 0.3))
     batch_norm: Categorical = _rule(_Choice(bool), Categorical((False,)))
@@ -414,7 +428,7 @@ class TrainingSection:
     """``[training]``: batch size (searched), the epoch budget (fixed) and multi-objective early
     stopping (``pruning``: see ``tradeoff_search._pruning``)."""
 
-    batch_size: Categorical = _rule(_Choice(int, bounds=_AT_LEAST_ONE), Categorical((32, 64, 128)))
+    batch_size: Categorical = _rule(_Choice(int, bounds=_TRAIN_BATCH), Categorical((32, 64, 128)))
     max_epochs: int = _rule(_Scalar(int, _AT_LEAST_ONE), 30)
     patience: int = _rule(_Scalar(int, _AT_LEAST_ONE), 5)
     pruning: bool = _rule(_Scalar(bool), False)
@@ -599,6 +613,7 @@ class StudySpec:
                 )
         if data.kind == "sklearn" and data.location not in DATASETS:
             raise SpecError(self.path, "data.source", data.source, f"sklearn:NAME with NAME in {list(DATASETS)}")
+        self._check_memory()
         if data.kind in ("csv", "npz") and not self.data_path.is_file():
             problem = "is not a file" if self.data_path.exists() else "not found"
             raise SpecError(self.path, "data.source", data.source, f"an existing file ({self.data_path} {problem})")
@@ -616,6 +631,37 @@ class StudySpec:
             raise SpecError(self.path, "data.color_mode", data.color_mode, '"rgb" (only images: sources take one)')
         if data.kind != "csv" and data.missing != "error":
             raise SpecError(self.path, "data.missing", data.missing, '"error" (only csv: sources have missing values)')
+
+    def _check_memory(self) -> None:
+        """Refuse a space whose largest model would need more than ``MEMORY_LIMIT_BYTES`` to train."""
+        model, batch = self.model, max(self.training.batch_size.choices)
+        features = _FEATURES.get(self.data.source) or math.prod(self.data.input_shape or (1,))
+        channels = (self.data.input_shape or (1,))[-1]
+        steps = features // channels
+        largest: dict[str, tuple[str, int, int]] = {}  # family: (knob, parameters, activations per example)
+        if "mlp" in model.families.choices:
+            units, layers = model.units.high, model.n_layers.high
+            largest["mlp"] = ("model.units", features * units + (layers - 1) * units**2, layers * units)
+        for family in ("cnn1d", "cnn2d"):
+            if family in model.families.choices:
+                filters, blocks, kernel = model.filters.high, model.conv_blocks.high, max(model.kernel_size.choices)
+                taps = kernel ** (2 if family == "cnn2d" else 1)
+                parameters = taps * filters * (channels + 2 * filters * blocks)  # + residual convolutions
+                largest[family] = ("model.filters", parameters, 2 * blocks * steps * filters)
+        if "gru" in model.families.choices:
+            units, layers = model.gru_units.high, model.gru_layers.high
+            largest["gru"] = (
+                "model.gru_units",
+                3 * layers * units * (channels + units + 2),
+                4 * layers * steps * units,
+            )
+        for family, (key, parameters, activations) in largest.items():
+            needed = 16 * parameters + 2 * 4 * batch * activations
+            if needed > MEMORY_LIMIT_BYTES:
+                value = getattr(model, key.partition(".")[2])
+                raise SpecError(self.path, key, [value.low, value.high], f"a space whose largest model fits in memory: "
+                                f"the largest {family} has ~{parameters:.3g} parameters and needs ~{_bytes(needed)} "
+                                f"to train at batch {batch}, over the {_bytes(MEMORY_LIMIT_BYTES)} limit")  # fmt: skip
 
     @property
     def data_path(self) -> Path:
@@ -681,6 +727,18 @@ def _with_builder(model: ModelSection, table: Any, source: Path) -> ModelSection
                         "name it in [model.builders] instead")  # fmt: skip
     families = model.families if "families" in table else Categorical((name,))
     return dataclasses.replace(model, families=families, builders=((name, model.builder), *model.builders))
+
+
+# Features of the built-in sources (csv/npz: unknown until read, so counted from input_shape or as 1).
+_FEATURES = {"sklearn:digits": 64, "sklearn:breast_cancer": 30, "sklearn:wine": 13, "sklearn:iris": 4, "mnist1d": 40}
+
+
+def _bytes(count: float) -> str:
+    units = ["B", "KB", "MB", "GB", "TB", "PB"]
+    while count >= 1024 and len(units) > 1:
+        count /= 1024
+        units.pop(0)
+    return f"{count:.3g} {units[0]}"
 
 
 def _plain(value: Any) -> Any:

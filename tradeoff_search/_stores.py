@@ -35,17 +35,24 @@ DEFAULT_TRACKING_URI = f"sqlite:///{STATE_DIR}/mlflow.db"
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and logs), even if malformed."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # e.g. an unclosed IPv6 bracket: hide whatever sits between ':' and '@'
-        return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
-    if password is None:
-        return url
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` with any password replaced by ``***`` (for messages and logs), even if malformed.
 
+    Parsed as SQLAlchemy parses the URLs it connects with (``make_url``), so every password it
+    would send is hidden, also one holding ``/``, ``?`` or ``#`` (where ``urlsplit`` finds none);
+    a URL it cannot parse has everything between ``//`` and its last ``@`` hidden.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(?<=//).*(?=@)", "***", url, count=1)
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
+# Store URLs from the environment: a URL with a password belongs there, not on a command line.
+STORAGE_ENV, TRACKING_ENV = "TRADEOFF_SEARCH_STORAGE", "MLFLOW_TRACKING_URI"
 
 _DATABASES = ("sqlite", "postgresql", "mysql", "mssql")  # with or without a driver: postgresql+psycopg
 _TRACKING_SCHEMES = (*_DATABASES, "http", "https", "databricks")

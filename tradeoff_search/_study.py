@@ -4,6 +4,7 @@ MLflow record (stores: ``_stores``; the trial loop and worker processes: ``_work
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -15,10 +16,10 @@ from tradeoff_search._data import Dataset, load_dataset
 from tradeoff_search._device_client import DeviceBackend, DeviceError, DeviceUnreachable
 from tradeoff_search._harness import LOCAL
 from tradeoff_search._objective import MAX_DEVICE_FAILURES, TradeoffObjective, device_lost
-from tradeoff_search._record import BUILDERS_ATTR, PREPROCESSING_ATTR, SPEC_DIGEST
+from tradeoff_search._record import BUILDERS_ATTR, PREPROCESSING_ATTR, SPEC
 from tradeoff_search._retime import retime_front
 from tradeoff_search._space import narrowest_models
-from tradeoff_search._spec import SpecError, StudySpec, _Interval, _Scalar
+from tradeoff_search._spec import SpecError, StudySpec, _Interval, _Scalar, excerpt
 from tradeoff_search._stores import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
@@ -31,7 +32,7 @@ from tradeoff_search._stores import (
     sqlite_path,
     storage_lock,
 )
-from tradeoff_search._tracking import MLflowParetoCallback
+from tradeoff_search._tracking import MLflowParetoCallback, study_uid
 from tradeoff_search._user_builders import record_of
 from tradeoff_search._validation import Described, ParameterError, validate_params
 from tradeoff_search._workers import (
@@ -80,8 +81,11 @@ def open_study(
     create: bool = True,
     builders: Mapping[str, Mapping[str, str]] | None = None,
     accept_builder_change: bool = False,
+    spec_changed: bool = False,
 ) -> optuna.Study:
-    """The spec's study in ``storage``: created on first use, resumed after.
+    """The spec's study in ``storage``: created on first use (the resolved spec stored in it,
+    see ``SPEC``), resumed after under that same spec; with ``spec_changed``, under
+    ``spec`` instead, which then becomes the study's.
 
     ``builders``, the records of the user builders searched (see
     :attr:`TradeoffObjective.builder_records`), are kept in the study's user attribute
@@ -90,7 +94,9 @@ def open_study(
 
     Raises:
         SpecError: the storage cannot be reached, the study does not exist (``create=False``),
-            or it exists with other objectives, or a builder's source changed since it began.
+            it exists with other objectives, a builder's source changed since it began, or
+            (``create=True``) ``spec`` differs from the spec it was created with and
+            ``spec_changed`` is false.
     """
     import optuna
     import sqlalchemy.exc
@@ -127,17 +133,13 @@ def open_study(
             spec.path, "study.name", spec.study.name, f"a study with directions {spec.directions}, not {found}"
         )
     if create:
+        with storage_lock(storage, spec.study.name):  # one identity and spec, however many runs start at once
+            study_uid(study)
+            _keep_spec(study, spec, spec_changed)
         if study.metric_names is None:
             with warnings.catch_warnings():  # experimental since Optuna 3.2, and what plots and callbacks read
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(spec.metric_names)
-        previous = study.user_attrs.get(SPEC_DIGEST)
-        if previous is None:
-            study.set_user_attr(SPEC_DIGEST, spec.digest)
-        elif previous != spec.digest:
-            _logger.warning(
-                "study %r resumes under a changed spec (%s, was %s)", spec.study.name, spec.digest, previous
-            )
         _record_builders(study, spec, builders or {}, accept_builder_change)
     return study
 
@@ -160,6 +162,35 @@ def _record_builders(
         _logger.warning("study %r resumes with builder %r changed (%s)", spec.study.name, name, change)
     if builders and {**stored, **builders} != stored:
         study.set_user_attr(BUILDERS_ATTR, {**stored, **builders})
+
+
+def _settled(spec: StudySpec) -> dict[str, Any]:
+    document = json.loads(json.dumps(spec.to_dict()))
+    for key in ("n_trials", "timeout"):
+        document["study"].pop(key, None)
+    return document
+
+
+def _keep_spec(study: optuna.Study, spec: StudySpec, spec_changed: bool) -> None:
+    """Store ``spec`` in a new study; refuse a different one for an existing study unless
+    ``spec_changed`` (editing the file mid-run must not change the study silently)."""
+    stored, settled = study.user_attrs.get(SPEC), _settled(spec)
+    if stored == settled:
+        return
+    if stored is not None and not spec_changed:
+        changed = [
+            f"{section}.{key}"
+            for section, table in settled.items()
+            for key in sorted(set(table) | set(stored.get(section, {})))
+            if table.get(key) != stored.get(section, {}).get(key)
+        ]
+        section, _, key = changed[0].partition(".")
+        raise SpecError(spec.path, changed[0], settled[section].get(key),
+                        f"the spec study {study.study_name!r} was created with ({', '.join(changed)} changed since); "
+                        "run with --spec-changed to go on under this one, or give the study another name")  # fmt: skip
+    if stored is not None:
+        _logger.warning("study %r goes on under a changed spec (%s)", study.study_name, spec.path)
+    study.set_user_attr(SPEC, settled)
 
 
 def staging_dir(spec: StudySpec) -> Path:
@@ -201,8 +232,12 @@ def run_study(
     finish: bool = True,
     build: Builder | Mapping[str, Builder] | None = None,
     accept_builder_change: bool = False,
+    spec_changed: bool = False,
 ) -> optuna.Study:
     """Run (or resume) the spec's study until it has ``study.n_trials`` trials.
+
+    A study keeps the spec it was created with (all but ``n_trials`` and ``timeout``): resuming
+    it with another is refused unless ``spec_changed``, with which the study goes on under ``spec``.
 
     Data and stores are checked before anything is written, so a bad spec leaves nothing behind.
     ``workers = 0`` runs the trials in this process; ``workers = N`` in N worker processes sharing
@@ -226,7 +261,8 @@ def run_study(
             ``spec`` differs from its file, ``data`` holds arrays of your own or ``build`` is
             not what the spec names (pass those with ``workers=0``).
         SpecError: a store cannot be used, the data source is bad, a builder breaks the
-            contract, or its source changed since the study began.
+            contract, or its source changed since the study began, or ``spec`` is not the one
+            the study was created with (and not ``spec_changed``).
         WorkersFailed: worker processes kept ending abnormally (the message names their exit
             codes and the last one's log); the MLflow record is completed first.
     """
@@ -242,7 +278,7 @@ def run_study(
     if workers > 0 and build is not None and not _names_its_builders(spec, build):
         raise ValueError(f"build with workers={workers}: worker processes load the builders {spec.path} names "
                          "([model] builder(s)), not these; name them there or use workers=0")  # fmt: skip
-    study, objective, callback = _session(spec, storage, tracking_uri, data, build, accept_builder_change)
+    study, objective, callback = _session(spec, storage, tracking_uri, data, build, accept_builder_change, spec_changed)
     spec = objective.spec  # searching build's families, if given
     _logger.info(
         "study %r: %d trials on %s, %d worker(s); Optuna %s, MLflow %s",
@@ -256,7 +292,8 @@ def run_study(
     if spec.latency.budget_ms is not None:
         _queue_narrowest_models(study, spec, storage)
     tickets = Tickets(study, spec.study.n_trials, storage)
-    callback.start(study)
+    with storage_lock(storage, study.study_name):  # one parent run, however many runs start at once
+        callback.start(study)
     progress = Progress(study, spec.study.n_trials, show_progress_bar)
     stop = _device_stop(spec, study)
     try:
@@ -265,12 +302,18 @@ def run_study(
                  stop=stop)  # fmt: skip
         else:
             run_worker_processes(spec, storage, tracking_uri, workers, progress, tickets, stop)
-    finally:
+    except BaseException as error:
         progress.close()
         if finish:
-            if finished_count(study):
-                _retime_unless_lost(study, objective)
-            callback.sync(study)  # also logs trials a crashed worker left unrecorded
+            try:
+                _finish_record(study, objective, callback)
+            except Exception as cleanup:  # the first failure is the one to report
+                _logger.warning("after %s, the MLflow record was not completed (%s: %s); run sync",
+                                type(error).__name__, type(cleanup).__name__, excerpt(str(cleanup), 200))  # fmt: skip
+        raise
+    progress.close()
+    if finish:
+        _finish_record(study, objective, callback)
     if stop is not None and stop():
         raise DeviceUnreachable(
             f"latency server {spec.latency.device}: the last {MAX_DEVICE_FAILURES} trials failed because it did not "
@@ -286,6 +329,14 @@ def _device_stop(spec: StudySpec, study: optuna.Study) -> Callable[[], bool] | N
         return None
     since = max((t.number for t in study.get_trials(deepcopy=False)), default=-1) + 1
     return functools.partial(device_lost, study, since)
+
+
+def _finish_record(study: optuna.Study, objective: TradeoffObjective, callback: MLflowParetoCallback) -> None:
+    """Re-time the front side by side, and complete the MLflow record (also logging trials a
+    crashed worker left unrecorded)."""
+    if finished_count(study):
+        _retime_unless_lost(study, objective)
+    callback.sync(study)
 
 
 def _retime_unless_lost(study: optuna.Study, objective: TradeoffObjective) -> None:
@@ -352,6 +403,7 @@ def _session(
     data: Dataset | None,
     build: Builder | Mapping[str, Builder] | None = None,
     accept_builder_change: bool = False,
+    spec_changed: bool = False,
 ) -> tuple[optuna.Study, TradeoffObjective, MLflowParetoCallback]:
     """The study, objective and MLflow callback of a run, after checking the device, data, stores and builders."""
     device = check_device(spec)
@@ -361,7 +413,13 @@ def _session(
     objective = TradeoffObjective(spec, data=data, model_dir=model_dir, build=build)
     objective.check_builders()
     records = objective.builder_records
-    study = open_study(objective.spec, storage, builders=records, accept_builder_change=accept_builder_change)
+    study = open_study(
+        objective.spec,
+        storage,
+        builders=records,
+        accept_builder_change=accept_builder_change,
+        spec_changed=spec_changed,
+    )
     if data.preprocessing is not None:  # what a deployment applies to raw rows (select ships it)
         study.set_user_attr(PREPROCESSING_ATTR, data.preprocessing)
     callback = make_callback(objective.spec, tracking_uri, records)

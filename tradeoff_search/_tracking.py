@@ -15,12 +15,13 @@ import functools
 import logging
 import math
 import shutil
+import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tradeoff_search._convert import to_tflite
 from tradeoff_search._mlflow_ui import share_runs_view
 from tradeoff_search._pareto import (
     default_reference,
@@ -35,12 +36,16 @@ from tradeoff_search._record import (
     FAIL_REASON,
     HISTORY,
     LATENCY,
+    MODEL_DIGESTS_ATTR,
+    MODEL_FILES,
     N_PARAMS,
     PARAMS_METRIC,
+    PARENT_RUN_ATTR,
     PRUNE_REASON,
     RETIMED_ATTR,
     RETIMED_METRIC,
-    TRACEBACK,
+    STUDY_UID_ATTR,
+    staged_digests,
     staged_model_path,
 )
 from tradeoff_search._report import front_csv, metric_names, param_importances, report_figures
@@ -55,12 +60,36 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 TAG_STUDY = "optuna.study"
+TAG_STUDY_UID = "optuna.study_uid"
 TAG_TRIAL = "optuna.trial"
 TAG_ROLE = "optuna.role"
 _PARENT, _CHILD = "study", "trial"
 _STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 _BATCH = 1000  # MLflow's limit of metrics per log_batch
 _FRONT_TAGS = ("pareto", "pareto_rank")
+
+
+@dataclasses.dataclass
+class SyncReport:
+    """What :meth:`MLflowParetoCallback.sync` did, by trial number."""
+
+    logged: list[int] = dataclasses.field(default_factory=list)  # runs logged (missing or half-written)
+    half_written: list[int] = dataclasses.field(default_factory=list)  # RUNNING runs deleted and logged again
+    models: list[int] = dataclasses.field(default_factory=list)  # staged models logged
+    pending: list[int] = dataclasses.field(default_factory=list)  # RUNNING runs of trials finished just now
+
+    def __str__(self) -> str:
+        parts = [f"{what} (trials {', '.join(map(str, numbers))})" for what, numbers in (
+            ("logged missing runs", sorted(set(self.logged) - set(self.half_written))),
+            ("finished half-written runs", self.half_written),
+            ("logged staged models", self.models),
+            ("left runs still being written, run sync again in a few minutes", self.pending),
+        ) if numbers]  # fmt: skip
+        return "; ".join(parts) or "nothing to repair"
+
+
+class IntegrityError(RuntimeError):
+    """The MLflow record does not hold what the Optuna storage says the study produced."""
 
 
 @dataclasses.dataclass
@@ -87,7 +116,10 @@ class MLflowParetoCallback:
 
     Layout:
 
-    - the parent run, named after the study, tagged with its name, directions, sampler and metric
+    - the parent run, named after the study (``NAME (1a2b3c4d)`` for a study reusing the name of
+      another in the experiment), whose id the study keeps (user attribute
+      ``mlflow_parent_run``: the storage, not a tag search, says which run is the study's),
+      tagged with its name, identity (``optuna.study_uid``), directions, sampler and metric
       names; the metric ``hypervolume`` (step = trial number); after :meth:`finish`,
       ``pareto.csv``, ``pareto_front.png``, ``hypervolume.png`` and ``param_importances.json``/``.png``
       (which hyperparameters decide each objective, over the feasible trials);
@@ -109,9 +141,11 @@ class MLflowParetoCallback:
             ``(accuracy, latency_ms)`` studies: accuracy 0 and 100 ms; other studies without one
             log no hypervolume.
         log_models: ``"pareto"`` (models of trials that reach the front when they finish),
-            ``"all"`` or ``"none"``. Models are read from ``model_dir/trial-NNNN/model.keras``, as
-            :class:`~tradeoff_search.TradeoffObjective` writes them, logged as ``model`` (MLflow's
-            Keras flavor: ``mlflow.keras.load_model("runs:/RUN_ID/model")``) and
+            ``"all"`` or ``"none"``. Models are read from ``model_dir/trial-NNNN/`` (``model.keras``
+            and ``model.tflite``, as :func:`stage_model` writes them for
+            :class:`~tradeoff_search.TradeoffObjective`), logged only if their sha256 are those
+            the trial recorded, as ``model`` (MLflow's Keras flavor holding that very
+            ``model.keras``: ``mlflow.keras.load_model("runs:/RUN_ID/model")``) and
             ``tflite/model.tflite``, then removed from ``model_dir``.
         model_dir: where the objective saves each trial's model.
         parent_tags: extra tags for the parent run (e.g. the spec hash).
@@ -181,20 +215,51 @@ class MLflowParetoCallback:
         self._parent(study)
         share_runs_view(self._client, self._experiment_of(study), metric_names(study))
 
-    def sync(self, study: optuna.Study) -> None:
-        """Make the MLflow record match the storage: log missing trials, then :meth:`finish`.
+    def sync(self, study: optuna.Study, grace_seconds: float = 300) -> SyncReport:
+        """Make the MLflow record match the storage, then :meth:`finish`; returns what it repaired.
 
-        Idempotent: running it twice changes nothing.
+        Logs a run for each finished trial without one. A run still RUNNING ``grace_seconds``
+        after its trial finished was half-written (its worker died between MLflow calls): it is
+        deleted and logged again. A model still staged for such a trial (its files as the trial
+        recorded them) is logged with it, or added to a run that lacks one. Idempotent: running
+        it twice changes nothing.
         """
         import optuna
 
         parent_id = self._parent(study)
         logged = self._child_runs(study, parent_id)
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+        report = SyncReport()
+        now = time.time() * 1000  # as _millis reads Optuna's naive local times
         for trial in study.get_trials(deepcopy=False, states=finished):
-            if trial.number not in logged:
-                self._log_trial(study, trial, parent_id, with_model=False)
+            run = logged.get(trial.number)
+            settled = now - (_millis(trial.datetime_complete) or 0) >= 1000 * grace_seconds
+            staged = settled and self._is_staged(trial)
+            if run is not None and run.info.status == "RUNNING":
+                if not settled:
+                    report.pending.append(trial.number)
+                    continue
+                self._client.delete_run(run.info.run_id)
+                report.half_written.append(trial.number)
+                run = None
+            if run is None:
+                self._log_trial(study, trial, parent_id, with_model=staged)
+                report.logged.append(trial.number)
+            elif staged and not any(a.path == "model" for a in self._client.list_artifacts(run.info.run_id)):
+                self._log_model(run.info.run_id, trial)
+            else:
+                staged = False
+            if staged:
+                report.models.append(trial.number)
+                assert self.model_dir is not None
+                shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
         self.finish(study)
+        return report
+
+    def _is_staged(self, trial: optuna.trial.FrozenTrial) -> bool:
+        if self.model_dir is None or self.log_models == "none":
+            return False
+        return all((staged_model_path(self.model_dir, trial.number).parent / n).is_file() for n in MODEL_FILES)
 
     def finish(self, study: optuna.Study) -> None:
         """Refresh the Pareto tags; log the front, plots and importances; close the parent run."""
@@ -267,35 +332,66 @@ class MLflowParetoCallback:
                     self._client.set_tag(parent_id, f"latency.{key}", str(calibration[key]))
 
     def _parent(self, study: optuna.Study) -> str:
-        """The study's parent run: found by tag, created once; a concurrent twin is deleted."""
+        """The study's parent run: the one the storage names; else created once and named there.
+
+        Found through the storage, not by tag: anyone who can write to the MLflow server can
+        make runs with the study's tags, and a study that reuses a deleted study's name must
+        not take over its runs.
+        """
         self._check(study)
         if self._parent_id is not None:
             return self._parent_id
-        query = f"tags.`{TAG_STUDY}` = {filter_value(study.study_name)} and tags.`{TAG_ROLE}` = '{_PARENT}'"
-        runs = self._search(study, query)
-        if not runs:
-            tags = {
-                TAG_STUDY: study.study_name,
-                TAG_ROLE: _PARENT,
-                "optuna.directions": ",".join(d.name.lower() for d in study.directions),
-                "optuna.sampler": str(study.sampler),
-                "optuna.metric_names": ",".join(metric_names(study)),
-                **self.parent_tags,
-            }
-            # Starts when the study's first trial did, so it lists before its trials in the UI.
-            starts = [m for t in study.get_trials(deepcopy=False) if (m := _millis(t.datetime_start)) is not None]
-            run = self._client.create_run(
-                self._experiment_of(study), start_time=min(starts, default=None), tags=tags, run_name=study.study_name
-            )
-            for name, document in self.parent_artifacts.items():
-                self._client.log_dict(run.info.run_id, document, name)
-            runs = self._search(study, query)
-        # Two workers starting at once may both create one: all keep the oldest.
-        runs.sort(key=lambda r: (r.info.start_time, r.info.run_id))
-        for twin in runs[1:]:
-            self._client.delete_run(twin.info.run_id)
-        self._parent_id = runs[0].info.run_id
-        return self._parent_id
+        uid = study_uid(study)
+        parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
+        if parent_id is None or not self._is_parent(study, parent_id, uid):
+            created = self._create_parent(study, uid)
+            # Without run_study's storage lock, another process may have named one meanwhile.
+            parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
+            if parent_id is not None and parent_id != created and self._is_parent(study, parent_id, uid):
+                self._client.delete_run(created)
+            else:
+                study.set_user_attr(PARENT_RUN_ATTR, created)
+                parent_id = created
+        self._parent_id = parent_id
+        return parent_id
+
+    def _is_parent(self, study: optuna.Study, run_id: str, uid: str) -> bool:
+        """Whether ``run_id`` is a live parent run of this study in our experiment (the record
+        may have been rebuilt, or the run deleted)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self._client.get_run(run_id)
+        except MlflowException:
+            return False
+        return (
+            run.info.lifecycle_stage == "active"
+            and run.info.experiment_id == self._experiment_of(study)
+            and run.data.tags.get(TAG_STUDY_UID) == uid
+        )
+
+    def _create_parent(self, study: optuna.Study, uid: str) -> str:
+        """A new parent run, named after the study; a study reusing the name of another
+        recorded in the experiment is told apart by the start of its identity: ``NAME (1a2b3c4d)``."""
+        tags = {
+            TAG_STUDY: study.study_name,
+            TAG_STUDY_UID: uid,
+            TAG_ROLE: _PARENT,
+            "optuna.directions": ",".join(d.name.lower() for d in study.directions),
+            "optuna.sampler": str(study.sampler),
+            "optuna.metric_names": ",".join(metric_names(study)),
+            **self.parent_tags,
+        }
+        namesakes = f"tags.`{TAG_STUDY}` = {filter_value(study.study_name)} and tags.`{TAG_ROLE}` = '{_PARENT}'"
+        name = f"{study.study_name} ({uid[:8]})" if self._search(study, namesakes) else study.study_name
+        # Starts when the study's first trial did, so it lists before its trials in the UI.
+        starts = [m for t in study.get_trials(deepcopy=False) if (m := _millis(t.datetime_start)) is not None]
+        run = self._client.create_run(
+            self._experiment_of(study), start_time=min(starts, default=None), tags=tags, run_name=name
+        )
+        for file_name, document in self.parent_artifacts.items():
+            self._client.log_dict(run.info.run_id, document, file_name)
+        return run.info.run_id
 
     def _child_runs(self, study: optuna.Study, parent_id: str, started_from: int | None = None) -> dict[int, Run]:
         """The study's trial runs by trial number; only those started at ``started_from`` (ms) or later if given."""
@@ -347,7 +443,8 @@ class MLflowParetoCallback:
             return existing[0].info.run_id
         start = _millis(trial.datetime_start)
         end = _millis(trial.datetime_complete) or start or 0  # a finished trial has both
-        tags = {"mlflow.parentRunId": parent_id, TAG_STUDY: study.study_name, TAG_ROLE: _CHILD}
+        tags = {"mlflow.parentRunId": parent_id, TAG_STUDY: study.study_name, TAG_ROLE: _CHILD,
+                TAG_STUDY_UID: study_uid(study)}  # fmt: skip
         run = client.create_run(
             self._experiment_of(study),
             start_time=start,
@@ -366,9 +463,7 @@ class MLflowParetoCallback:
                 run_id, metrics=metrics[i : i + _BATCH], params=params if first else (), tags=run_tags if first else ()
             )
         if with_model and self.model_dir is not None:
-            self._log_model(run_id, staged_model_path(self.model_dir, trial.number))
-        if TRACEBACK in trial.user_attrs:
-            client.log_text(run_id, str(trial.user_attrs[TRACEBACK]), "traceback.txt")
+            self._log_model(run_id, trial)
         client.set_terminated(run_id, _STATUS.get(trial.state.name, "FAILED"), end_time=end)
         return run_id
 
@@ -376,25 +471,31 @@ class MLflowParetoCallback:
         # A trial off the front when it finishes stays off it: later trials can only dominate it.
         return self.log_models == "all" or (self.log_models == "pareto" and ranks.get(trial.number) == 0)
 
-    def _log_model(self, run_id: str, keras_file: Path) -> None:
-        """Log the staged Keras model (MLflow Keras flavor, with signature) and its LiteRT ``.tflite``:
-        the staged one (a quantized trial's), or else the float32 conversion."""
-        if not keras_file.is_file():
+    def _log_model(self, run_id: str, trial: optuna.trial.FrozenTrial) -> None:
+        """Log the trial's staged files, if they are what the trial recorded (see :func:`stage_model`):
+        ``model`` (MLflow's Keras flavor, with signature, holding the staged ``model.keras``
+        itself) and ``tflite/model.tflite``."""
+        assert self.model_dir is not None
+        directory = staged_model_path(self.model_dir, trial.number).parent
+        if not all((directory / name).is_file() for name in MODEL_FILES):
             return
-        directory = keras_file.parent
+        if staged_digests(directory) != trial.user_attrs.get(MODEL_DIGESTS_ATTR):
+            _logger.warning("trial %d: staged model files differ from their recorded digests; not logged", trial.number)
+            return
         import keras
         import mlflow.keras
 
         # save_model + log_artifacts, not log_model: log_model only logs to the fluent API's
         # global active run and tracking URI, which are the user's, not ours to change.
-        model = keras.models.load_model(keras_file, compile=False)
+        model = keras.saving.load_model(directory / "model.keras", compile=False, safe_mode=True)
         flavor_dir = directory / "mlflow_model"
+        shutil.rmtree(flavor_dir, ignore_errors=True)
         mlflow.keras.save_model(
             model, str(flavor_dir), signature=_signature(model), pip_requirements=_pip_requirements()
         )
+        # The flavor saved the model again (a .keras holds its save time): keep the digested bytes.
+        shutil.copyfile(directory / "model.keras", flavor_dir / FLAVOR_KERAS_FILE)
         self._client.log_artifacts(run_id, str(flavor_dir), "model")
-        if not (directory / "model.tflite").is_file():
-            (directory / "model.tflite").write_bytes(to_tflite(model))
         self._client.log_artifact(run_id, str(directory / "model.tflite"), "tflite")
 
     def _update_front(
@@ -493,6 +594,20 @@ def _trial_tags(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# Where the Keras flavor keeps the model, and where the LiteRT file goes, in a trial's run.
+FLAVOR_KERAS_FILE = "data/model.keras"
+RUN_FILES = {"model.keras": f"model/{FLAVOR_KERAS_FILE}", "model.tflite": "tflite/model.tflite"}
+
+
+def study_uid(study: optuna.Study) -> str:
+    """The study's identity (a random UUID kept in the storage), made on first use."""
+    uid = study.user_attrs.get(STUDY_UID_ATTR)
+    if uid is None:
+        uid = uuid.uuid4().hex
+        study.set_user_attr(STUDY_UID_ATTR, uid)
+    return str(uid)
 
 
 def _millis(moment: Any) -> int | None:

@@ -1,5 +1,6 @@
-"""One worker process: ``python -m tradeoff_search._worker SPEC --n-trials N --storage URL
---tracking-uri URL --worker-growth-mb MB [--timeout S]``, as :func:`~tradeoff_search._workers.worker_command` starts it.
+"""One worker process: ``python -m tradeoff_search._worker SPEC --n-trials N --worker-growth-mb MB
+[--timeout S]``, the stores' URLs in ``TRADEOFF_SEARCH_STORAGE`` and ``MLFLOW_TRACKING_URI``, as
+:func:`~tradeoff_search._workers.worker_command` starts it.
 
 It runs trials its coordinator queued in the study until none is left or, its memory grown
 past MB, its pool retires it (see :func:`~tradeoff_search._study.run_worker`). Exit codes: 0
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from tradeoff_search._logs import quiet_libraries
 from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._stores import STORAGE_ENV, TRACKING_ENV
 from tradeoff_search._study import run_worker
+from tradeoff_search._workers import stopped_like_ctrl_c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,8 +27,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("spec")
     parser.add_argument("--n-trials", type=int, required=True)
     parser.add_argument("--timeout", type=float)
-    parser.add_argument("--storage", required=True)
-    parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--worker-growth-mb", type=float, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
@@ -33,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_trials=args.n_trials, timeout=args.timeout, worker_growth_mb=args.worker_growth_mb
         )
         quiet_libraries()
-        run_worker(spec, args.storage, args.tracking_uri)
+        with stopped_like_ctrl_c():
+            run_worker(spec, os.environ[STORAGE_ENV], os.environ[TRACKING_ENV])
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -26,15 +26,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from tradeoff_search._record import FAIL_REASON, PRUNE_REASON, WORKER_ATTR
 from tradeoff_search._spec import StudySpec
-from tradeoff_search._stores import STATE_DIR, storage_lock
+from tradeoff_search._stores import STATE_DIR, STORAGE_ENV, TRACKING_ENV, storage_lock
 
 if TYPE_CHECKING:
     import optuna
@@ -325,7 +326,7 @@ class _Pool:
         self.study, self.tickets, self.stop = tickets.study, tickets, stop
         threads = str(max(1, (os.cpu_count() or 1) // workers))
         self.env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
-                    "OMP_NUM_THREADS": threads}  # fmt: skip
+                    "OMP_NUM_THREADS": threads, **worker_environment(storage, tracking_uri)}  # fmt: skip
         self.deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
         self.logs = worker_logs(spec)
         self.children: dict[int, subprocess.Popen[bytes]] = {}
@@ -352,7 +353,7 @@ class _Pool:
 
     def start(self) -> int:
         timeout = None if self.deadline is None else max(1.0, self.deadline - time.monotonic())
-        command = worker_command(self.spec, self.storage, self.tracking_uri, timeout)
+        command = worker_command(self.spec, timeout)
         self.logs.mkdir(parents=True, exist_ok=True)
         self.started += 1
         log = self.logs / f"worker-{os.getpid()}-{self.started}.log"
@@ -479,11 +480,35 @@ def worker_logs(spec: StudySpec) -> Path:
     return STATE_DIR / "logs" / spec.study.name
 
 
-def worker_command(spec: StudySpec, storage: str, tracking_uri: str, timeout: float | None) -> list[str]:
+def worker_command(spec: StudySpec, timeout: float | None) -> list[str]:
     """The command of one worker process of ``spec``'s study (read by ``tradeoff_search._worker``):
-    it runs the trials queued in ``storage``, logs them to ``tracking_uri``, starts no trial
-    after ``timeout`` seconds and retires past ``worker_growth_mb``."""
+    it runs the trials queued in the study, starts no trial after ``timeout`` seconds and retires
+    past ``worker_growth_mb``. The stores' URLs, which may hold passwords, go by
+    :func:`worker_environment`: every user of the machine can read a command line."""
     command = [sys.executable, "-m", "tradeoff_search._worker", str(spec.path), "--n-trials", str(spec.study.n_trials),
-               "--storage", storage, "--tracking-uri", tracking_uri,
                "--worker-growth-mb", str(spec.study.worker_growth_mb)]  # fmt: skip
     return command if timeout is None else [*command, "--timeout", f"{timeout:.0f}"]
+
+
+def worker_environment(storage: str, tracking_uri: str) -> dict[str, str]:
+    """The variables that give a worker process its stores (see :func:`worker_command`)."""
+    return {STORAGE_ENV: storage, TRACKING_ENV: tracking_uri}
+
+
+@contextlib.contextmanager
+def stopped_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler ending a job) stops the command as Ctrl-C does: worker
+    processes stopped, the running trial failed, the record finished. Python's default would end
+    this process at once and leave its workers running."""
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
