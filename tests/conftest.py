@@ -48,6 +48,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_served(server: subprocess.Popen[bytes], log: Path, url: str, what: str, seconds: float) -> None:
+    """Poll ``url`` until it answers 2xx; fail with the end of the server's log if it exits or stays silent."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, f"{what} exited with {server.returncode}:\n{log.read_text()[-3000:]}"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
+            return
+        assert time.monotonic() < deadline, f"{what} silent on {url} for {seconds} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.3)
+
+
 def stop_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process's group (the UI, mlflow, its uvicorn workers); wait 20 s for all of it, then SIGKILL."""
     deadline = time.monotonic() + 20
@@ -122,14 +133,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}"
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-            assert time.monotonic() < deadline, f"mlflow server silent on {url} for 90 s:\n{log.read_text()[-3000:]}"
-            time.sleep(0.3)
+        wait_until_served(server, log, f"{url}/health", "mlflow server", seconds=90)
         yield url
     finally:
         stop_group(server)

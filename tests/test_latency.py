@@ -91,13 +91,7 @@ def test_side_by_side_keeps_order_and_ranks(small_and_large) -> None:
 
 
 def test_measuring_waits_while_another_process_trains(small_and_large) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\nfrom tradeoff_search._lock import machine_lock\n"
-         "with machine_lock(shared=True):\n    print('holding', flush=True)\n    time.sleep(1.5)\n"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert holder.stdout.readline().strip() == "holding"
+    holder = _holding_the_lock(shared=True, seconds=1.5)
     start = time.perf_counter()
     measure_latency(small_and_large[0], max_seconds=0.1, reference=False)
     waited = time.perf_counter() - start
@@ -144,14 +138,8 @@ def test_the_reference_flatbuffer_has_the_converted_reference_models_operators()
 def test_the_lock_is_this_users_and_a_long_wait_ends_with_its_name() -> None:
     path = lock_path()
     assert path.parent.stat().st_uid == os.getuid() and path.parent.stat().st_mode & 0o077 == 0
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time\nfrom tradeoff_search._lock import machine_lock\n"
-         "with machine_lock(shared=False):\n    print('holding', flush=True)\n    time.sleep(30)\n"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    holder = _holding_the_lock(shared=False, seconds=30)
     try:
-        assert holder.stdout.readline().strip() == "holding"
         start = time.perf_counter()
         taken = rf"the latency lock {re.escape(str(path))} stayed taken for 0 s"
         with pytest.raises(TimeoutError, match=taken), machine_lock(shared=True, timeout=0.3):
@@ -160,3 +148,15 @@ def test_the_lock_is_this_users_and_a_long_wait_ends_with_its_name() -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def _holding_the_lock(shared: bool, seconds: float) -> subprocess.Popen[str]:
+    """Another process that holds the machine lock (shared, as training does; or not) for ``seconds``."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time\nfrom tradeoff_search._lock import machine_lock\n"
+         f"with machine_lock(shared={shared}):\n    print('holding', flush=True)\n    time.sleep({seconds})\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+    return holder

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .conftest import TINY_SPEC, free_port, stop_group
+from .conftest import TINY_SPEC, free_port, stop_group, wait_until_served
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 RUN_NAMES = {"tiny", "trial-0000", "trial-0001", "trial-0002"}  # the parent run and its nested trial runs
@@ -157,15 +156,7 @@ def dashboard(finished: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, f"optuna-dashboard exited:\n{log.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"{url}/api/studies", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, f"optuna-dashboard did not answer:\n{log.read_text()[-3000:]}"
-                time.sleep(0.3)
+        wait_until_served(server, log, f"{url}/api/studies", "optuna-dashboard", seconds=60)
         yield url
     finally:
         stop_group(server)
