@@ -31,8 +31,8 @@ from memory import children
 from mlflow import MlflowClient
 
 from tradeoff_search._record import FAIL_REASON, WORKER_ATTR
+from tradeoff_search._run_index import TAG_ROLE, TAG_TRIAL
 from tradeoff_search._stores import redact
-from tradeoff_search._tracking import TAG_ROLE, TAG_TRIAL
 
 
 def workers_of(runs: list[subprocess.Popen[bytes]]) -> list[int]:

@@ -54,8 +54,8 @@ def run_study_once(task: str, seed: int, variant: str, modes: list[str], minutes
 
     from tradeoff_search import StudySpec, run_study
     from tradeoff_search._pareto import front_trials
+    from tradeoff_search._run_index import TAG_STUDY, TAG_TRIAL
     from tradeoff_search._spec import Categorical
-    from tradeoff_search._tracking import TAG_STUDY, TAG_TRIAL
 
     spec = StudySpec.load(TASKS[task]).override(n_trials=100_000, timeout=minutes * 60)
     quantization = ("none",) if variant == "float" else tuple(modes)

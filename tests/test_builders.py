@@ -229,7 +229,7 @@ def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, 
     from mlflow import MlflowClient
 
     from tradeoff_search import load_dataset, select_model
-    from tradeoff_search._tracking import TAG_ROLE
+    from tradeoff_search._run_index import TAG_ROLE
 
     names = ("two_branch", "separable", "conditional")
     builders = "\n".join(f'{name} = "models.py:{name}"' for name in names)

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tradeoff_search._tracking import TAG_ROLE
+from tradeoff_search._run_index import TAG_ROLE
 
 from .conftest import REPO
 

@@ -13,7 +13,8 @@ from tradeoff_search import MLflowParetoCallback
 from tradeoff_search._objective import stage_model
 from tradeoff_search._record import MODEL_DIGESTS_ATTR, PARENT_RUN_ATTR, file_digest
 from tradeoff_search._report import _front_figure
-from tradeoff_search._tracking import RUN_FILES, TAG_ROLE, filter_value
+from tradeoff_search._run_index import TAG_ROLE, filter_value
+from tradeoff_search._tracking import RUN_FILES
 
 
 def _objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -278,7 +279,7 @@ def test_sync_repairs_what_a_killed_worker_left(tmp_path: Path) -> None:
     client = MlflowClient(uri)
     parent = study.user_attrs[PARENT_RUN_ATTR]
     tags = {"mlflow.parentRunId": parent, "optuna.role": "trial", "optuna.trial": "0"}
-    half = client.create_run(callback._experiment_of(study), tags=tags).info.run_id
+    half = client.create_run(callback._runs.experiment_id(study), tags=tags).info.run_id
 
     fresh = callback.sync(study)  # just finished: the RUNNING run may still be being written
     assert (fresh.pending, fresh.half_written, fresh.logged, fresh.models) == ([0], [], [1], [])
@@ -288,7 +289,7 @@ def test_sync_repairs_what_a_killed_worker_left(tmp_path: Path) -> None:
     assert (report.half_written, report.logged, report.models) == ([0], [0], [0, 1])
     assert "finished half-written runs (trials 0)" in str(report)
     assert client.get_run(half).info.lifecycle_stage == "deleted"
-    runs = client.search_runs([callback._experiment_of(study)], "tags.`optuna.role` = 'trial'")
+    runs = client.search_runs([callback._runs.experiment_id(study)], "tags.`optuna.role` = 'trial'")
     assert sorted(r.data.tags["optuna.trial"] for r in runs) == ["0", "1"]
     for run in runs:
         assert run.info.status == "FINISHED" and "accuracy" not in run.data.metrics  # objective_0/1 here

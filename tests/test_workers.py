@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from tradeoff_search._record import WORKER_ATTR
-from tradeoff_search._tracking import TAG_ROLE
+from tradeoff_search._run_index import TAG_ROLE
 from tradeoff_search._workers import MAX_DEATHS_IN_A_ROW, Tickets
 
 from .conftest import TINY_SPEC, command_lines

@@ -53,7 +53,7 @@ class StudyPages:
 
 def study_pages(client: MlflowClient, base: str, experiment: str | None = None) -> list[StudyPages]:
     """The pages of ``experiment``, or of every experiment that holds a study, most recent first."""
-    from tradeoff_search._tracking import _PARENT, TAG_ROLE
+    from tradeoff_search._run_index import PARENT, TAG_ROLE
 
     if experiment is not None:
         found = client.get_experiment_by_name(experiment)
@@ -64,7 +64,7 @@ def study_pages(client: MlflowClient, base: str, experiment: str | None = None) 
     pages = []
     for found in experiments:
         root = f"{base.rstrip('/')}/#/experiments/{found.experiment_id}"
-        parents = client.search_runs([found.experiment_id], f"tags.`{TAG_ROLE}` = '{_PARENT}'", max_results=1)
+        parents = client.search_runs([found.experiment_id], f"tags.`{TAG_ROLE}` = '{PARENT}'", max_results=1)
         plot = None
         if parents and parents[0].info.status == "FINISHED":
             plot = f"{root}/runs/{parents[0].info.run_id}/artifacts/pareto_front.png"

@@ -24,9 +24,10 @@ from tradeoff_search._record import (
     RETIMED_ATTR,
     file_digest,
 )
+from tradeoff_search._run_index import TAG_TRIAL, filter_value, tracking_client
 from tradeoff_search._spec import _POSITIVE, SpecError, StudySpec, _Interval, _Scalar
 from tradeoff_search._stores import DEFAULT_TRACKING_URI
-from tradeoff_search._tracking import RUN_FILES, TAG_TRIAL, IntegrityError, filter_value, tracking_client
+from tradeoff_search._tracking import RUN_FILES, IntegrityError
 from tradeoff_search._training import predict_classes, score, tflite_classes
 from tradeoff_search._validation import OrNone, ParameterError, validate_params
 

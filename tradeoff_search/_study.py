@@ -18,6 +18,7 @@ from tradeoff_search._harness import LOCAL
 from tradeoff_search._objective import MAX_DEVICE_FAILURES, TradeoffObjective, device_lost
 from tradeoff_search._record import BUILDERS_ATTR, PREPROCESSING_ATTR, SPEC
 from tradeoff_search._retime import retime_front
+from tradeoff_search._run_index import study_uid
 from tradeoff_search._space import narrowest_models
 from tradeoff_search._spec import SpecError, StudySpec, _Interval, _Scalar, excerpt
 from tradeoff_search._stores import (
@@ -32,7 +33,7 @@ from tradeoff_search._stores import (
     sqlite_path,
     storage_lock,
 )
-from tradeoff_search._tracking import MLflowParetoCallback, study_uid
+from tradeoff_search._tracking import MLflowParetoCallback
 from tradeoff_search._user_builders import record_of
 from tradeoff_search._validation import Described, ParameterError, validate_params
 from tradeoff_search._workers import (

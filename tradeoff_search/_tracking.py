@@ -1,22 +1,19 @@
 """MLflow as the browsable record of a multi-objective study: a projection of the Optuna storage.
 
-One parent run per study, one nested child run per trial, the Pareto set tagged live. Runs are
-found by tag before one is created, so resuming, several workers and
-:meth:`MLflowParetoCallback.sync` never duplicate a run. Between trials the callback keeps the
-child runs it has seen (id and Pareto tags) and searches only for runs it has not: a search of
-every run per trial made the callback's cost grow with the study.
+One parent run per study, one nested child run per trial, the Pareto set tagged live. The
+callback composes the run index (:class:`~tradeoff_search._run_index.RunIndex`: where the study's
+runs are, found before one is created, cached between trials) and the end-of-study report
+(``_report``); what it adds is logging a trial, the Pareto tags and the hypervolume.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import math
 import shutil
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,33 +37,35 @@ from tradeoff_search._record import (
     MODEL_FILES,
     N_PARAMS,
     PARAMS_METRIC,
-    PARENT_RUN_ATTR,
     PRUNE_REASON,
     RETIMED_ATTR,
     RETIMED_METRIC,
-    STUDY_UID_ATTR,
     staged_digests,
     staged_model_path,
 )
 from tradeoff_search._report import front_csv, metric_names, param_importances, report_figures
+from tradeoff_search._run_index import (
+    CHILD,
+    FRONT_TAGS,
+    TAG_ROLE,
+    TAG_STUDY,
+    TAG_STUDY_UID,
+    TAG_TRIAL,
+    ChildRun,
+    RunIndex,
+    millis,
+    study_uid,
+)
 from tradeoff_search._spec import TrackingSection
 from tradeoff_search._validation import spec_rule, validate_params
 
 if TYPE_CHECKING:
     import optuna
-    from mlflow import MlflowClient
-    from mlflow.entities import Run
 
 _logger = logging.getLogger(__name__)
 
-TAG_STUDY = "optuna.study"
-TAG_STUDY_UID = "optuna.study_uid"
-TAG_TRIAL = "optuna.trial"
-TAG_ROLE = "optuna.role"
-_PARENT, _CHILD = "study", "trial"
 _STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 _BATCH = 1000  # MLflow's limit of metrics per log_batch
-_FRONT_TAGS = ("pareto", "pareto_rank")
 
 
 @dataclasses.dataclass
@@ -90,12 +89,6 @@ class SyncReport:
 
 class IntegrityError(RuntimeError):
     """The MLflow record does not hold what the Optuna storage says the study produced."""
-
-
-@dataclasses.dataclass
-class _ChildRun:
-    run_id: str
-    front_tags: dict[str, str]  # as last seen in or written to the store
 
 
 class MLflowParetoCallback:
@@ -176,11 +169,7 @@ class MLflowParetoCallback:
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.parent_tags = dict(parent_tags or {})
         self.parent_artifacts = dict(parent_artifacts or {})
-        self._client_instance: MlflowClient | None = None
-        self._parent_id: str | None = None
-        self._experiment_id: str | None = None
-        self._children: dict[int, _ChildRun] = {}
-        self._not_found: set[int] = set()  # searched for once; left to the full refresh of finish()
+        self._runs = RunIndex(tracking_uri, experiment, self.parent_tags, self.parent_artifacts)
         self._study_name: str | None = None
 
     def _check(self, study: optuna.Study) -> None:
@@ -203,7 +192,7 @@ class MLflowParetoCallback:
         trials = study.get_trials(deepcopy=False)
         ranks = pareto_ranks(trials, study.directions)
         run_id = self._log_trial(study, trial, parent_id, with_model=self._wants_model(trial, ranks))
-        self._children.setdefault(trial.number, _ChildRun(run_id, {}))
+        self._runs.children.setdefault(trial.number, ChildRun(run_id, {}))
         self._update_front(study, parent_id, trials, ranks, step=trial.number, refresh=False)
         if self.model_dir is not None:
             shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
@@ -213,7 +202,7 @@ class MLflowParetoCallback:
         first finished trial: worker processes started together would race to create a fresh
         SQLite store's tables. Also stores the MLflow UI's view of the study's runs."""
         self._parent(study)
-        share_runs_view(self._client, self._experiment_of(study), metric_names(study))
+        share_runs_view(self._runs.client, self._runs.experiment_id(study), metric_names(study))
 
     def sync(self, study: optuna.Study, grace_seconds: float = 300) -> SyncReport:
         """Make the MLflow record match the storage, then :meth:`finish`; returns what it repaired.
@@ -227,25 +216,25 @@ class MLflowParetoCallback:
         import optuna
 
         parent_id = self._parent(study)
-        logged = self._child_runs(study, parent_id)
+        logged = self._runs.child_runs(study)
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
         report = SyncReport()
         now = time.time() * 1000  # as _millis reads Optuna's naive local times
         for trial in study.get_trials(deepcopy=False, states=finished):
             run = logged.get(trial.number)
-            settled = now - (_millis(trial.datetime_complete) or 0) >= 1000 * grace_seconds
+            settled = now - (millis(trial.datetime_complete) or 0) >= 1000 * grace_seconds
             staged = settled and self._is_staged(trial)
             if run is not None and run.info.status == "RUNNING":
                 if not settled:
                     report.pending.append(trial.number)
                     continue
-                self._client.delete_run(run.info.run_id)
+                self._runs.client.delete_run(run.info.run_id)
                 report.half_written.append(trial.number)
                 run = None
             if run is None:
                 self._log_trial(study, trial, parent_id, with_model=staged)
                 report.logged.append(trial.number)
-            elif staged and not any(a.path == "model" for a in self._client.list_artifacts(run.info.run_id)):
+            elif staged and not any(a.path == "model" for a in self._runs.client.list_artifacts(run.info.run_id)):
                 self._log_model(run.info.run_id, trial)
             else:
                 staged = False
@@ -271,7 +260,7 @@ class MLflowParetoCallback:
         self._update_front(
             study, parent_id, trials, ranks, step=max((t.number for t in trials), default=0), refresh=True
         )
-        client = self._client
+        client = self._runs.client
         self._log_device(study, parent_id)
         self._log_retimed(study, parent_id)
         client.log_text(parent_id, front_csv(study), "pareto.csv")
@@ -282,46 +271,10 @@ class MLflowParetoCallback:
         for name, figure in figures.items():
             client.log_figure(parent_id, figure, name)
             plt.close(figure)  # pyplot's, when it made it (the front plot); nothing for the others
-        share_runs_view(client, self._experiment_of(study), metric_names(study))
+        share_runs_view(client, self._runs.experiment_id(study), metric_names(study))
         client.set_terminated(parent_id, "FINISHED")
 
     # ------------------------------------------------------------------ runs
-    @property
-    def _client(self) -> MlflowClient:
-        if self._client_instance is None:
-            self._client_instance = tracking_client(self.tracking_uri)
-        return self._client_instance
-
-    def _experiment_of(self, study: optuna.Study) -> str:
-        if self._experiment_id is None:
-            from mlflow.exceptions import MlflowException
-
-            client = self._client
-            name = self.experiment or study.study_name
-            experiment = client.get_experiment_by_name(name)
-            if experiment is not None:
-                self._experiment_id = experiment.experiment_id
-            else:
-                try:
-                    self._experiment_id = client.create_experiment(name)
-                except MlflowException:  # another worker created it first
-                    created = client.get_experiment_by_name(name)
-                    assert created is not None, f"experiment {name!r} neither created nor found"
-                    self._experiment_id = created.experiment_id
-        return self._experiment_id
-
-    def _search(self, study: optuna.Study, filter_string: str) -> list[Run]:
-        runs: list[Run] = []
-        token = None
-        while True:
-            page = self._client.search_runs(
-                [self._experiment_of(study)], filter_string, max_results=1000, page_token=token
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
-
     def _log_device(self, study: optuna.Study, parent_id: str) -> None:
         """Tag the parent run with what the study's latencies were timed on (its calibration's
         device: ``local`` or a latency server's URL, and that machine's fingerprint)."""
@@ -329,124 +282,26 @@ class MLflowParetoCallback:
         if isinstance(calibration, dict):
             for key in ("device", "cpu", "logical_cores", "runtime_version"):
                 if key in calibration:
-                    self._client.set_tag(parent_id, f"latency.{key}", str(calibration[key]))
+                    self._runs.client.set_tag(parent_id, f"latency.{key}", str(calibration[key]))
 
     def _parent(self, study: optuna.Study) -> str:
-        """The study's parent run: the one the storage names; else created once and named there.
-
-        Found through the storage, not by tag: anyone who can write to the MLflow server can
-        make runs with the study's tags, and a study that reuses a deleted study's name must
-        not take over its runs.
-        """
+        """The study's parent run (see :meth:`RunIndex.parent`)."""
         self._check(study)
-        if self._parent_id is not None:
-            return self._parent_id
-        uid = study_uid(study)
-        parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
-        if parent_id is None or not self._is_parent(study, parent_id, uid):
-            created = self._create_parent(study, uid)
-            # Without run_study's storage lock, another process may have named one meanwhile.
-            parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
-            if parent_id is not None and parent_id != created and self._is_parent(study, parent_id, uid):
-                self._client.delete_run(created)
-            else:
-                study.set_user_attr(PARENT_RUN_ATTR, created)
-                parent_id = created
-        self._parent_id = parent_id
-        return parent_id
-
-    def _is_parent(self, study: optuna.Study, run_id: str, uid: str) -> bool:
-        """Whether ``run_id`` is a live parent run of this study in our experiment (the record
-        may have been rebuilt, or the run deleted)."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            run = self._client.get_run(run_id)
-        except MlflowException:
-            return False
-        return (
-            run.info.lifecycle_stage == "active"
-            and run.info.experiment_id == self._experiment_of(study)
-            and run.data.tags.get(TAG_STUDY_UID) == uid
-        )
-
-    def _create_parent(self, study: optuna.Study, uid: str) -> str:
-        """A new parent run, named after the study; a study reusing the name of another
-        recorded in the experiment is told apart by the start of its identity: ``NAME (1a2b3c4d)``."""
-        tags = {
-            TAG_STUDY: study.study_name,
-            TAG_STUDY_UID: uid,
-            TAG_ROLE: _PARENT,
-            "optuna.directions": ",".join(d.name.lower() for d in study.directions),
-            "optuna.sampler": str(study.sampler),
-            "optuna.metric_names": ",".join(metric_names(study)),
-            **self.parent_tags,
-        }
-        namesakes = f"tags.`{TAG_STUDY}` = {filter_value(study.study_name)} and tags.`{TAG_ROLE}` = '{_PARENT}'"
-        name = f"{study.study_name} ({uid[:8]})" if self._search(study, namesakes) else study.study_name
-        # Starts when the study's first trial did, so it lists before its trials in the UI.
-        starts = [m for t in study.get_trials(deepcopy=False) if (m := _millis(t.datetime_start)) is not None]
-        run = self._client.create_run(
-            self._experiment_of(study), start_time=min(starts, default=None), tags=tags, run_name=name
-        )
-        for file_name, document in self.parent_artifacts.items():
-            self._client.log_dict(run.info.run_id, document, file_name)
-        return run.info.run_id
-
-    def _child_runs(self, study: optuna.Study, parent_id: str, started_from: int | None = None) -> dict[int, Run]:
-        """The study's trial runs by trial number; only those started at ``started_from`` (ms) or later if given."""
-        query = f"tags.`mlflow.parentRunId` = {filter_value(parent_id)}"
-        if started_from is not None:
-            query += f" and attributes.start_time >= {started_from}"
-        runs = self._search(study, query)
-        return {int(r.data.tags[TAG_TRIAL]): r for r in runs}
-
-    def _refresh_children(
-        self, study: optuna.Study, parent_id: str, trials: Sequence[optuna.trial.FrozenTrial], everything: bool
-    ) -> None:
-        """Learn the runs of trials logged by others (other workers, earlier sessions).
-
-        Only completed trials' ranks change later, so only their runs need finding between trials;
-        a run is searched for once, from its trial's start, and ``everything`` (at the study's end)
-        reads all of them again.
-        """
-        import optuna
-
-        if everything:
-            self._children.clear()
-            self._not_found.clear()
-            started_from = None
-        else:
-            unseen = [
-                t
-                for t in trials
-                if t.state == optuna.trial.TrialState.COMPLETE
-                and t.number not in self._children
-                and t.number not in self._not_found
-            ]
-            if not unseen:
-                return
-            started_from = min(_millis(t.datetime_start) or 0 for t in unseen)
-            self._not_found.update(t.number for t in unseen)
-        for number, run in self._child_runs(study, parent_id, started_from).items():
-            tags = {key: run.data.tags[key] for key in _FRONT_TAGS if key in run.data.tags}
-            self._children[number] = _ChildRun(run.info.run_id, tags)
-            self._not_found.discard(number)
+        return self._runs.parent(study)
 
     def _log_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, parent_id: str, with_model: bool) -> str:
         from mlflow.entities import Metric, Param, RunTag
 
-        client = self._client
-        query = f"tags.`mlflow.parentRunId` = {filter_value(parent_id)} and tags.`{TAG_TRIAL}` = '{trial.number}'"
-        existing = self._search(study, query)
-        if existing:
-            return existing[0].info.run_id
-        start = _millis(trial.datetime_start)
-        end = _millis(trial.datetime_complete) or start or 0  # a finished trial has both
-        tags = {"mlflow.parentRunId": parent_id, TAG_STUDY: study.study_name, TAG_ROLE: _CHILD,
+        client = self._runs.client
+        existing = self._runs.trial_run(study, trial.number)
+        if existing is not None:
+            return existing
+        start = millis(trial.datetime_start)
+        end = millis(trial.datetime_complete) or start or 0  # a finished trial has both
+        tags = {"mlflow.parentRunId": parent_id, TAG_STUDY: study.study_name, TAG_ROLE: CHILD,
                 TAG_STUDY_UID: study_uid(study)}  # fmt: skip
         run = client.create_run(
-            self._experiment_of(study),
+            self._runs.experiment_id(study),
             start_time=start,
             run_name=f"trial-{trial.number:04d}",
             tags={**tags, TAG_TRIAL: str(trial.number)},
@@ -495,8 +350,8 @@ class MLflowParetoCallback:
         )
         # The flavor saved the model again (a .keras holds its save time): keep the digested bytes.
         shutil.copyfile(directory / "model.keras", flavor_dir / FLAVOR_KERAS_FILE)
-        self._client.log_artifacts(run_id, str(flavor_dir), "model")
-        self._client.log_artifact(run_id, str(directory / "model.tflite"), "tflite")
+        self._runs.client.log_artifacts(run_id, str(flavor_dir), "model")
+        self._runs.client.log_artifact(run_id, str(directory / "model.tflite"), "tflite")
 
     def _update_front(
         self,
@@ -507,10 +362,10 @@ class MLflowParetoCallback:
         step: int,
         refresh: bool,
     ) -> None:
-        client = self._client
+        client = self._runs.client
         by_number = {t.number: t for t in trials}
-        self._refresh_children(study, parent_id, trials, everything=refresh)
-        for number, child in self._children.items():
+        self._runs.refresh_children(study, trials, everything=refresh)
+        for number, child in self._runs.children.items():
             rank = ranks.get(number)
             trial = by_number.get(number)
             if rank is not None:
@@ -519,7 +374,7 @@ class MLflowParetoCallback:
                 shown = "infeasible"
             else:
                 shown = "none"
-            for key, value in zip(_FRONT_TAGS, (str(rank == 0).lower(), shown), strict=True):
+            for key, value in zip(FRONT_TAGS, (str(rank == 0).lower(), shown), strict=True):
                 if child.front_tags.get(key) != value:
                     client.set_tag(child.run_id, key, value)
                     child.front_tags[key] = value
@@ -536,34 +391,17 @@ class MLflowParetoCallback:
             return
         still = retimed_front(study)
         for number, value in retimed.items():
-            child = self._children.get(int(number))  # finish() has just read every run
+            child = self._runs.children.get(int(number))  # finish() has just read every run
             if child is not None:
-                self._client.log_metric(child.run_id, RETIMED_METRIC, value)
-                self._client.set_tag(child.run_id, "pareto_retimed", str(int(number) in still).lower())
-        self._client.set_tag(parent_id, "pareto_retimed_size", str(len(still)))
+                self._runs.client.log_metric(child.run_id, RETIMED_METRIC, value)
+                self._runs.client.set_tag(child.run_id, "pareto_retimed", str(int(number) in still).lower())
+        self._runs.client.set_tag(parent_id, "pareto_retimed_size", str(len(still)))
 
     def _reference(self, study: optuna.Study) -> list[float] | None:
         return self.hypervolume_reference or default_reference(metric_names(study))
 
 
 # ---------------------------------------------------------------------- gathering
-def tracking_client(tracking_uri: str | None) -> MlflowClient:
-    """An MLflow client whose store is created (tables, schema migrations) by one process at a time.
-
-    MLflow migrates a fresh database store when a client first opens it, without a lock: two
-    ``run`` commands started together on a fresh ``mlflow.db`` failed with ``table ... already
-    exists`` or ``duplicate column name`` in their migrations. The storage-wide lock (a file
-    beside a SQLite file, an advisory lock in PostgreSQL; none for a server, which migrates once)
-    serialises that; the second process finds the tables and only checks their version.
-    """
-    from mlflow import MlflowClient
-
-    from tradeoff_search._stores import storage_lock
-
-    with storage_lock(tracking_uri or "", "mlflow-store"):
-        return MlflowClient(tracking_uri=tracking_uri)
-
-
 def _trial_metrics(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if trial.values is not None:
@@ -599,45 +437,6 @@ def _is_number(value: Any) -> bool:
 # Where the Keras flavor keeps the model, and where the LiteRT file goes, in a trial's run.
 FLAVOR_KERAS_FILE = "data/model.keras"
 RUN_FILES = {"model.keras": f"model/{FLAVOR_KERAS_FILE}", "model.tflite": "tflite/model.tflite"}
-
-
-def study_uid(study: optuna.Study) -> str:
-    """The study's identity (a random UUID kept in the storage), made on first use."""
-    uid = study.user_attrs.get(STUDY_UID_ATTR)
-    if uid is None:
-        uid = uuid.uuid4().hex
-        study.set_user_attr(STUDY_UID_ATTR, uid)
-    return str(uid)
-
-
-def _millis(moment: Any) -> int | None:
-    return int(moment.timestamp() * 1000) if moment is not None else None
-
-
-@functools.lru_cache(maxsize=256)
-def filter_value(text: str) -> str:
-    """``text`` as a string literal of MLflow's search-filter grammar.
-
-    MLflow's filter parser (``SearchUtils``, on sqlparse) strips a literal's outer quotes and
-    unescapes nothing, so a backslash or a doubled quote would become part of the value: the
-    value goes between a quote character it does not hold, and MLflow's own parser must read
-    it back unchanged.
-
-    Raises:
-        ValueError: no literal of the grammar holds ``text`` (it has both ``'`` and ``"``).
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.search_utils import SearchUtils
-
-    for quote in "'\"":
-        if quote in text:
-            continue
-        literal = f"{quote}{text}{quote}"
-        with contextlib.suppress(MlflowException):
-            parsed = SearchUtils.parse_search_filter(f"tags.t = {literal} and tags.u = 'u'")
-            if [p["value"] for p in parsed] == [text, "u"]:
-                return literal
-    raise ValueError(f"{text!r} cannot be written in an MLflow search filter (it holds both kinds of quotes)")
 
 
 def _signature(model: Any) -> Any:
