@@ -40,6 +40,7 @@ from tradeoff_search._record import (
     PRUNE_REASON,
     RETIMED_ATTR,
     RETIMED_METRIC,
+    TRACEBACK,
     staged_digests,
     staged_model_path,
 )
@@ -319,6 +320,8 @@ class MLflowParetoCallback:
             )
         if with_model and self.model_dir is not None:
             self._log_model(run_id, trial)
+        if TRACEBACK in trial.user_attrs:
+            client.log_text(run_id, str(trial.user_attrs[TRACEBACK]), "traceback.txt")
         client.set_terminated(run_id, _STATUS.get(trial.state.name, "FAILED"), end_time=end)
         return run_id
 
