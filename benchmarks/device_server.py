@@ -1,6 +1,6 @@
 """Timing on a latency server: consistent, does it free the workers, what does it cost? (issue 22)
 
-    python benchmarks/device_server.py [--trials 12] [--epochs 5] [--out benchmarks/results/device_server.json]
+    python benchmarks/device_server.py [--trials 48] [--epochs 5] [--out benchmarks/results/device_server.json]
 
 1. Consistency: a latency server pinned to core 0 (``taskset -c 0 python -m tradeoff_search device
    serve``) times 12 MLPs from ~5k to ~10M multiply-adds (those of ``latency_harness.py``), sent by
@@ -125,7 +125,7 @@ def overhead(url: str, model: Path, rounds: int = 10) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=48)  # 12 trials: start-up dominates
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/device_server.json"))
     parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3], help="which of the three (default: all)")
