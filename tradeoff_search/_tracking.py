@@ -281,9 +281,22 @@ class MLflowParetoCallback:
         device: ``local`` or a latency server's URL, and that machine's fingerprint)."""
         calibration = study.user_attrs.get(CALIBRATION_ATTR)
         if isinstance(calibration, dict):
-            for key in ("device", "cpu", "logical_cores", "runtime_version"):
-                if key in calibration:
-                    self._runs.client.set_tag(parent_id, f"latency.{key}", str(calibration[key]))
+            keys = ("device", "cpu", "logical_cores", "runtime_version")
+            self._set_tags(parent_id, {f"latency.{key}": str(calibration[key]) for key in keys if key in calibration})
+
+    def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set tags that another command of the same study may be setting at the same moment (the
+        parent run's, as both finish): MLflow's SQL store inserts a tag it did not find, so two
+        first writers collide, and the loser finds the winner's tag in place."""
+        from mlflow.exceptions import MlflowException
+
+        client = self._runs.client
+        for key, value in tags.items():
+            try:
+                client.set_tag(run_id, key, value)
+            except MlflowException:
+                if key not in client.get_run(run_id).data.tags:
+                    raise
 
     def _parent(self, study: optuna.Study) -> str:
         """The study's parent run (see :meth:`RunIndex.parent`)."""
@@ -398,7 +411,7 @@ class MLflowParetoCallback:
             if child is not None:
                 self._runs.client.log_metric(child.run_id, RETIMED_METRIC, value)
                 self._runs.client.set_tag(child.run_id, "pareto_retimed", str(int(number) in still).lower())
-        self._runs.client.set_tag(parent_id, "pareto_retimed_size", str(len(still)))
+        self._set_tags(parent_id, {"pareto_retimed_size": str(len(still))})
 
     def _reference(self, study: optuna.Study) -> list[float] | None:
         return self.hypervolume_reference or default_reference(metric_names(study))
