@@ -9,6 +9,8 @@ import optuna
 import pytest
 
 from tradeoff_search import MLflowParetoCallback, StudySpec, TradeoffObjective, measure_latency, run_study, select_model
+from tradeoff_search._spec import SpecError
+from tradeoff_search._study import open_study, stored_spec
 
 from .conftest import TINY_SPEC
 
@@ -53,15 +55,14 @@ def test_select_model_names_what_is_missing(spec: StudySpec, tmp_path: Path) -> 
         select_model(spec, optuna.create_study(), tmp_path)
 
 
-def test_workers_load_the_spec_from_its_file(spec: StudySpec, in_tmp: Path) -> None:
-    import dataclasses
-
-    unsaved = StudySpec.from_dict({"data": {"source": "sklearn:iris"}})
-    changed = dataclasses.replace(spec, latency=dataclasses.replace(spec.latency, budget_ms=0.01))
-    for other in (unsaved, changed):
-        with pytest.raises(ValueError, match=r"spec with workers=2: worker processes load the spec from"):
-            run_study(other, workers=2)
-    assert not (in_tmp / "mlruns").exists()
+def test_workers_take_the_spec_stored_in_the_study_not_its_file(spec: StudySpec, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    open_study(spec, storage)
+    spec.path.write_text(spec.path.read_text().replace("units = [4, 16]", "units = [64, 128]"))
+    stored = stored_spec(spec.path, spec.study.name, storage)  # as a worker started after the edit loads it
+    assert stored.model == spec.model and stored.model.units.high == 16 and stored.path == spec.path
+    with pytest.raises(SpecError, match=r"study.name = \"other\": expected a study of sqlite:///.* that holds"):
+        stored_spec(spec.path, "other", storage)
 
 
 def test_arrays_must_have_the_rows_of_the_spec(write_spec) -> None:

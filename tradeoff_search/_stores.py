@@ -172,33 +172,40 @@ def prepare_local_state(*urls: str) -> None:
 def make_storage(spec: StudySpec, url: str) -> optuna.storages.BaseStorage | str:
     """Optuna's RDB storage with heartbeats: a trial whose worker went silent for two heartbeats
     is failed and re-queued (at most twice) with the same parameters."""
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        return url
+    return open_storage(url, spec.study.heartbeat_seconds)
+
+
+def open_storage(url: str, heartbeat_seconds: int | None = None) -> optuna.storages.RDBStorage:
+    """The RDB storage of database ``url`` (see :func:`make_storage`), with heartbeats every
+    ``heartbeat_seconds`` (none: a storage to read)."""
     import optuna
     import sqlalchemy
 
-    if not url.startswith(("sqlite", "postgresql", "mysql")):
-        return url
     # SQLite: several local workers write in turn; wait for the lock instead of failing.
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    beat = spec.study.heartbeat_seconds
+    beat = heartbeat_seconds
     with warnings.catch_warnings():  # heartbeats are experimental in Optuna, and what crash safety needs
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        open_storage = functools.partial(
+        open_rdb = functools.partial(
             optuna.storages.RDBStorage,
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=beat,
-            grace_period=2 * beat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        )
+            grace_period=None if beat is None else 2 * beat,
+            heartbeat_stale_trial_callback=None if beat is None else
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        )  # fmt: skip
         for attempt in range(1, _SCHEMA_ATTEMPTS):
             # Workers started together on a fresh database race to create Optuna's tables and
             # stamp their version; the losers fail on a duplicate. Once created, they just open.
             with contextlib.suppress(sqlalchemy.exc.DBAPIError):
-                storage = open_storage()
+                storage = open_rdb()
                 break
             time.sleep(0.2 * attempt)
         else:
-            storage = open_storage()  # the last attempt raises what it meets
+            storage = open_rdb()  # the last attempt raises what it meets
     if url.startswith("sqlite"):
         _write_ahead_log(storage.engine)
     return storage

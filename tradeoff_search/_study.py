@@ -28,6 +28,7 @@ from tradeoff_search._stores import (
     check_stores,
     has_optuna_tables,
     make_storage,
+    open_storage,
     prepare_local_state,
     redact,
     sqlite_path,
@@ -194,6 +195,26 @@ def _keep_spec(study: optuna.Study, spec: StudySpec, spec_changed: bool) -> None
     study.set_user_attr(SPEC, settled)
 
 
+def stored_spec(path: str | Path, study_name: str, storage: str) -> StudySpec:
+    """The spec study ``study_name`` in ``storage`` runs under (kept in it by :func:`open_study`),
+    its relative paths (data files, builder modules) taken from the folder of ``path``, its file:
+    what a worker process runs, whatever the file says by the time it starts.
+
+    Raises:
+        SpecError: the study does not exist or holds no spec.
+    """
+    rdb = open_storage(storage)
+    try:
+        document = rdb.get_study_user_attrs(rdb.get_study_id_from_name(study_name)).get(SPEC)
+    except KeyError:
+        document = None
+    finally:
+        rdb.engine.dispose()
+    if document is None:
+        raise SpecError(path, "study.name", study_name, f"a study of {redact(storage)} that holds its spec")
+    return StudySpec.from_dict(document, path=path)
+
+
 def staging_dir(spec: StudySpec) -> Path:
     """Where trials leave their models for the MLflow callback (emptied as they are logged)."""
     return STATE_DIR / "staging" / spec.study.name
@@ -239,6 +260,8 @@ def run_study(
 
     A study keeps the spec it was created with (all but ``n_trials`` and ``timeout``): resuming
     it with another is refused unless ``spec_changed``, with which the study goes on under ``spec``.
+    Worker processes run under the spec stored in the study, so an edit of the file mid-run
+    changes nothing (see :func:`stored_spec`).
 
     Data and stores are checked before anything is written, so a bad spec leaves nothing behind.
     ``workers = 0`` runs the trials in this process; ``workers = N`` in N worker processes sharing
@@ -257,9 +280,9 @@ def run_study(
 
     Raises:
         ParameterError: ``workers`` is not an int >= 0.
-        ValueError: with worker processes, which load the
-            spec from its file, the data from its source and the builders the spec names,
-            ``spec`` differs from its file, ``data`` holds arrays of your own or ``build`` is
+        ValueError: with worker processes, which run under the spec stored in the study
+            (``spec``, or the one it was created with), load the data from its source and
+            the builders the spec names, ``data`` holds arrays of your own or ``build`` is
             not what the spec names (pass those with ``workers=0``).
         SpecError: a store cannot be used, the data source is bad, a builder breaks the
             contract, or its source changed since the study began, or ``spec`` is not the one
@@ -273,9 +296,6 @@ def run_study(
     if workers > 0 and data is not None and getattr(data, "source", None) != spec.data.source:
         raise ValueError(f"data with workers={workers}: worker processes load the spec's data source "
                          f"({spec.data.source}), not these arrays; pass them with workers=0")  # fmt: skip
-    if workers > 0 and not _is_its_file(spec):
-        raise ValueError(f"spec with workers={workers}: worker processes load the spec from {spec.path}, "
-                         "which says otherwise (or is no file); save it there, or use workers=0")  # fmt: skip
     if workers > 0 and build is not None and not _names_its_builders(spec, build):
         raise ValueError(f"build with workers={workers}: worker processes load the builders {spec.path} names "
                          "([model] builder(s)), not these; name them there or use workers=0")  # fmt: skip
@@ -345,17 +365,6 @@ def _retime_unless_lost(study: optuna.Study, objective: TradeoffObjective) -> No
         retime_front(study, objective)
     except DeviceError as error:  # the trials keep their own timings
         _logger.warning("the front was not re-timed: %s", error)
-
-
-def _is_its_file(spec: StudySpec) -> bool:
-    """Whether ``spec`` is what its file says, up to the study settings ``run`` passes as flags."""
-    try:
-        stored = StudySpec.load(spec.path)
-    except SpecError:
-        return False
-    study = spec.study
-    flags = stored.override(n_trials=study.n_trials, timeout=study.timeout, worker_growth_mb=study.worker_growth_mb)
-    return flags.to_dict() == spec.to_dict()
 
 
 def _names_its_builders(spec: StudySpec, build: Builder | Mapping[str, Builder]) -> bool:

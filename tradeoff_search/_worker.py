@@ -1,10 +1,12 @@
-"""One worker process: ``python -m tradeoff_search._worker SPEC --n-trials N --worker-growth-mb MB
-[--timeout S]``, the stores' URLs in ``TRADEOFF_SEARCH_STORAGE`` and ``MLFLOW_TRACKING_URI``, as
-:func:`~tradeoff_search._workers.worker_command` starts it.
+"""One worker process: ``python -m tradeoff_search._worker SPEC --study NAME --n-trials N
+--worker-growth-mb MB [--timeout S]``, the stores' URLs in ``TRADEOFF_SEARCH_STORAGE`` and
+``MLFLOW_TRACKING_URI``, as :func:`~tradeoff_search._workers.worker_command` starts it.
 
-It runs trials its coordinator queued in the study until none is left or, its memory grown
-past MB, its pool retires it (see :func:`~tradeoff_search._study.run_worker`). Exit codes: 0
-done, 2 bad spec or store, 130 interrupted; an unexpected error is a traceback and 1.
+It runs trials its coordinator queued in study NAME until none is left or, its memory grown
+past MB, its pool retires it (see :func:`~tradeoff_search._study.run_worker`), under the spec
+stored in the study (see :func:`~tradeoff_search._study.stored_spec`), not the file SPEC says
+now: SPEC's folder is where its relative paths start. Exit codes: 0 done, 2 bad spec or store,
+130 interrupted; an unexpected error is a traceback and 1.
 """
 
 from __future__ import annotations
@@ -16,27 +18,29 @@ import sys
 from collections.abc import Sequence
 
 from tradeoff_search._logs import quiet_libraries
-from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._spec import SpecError
 from tradeoff_search._stores import STORAGE_ENV, TRACKING_ENV
-from tradeoff_search._study import run_worker
+from tradeoff_search._study import run_worker, stored_spec
 from tradeoff_search._workers import stopped_like_ctrl_c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tradeoff_search._worker", description=__doc__)
     parser.add_argument("spec")
+    parser.add_argument("--study", required=True)
     parser.add_argument("--n-trials", type=int, required=True)
     parser.add_argument("--timeout", type=float)
     parser.add_argument("--worker-growth-mb", type=float, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
-        spec = StudySpec.load(args.spec).override(
+        storage = os.environ[STORAGE_ENV]
+        spec = stored_spec(args.spec, args.study, storage).override(
             n_trials=args.n_trials, timeout=args.timeout, worker_growth_mb=args.worker_growth_mb
         )
         quiet_libraries()
         with stopped_like_ctrl_c():
-            run_worker(spec, os.environ[STORAGE_ENV], os.environ[TRACKING_ENV])
+            run_worker(spec, storage, os.environ[TRACKING_ENV])
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

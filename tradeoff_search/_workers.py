@@ -482,11 +482,13 @@ def worker_logs(spec: StudySpec) -> Path:
 
 def worker_command(spec: StudySpec, timeout: float | None) -> list[str]:
     """The command of one worker process of ``spec``'s study (read by ``tradeoff_search._worker``):
-    it runs the trials queued in the study, starts no trial after ``timeout`` seconds and retires
-    past ``worker_growth_mb``. The stores' URLs, which may hold passwords, go by
+    it runs the trials queued in the study, under the spec stored there (the file's folder holds
+    its relative paths), starts no trial after ``timeout`` seconds and retires past
+    ``worker_growth_mb``. The stores' URLs, which may hold passwords, go by
     :func:`worker_environment`: every user of the machine can read a command line."""
-    command = [sys.executable, "-m", "tradeoff_search._worker", str(spec.path), "--n-trials", str(spec.study.n_trials),
-               "--worker-growth-mb", str(spec.study.worker_growth_mb)]  # fmt: skip
+    study = spec.study
+    command = [sys.executable, "-m", "tradeoff_search._worker", str(spec.path), f"--study={study.name}",
+               "--n-trials", str(study.n_trials), "--worker-growth-mb", str(study.worker_growth_mb)]  # fmt: skip
     return command if timeout is None else [*command, "--timeout", f"{timeout:.0f}"]
 
 
