@@ -10,6 +10,7 @@ import textwrap
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,32 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@dataclass(frozen=True)
+class FinishedStudy:
+    """A study run by the CLI in ``folder`` (its default stores in ``folder/mlruns``), and what ``run`` printed."""
+
+    folder: Path
+    stdout: str
+
+
+@pytest.fixture(scope="session")
+def tiny_cli_study(tmp_path_factory: pytest.TempPathFactory) -> FinishedStudy:
+    """``run spec.toml`` of TINY_SPEC (3 trials, one worker process), once for every test that reads it.
+
+    Shared: a test may add to it only what keeps its trials and runs as they are (resuming it,
+    syncing it, selecting from it: which the test of those commands asserts); anything else works
+    on a study of its own.
+    """
+    folder = tmp_path_factory.mktemp("tiny-cli-study")
+    (folder / "spec.toml").write_text(textwrap.dedent(TINY_SPEC))
+    done = subprocess.run(
+        [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
+        cwd=folder, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return FinishedStudy(folder, done.stdout)
 
 
 @pytest.fixture

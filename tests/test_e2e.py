@@ -14,21 +14,16 @@ from mlflow import MlflowClient
 
 from tradeoff_search._run_index import TAG_ROLE
 
-from .conftest import REPO
+from .conftest import REPO, FinishedStudy
 
 pytestmark = pytest.mark.e2e
 
 
-def test_cli_run_then_pareto_and_sync(write_spec, tmp_path: Path) -> None:
-    write_spec()
-    done = subprocess.run(
-        [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Pareto set of study 'tiny' (3 complete, 0 failed trials)" in done.stdout
+def test_cli_run_then_pareto_and_sync(tiny_cli_study: FinishedStudy) -> None:
+    folder = tiny_cli_study.folder  # `run spec.toml` there, by the CLI
+    assert "Pareto set of study 'tiny' (3 complete, 0 failed trials)" in tiny_cli_study.stdout
 
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/mlruns/optuna.db")
     assert study.metric_names == ["accuracy", "latency_ms"]
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert len(study.trials) == 3
@@ -37,10 +32,10 @@ def test_cli_run_then_pareto_and_sync(write_spec, tmp_path: Path) -> None:
         assert trial.user_attrs["n_params"] > 0 and trial.user_attrs["train_seconds"] > 0
         assert 1 <= trial.user_attrs["epochs"] <= 2
         assert trial.user_attrs["latency"]["runtime"] == "litert"
-    with sqlite3.connect(tmp_path / "mlruns" / "optuna.db") as database:  # one append per commit, not two syncs
+    with sqlite3.connect(folder / "mlruns" / "optuna.db") as database:  # one append per commit, not two syncs
         assert database.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    client = MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("tiny")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags[TAG_ROLE] == "study"]
@@ -64,17 +59,17 @@ def test_cli_run_then_pareto_and_sync(write_spec, tmp_path: Path) -> None:
     for number in pareto:  # log_models = "pareto" (the default): a Keras model and its .tflite
         logged = {a.path for a in client.list_artifacts(children[number].info.run_id)}
         assert "tflite" in logged
-    assert not any((tmp_path / "mlruns" / "staging" / "tiny").iterdir())
-    assert str(tmp_path / "mlruns") in client.get_run(parents[0].info.run_id).info.artifact_uri
+    assert not any((folder / "mlruns" / "staging" / "tiny").iterdir())
+    assert str(folder / "mlruns") in client.get_run(parents[0].info.run_id).info.artifact_uri
 
     table = subprocess.run(
-        [sys.executable, "-m", "tradeoff_search", "pareto", "spec.toml"], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-m", "tradeoff_search", "pareto", "spec.toml"], cwd=folder, capture_output=True, text=True
     )
     assert table.returncode == 0
     assert len(table.stdout.strip().splitlines()) == 1 + len(pareto)
     explained = subprocess.run(
         [sys.executable, "-m", "tradeoff_search", "pareto", "spec.toml", "--explain"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=folder, capture_output=True, text=True,
     )  # fmt: skip
     assert explained.returncode == 0, explained.stderr[-2000:]
     for objective in ("accuracy", "latency_ms"):
@@ -85,18 +80,18 @@ def test_cli_run_then_pareto_and_sync(write_spec, tmp_path: Path) -> None:
     # Resuming a finished study runs nothing and duplicates nothing; sync twice changes nothing.
     for command in (["run", "spec.toml", "--no-progress"], ["sync", "spec.toml"], ["sync", "spec.toml"]):
         again = subprocess.run(
-            [sys.executable, "-m", "tradeoff_search", *command], cwd=tmp_path, capture_output=True, text=True
+            [sys.executable, "-m", "tradeoff_search", *command], cwd=folder, capture_output=True, text=True
         )
         assert again.returncode == 0, again.stderr[-2000:]
     assert len(client.search_runs([experiment.experiment_id])) == 4
-    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db").trials) == 3
+    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/mlruns/optuna.db").trials) == 3
 
     chosen = subprocess.run(
         [sys.executable, "-m", "tradeoff_search", "select", "spec.toml", "--out", "chosen"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=folder, capture_output=True, text=True,
     )  # fmt: skip
     assert chosen.returncode == 0, chosen.stderr[-2000:]
-    assert (tmp_path / "chosen" / "model.tflite").stat().st_size > 0
+    assert (folder / "chosen" / "model.tflite").stat().st_size > 0
     assert "registered tiny-selected version 1" in chosen.stdout
     assert "Downloading artifacts" not in chosen.stdout + chosen.stderr  # MLflow's progress bar
     for flags, named in [
@@ -105,7 +100,7 @@ def test_cli_run_then_pareto_and_sync(write_spec, tmp_path: Path) -> None:
     ]:
         refused = subprocess.run(
             [sys.executable, "-m", "tradeoff_search", "select", "spec.toml", *flags],
-            cwd=tmp_path, capture_output=True, text=True,
+            cwd=folder, capture_output=True, text=True,
         )  # fmt: skip
         assert refused.returncode == 2 and refused.stderr.startswith(f"error: {named}"), refused.stderr[-2000:]
         assert len(refused.stderr.splitlines()) == 1, refused.stderr

@@ -1,5 +1,5 @@
-"""End-to-end in a browser: a finished study, shown by ``tradeoff_search ui`` (MLflow) and by a real
-``optuna-dashboard`` over its Optuna storage, in headless Chromium.
+"""End-to-end in a browser: a finished study (conftest's ``tiny_cli_study``), shown by ``tradeoff_search ui``
+(MLflow) and by a real ``optuna-dashboard`` over its Optuna storage, in headless Chromium.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``);
 skipped without them. Nothing is downloaded: the driver is given by path, Selenium Manager stays offline.
@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .conftest import TINY_SPEC, free_port, stop_group, wait_until_served
+from .conftest import FinishedStudy, free_port, stop_group, wait_until_served
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 RUN_NAMES = {"tiny", "trial-0000", "trial-0001", "trial-0002"}  # the parent run and its nested trial runs
@@ -40,24 +39,11 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The tiny study, run once for both UIs: its folder and what ``run`` printed."""
-    folder = tmp_path_factory.mktemp("study")
-    (folder / "spec.toml").write_text(textwrap.dedent(TINY_SPEC))
-    done = subprocess.run(
-        [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
-        cwd=folder, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return folder, done.stdout
-
-
 @pytest.fixture
-def ui_pages(finished: tuple[Path, str], tmp_path: Path) -> Iterator[tuple[str, str, str]]:
-    """Serve the study with ``tradeoff_search ui spec.toml`` (``$BROWSER`` a script that records what
-    it is asked to open) and yield the runs page, the front plot page and the page the UI opened."""
-    folder, printed = finished
+def ui_pages(tiny_cli_study: FinishedStudy, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """Serve the tiny study with ``tradeoff_search ui spec.toml`` (``$BROWSER`` a script that records
+    what it is asked to open) and yield the runs page, the front plot page and the page the UI opened."""
+    folder, printed = tiny_cli_study.folder, tiny_cli_study.stdout
     hinted = re.findall(r"runs of 'tiny': (\S+)", printed)
     opened = tmp_path / "opened.txt"
     recorder = tmp_path / "browser.sh"
@@ -143,10 +129,10 @@ def test_mlflow_ui_opens_on_the_runs_the_pareto_column_and_the_front_plot(
 
 
 @pytest.fixture
-def dashboard(finished: tuple[Path, str], tmp_path: Path) -> Iterator[str]:
-    """A real optuna-dashboard (the ``[dashboard]`` extra) on the study's storage; yields its URL."""
+def dashboard(tiny_cli_study: FinishedStudy, tmp_path: Path) -> Iterator[str]:
+    """A real optuna-dashboard (the ``[dashboard]`` extra) on the tiny study's storage; yields its URL."""
     pytest.importorskip("optuna_dashboard", reason='needs pip install -e ".[dashboard]"')
-    folder, _ = finished
+    folder = tiny_cli_study.folder
     port, log = free_port(), tmp_path / "dashboard.log"
     with log.open("w") as out:
         server = subprocess.Popen(
