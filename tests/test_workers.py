@@ -165,8 +165,8 @@ def test_workers_started_together_on_a_fresh_storage_all_open_it(tmp_path: Path)
     # retry, at least one of four failed with an IntegrityError in 4 of 10 such rounds.
     context = multiprocessing.get_context("spawn")
     with context.Pool(4) as pool:
-        for round_ in range(4):
-            url, start = f"sqlite:///{tmp_path}/optuna-{round_}.db", time.time() + 2
+        for round_ in range(4):  # 2 s for the pool's processes to start, then 0.5 s to hand each its task
+            url, start = f"sqlite:///{tmp_path}/optuna-{round_}.db", time.time() + (2 if round_ == 0 else 0.5)
             assert pool.starmap(_open_at, [(url, start)] * 4) == ["opened"] * 4
 
 
@@ -180,7 +180,7 @@ def _huge_features(tmp_path: Path, activation: str) -> str:
 
 def test_a_study_where_every_trial_fails_exits_1_with_a_summary(tmp_path: Path) -> None:
     (tmp_path / "spec.toml").write_text(_huge_features(tmp_path, '"relu"'))
-    done = _run("spec.toml", cwd=tmp_path)
+    done = _run("spec.toml", "--in-process", cwd=tmp_path)  # worker processes: the planted-failure test below
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert "(0 complete, 3 failed trials)" in done.stdout
@@ -276,7 +276,7 @@ def test_tickets_are_queued_as_needed_and_never_past_n_trials(tmp_path: Path) ->
 
 
 def test_a_timeout_study_with_a_huge_n_trials_starts_at_once(tmp_path: Path) -> None:
-    (tmp_path / "spec.toml").write_text(TINY_SPEC.replace("n_trials = 3", "n_trials = 1000000\ntimeout = 5"))
+    (tmp_path / "spec.toml").write_text(TINY_SPEC.replace("n_trials = 3", "n_trials = 1000000\ntimeout = 1"))
     start = time.monotonic()
     done = _run("spec.toml", "--in-process", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
