@@ -10,12 +10,16 @@
    worker processes train on the same machine (so here the "device" shares the cores; on a real
    device it would not).
 2. Throughput: the same short digits study with 1 and 2 local workers (``run --workers N``),
-   timed locally under the machine lock and on a latency server on this machine: trials per minute.
+   timed locally under the machine lock and on a latency server on this machine: trials per minute,
+   of the whole command and steady (trials 2..n over the span of their finishes in the storage, so
+   start-up, which no worker count shortens, is left out). And the ceiling of 2 workers on these 2
+   cores: the same Keras training in one process alone vs two at once (epochs per minute, nothing
+   timed): what two workers could give if timing cost nothing.
 3. Overhead: wall time of one measurement through the server vs the same measurement local
    (transfer, queue and the hand-over to the timing process), alternated, as a share of a trial.
 
 Targets: Spearman >= 0.95, median |rel. diff| <= 5% idle, <= 10% while two workers train; >= 1.8x
-trials per minute with 2 workers on the server.
+trials per minute with 2 workers on the server (the training ceiling says whether 2 cores allow it).
 """
 
 from __future__ import annotations
@@ -40,6 +44,14 @@ TRAINER = (
     " keras.layers.Dense(10, activation='softmax')])\n"
     "m.compile('adam', 'sparse_categorical_crossentropy')\n"
     "while True: m.fit(x, y, epochs=1, batch_size=64, verbose=0)\n"
+)
+# The same training, counting its epochs for a while after a warm-up (argv: seconds, output file).
+COUNTING_TRAINER = TRAINER.replace(
+    "while True: m.fit(x, y, epochs=1, batch_size=64, verbose=0)\n",
+    "import sys, time\nm.fit(x, y, epochs=2, batch_size=64, verbose=0)\n"
+    "end, epochs = time.perf_counter() + float(sys.argv[1]), 0\n"
+    "while time.perf_counter() < end: m.fit(x, y, epochs=1, batch_size=64, verbose=0); epochs += 1\n"
+    "open(sys.argv[2], 'w').write(str(epochs))\n",
 )
 
 
@@ -104,9 +116,38 @@ def throughput(tmp: Path, url: str | None, workers: int, trials: int, epochs: in
                    stderr=subprocess.DEVNULL)  # fmt: skip
     seconds = time.perf_counter() - start
     rate = trials / seconds * 60
+    steady = steady_rate(f"sqlite:///{root}/mlruns/optuna.db")
     where = "server" if url else "local lock"
-    print(f"{where:10s} {workers} worker(s): {trials} trials in {seconds:.0f} s: {rate:.1f} trials/min")
-    return {"seconds": seconds, "trials_per_minute": rate}
+    print(f"{where:10s} {workers} worker(s): {trials} trials in {seconds:.0f} s: {rate:.1f} trials/min, "
+          f"steady {steady:.1f}")  # fmt: skip
+    return {"seconds": seconds, "trials_per_minute": rate, "steady_trials_per_minute": steady}
+
+
+def steady_rate(storage: str) -> float:
+    """Trials per minute between the first and the last trial to finish (start-up left out)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    finishes = sorted(t.datetime_complete.timestamp() for t in complete)
+    return (len(finishes) - 1) / (finishes[-1] - finishes[0]) * 60
+
+
+def training_ceiling(tmp: Path, seconds: float = 40) -> dict:
+    """Epochs per minute of the Keras training alone in one process, and of two processes at once."""
+    rates = {}
+    for processes in (1, 2):
+        outs = [tmp / f"epochs-{processes}-{i}" for i in range(processes)]
+        trainers = [subprocess.Popen([sys.executable, "-c", COUNTING_TRAINER, str(seconds), str(out)],
+                                     stderr=subprocess.DEVNULL) for out in outs]  # fmt: skip
+        for trainer in trainers:
+            assert trainer.wait() == 0
+        rates[processes] = sum(int(out.read_text()) for out in outs) / seconds * 60
+    ratio = rates[2] / rates[1]
+    print(f"training alone: 1 process {rates[1]:.0f} epochs/min, 2 at once {rates[2]:.0f}: ceiling {ratio:.2f}x")
+    return {"one_epochs_per_minute": rates[1], "two_epochs_per_minute": rates[2], "ceiling": ratio}
 
 
 def overhead(url: str, model: Path, rounds: int = 10) -> dict:
@@ -173,15 +214,18 @@ def main() -> None:
                         report["throughput"][f"{where}_{workers}"] = throughput(
                             tmp, device, workers, args.trials, args.epochs
                         )
+                report["training_ceiling"] = training_ceiling(tmp)
             if 3 in args.parts:
                 report["overhead"] = overhead(url, models[6])  # ~320k multiply-adds
         finally:
             server.terminate()
             server.wait()
     if "throughput" in report:
-        rates = {key: value["trials_per_minute"] for key, value in report["throughput"].items()}
         for where in ("local", "server"):
-            print(f"{where}: 2 workers / 1 worker: {rates[f'{where}_2'] / rates[f'{where}_1']:.2f}x")
+            one, two = (report["throughput"][f"{where}_{n}"] for n in (1, 2))
+            print(f"{where}: 2 workers / 1 worker: {two['trials_per_minute'] / one['trials_per_minute']:.2f}x, "
+                  f"steady {two['steady_trials_per_minute'] / one['steady_trials_per_minute']:.2f}x")  # fmt: skip
+        print(f"training ceiling on this machine: {report['training_ceiling']['ceiling']:.2f}x")
     if "overhead" in report:
         cost = report["overhead"]
         server_ms, local_ms, extra_ms = (cost[k] * 1e3 for k in ("server_s", "local_s", "overhead_s"))

@@ -225,7 +225,10 @@ def _cli(tmp: Path, *args: str, token: str | None = TOKEN, **popen: object) -> s
 
 
 @pytest.mark.e2e
-def test_a_study_times_every_candidate_on_the_server_and_outlives_its_restart(tmp_path: Path) -> None:
+def test_a_study_timed_on_the_server_outlives_its_restart_and_stops_when_it_is_lost(tmp_path: Path) -> None:
+    from tradeoff_search._objective import MAX_DEVICE_FAILURES
+    from tradeoff_search._record import DEVICE_FAILURE
+
     (tmp_path / "token").write_text(TOKEN)
     server = Server(tmp_path, "--token-file", str(tmp_path / "token"))
     spec = _study_spec(tmp_path, server.url, 4)
@@ -271,6 +274,34 @@ def test_a_study_times_every_candidate_on_the_server_and_outlives_its_restart(tm
     children = [r for r in runs if r is not parent]
     assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == [0, 1, 2, 3]
     assert {r.data.tags["latency.device"] for r in children} == {server.url}
+
+    # Lost for good mid-study: three trials in a row fail on it, the study stops with exit 1 and one
+    # line; with the server back, the same command resumes and finishes.
+    server = Server(tmp_path, "--token-file", str(tmp_path / "token"), "--port", str(server.port))
+    run = _cli(tmp_path, "run", str(spec), "--in-process", "--no-progress", "--n-trials", "8")
+    try:
+        while "POST /v1/measure" not in server.log.read_text():
+            assert run.poll() is None, run.communicate()[1]
+            time.sleep(0.05)
+        server.process.kill()
+        server.process.wait()
+        err = run.communicate(timeout=300)[1]
+    finally:
+        run.kill()
+    assert run.returncode == 1, err
+    assert err.endswith(f"error: latency server {server.url}: the last {MAX_DEVICE_FAILURES} trials failed because "
+                        "it did not answer, so the study stopped; run the same command again once it is back to "
+                        "resume\n"), err  # fmt: skip
+    lost = [t for t in _trials(tmp_path) if t.state.name == "FAIL"]
+    assert len(lost) == MAX_DEVICE_FAILURES and all(DEVICE_FAILURE in t.user_attrs for t in lost)
+    server = Server(tmp_path, "--token-file", str(tmp_path / "token"), "--port", str(server.port))
+    try:
+        resumed = _cli(tmp_path, "run", str(spec), "--in-process", "--no-progress", "--n-trials", "8")
+        err = resumed.communicate(timeout=300)[1]
+    finally:
+        server.stop()
+    assert resumed.returncode == 0, err
+    assert sum(t.state.name == "COMPLETE" for t in _trials(tmp_path)) == 8
 
 
 def _study(tmp: Path):  # type: ignore[no-untyped-def]
