@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -146,10 +147,36 @@ def litert_outputs(tflite_path: str | Path, x: np.ndarray) -> np.ndarray:
     return np.asarray(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
 
 
+@pytest.fixture(scope="session")
+def migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store whose tables MLflow itself created, once a session: creating
+    them (alembic's migrations) takes 2-5 s on 2 cores, copying the file a few ms."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()  # creates the tables, and commits
+    return path
+
+
 @pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
+def mlflow_store(migrated_mlflow_db: Path, tmp_path: Path) -> Callable[..., str]:
+    """A real MLflow SQLite store at ``tmp_path / name`` (its tables already made; for the tests
+    that do not test their creation, which every CLI study on a fresh folder does), as a URI."""
+
+    def make(name: str = "mlflow.db") -> str:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(migrated_mlflow_db, path)
+        return f"sqlite:///{path}"
+
+    return make
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[str]:
     """A real MLflow tracking server on 127.0.0.1 (SQLite backend, served artifacts); yields its URL."""
     port, log = free_port(), tmp_path / "mlflow-server.log"
+    shutil.copyfile(migrated_mlflow_db, tmp_path / "server.db")  # its tables made: the server starts sooner
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("w") as out:
         server = subprocess.Popen(

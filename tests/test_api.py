@@ -117,12 +117,12 @@ def test_a_bad_argument_names_the_parameter_and_the_cli_names_the_flag(
     assert not (in_tmp / "mlruns").exists()
 
 
-def test_a_failing_cleanup_does_not_hide_the_first_error(spec: StudySpec, tmp_path: Path) -> None:
+def test_a_failing_cleanup_does_not_hide_the_first_error(spec: StudySpec, tmp_path: Path, mlflow_store) -> None:
     """A callback raises, and the record cannot be completed after it (its experiment is gone):
     the callback's error is what run_study raises."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store()
 
     def boom(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         client = MlflowClient(uri)

@@ -95,14 +95,14 @@ def test_a_budget_no_candidate_meets_exits_1_naming_the_fastest(tmp_path: Path) 
     assert re.search(r"the fastest measured \d\.\d+(e-\d+)? ms \(trial [01]\)\. Raise the budget", error), error
 
 
-def test_a_store_error_is_one_line_and_a_failure(write_spec, tmp_path: Path) -> None:
+def test_a_store_error_is_one_line_and_a_failure(write_spec, tmp_path: Path, mlflow_store) -> None:
     """MLflow refuses runs in a deleted experiment: sync says so in one line, exit 1, no traceback."""
     import optuna
     from mlflow import MlflowClient
 
     write_spec()
     optuna.create_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/o.db", directions=["maximize", "minimize"])
-    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    client = MlflowClient(mlflow_store("m.db"))
     client.delete_experiment(client.create_experiment("tiny"))
     done = cli("sync", "spec.toml", "--storage", "sqlite:///o.db", "--tracking-uri", "sqlite:///m.db", cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]

@@ -80,11 +80,11 @@ def _independent_accuracy(tflite_path: str, x: np.ndarray, y: np.ndarray) -> flo
 
 
 @pytest.mark.e2e
-def test_an_int8_trial_is_scored_and_exported_as_shipped(write_spec, tmp_path: Path) -> None:
+def test_an_int8_trial_is_scored_and_exported_as_shipped(write_spec, tmp_path: Path, mlflow_store) -> None:
     text = TINY_SPEC.replace("max_seconds = 0.2", 'max_seconds = 0.2\nquantization = "int8"\nio = "int8"')
     text = text.replace("units = [4, 16]", 'units = [4, 16]\nactivation = ["relu", "elu"]')  # ELU: no int8 kernel
     spec = StudySpec.load(write_spec(text + "[tracking]\nlog_models = 'all'\n"))
-    storage, uri = f"sqlite:///{tmp_path}/optuna.db", f"sqlite:///{tmp_path}/mlflow.db"
+    storage, uri = f"sqlite:///{tmp_path}/optuna.db", mlflow_store()
     queued = optuna.create_study(study_name="tiny", storage=storage, directions=spec.directions)
     for activation in ("elu", "relu", "relu"):
         queued.enqueue_trial({"activation": activation})

@@ -19,7 +19,9 @@ from .conftest import TINY_SPEC, litert_outputs
 pytestmark = pytest.mark.e2e
 
 
-def test_logged_pareto_model_predicts_as_before(write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_logged_pareto_model_predicts_as_before(
+    write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store
+) -> None:
     spec = StudySpec.load(write_spec(TINY_SPEC + '[tracking]\nlog_models = "all"\n'))
     staging = tmp_path / "staging"
     objective = TradeoffObjective(spec, model_dir=staging)
@@ -30,7 +32,7 @@ def test_logged_pareto_model_predicts_as_before(write_spec, tmp_path: Path, monk
         model = keras.models.load_model(staged_model_path(staging, trial.number))
         before[trial.number] = np.asarray(model(x, training=False))
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store()
     callback = MLflowParetoCallback(tracking_uri=uri, experiment="models", log_models="all", model_dir=staging)
     study = optuna.create_study(directions=objective.directions)
     study.set_metric_names(spec.metric_names)

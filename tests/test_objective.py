@@ -82,7 +82,7 @@ def test_a_candidate_containing_an_over_budget_model_is_not_built(tmp_path) -> N
     assert study.best_trials == []
 
 
-def test_a_budgeted_study_times_the_narrowest_model_first(tmp_path) -> None:
+def test_a_budgeted_study_times_the_narrowest_model_first(tmp_path, mlflow_store) -> None:
     from tradeoff_search import run_study
 
     path = tmp_path / "narrowest.toml"
@@ -93,7 +93,7 @@ def test_a_budgeted_study_times_the_narrowest_model_first(tmp_path) -> None:
     )
     path.write_text(space.replace("n_trials = 3", "n_trials = 4"))
     study = run_study(StudySpec.load(path), storage=f"sqlite:///{tmp_path}/optuna.db",
-                      tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")  # fmt: skip
+                      tracking_uri=mlflow_store())  # fmt: skip
     first, *others = sorted(study.trials, key=lambda trial: trial.number)
     assert (first.params["n_layers"], first.params["units_0"]) == (1, 4)
     assert first.user_attrs["latency"]["normalized_ms"] > 0.0001

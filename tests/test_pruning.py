@@ -56,9 +56,9 @@ log_models = "none"
 
 
 @pytest.mark.e2e
-def test_a_dominated_trial_is_pruned_with_its_curve_recorded(write_spec, tmp_path: Path) -> None:
+def test_a_dominated_trial_is_pruned_with_its_curve_recorded(write_spec, tmp_path: Path, mlflow_store) -> None:
     objective = TradeoffObjective(StudySpec.load(write_spec(SPEC)))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store()
     study = optuna.create_study(directions=objective.directions, storage=f"sqlite:///{tmp_path}/optuna.db")
     study.set_metric_names(objective.metric_names)
     # A small model that learns fast, then a ~300k-parameter one (surely slower) that barely learns.

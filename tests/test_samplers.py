@@ -17,9 +17,9 @@ GP_SPEC = TINY_SPEC.replace("seed = 1", 'seed = 1\nsampler = "gp"')
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="the gp extra (PyTorch) is not installed")
-def test_gp_sampler_runs_a_study_past_its_random_start(write_spec, tmp_path: Path) -> None:
+def test_gp_sampler_runs_a_study_past_its_random_start(write_spec, tmp_path: Path, mlflow_store) -> None:
     spec = StudySpec.load(write_spec(GP_SPEC)).override(n_trials=12)  # GPSampler starts with 10 random trials
-    study = run_study(spec, storage=f"sqlite:///{tmp_path}/optuna.db", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    study = run_study(spec, storage=f"sqlite:///{tmp_path}/optuna.db", tracking_uri=mlflow_store())
     assert isinstance(study.sampler, optuna.samplers.GPSampler)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 12
     assert study.best_trials

@@ -44,7 +44,7 @@ def test_choices_are_the_front_after_re_timing() -> None:
 
 
 @pytest.mark.e2e
-def test_select_exports_tests_and_registers(write_spec, tmp_path: Path) -> None:
+def test_select_exports_tests_and_registers(write_spec, tmp_path: Path, mlflow_store) -> None:
     # A name with quotes, a backslash and "and": a literal in every MLflow filter (runs, registry).
     name = "o'neil \\ and x"
     # A table with text columns and missing values: select ships the encoding beside the model.
@@ -56,7 +56,7 @@ def test_select_exports_tests_and_registers(write_spec, tmp_path: Path) -> None:
     text = text.replace('source = "sklearn:iris"', data)
     spec = StudySpec.load(write_spec(text))
     assert spec.study.name == name
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store()
     study = run_study(spec, storage=f"sqlite:///{tmp_path}/optuna.db", tracking_uri=uri)
     parents = MlflowClient(uri).search_runs(
         [MlflowClient(uri).get_experiment_by_name(name).experiment_id], "tags.`optuna.role` = 'study'"

@@ -47,8 +47,8 @@ def _non_dominated(points: np.ndarray) -> set[int]:
 
 
 @pytest.fixture
-def tracked(tmp_path: Path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def tracked(tmp_path: Path, mlflow_store):
+    uri = mlflow_store()
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(study_name="analytic", storage=storage, directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
@@ -102,9 +102,9 @@ def test_resume_and_sync_twice_keep_counts(tracked) -> None:
     assert tagged == {t.number for t in resumed.best_trials}
 
 
-def test_sync_rebuilds_a_lost_record(tracked, tmp_path: Path) -> None:
+def test_sync_rebuilds_a_lost_record(tracked, mlflow_store) -> None:
     study = tracked[0]
-    uri = f"sqlite:///{tmp_path}/rebuilt.db"
+    uri = mlflow_store("rebuilt.db")
     MLflowParetoCallback(tracking_uri=uri, experiment="rebuilt").sync(study)
     parents, children = _runs(MlflowClient(uri), "rebuilt")
     assert len(parents) == 1 and len(children) == len(study.trials)
@@ -112,8 +112,8 @@ def test_sync_rebuilds_a_lost_record(tracked, tmp_path: Path) -> None:
     assert {"pareto.csv", "pareto_front.png"} <= artifacts
 
 
-def test_hypervolume_with_a_reference_point(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_hypervolume_with_a_reference_point(mlflow_store) -> None:
+    uri = mlflow_store()
     study = optuna.create_study(directions=["maximize", "minimize"])
     callback = MLflowParetoCallback(tracking_uri=uri, experiment="hv", hypervolume_reference=[0.0, 2.0])
     for x, y in [(0.5, 1.0), (1.0, 1.5), (0.2, 0.5)]:
@@ -126,9 +126,9 @@ def test_hypervolume_with_a_reference_point(tmp_path: Path) -> None:
     np.testing.assert_allclose(values, [0.5, 0.75, 0.85])
 
 
-def test_two_workers_keep_each_others_pareto_tags_live(tmp_path: Path) -> None:
+def test_two_workers_keep_each_others_pareto_tags_live(tmp_path: Path, mlflow_store) -> None:
     """Each worker retags runs the other logged when a new trial changes their rank, before finish()."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store()
     storage = f"sqlite:///{tmp_path}/optuna.db"
     optuna.create_study(study_name="shared", storage=storage, directions=["maximize", "minimize"])
     workers = [
@@ -151,10 +151,10 @@ def test_two_workers_keep_each_others_pareto_tags_live(tmp_path: Path) -> None:
         assert all((rank == "0") == (n in expected) for n, rank in ranks.items())
 
 
-def test_finish_logs_the_retimed_front(tmp_path: Path) -> None:
+def test_finish_logs_the_retimed_front(tmp_path: Path, mlflow_store) -> None:
     from tradeoff_search._pareto import RETIMED_ATTR, front_rows
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store()
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
     study.set_metric_names(["accuracy", "latency_ms"])
     callback = MLflowParetoCallback(tracking_uri=uri, experiment="retimed")
@@ -175,10 +175,10 @@ def test_finish_logs_the_retimed_front(tmp_path: Path) -> None:
     assert [(row["trial"], row["pareto_retimed"]) for row in front_rows(study)] == [(0, False), (1, True)]
 
 
-def test_four_objectives_get_a_front_plot_and_a_hypervolume(tmp_path: Path) -> None:
+def test_four_objectives_get_a_front_plot_and_a_hypervolume(mlflow_store) -> None:
     """Optuna plots at most 3 objectives, so the plot shows the first two; the hypervolume is over
     all four (no latency among them: it is on a log scale)."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store()
     study = optuna.create_study(directions=["maximize", "minimize", "minimize", "minimize"])
     study.set_metric_names(["score", "cost", "size", "bytes"])
     callback = MLflowParetoCallback(tracking_uri=uri, experiment="four", hypervolume_reference=[0.0, 1.0, 1.0, 1.0])
@@ -212,9 +212,9 @@ def test_front_table_shows_params_once_when_it_is_an_objective() -> None:
         assert list(front_rows(study)[0]) == expected
 
 
-def test_the_callback_refuses_a_study_it_cannot_record(tmp_path: Path) -> None:
+def test_the_callback_refuses_a_study_it_cannot_record(mlflow_store) -> None:
     """Before anything is logged: one objective, a reference point of the wrong length, a second study."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_store()
     single = optuna.create_study(study_name="single")
     single.tell(single.ask(), 1.0)
     with pytest.raises(ValueError, match="study 'single': expected a multi-objective study, got 1 objective"):
@@ -235,9 +235,9 @@ def test_the_callback_refuses_a_study_it_cannot_record(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("value", ["o'neil \\ and x", 'say "hi"', "ends in \\", "a' and tags.`t` = 'b", "x"])
-def test_filter_values_find_exactly_their_run(tmp_path: Path, value: str) -> None:
+def test_filter_values_find_exactly_their_run(mlflow_store, value: str) -> None:
     """MLflow's filter parser unescapes nothing: each value is quoted so it reads back as itself."""
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(mlflow_store())
     experiment = client.create_experiment("quoting")
     decoys = ["x'", "a", "b", "o'neil", "ends in ", ""]
     runs = {v: client.create_run(experiment, tags={"t": v}).info.run_id for v in [value, *decoys] if v != value or v}
@@ -262,12 +262,12 @@ def test_the_front_plot_rings_quantized_trials() -> None:
 
 
 @pytest.mark.e2e
-def test_sync_repairs_what_a_killed_worker_left(tmp_path: Path) -> None:
+def test_sync_repairs_what_a_killed_worker_left(tmp_path: Path, mlflow_store) -> None:
     """Trial 0's worker died after creating its run (RUNNING, nothing logged); trial 1's after
     the trial finished, before its run existed. Both left their staged models on disk."""
     import keras
 
-    staging, uri = tmp_path / "staging", f"sqlite:///{tmp_path}/mlflow.db"
+    staging, uri = tmp_path / "staging", mlflow_store()
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
     callback = MLflowParetoCallback(tracking_uri=uri, experiment="crash", log_models="all", model_dir=staging)
     callback.start(study)
