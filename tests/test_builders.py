@@ -221,7 +221,7 @@ def test_resuming_with_a_changed_builder_source_is_refused_unless_accepted(spec_
 
 
 @pytest.mark.e2e
-def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, tmp_path: Path) -> None:
+def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, tmp_path: Path, mlflow_store) -> None:
     """Functional with two branches, Sequential with SeparableConv1D, categorical + conditional
     parameters: Optuna's trials and MLflow's child runs one to one, with each builder's own
     parameters; the front's model exported by select as .keras and .tflite that agree."""
@@ -235,6 +235,7 @@ def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, 
     builders = "\n".join(f'{name} = "models.py:{name}"' for name in names)
     path = spec_with(f"families = {list(names)}\n[model.builders]\n{builders}".replace("'", '"'))
     path.write_text(path.read_text().replace("seed = 3", "seed = 7"))  # a seed drawing each family once
+    mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     done = subprocess.run(
         [sys.executable, "-m", "tradeoff_search", "run", path.name, "--no-progress"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,

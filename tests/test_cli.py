@@ -82,11 +82,13 @@ def test_shipped_default_spec_validates_from_the_repo(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--n-trials" in done.stderr
 
 
-def test_a_budget_no_candidate_meets_exits_1_naming_the_fastest(tmp_path: Path) -> None:
+def test_a_budget_no_candidate_meets_exits_1_naming_the_fastest(tmp_path: Path, mlflow_store) -> None:
     spec = '[study]\nn_trials = 2\n[data]\nsource = "sklearn:iris"\n[latency]\nbudget_ms = 0.00001\n'
     spec += '[model]\nn_layers = [1, 1]\nunits = [8, 16]\n[tracking]\nlog_models = "none"\n'
     (tmp_path / "tight.toml").write_text(spec)
-    done = cli("run", "tight.toml", "--no-progress", cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})  # GPUs hidden
+    mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
+    # GPUs hidden; trials in-process, as this is about the budget (worker processes: test_workers)
+    done = cli("run", "tight.toml", "--no-progress", "--in-process", cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 1, done.stderr
     assert done.stdout.splitlines()[0] == "training on the CPU (TensorFlow sees no GPU)"
     assert "(2 complete (2 over the latency budget), 0 failed trials)" in done.stdout

@@ -58,13 +58,13 @@ def _mlflow_runs(tracking_uri: str, experiment: str) -> tuple[list, dict[int, ob
         pytest.param("postgres", marks=pytest.mark.skipif(not POSTGRES, reason="no TRADEOFF_SEARCH_TEST_POSTGRES")),
     ],
 )
-def test_two_workers_run_exactly_the_requested_trials(tmp_path: Path, backend: str) -> None:
+def test_two_workers_run_exactly_the_requested_trials(tmp_path: Path, backend: str, mlflow_store) -> None:
     name = f"workers_{uuid.uuid4().hex[:8]}"
     (tmp_path / "spec.toml").write_text(
         TINY_SPEC.replace('name = "tiny"', f'name = "{name}"').replace("n_trials = 3", "n_trials = 6")
     )
     storage = POSTGRES if backend == "postgres" else f"sqlite:///{tmp_path}/optuna.db"
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking = mlflow_store()
     # The URLs by the environment: no process of the study may show them on its command line.
     run = subprocess.Popen(
         [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--workers", "2", "--no-progress"],
@@ -96,13 +96,14 @@ def test_two_workers_run_exactly_the_requested_trials(tmp_path: Path, backend: s
         assert all(password not in str(r.data) for r in [*parents, *children.values()])
 
 
-def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path) -> None:
+def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path, mlflow_store) -> None:
     # Trials long enough (~8 s) to be caught training.
     slow = TINY_SPEC.replace('source = "sklearn:iris"', 'source = "sklearn:digits"').replace(
         "max_epochs = 2", "max_epochs = 150"
     )
     slow = slow.replace("patience = 1", "patience = 150").replace("[study]", "[study]\nheartbeat_seconds = 1")
     (tmp_path / "spec.toml").write_text(slow)
+    mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
     worker = subprocess.Popen(  # the trials run in the very process that is killed
         [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress", "--in-process"],
@@ -178,8 +179,9 @@ def _huge_features(tmp_path: Path, activation: str) -> str:
     return spec.replace("units = [4, 16]", f"units = [4, 16]\nactivation = {activation}")
 
 
-def test_a_study_where_every_trial_fails_exits_1_with_a_summary(tmp_path: Path) -> None:
+def test_a_study_where_every_trial_fails_exits_1_with_a_summary(tmp_path: Path, mlflow_store) -> None:
     (tmp_path / "spec.toml").write_text(_huge_features(tmp_path, '"relu"'))
+    mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     done = _run("spec.toml", "--in-process", cwd=tmp_path)  # worker processes: the planted-failure test below
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr
@@ -224,11 +226,12 @@ max_epochs = 1
 TENSORFLOW_START_UP = ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "XNNPACK delegate")
 
 
-def test_a_failed_trial_leaves_its_traceback_in_the_worker_log_and_on_its_run(tmp_path: Path) -> None:
+def test_a_failed_trial_leaves_its_traceback_in_the_worker_log_and_on_its_run(tmp_path: Path, mlflow_store) -> None:
     """A default run (one worker process): the console names the worker logs and holds none of
     TensorFlow's start-up lines; the traceback of a useless message is in the log and in MLflow."""
     (tmp_path / "planted.py").write_text(PLANTED_BUILDER)
     (tmp_path / "spec.toml").write_text(PLANTED_SPEC)
+    mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     done = _run("spec.toml", cwd=tmp_path)
     console = done.stdout + done.stderr
     assert done.returncode == 1, console[-3000:]
@@ -248,11 +251,12 @@ def test_a_failed_trial_leaves_its_traceback_in_the_worker_log_and_on_its_run(tm
     assert traceback.startswith("Traceback") and "in _deep_inside_the_builder" in traceback
 
 
-def test_a_study_short_of_its_trials_exits_1_and_says_to_run_again(tmp_path: Path) -> None:
+def test_a_study_short_of_its_trials_exits_1_and_says_to_run_again(tmp_path: Path, mlflow_store) -> None:
     # With seed 1, one of the four models is a relu one and fails; its place in the study is free.
     (tmp_path / "spec.toml").write_text(
         _huge_features(tmp_path, '["relu", "tanh"]').replace("n_trials = 3", "n_trials = 4")
     )
+    mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     done = _run("spec.toml", "--in-process", cwd=tmp_path)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "(3 complete, 1 failed trials)" in done.stdout
@@ -275,8 +279,9 @@ def test_tickets_are_queued_as_needed_and_never_past_n_trials(tmp_path: Path) ->
     assert Tickets(study, 5, storage)() == 1  # a failed trial's slot goes to the next run
 
 
-def test_a_timeout_study_with_a_huge_n_trials_starts_at_once(tmp_path: Path) -> None:
+def test_a_timeout_study_with_a_huge_n_trials_starts_at_once(tmp_path: Path, mlflow_store) -> None:
     (tmp_path / "spec.toml").write_text(TINY_SPEC.replace("n_trials = 3", "n_trials = 1000000\ntimeout = 1"))
+    mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     start = time.monotonic()
     done = _run("spec.toml", "--in-process", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -286,12 +291,13 @@ def test_a_timeout_study_with_a_huge_n_trials_starts_at_once(tmp_path: Path) -> 
     assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
 
 
-def test_sigterm_keeps_finished_trials_completes_the_record_and_resumes(tmp_path: Path) -> None:
+def test_sigterm_keeps_finished_trials_completes_the_record_and_resumes(tmp_path: Path, mlflow_store) -> None:
     """SIGTERM to run alone (kill, a scheduler) stops it as Ctrl-C in a terminal does, which reaches
     the whole process group: run interrupts its worker, and no process of the study is left."""
     (tmp_path / "spec.toml").write_text(
         TINY_SPEC.replace("max_epochs = 2\npatience = 1", "max_epochs = 30\npatience = 30")
     )
+    mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     command = [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--n-trials", "50", "--no-progress"]
     running = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # fmt: skip
@@ -379,13 +385,14 @@ def test_runs_started_together_on_fresh_sqlite_stores_finish_the_study_though_a_
     assert len(parents) == 1 and sorted(children) == [t.number for t in study.trials]
 
 
-def test_a_worker_dying_at_every_start_makes_run_give_up_naming_its_log(tmp_path: Path) -> None:
+def test_a_worker_dying_at_every_start_makes_run_give_up_naming_its_log(tmp_path: Path, mlflow_store) -> None:
     # Worker processes die before they import anything (as in a broken environment); the run does not.
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(
         "import os\nif b'tradeoff_search._worker' in open('/proc/self/cmdline', 'rb').read():\n    os._exit(3)\n"
     )
     (tmp_path / "spec.toml").write_text(TINY_SPEC)
+    mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
