@@ -12,6 +12,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from tradeoff_search._cli import main
 from tradeoff_search._run_index import TAG_ROLE
 
 from .conftest import REPO, FinishedStudy
@@ -19,7 +20,9 @@ from .conftest import REPO, FinishedStudy
 pytestmark = pytest.mark.e2e
 
 
-def test_cli_run_then_pareto_and_sync(tiny_cli_study: FinishedStudy) -> None:
+def test_cli_run_then_pareto_and_sync(
+    tiny_cli_study: FinishedStudy, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tiny_cli_study.folder  # `run spec.toml` there, by the CLI
     assert "Pareto set of study 'tiny' (3 complete, 0 failed trials)" in tiny_cli_study.stdout
 
@@ -62,27 +65,26 @@ def test_cli_run_then_pareto_and_sync(tiny_cli_study: FinishedStudy) -> None:
     assert not any((folder / "mlruns" / "staging" / "tiny").iterdir())
     assert str(folder / "mlruns") in client.get_run(parents[0].info.run_id).info.artifact_uri
 
-    table = subprocess.run(
-        [sys.executable, "-m", "tradeoff_search", "pareto", "spec.toml"], cwd=folder, capture_output=True, text=True
-    )
-    assert table.returncode == 0
-    assert len(table.stdout.strip().splitlines()) == 1 + len(pareto)
-    explained = subprocess.run(
-        [sys.executable, "-m", "tradeoff_search", "pareto", "spec.toml", "--explain"],
-        cwd=folder, capture_output=True, text=True,
-    )  # fmt: skip
-    assert explained.returncode == 0, explained.stderr[-2000:]
+    # pareto and sync in this process (the CLI's main, as `python -m tradeoff_search` calls it),
+    # run and select as processes of their own.
+    monkeypatch.chdir(folder)
+    capsys.readouterr()
+    assert main(["pareto", "spec.toml"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1 + len(pareto)
+    assert main(["pareto", "spec.toml", "--explain"]) == 0
+    explained = capsys.readouterr().out
     for objective in ("accuracy", "latency_ms"):
-        decided = re.search(rf"^what decides {objective}: (.+)$", explained.stdout, re.MULTILINE)
-        assert decided and "learning_rate" in decided.group(1), explained.stdout
-    assert "(from 3 feasible trials, whose best 10% are 1: a hint)" in explained.stdout
+        decided = re.search(rf"^what decides {objective}: (.+)$", explained, re.MULTILINE)
+        assert decided and "learning_rate" in decided.group(1), explained
+    assert "(from 3 feasible trials, whose best 10% are 1: a hint)" in explained
 
     # Resuming a finished study runs nothing and duplicates nothing; sync twice changes nothing.
-    for command in (["run", "spec.toml", "--no-progress"], ["sync", "spec.toml"], ["sync", "spec.toml"]):
-        again = subprocess.run(
-            [sys.executable, "-m", "tradeoff_search", *command], cwd=folder, capture_output=True, text=True
-        )
-        assert again.returncode == 0, again.stderr[-2000:]
+    again = subprocess.run(
+        [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
+        cwd=folder, capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert main(["sync", "spec.toml"]) == 0 and main(["sync", "spec.toml"]) == 0
     assert len(client.search_runs([experiment.experiment_id])) == 4
     assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/mlruns/optuna.db").trials) == 3
 
