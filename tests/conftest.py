@@ -158,6 +158,26 @@ def migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    """A real MLflow tracking server on 127.0.0.1:``port`` (SQLite backend and served artifacts in
+    ``folder``, the same after a restart), answering; stop it with :func:`stop_group`."""
+    log = folder / "mlflow-server.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with log.open("a") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{folder}/server.db", "--serve-artifacts",
+             "--artifacts-destination", str(folder / "server-artifacts")],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_until_served(server, log, f"http://127.0.0.1:{port}/health", "mlflow server", seconds=90)
+    except BaseException:
+        stop_group(server)
+        raise
+    return server
+
+
 @pytest.fixture
 def mlflow_store(migrated_mlflow_db: Path, tmp_path: Path) -> Callable[..., str]:
     """A real MLflow SQLite store at ``tmp_path / name`` (its tables already made; for the tests
@@ -175,20 +195,11 @@ def mlflow_store(migrated_mlflow_db: Path, tmp_path: Path) -> Callable[..., str]
 @pytest.fixture
 def mlflow_server(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[str]:
     """A real MLflow tracking server on 127.0.0.1 (SQLite backend, served artifacts); yields its URL."""
-    port, log = free_port(), tmp_path / "mlflow-server.log"
+    port = free_port()
     shutil.copyfile(migrated_mlflow_db, tmp_path / "server.db")  # its tables made: the server starts sooner
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--serve-artifacts",
-             "--artifacts-destination", str(tmp_path / "server-artifacts")],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(tmp_path, port)
     try:
-        wait_until_served(server, log, f"{url}/health", "mlflow server", seconds=90)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop_group(server)
 

@@ -111,6 +111,25 @@ def test_a_store_error_is_one_line_and_a_failure(write_spec, tmp_path: Path, mlf
     assert re.fullmatch(r"error: MLflow: .*deleted.*\n", done.stderr, re.IGNORECASE), done.stderr
 
 
+def test_sync_exits_1_naming_what_it_cannot_complete(write_spec, tmp_path: Path, mlflow_store) -> None:
+    """A front trial recorded a model that no run holds and no folder here has staged: sync logs
+    its run, then says the model is missing (exit 1), as run does after its own repair."""
+    import optuna
+
+    from tradeoff_search._record import MODEL_DIGESTS_ATTR
+
+    write_spec()
+    storage = f"sqlite:///{tmp_path}/o.db"
+    study = optuna.create_study(study_name="tiny", storage=storage, directions=["maximize", "minimize"])
+    digests = {MODEL_DIGESTS_ATTR: {"model.keras": "0" * 64, "model.tflite": "1" * 64}}
+    study.add_trial(optuna.trial.create_trial(values=[0.9, 0.1], user_attrs=digests))
+    mlflow_store("m.db")
+    done = cli("sync", "spec.toml", "--storage", "sqlite:///o.db", "--tracking-uri", "sqlite:///m.db", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr == ("error: the MLflow record of study 'tiny' is incomplete: no model (trials 0); "
+                           "complete it with: python -m tradeoff_search sync spec.toml\n")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("error", "line"),
     [

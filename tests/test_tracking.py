@@ -11,10 +11,10 @@ from mlflow import MlflowClient
 
 from tradeoff_search import MLflowParetoCallback
 from tradeoff_search._objective import stage_model
-from tradeoff_search._record import MODEL_DIGESTS_ATTR, PARENT_RUN_ATTR, file_digest
+from tradeoff_search._record import MODEL_DIGESTS_ATTR, PARENT_RUN_ATTR, WORKER_ATTR, file_digest
 from tradeoff_search._report import _front_figure
 from tradeoff_search._run_index import TAG_ROLE, filter_value
-from tradeoff_search._tracking import RUN_FILES
+from tradeoff_search._tracking import RUN_FILES, may_be_writing
 
 
 def _objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -299,3 +299,34 @@ def test_sync_repairs_what_a_killed_worker_left(tmp_path: Path, mlflow_store) ->
             assert file_digest(Path(path)) == trial.user_attrs[MODEL_DIGESTS_ATTR][name]
     assert not any(staging.iterdir())
     assert str(callback.sync(study, grace_seconds=0)) == "nothing to repair"
+
+
+def test_missing_names_what_the_record_lacks_and_a_dead_writer_is_repaired_at_once(
+    tmp_path: Path, mlflow_store
+) -> None:
+    """Two trials whose runs were left RUNNING: trial 0's process (on this machine) has ended,
+    so sync repairs its run at once; trial 1's writer is unknown, so its run may still be written."""
+    import socket
+    import subprocess
+
+    uri = mlflow_store()
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
+    callback = MLflowParetoCallback(tracking_uri=uri, experiment="lacks")
+    callback.start(study)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    client = MlflowClient(uri)
+    for number, values in enumerate([[0.9, 0.2], [0.5, 0.1]]):
+        trial = study.ask()
+        if number == 0:
+            study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, f"{socket.gethostname()}:{dead.pid}")
+        study.tell(trial, values)
+        tags = {"mlflow.parentRunId": study.user_attrs[PARENT_RUN_ATTR], "optuna.role": "trial",
+                "optuna.trial": str(number)}  # fmt: skip
+        client.create_run(callback._runs.experiment_id(study), tags=tags)
+    assert may_be_writing(study.trials[0]) is False and may_be_writing(study.trials[1]) is None
+    assert callback.missing(study) == {"the study's run unfinished": [], "an unfinished run": [0, 1],
+                                       "an outdated pareto tag": [0, 1]}  # fmt: skip
+    report = callback.sync(study)
+    assert (report.half_written, report.pending) == ([0], [1])
+    assert callback.missing(study) == {"an unfinished run": [1]}

@@ -6,8 +6,11 @@ to (.ci/run starts one); without it those cases are skipped.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,17 +30,20 @@ from tradeoff_search._record import WORKER_ATTR
 from tradeoff_search._run_index import TAG_ROLE
 from tradeoff_search._workers import MAX_DEATHS_IN_A_ROW, Tickets
 
-from .conftest import TINY_SPEC, command_lines
+from .conftest import TINY_SPEC, command_lines, free_port, start_mlflow_server, stop_group
 
 pytestmark = pytest.mark.e2e
 
 POSTGRES = os.environ.get("TRADEOFF_SEARCH_TEST_POSTGRES")
+COMPLETE = optuna.trial.TrialState.COMPLETE
 
 
-def _run(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tradeoff_search", "run", *args, "--no-progress"],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
     )  # fmt: skip
 
 
@@ -402,3 +408,60 @@ def test_a_worker_dying_at_every_start_makes_run_give_up_naming_its_log(tmp_path
     assert "(exit 3, exit 3, exit 3, exit 3)" in last and "Traceback" not in done.stderr
     log = Path(tmp_path, last.rpartition("log: ")[2])
     assert log.is_file() and log.parent == tmp_path / "mlruns" / "logs" / "tiny"
+
+
+def test_an_mlflow_server_lost_mid_study_stops_it_in_one_line_and_sync_then_a_rerun_complete_it(
+    tmp_path: Path, migrated_mlflow_db: Path
+) -> None:
+    port = free_port()
+    shutil.copyfile(migrated_mlflow_db, tmp_path / "server.db")  # its tables made: the server starts sooner
+    server = start_mlflow_server(tmp_path, port)
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "spec.toml").write_text(TINY_SPEC + '\n[tracking]\nlog_models = "none"\n')
+    # A password in the URL (this server ignores it) is never shown. MLflow's client would retry
+    # a server that does not answer for ~4 minutes (its default).
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://me:s3cret@127.0.0.1:{port}",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}  # fmt: skip
+    command = [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"]
+    running = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and running.poll() is None:
+            time.sleep(0.2)
+            with contextlib.suppress(KeyError, sqlalchemy.exc.DBAPIError):  # not created yet
+                if optuna.load_study(study_name="tiny", storage=storage).get_trials(states=(COMPLETE,)):
+                    break
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)  # the server stops mid-study
+        server.wait()
+    out, err = running.communicate(timeout=300)
+    assert running.returncode == 1 and "Traceback" not in err, out[-2000:] + err[-3000:]
+    line = err.strip().splitlines()[-1]
+    # Connection refused, or reset or closed when the kill came in the middle of a call
+    said = rf"error: MLflow: the server http://me:\*\*\*@127.0.0.1:{port} does not answer \((Connection|Remote end) "
+    assert re.match(said + r".+?\) \(a worker process", line) and "s3cret" not in out + err, line
+    assert line.endswith("complete the MLflow record with python -m tradeoff_search sync spec.toml (same stores), "
+                         "then run this command again"), line  # fmt: skip
+    log = tmp_path / line.partition("its log: ")[2].partition(")")[0]
+    assert "Traceback" in log.read_text() and "MlflowException" in log.read_text()
+
+    server = start_mlflow_server(tmp_path, port)  # back, on its own store
+    try:
+        synced = subprocess.run([sys.executable, "-m", "tradeoff_search", "sync", "spec.toml"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert synced.returncode == 0, synced.stdout[-2000:] + synced.stderr[-2000:]
+        assert "View run" not in synced.stdout  # MLflow's own line per run it ends
+        study = optuna.load_study(study_name="tiny", storage=storage)
+        complete = {t.number for t in study.get_trials(states=(COMPLETE,))}
+        _, children = _mlflow_runs(url, "tiny")
+        assert complete and {n for n, r in children.items() if r.info.status == "FINISHED"} >= complete
+        rerun = _run("spec.toml", "--in-process", cwd=tmp_path, env=env)
+        assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+        study = optuna.load_study(study_name="tiny", storage=storage)
+        assert len(study.get_trials(states=(COMPLETE,))) == 3
+        _, children = _mlflow_runs(url, "tiny")
+        assert sorted(children) == [t.number for t in study.trials]
+    finally:
+        stop_group(server)

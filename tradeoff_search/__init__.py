@@ -15,8 +15,8 @@ from tradeoff_search._objective import TradeoffObjective
 from tradeoff_search._select import Selection, select_model
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._study import run_study
-from tradeoff_search._tracking import IntegrityError, MLflowParetoCallback
-from tradeoff_search._workers import WorkersFailed
+from tradeoff_search._tracking import IntegrityError, MLflowParetoCallback, RecordIncomplete
+from tradeoff_search._workers import StoreFailed, WorkersFailed
 
 __version__ = "0.1.0"
 
@@ -25,8 +25,10 @@ __all__ = [
     "IntegrityError",
     "LatencyStats",
     "MLflowParetoCallback",
+    "RecordIncomplete",
     "Selection",
     "SpecError",
+    "StoreFailed",
     "StudySpec",
     "TradeoffObjective",
     "WorkersFailed",

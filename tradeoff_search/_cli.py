@@ -11,15 +11,16 @@ import collections
 import logging
 import math
 import os
-import re
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from tradeoff_search._device_client import DeviceUnreachable
 from tradeoff_search._record import FAIL_REASON
-from tradeoff_search._spec import SpecError, StudySpec, excerpt
+from tradeoff_search._spec import SpecError, StudySpec
+from tradeoff_search._stores import known_failure
 from tradeoff_search._tracking import IntegrityError
 from tradeoff_search._validation import as_flag
 from tradeoff_search._workers import stopped_like_ctrl_c
@@ -215,28 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def known_failure(error: BaseException) -> str | None:
-    """One line for a failure of a store or a file that the user can act on (a full disk, a
-    locked database, a file they may not write, an MLflow error), passwords hidden; None for
-    anything else."""
-    import errno
-
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"disk full: {error.filename or error.strerror}: free some space and run the command again"
-    if isinstance(error, PermissionError):
-        return f"permission denied: {error.filename or error}"
-    module = type(error).__module__.partition(".")[0]
-    if module not in ("mlflow", "sqlalchemy", "sqlite3", "psycopg", "psycopg2"):
-        return None
-    text = " ".join(str(error).split()) or type(error).__name__
-    if "database is locked" in text:
-        text = "database is locked (another process holds it for too long); run the command again"
-    # A store's message may quote its URL: hide any password in it.
-    text = re.sub(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-    what = "MLflow" if module == "mlflow" else "storage"
-    return f"{what}: {excerpt(text, 300)}"
-
-
 def _device(args: argparse.Namespace) -> int:
     """``device serve``: imports the harness only (no TensorFlow, Keras, MLflow or Optuna)."""
     from pathlib import Path
@@ -265,7 +244,7 @@ def _run(args: argparse.Namespace) -> int:
     from tradeoff_search._stores import check_stores
     from tradeoff_search._study import check_device, run_study
     from tradeoff_search._training_device import INSTALL_HINT, describe_training, tensorflow_missing
-    from tradeoff_search._workers import WorkersFailed, finished_count, worker_logs
+    from tradeoff_search._workers import StoreFailed, WorkersFailed, finished_count, worker_logs
 
     spec = _load(args).override(n_trials=args.n_trials, timeout=args.timeout, worker_growth_mb=args.worker_growth_mb)
     check_device(spec)  # before the stores, the data and TensorFlow: at once
@@ -298,8 +277,20 @@ def _run(args: argparse.Namespace) -> int:
                 accept_builder_change=args.accept_builder_change,
                 spec_changed=args.spec_changed,
             )
+    except StoreFailed as error:  # its traceback is in the worker's log
+        print(f"error: {error}; {_after_a_store_failure(args)}", file=sys.stderr)
+        return EXIT_FAILED
     except WorkersFailed as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:  # in this process (--in-process, or opening the study)
+        reason = known_failure(error)
+        if reason is None:
+            raise
+        log = logs / f"run-{os.getpid()}.log"
+        with log.open("a") as file:
+            traceback.print_exception(error, file=file)
+        print(f"error: {reason} (traceback: {log}); {_after_a_store_failure(args)}", file=sys.stderr)
         return EXIT_FAILED
     timed_out = spec.study.timeout is not None and time.monotonic() - started >= spec.study.timeout
     print(f"\nPareto set of study {spec.study.name!r} ({_trial_counts(study)}):")
@@ -327,6 +318,15 @@ def _run(args: argparse.Namespace) -> int:
               "run the same command again to run the missing ones", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _after_a_store_failure(args: argparse.Namespace) -> str:
+    """What to do once a store works again: ``sync`` repairs the record, ``run`` resumes."""
+    from tradeoff_search._stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+
+    flags = "" if (args.storage, args.tracking_uri) == (DEFAULT_STORAGE, DEFAULT_TRACKING_URI) else " (same stores)"
+    return (f"finished trials are kept: once that is fixed, complete the MLflow record with "
+            f"python -m tradeoff_search sync {args.spec}{flags}, then run this command again")  # fmt: skip
 
 
 def _first_failure(study: optuna.Study) -> str:
@@ -417,10 +417,10 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from tradeoff_search._study import make_callback
+    from tradeoff_search._study import make_callback, sync_record
 
     spec, study = _existing_study(args)
-    report = make_callback(spec, args.tracking_uri).sync(study)
+    report = sync_record(study, make_callback(spec, args.tracking_uri), spec)
     print(f"MLflow record of study {spec.study.name!r} matches its {len(study.trials)} trials: {report}")
     return EXIT_OK
 

@@ -27,6 +27,8 @@ def quiet_libraries() -> None:
 
     # `select` downloads the chosen model: MLflow would draw a progress bar of its files.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # With a server, MLflow prints "View run … at: URL" for every run it ends (sync: one per trial).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from tradeoff_search._stores import (
     STATE_DIR,
     check_stores,
     has_optuna_tables,
+    known_failure,
     make_storage,
     open_storage,
     prepare_local_state,
@@ -34,12 +36,13 @@ from tradeoff_search._stores import (
     sqlite_path,
     storage_lock,
 )
-from tradeoff_search._tracking import MLflowParetoCallback
+from tradeoff_search._tracking import MLflowParetoCallback, RecordIncomplete, SyncReport, may_be_writing
 from tradeoff_search._user_builders import record_of
 from tradeoff_search._validation import Described, ParameterError, validate_params
 from tradeoff_search._workers import (
     Progress,
     Retirement,
+    StoreFailed,
     Tickets,
     finished_count,
     run_worker_processes,
@@ -288,7 +291,14 @@ def run_study(
             contract, or its source changed since the study began, or ``spec`` is not the one
             the study was created with (and not ``spec_changed``).
         WorkersFailed: worker processes kept ending abnormally (the message names their exit
-            codes and the last one's log); the MLflow record is completed first.
+            codes and the last one's log); the MLflow record is completed first. Its subclass
+            ``StoreFailed``: a worker failed on a store or a file (its one line and log).
+        RecordIncomplete: with ``finish``, the MLflow record still lacks part of the study after
+            its repair (the message says what; ``sync`` completes it once the cause is fixed).
+
+    A store or file failure (:class:`StoreFailed`, an MLflow or database error, a full disk)
+    stops the study without finishing the record, which ``sync`` then repairs: finished
+    trials are in the Optuna storage, a half-written run is logged again, a staged model logged.
     """
     for name, url in {"storage": storage, "tracking_uri": tracking_uri}.items():
         if not isinstance(url, str):  # e.g. an InMemoryStorage: neither resumable nor shared with workers
@@ -325,7 +335,9 @@ def run_study(
             run_worker_processes(spec, storage, tracking_uri, workers, progress, tickets, stop)
     except BaseException as error:
         progress.close()
-        if finish:
+        # A store that failed would fail again (an MLflow server that does not answer, after
+        # minutes of its client's retries): the record is left for sync, which repairs it.
+        if finish and not isinstance(error, StoreFailed) and known_failure(error) is None:
             try:
                 _finish_record(study, objective, callback)
             except Exception as cleanup:  # the first failure is the one to report
@@ -353,11 +365,44 @@ def _device_stop(spec: StudySpec, study: optuna.Study) -> Callable[[], bool] | N
 
 
 def _finish_record(study: optuna.Study, objective: TradeoffObjective, callback: MLflowParetoCallback) -> None:
-    """Re-time the front side by side, and complete the MLflow record (also logging trials a
-    crashed worker left unrecorded)."""
+    """Re-time the front side by side, then complete the MLflow record and check it (see
+    :func:`sync_record`)."""
     if finished_count(study):
         _retime_unless_lost(study, objective)
-    callback.sync(study)
+    sync_record(study, callback, objective.spec)
+
+
+def sync_record(study: optuna.Study, callback: MLflowParetoCallback, spec: StudySpec) -> SyncReport:
+    """Complete the study's MLflow record (:meth:`MLflowParetoCallback.sync`: trials a crashed
+    worker left unrecorded logged, half-written runs logged again) and check it; runs that
+    other commands' workers are still writing are waited for, ``_WRITERS_WAIT_SECONDS`` at most.
+
+    Raises:
+        RecordIncomplete: what is still missing, and the ``sync`` command that completes it.
+    """
+    deadline = time.monotonic() + _WRITERS_WAIT_SECONDS
+    while True:
+        report = callback.sync(study)
+        missing = callback.missing(study)
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        writing = report.pending or any(may_be_writing(trials[n]) for numbers in missing.values() for n in numbers)
+        if not missing or not writing or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    if missing:
+        lacking = "; ".join(what + (f" (trials {_numbers(numbers)})" if numbers else "")
+                            for what, numbers in missing.items())  # fmt: skip
+        raise RecordIncomplete(f"the MLflow record of study {study.study_name!r} is incomplete: {lacking}; "
+                               f"complete it with: python -m tradeoff_search sync {spec.path}")  # fmt: skip
+    return report
+
+
+_WRITERS_WAIT_SECONDS = 60.0  # another command's worker logs a finished trial in seconds
+
+
+def _numbers(numbers: Sequence[int], shown: int = 8) -> str:
+    more = f", … ({len(numbers)} in all)" if len(numbers) > shown else ""
+    return ", ".join(map(str, numbers[:shown])) + more
 
 
 def _retime_unless_lost(study: optuna.Study, objective: TradeoffObjective) -> None:

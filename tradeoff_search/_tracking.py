@@ -12,7 +12,9 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import shutil
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +43,7 @@ from tradeoff_search._record import (
     RETIMED_ATTR,
     RETIMED_METRIC,
     TRACEBACK,
+    WORKER_ATTR,
     staged_digests,
     staged_model_path,
 )
@@ -90,6 +93,11 @@ class SyncReport:
 
 class IntegrityError(RuntimeError):
     """The MLflow record does not hold what the Optuna storage says the study produced."""
+
+
+class RecordIncomplete(IntegrityError):
+    """The MLflow record still lacks part of a study after :meth:`MLflowParetoCallback.sync`
+    (see :meth:`MLflowParetoCallback.missing`); the message says what and how to complete it."""
 
 
 class MLflowParetoCallback:
@@ -209,7 +217,8 @@ class MLflowParetoCallback:
         """Make the MLflow record match the storage, then :meth:`finish`; returns what it repaired.
 
         Logs a run for each finished trial without one. A run still RUNNING ``grace_seconds``
-        after its trial finished was half-written (its worker died between MLflow calls): it is
+        after its trial finished, or once the process that ran the trial has ended (known on its
+        own machine), was half-written (its worker died between MLflow calls): it is
         deleted and logged again. A model still staged for such a trial (its files as the trial
         recorded them) is logged with it, or added to a run that lacks one. Idempotent: running
         it twice changes nothing.
@@ -223,7 +232,8 @@ class MLflowParetoCallback:
         now = time.time() * 1000  # as _millis reads Optuna's naive local times
         for trial in study.get_trials(deepcopy=False, states=finished):
             run = logged.get(trial.number)
-            settled = now - (millis(trial.datetime_complete) or 0) >= 1000 * grace_seconds
+            aged = now - (millis(trial.datetime_complete) or 0) >= 1000 * grace_seconds
+            settled = aged or may_be_writing(trial) is False
             staged = settled and self._is_staged(trial)
             if run is not None and run.info.status == "RUNNING":
                 if not settled:
@@ -245,6 +255,43 @@ class MLflowParetoCallback:
                 shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
         self.finish(study)
         return report
+
+    def missing(self, study: optuna.Study) -> dict[str, list[int]]:
+        """What the MLflow record lacks of ``study``, by what and trial numbers (empty: complete).
+
+        Complete means: the parent run finished (else an entry without trials), and every COMPLETE trial
+        has a finished run with its objectives' metrics, the Pareto tag the storage's front gives
+        it and, where ``log_models`` asks for it and the trial produced one, its model.
+        """
+        import optuna
+
+        missing: dict[str, list[int]] = {}
+        if self._runs.client.get_run(self._parent(study)).info.status != "FINISHED":
+            missing["the study's run unfinished"] = []
+        trials = study.get_trials(deepcopy=False)
+        ranks = pareto_ranks(trials, study.directions)
+        runs, names = self._runs.child_runs(study), set(metric_names(study))
+        for trial in trials:
+            if trial.state != optuna.trial.TrialState.COMPLETE:
+                continue
+            run = runs.get(trial.number)
+            if run is None:
+                lacks = ["no run"]
+            else:
+                front_tag = run.data.tags.get(FRONT_TAGS[0]) == str(ranks.get(trial.number) == 0).lower()
+                lacks = [what for what, lacking in (
+                    ("an unfinished run", run.info.status != "FINISHED" or not names <= run.data.metrics.keys()),
+                    ("an outdated pareto tag", not front_tag),
+                    ("no model", MODEL_DIGESTS_ATTR in trial.user_attrs and self._wants_model(trial, ranks)
+                     and not self._has_model(run.info.run_id)),
+                ) if lacking]  # fmt: skip
+            for what in lacks:
+                missing.setdefault(what, []).append(trial.number)
+        return missing
+
+    def _has_model(self, run_id: str) -> bool:
+        folders = {path.partition("/")[0] for path in RUN_FILES.values()}
+        return folders <= {artifact.path for artifact in self._runs.client.list_artifacts(run_id)}
 
     def _is_staged(self, trial: optuna.trial.FrozenTrial) -> bool:
         if self.model_dir is None or self.log_models == "none":
@@ -444,6 +491,24 @@ def _trial_tags(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
     if trial.user_attrs.get(CONVERSION_WARNINGS):
         tags[CONVERSION_WARNINGS] = " | ".join(trial.user_attrs[CONVERSION_WARNINGS])[:5000]
     return tags
+
+
+def may_be_writing(trial: optuna.trial.FrozenTrial) -> bool | None:
+    """Whether the process that ran ``trial`` (its ``host:pid``) may still be writing its run:
+    True if it runs on this machine, False if it has ended or is this process (which is not
+    logging, since it asks), None if nobody can tell (another machine, or no worker recorded)."""
+    host, _, pid = str(trial.system_attrs.get(WORKER_ATTR, "")).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _is_number(value: Any) -> bool:

@@ -6,7 +6,9 @@ It runs trials its coordinator queued in study NAME until none is left or, its m
 past MB, its pool retires it (see :func:`~tradeoff_search._study.run_worker`), under the spec
 stored in the study (see :func:`~tradeoff_search._study.stored_spec`), not the file SPEC says
 now: SPEC's folder is where its relative paths start. Exit codes: 0 done, 2 bad spec or store,
-130 interrupted; an unexpected error is a traceback and 1.
+1 a store or file failure (its one line also told to the pool, see
+:func:`~tradeoff_search._workers.tell_pool`), 130 interrupted; an unexpected error is a
+traceback and 1.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from tradeoff_search._logs import quiet_libraries
 from tradeoff_search._spec import SpecError
-from tradeoff_search._stores import STORAGE_ENV, TRACKING_ENV
+from tradeoff_search._stores import STORAGE_ENV, TRACKING_ENV, known_failure
 from tradeoff_search._study import run_worker, stored_spec
-from tradeoff_search._workers import stopped_like_ctrl_c
+from tradeoff_search._workers import stopped_like_ctrl_c, tell_pool
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,11 +44,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_libraries()
         with stopped_like_ctrl_c():
             run_worker(spec, storage, os.environ[TRACKING_ENV])
-    except SpecError as error:
+    except SpecError as error:  # e.g. a store that went away, a builder changed: a replacement would fail too
         print(f"error: {error}", file=sys.stderr)
+        tell_pool(f"failed {error}")
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        reason = known_failure(error)
+        if reason is None:  # a bug: its traceback is what a report needs
+            raise
+        traceback.print_exc()  # into this worker's log; the pool shows the one line
+        tell_pool(f"failed {reason}")
+        return 1
     return 0
 
 

@@ -12,8 +12,9 @@ parameters.
 Worker processes run ``python -m tradeoff_search._worker`` (see :func:`worker_command`), not the
 command line: the library starts its own workers. The pool supervises them: a worker that ends
 abnormally (a signal, a non-zero exit) has its trial failed and re-queued at once and is
-replaced, until the study has its trials; a worker whose memory has grown past
-``[study] worker_growth_mb`` is replaced by a fresh one, started before it leaves.
+replaced, until the study has its trials (unless it failed on a store or a file: the run
+stops); a worker whose memory has grown past ``[study] worker_growth_mb`` is replaced by a fresh
+one, started before it leaves.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from tradeoff_search._record import FAIL_REASON, PRUNE_REASON, WORKER_ATTR
 from tradeoff_search._spec import StudySpec
@@ -49,6 +50,7 @@ _logger = logging.getLogger(__name__)
 MAX_DEATHS_IN_A_ROW = 4
 EXIT_INTERRUPTED = 130  # a worker's exit code after Ctrl-C
 STATUS_FD = "TRADEOFF_SEARCH_STATUS_FD"  # the pipe on which a worker tells its pool "ready", "retire"
+_PIPE_BUF = 512  # POSIX: a write to a pipe up to this size is atomic
 
 Callback = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
 
@@ -236,6 +238,22 @@ class WorkersFailed(RuntimeError):
     """Worker processes kept ending abnormally, so the run gave up (see ``MAX_DEATHS_IN_A_ROW``)."""
 
 
+class StoreFailed(WorkersFailed):
+    """A worker process met a failure that its replacement would meet too (a store or file it
+    cannot use: an MLflow server that does not answer, a read-only or full disk, a changed
+    builder), so the run stopped; the message is the worker's one line and names its log."""
+
+
+def tell_pool(message: str) -> None:
+    """Say ``message`` to this worker process's pool, if it has one: one line on its status pipe
+    (``ready``, ``retire`` or ``failed REASON``)."""
+    fd = os.environ.get(STATUS_FD)
+    if fd:
+        with contextlib.suppress(OSError, ValueError):  # the pool is gone: nobody to tell
+            line = f"{os.getpid()} {' '.join(message.split())}"
+            os.write(int(fd), line.encode()[: _PIPE_BUF - 1] + b"\n")  # written at once, never interleaved
+
+
 def describe_exit(code: int) -> str:
     """``SIGKILL`` for a process a signal ended, else ``exit N``."""
     if code < 0:
@@ -262,22 +280,16 @@ class Retirement:
         self.growth_mb = growth_mb
         self.baseline: float | None = None
         self.leaving = False
-        fd = os.environ.get(STATUS_FD)
-        self.status: IO[str] | None = os.fdopen(int(fd), "w", buffering=1) if fd else None
-        if self.status is not None and hasattr(signal, "SIGUSR1"):
+        self.pooled = STATUS_FD in os.environ
+        if self.pooled and hasattr(signal, "SIGUSR1"):
             signal.signal(signal.SIGUSR1, self._leave)
 
     def ready(self) -> None:
         """Tell the pool this worker has loaded (TensorFlow, data, calibration) and takes trials."""
-        self._tell("ready")
+        tell_pool("ready")
 
     def _leave(self, *_: object) -> None:
         self.leaving = True
-
-    def _tell(self, message: str) -> None:
-        if self.status is not None:
-            with contextlib.suppress(OSError):  # the pool is gone: nobody to tell
-                self.status.write(f"{os.getpid()} {message}\n")
 
     def after_trial(self) -> None:
         resident = resident_mb()
@@ -288,9 +300,9 @@ class Retirement:
         elif resident - self.baseline > self.growth_mb and not self.leaving:
             _logger.info("worker %d: resident memory grew by %.0f MB, past %.0f MB: retiring",
                          os.getpid(), resident - self.baseline, self.growth_mb)  # fmt: skip
-            if self.status is None:
+            if not self.pooled:
                 self.leaving = True
-            self._tell("retire")
+            tell_pool("retire")
 
     def due(self) -> bool:
         return self.leaving
@@ -378,8 +390,11 @@ class _Pool:
         return said
 
     def listen(self) -> None:
-        """A worker past its memory growth gets a replacement; a ready replacement retires the old one."""
+        """A worker past its memory growth gets a replacement; a ready replacement retires the old
+        one; a worker that failed on a store or a file stops the run (:class:`StoreFailed`)."""
         for pid, message in self.messages():
+            if message.startswith("failed ") and pid in self.log_of:
+                raise StoreFailed(f"{message.removeprefix('failed ')} (a worker process; its log: {self.log_of[pid]})")
             if message == "retire" and pid in self.children and pid not in self.retiring:
                 self.retiring.add(pid)
                 if self.queued():
@@ -393,6 +408,13 @@ class _Pool:
         if pid in self.children and hasattr(signal, "SIGUSR1"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGUSR1)
+
+    def interrupt(self) -> None:
+        """Stop every worker as Ctrl-C does: its trial failed, no more MLflow calls (MLflow's client
+        would retry a server that does not answer for minutes)."""
+        for child in self.children.values():
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGINT)
 
     def close(self) -> None:
         for pid in list(self.children):
@@ -423,7 +445,10 @@ def run_worker_processes(
     abnormally (a signal such as the kernel's out-of-memory kill, or a non-zero exit) has its
     trial failed and re-queued with its parameters at once, and a fresh one takes over; after
     ``MAX_DEATHS_IN_A_ROW`` such exits with no trial finished in between, it raises
-    :class:`WorkersFailed` naming the exit codes and the last worker's log. A worker whose memory
+    :class:`WorkersFailed` naming the exit codes and the last worker's log. A worker that failed
+    on a store or a file (it says so, see :func:`tell_pool`) is not replaced, since its
+    replacement would fail alike: the other workers are interrupted and it raises
+    :class:`StoreFailed` with the worker's one line. A worker whose memory
     has grown past ``[study] worker_growth_mb`` leaves once its replacement has loaded (see
     :class:`Retirement`), so that the replacement's TensorFlow import overlaps its last trials.
     """
@@ -438,8 +463,9 @@ def run_worker_processes(
         while True:
             progress.refresh()
             pool.queued()
-            pool.listen()
-            for pid, child in [(p, c) for p, c in pool.children.items() if c.poll() is not None]:
+            ended = [(p, c) for p, c in pool.children.items() if c.poll() is not None]
+            pool.listen()  # after seeing who ended: a worker's last word comes before its exit
+            for pid, child in ended:
                 del pool.children[pid]
                 pool.retiring.discard(pid)
                 if pid in pool.replacing:  # it died loading: the one it was to replace leaves anyway
@@ -470,6 +496,9 @@ def run_worker_processes(
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(tickets.study)
             time.sleep(1)
+    except StoreFailed:
+        pool.interrupt()  # the others would fail on the same store
+        raise
     finally:
         pool.close()
 
