@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import optuna
 import pytest
 
 from tradeoff_search import StudySpec, TradeoffObjective
+from tradeoff_search._lock import lock_path
 from tradeoff_search._pareto import RETIMED_ATTR, front_rows, front_trials, retimed_front
 from tradeoff_search._record import CALIBRATION_ATTR
 from tradeoff_search._retime import retime_front
@@ -99,3 +103,41 @@ def test_a_budgeted_study_times_the_narrowest_model_first(tmp_path, mlflow_store
     assert first.user_attrs["latency"]["normalized_ms"] > 0.0001
     assert [trial.user_attrs["contains_trial"] for trial in others] == [0, 0, 0]
     assert study.best_trials == []
+
+
+_TAKE_THE_LOCK = (
+    "import fcntl, os, sys\nfcntl.flock(os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+)
+_TAKEN_WHILE_CONVERTING: list[bool] = []
+
+
+def converting(trial: optuna.Trial, input_shape: tuple[int, ...], n_classes: int):
+    """A builder whose model, as the converter traces it, asks another process to take the
+    latency lock exclusively: it can unless this trial holds it (shared or not)."""
+    import keras
+
+    def probe(x):
+        frame = sys._getframe()
+        while frame is not None and not frame.f_code.co_filename.endswith("_convert.py"):
+            frame = frame.f_back
+        if frame is not None:  # traced for the conversion, not for training
+            taken = subprocess.run([sys.executable, "-c", _TAKE_THE_LOCK, str(lock_path())], capture_output=True)
+            _TAKEN_WHILE_CONVERTING.append(taken.returncode == 0)
+        return x
+
+    inputs = keras.Input(input_shape)
+    hidden = keras.layers.Dense(trial.suggest_int("units", 4, 8), activation="relu")(keras.layers.Lambda(probe)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(hidden))
+
+
+def test_a_trial_converts_its_model_without_holding_the_latency_lock(tmp_path, monkeypatch) -> None:
+    """A slow conversion must not stall the studies that time on this machine: the lock is taken
+    after converting, only to time."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # a lock of this test's own, whatever else runs
+    path = tmp_path / "converting.toml"
+    path.write_text(TINY_SPEC + '[tracking]\nlog_models = "none"\n')
+    objective = TradeoffObjective(StudySpec.load(path), build=converting)
+    study = optuna.create_study(directions=objective.directions)
+    study.optimize(objective, n_trials=1)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert _TAKEN_WHILE_CONVERTING and all(_TAKEN_WHILE_CONVERTING)

@@ -156,15 +156,21 @@ def time_invokers(
     return results
 
 
-def time_flatbuffers(flatbuffers: Sequence[bytes], setting: Setting) -> list[LatencyStats]:
+def time_flatbuffers(
+    flatbuffers: Sequence[bytes],
+    setting: Setting,
+    while_timing: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> list[LatencyStats]:
     """Time LiteRT flatbuffers side by side on this machine, with the reference model of
-    :func:`reference_flatbuffer` interleaved when ``setting.reference``. Takes no lock: the
-    caller decides what else may run meanwhile."""
+    :func:`reference_flatbuffer` interleaved when ``setting.reference``. The interpreters are
+    loaded first; only the timing runs within ``while_timing()`` (what the caller holds
+    meanwhile: the local backend, this machine's latency lock)."""
     from tradeoff_search._reference import reference_flatbuffer
 
     timed = [*flatbuffers, reference_flatbuffer()] if setting.reference else list(flatbuffers)
     invokers = [litert_invoker(flatbuffer, setting.batch_size, setting.threads) for flatbuffer in timed]
-    return time_invokers(invokers, [len(f) for f in flatbuffers], setting, "litert", litert_version())
+    with while_timing():
+        return time_invokers(invokers, [len(f) for f in flatbuffers], setting, "litert", litert_version())
 
 
 def litert_invoker(flatbuffer: bytes, batch_size: int, threads: int) -> Callable[[], Any]:
