@@ -130,6 +130,48 @@ def test_sync_exits_1_naming_what_it_cannot_complete(write_spec, tmp_path: Path,
                            "complete it with: python -m tradeoff_search sync spec.toml\n")  # fmt: skip
 
 
+@pytest.mark.parametrize("case", ["read-only store", "full disk"])
+def test_a_real_read_only_store_or_full_disk_is_one_line_and_a_failure(
+    case: str, write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    mlflow_store
+) -> None:
+    """Real ones (as root a chmod does not bite): an immutable MLflow store file (chattr +i), and
+    the parent run's artifacts on a full tmpfs (ENOSPC); skipped where neither can be made."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from tradeoff_search._cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write_spec()
+    tracking = f"sqlite:///{tmp_path}/m.db"  # MLflow keeps one store per URI in a process: a URI of this test
+    optuna.create_study(study_name="tiny", storage="sqlite:///o.db", directions=["maximize", "minimize"])
+    full = tmp_path / "full"
+    if case == "read-only store":
+        Path("m.db").touch()
+        undo = ["chattr", "-i", "m.db"]
+        made = subprocess.run(["chattr", "+i", "m.db"], capture_output=True)
+    else:
+        full.mkdir()
+        mlflow_store("m.db")
+        undo = ["umount", str(full)]
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"{case}: {made.stderr.decode().strip()}")
+    try:
+        if case == "full disk":
+            MlflowClient(tracking).create_experiment("tiny", artifact_location=str(full / "artifacts"))
+            with contextlib.suppress(OSError), (full / "filler").open("wb") as filler:
+                filler.write(bytes(1 << 20))
+        code = main(["sync", "spec.toml", "--storage", "sqlite:///o.db", "--tracking-uri", tracking])
+    finally:
+        subprocess.run(undo, check=True)
+    err = capsys.readouterr().err
+    line = {"read-only store": f"error: MLflow: store {tracking}: (sqlite3.OperationalError) attempt to write a "
+            "readonly database\n", "full disk": "error: disk full: "}[case]  # fmt: skip
+    assert code == 1 and err.startswith(line) and err.count("\n") == 1, err
+
+
 @pytest.mark.parametrize(
     ("error", "line"),
     [

@@ -219,14 +219,20 @@ def tracking_client(tracking_uri: str | None) -> MlflowClient:
     ``run`` commands started together on a fresh ``mlflow.db`` failed with ``table ... already
     exists`` or ``duplicate column name`` in their migrations. The storage-wide lock (a file
     beside a SQLite file, an advisory lock in PostgreSQL; none for a server, which migrates once)
-    serialises that; the second process finds the tables and only checks their version.
+    serialises that; the second process finds the tables and only checks their version. A
+    database error there is an ``MlflowException`` naming the store.
     """
+    import sqlalchemy.exc
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    from tradeoff_search._stores import storage_lock
+    from tradeoff_search._stores import redact, storage_lock
 
     with storage_lock(tracking_uri or "", "mlflow-store"):
-        return MlflowClient(tracking_uri=tracking_uri)
+        try:
+            return MlflowClient(tracking_uri=tracking_uri)
+        except sqlalchemy.exc.SQLAlchemyError as error:  # its tables could not be made (a read-only or full disk)
+            raise MlflowException(f"store {redact(tracking_uri or '')}: {error}") from error
 
 
 def study_uid(study: optuna.Study) -> str:
