@@ -135,7 +135,7 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path, mlflow_store) -
     assert killed_number is not None, "the worker never reached a second trial"
     time.sleep(2.5)  # two heartbeats of silence: the trial is stale
 
-    done = _run("spec.toml", cwd=tmp_path)
+    done = _run("spec.toml", "--in-process", cwd=tmp_path)  # the command that was killed, again
     assert done.returncode == 0, done.stderr[-3000:]
     study = optuna.load_study(study_name="tiny", storage=storage)
     states = {t.number: t.state for t in study.trials}
