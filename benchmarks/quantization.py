@@ -5,24 +5,25 @@
 
 For each task and seed, two studies run for the same wall time, one after the other, each in a
 fresh process with its own stores: ``float`` (``quantization = "none"``) and ``searched``
-(``quantization = --modes``). Then one referee pass, in this process:
+(``quantization = --modes``: each training scored in every mode, each its own trial). Then one
+referee pass, in this process:
 
 - every front model of both studies is scored on the test split that neither saw, as the
   ``.tflite`` its study exported to MLflow (quantized where its trial was), by the LiteRT
   interpreter, and all those files are timed side by side (LiteRT, one thread, batch 1, p10,
   the drift reference interleaved);
-- per study: the hypervolume of (test accuracy, log10 µs) from the task's reference point, and
-  the latency of the fastest model at or above 0.90 test accuracy;
-- design (b) of issue 21, one training evaluated in every mode, is estimated without running
-  it: the float study's front models, each in every searched mode, scored and timed like the
-  others (what (b) would add for free to the float study's trainings, leaving out the time its
-  extra conversions and timings take and how its sampler would have moved);
+- per study: the hypervolume of (test accuracy, log10 µs) from the task's reference point, the
+  latency of the fastest model at or above 0.90 test accuracy, trainings and trials;
 - every front model's float Keras model is also converted in each mode (``float16``,
   ``dynamic``, ``int8``) and scored on the test split and timed in the same rounds: the accuracy
   drop from float32 to each mode (median and worst over the front models) and each mode's speed-up.
 
 MNIST-1D searches MLPs and 1-D CNNs (GRUs left out: 2–4 s to convert, 25 µs and up, never on its
 front; at a few minutes per study they would eat the time).
+
+The two designs of issue 21 (the mode a searched parameter, one per training, against one
+training scored in every mode) were compared with this script's ``--compare designs`` at commit
+b6aa9d0 (branch ``quant-designs``); the README has the figures.
 """
 
 from __future__ import annotations
@@ -86,15 +87,20 @@ def run_study_once(task: str, seed: int, variant: str, modes: list[str], minutes
         front.append({"trial": trial.number, "quantization": trial.params.get("quantization", "none"),
                       "validation_accuracy": trial.values[0], "latency_ms": trial.values[1],
                       "accuracy_float": trial.user_attrs.get("accuracy_float"),
+                      "variant_of": trial.user_attrs.get("variant_of"),
                       "tflite": str(folder / "tflite" / "model.tflite"), "keras": str(folder / "model")})  # fmt: skip
     states = [t.state for t in study.trials]
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return {"task": task, "seed": seed, "variant": variant, "front": front,
             "complete": states.count(optuna.trial.TrialState.COMPLETE),
-            "failed": states.count(optuna.trial.TrialState.FAIL)}  # fmt: skip
+            "failed": states.count(optuna.trial.TrialState.FAIL),
+            "trainings": sum(t.state in done and t.user_attrs.get("trained", False) and "variant_of" not in t.user_attrs
+                             for t in study.trials)}  # fmt: skip
 
 
 def referee(task: str, runs: list[dict]) -> dict:
-    """Score and time every front model of ``runs`` (one task, one seed) side by side."""
+    """Score and time every front model of ``runs`` (one task, one seed) side by side, and each
+    one's float Keras model converted in every mode."""
     import mlflow.keras
     import optuna
 
@@ -159,7 +165,7 @@ def main() -> None:
         return
     if args.summarize:
         results = json.loads(Path(args.summarize).read_text())["results"]
-        print(json.dumps(summarize(results, args.modes), indent=1))
+        print(json.dumps(summarize(results), indent=1))
         return
     results = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -180,10 +186,11 @@ def main() -> None:
                     fastest = run["fastest_at_target_ms"]
                     shown = f"{fastest * 1e3:.2f} µs" if fastest is not None else "none"
                     modes = counts([m["quantization"] for m in run["front"]])
-                    print(f"{task} seed {seed} {run['variant']:8} {run['complete']:3d} trials ({run['failed']} fail), "
-                          f"front {len(run['front'])} ({modes}), test HV {run['hypervolume']:.4f}, "
-                          f"fastest >= {TARGET_ACCURACY}: {shown}", flush=True)  # fmt: skip
-    summary = summarize(results, args.modes)
+                    print(f"{task} seed {seed} {run['variant']:8} {run['trainings']:3d} trainings, "
+                          f"{run['complete']:3d} trials ({run['failed']} fail), front {len(run['front'])} ({modes}), "
+                          f"test HV {run['hypervolume']:.4f}, fastest >= {TARGET_ACCURACY}: {shown}",
+                          flush=True)  # fmt: skip
+    summary = summarize(results)
     print(json.dumps(summary, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "summary": summary}, indent=1))
@@ -193,49 +200,43 @@ def counts(modes: list[str]) -> str:
     return ", ".join(f"{mode} {modes.count(mode)}" for mode in sorted(set(modes)))
 
 
-def summarize(results: list[dict], modes: list[str]) -> dict:
-    """Per task: hypervolume ratios (searched / float, and the design-(b) estimate / float) per
-    seed, fastest models at the target, and per mode the test accuracy drop and the speed-up over
-    the float32 file, over all front models."""
-    import optuna
-
-    from tradeoff_search._pareto import hypervolume
-
-    directions = [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+def summarize(results: list[dict]) -> dict:
+    """Per task: the searched study's hypervolume over the float one's per seed, each study's
+    fastest model at the target, trainings and trials, and per mode the test accuracy drop and the
+    speed-up over the float32 file, over all front models."""
     summary: dict = {}
     for task in dict.fromkeys(r["task"] for r in results):
         seeds = [r for r in results if r["task"] == task]
-        ratios, ratios_b, fastest = [], [], []
+        ratios, studies = [], []
         for judged in seeds:
-            float_run, searched = judged["runs"]
-            ratios.append(searched["hypervolume"] / float_run["hypervolume"] if float_run["hypervolume"] else math.nan)
-            variants = [(v["test_accuracy"], v["latency_ms"]) for m in float_run["front"]
-                        for mode, v in m["modes"].items() if mode in modes and "latency_ms" in v]  # fmt: skip
-            every_mode = hypervolume(variants, directions, ["accuracy", "latency_ms"], judged["reference"])
-            ratios_b.append(every_mode / float_run["hypervolume"] if float_run["hypervolume"] else math.nan)
-            fastest.append({"float_us": _us(float_run["fastest_at_target_ms"]),
-                            "searched_us": _us(searched["fastest_at_target_ms"])})  # fmt: skip
+            first, second = judged["runs"]
+            ratios.append(second["hypervolume"] / first["hypervolume"] if first["hypervolume"] else math.nan)
+            studies.append({run["variant"]: {"fastest_at_target_us": _us(run["fastest_at_target_ms"]),
+                                             "trainings": run.get("trainings"), "trials": run["complete"]}
+                            for run in judged["runs"]})  # fmt: skip
         models = [m for judged in seeds for run in judged["runs"] for m in run["front"]]
-        effects = {}
-        for mode in MODES:
-            drops, speedups, sizes, errors = [], [], [], 0
-            for model in models:
-                base, measured = model["modes"].get("none", {}), model["modes"].get(mode, {})
-                if "error" in measured or "latency_ms" not in base:
-                    errors += "error" in measured
-                    continue
-                drops.append(base["test_accuracy"] - measured["test_accuracy"])
-                speedups.append(base["latency_ms"] / measured["latency_ms"])
-                sizes.append(measured["bytes"] / base["bytes"])
-            effects[mode] = {"models": len(drops), "refused": errors,
-                             "accuracy_drop_median": statistics.median(drops) if drops else None,
-                             "accuracy_drop_worst": max(drops) if drops else None,
-                             "speedup_median": statistics.median(speedups) if speedups else None,
-                             "speedup_range": [min(speedups), max(speedups)] if speedups else None,
-                             "size_ratio_median": statistics.median(sizes) if sizes else None}  # fmt: skip
-        summary[task] = {"hypervolume_ratio_per_seed": ratios, "design_b_estimate_ratio_per_seed": ratios_b,
-                         "fastest_at_target": fastest, "modes": effects}  # fmt: skip
+        summary[task] = {"hypervolume_ratio_per_seed": ratios, "studies_per_seed": studies,
+                         "modes": {mode: _mode_effect(models, mode) for mode in MODES}}  # fmt: skip
     return summary
+
+
+def _mode_effect(models: list[dict], mode: str) -> dict:
+    """Over ``models``: the test accuracy drop from float32 to ``mode``, its speed-up and file size."""
+    drops, speedups, sizes, errors = [], [], [], 0
+    for model in models:
+        base, measured = model["modes"].get("none", {}), model["modes"].get(mode, {})
+        if "error" in measured or "latency_ms" not in base:
+            errors += "error" in measured
+            continue
+        drops.append(base["test_accuracy"] - measured["test_accuracy"])
+        speedups.append(base["latency_ms"] / measured["latency_ms"])
+        sizes.append(measured["bytes"] / base["bytes"])
+    return {"models": len(drops), "refused": errors,
+            "accuracy_drop_median": statistics.median(drops) if drops else None,
+            "accuracy_drop_worst": max(drops) if drops else None,
+            "speedup_median": statistics.median(speedups) if speedups else None,
+            "speedup_range": [min(speedups), max(speedups)] if speedups else None,
+            "size_ratio_median": statistics.median(sizes) if sizes else None}  # fmt: skip
 
 
 def _us(ms: float | None) -> float | None:

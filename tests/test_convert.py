@@ -14,6 +14,10 @@ from mlflow import MlflowClient
 
 from tradeoff_search import StudySpec, load_dataset, run_study, select_model
 from tradeoff_search._convert import ConversionError, convert
+from tradeoff_search._record import WORKER_ATTR
+from tradeoff_search._select import verified_model
+from tradeoff_search._variants import Variant, add_variants, provisional_dir
+from tradeoff_search._workers import Tickets, finished_count
 
 from .conftest import TINY_SPEC
 
@@ -69,12 +73,14 @@ def _independent_accuracy(tflite_path: str, x: np.ndarray, y: np.ndarray) -> flo
     interpreter.allocate_tensors()
     (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
     (in_scale, in_zero), (out_scale, out_zero) = source["quantization"], target["quantization"]
+    integer = source["dtype"] == np.int8
     correct = 0
     for row, label in zip(x, y, strict=True):
-        quantized = np.clip(np.round(row / in_scale + in_zero), -128, 127).astype(np.int8)
-        interpreter.set_tensor(source["index"], quantized[None])
+        quantized = np.clip(np.round(row / in_scale + in_zero), -128, 127).astype(np.int8) if integer else row
+        interpreter.set_tensor(source["index"], np.asarray(quantized[None], source["dtype"]))
         interpreter.invoke()
-        scores = (interpreter.get_tensor(target["index"])[0].astype(np.float32) - out_zero) * out_scale
+        scores = interpreter.get_tensor(target["index"])[0].astype(np.float32)
+        scores = (scores - out_zero) * out_scale if integer else scores
         correct += int(np.argmax(scores) == label)
     return correct / len(y)
 
@@ -108,3 +114,54 @@ def test_an_int8_trial_is_scored_and_exported_as_shipped(write_spec, tmp_path: P
     assert run.data.params["quantization"] == "int8" and "accuracy_float" in run.data.metrics
     logged = Path(client.download_artifacts(run.info.run_id, "tflite/model.tflite", str(tmp_path)))
     assert logged.read_bytes() == Path(chosen.tflite_path).read_bytes()  # what the trial logged is what select ships
+
+
+@pytest.mark.e2e
+def test_one_training_is_recorded_in_every_mode(write_spec, tmp_path: Path, mlflow_store) -> None:
+    """A training adds its model in the other modes searched as trials of their own, each with
+    its MLflow run and files, tagged with the training they share."""
+    text = TINY_SPEC.replace("n_trials = 3", "n_trials = 1")
+    text = text.replace("max_seconds = 0.2", 'max_seconds = 0.2\nquantization = ["none", "int8"]')
+    spec = StudySpec.load(write_spec(text + "[tracking]\nlog_models = 'all'\n"))
+    storage, uri = f"sqlite:///{tmp_path}/optuna.db", mlflow_store()
+    queued = optuna.create_study(study_name="tiny", storage=storage, directions=spec.directions)
+    queued.enqueue_trial({"quantization": "none"})
+    study = run_study(spec, storage=storage, tracking_uri=uri)
+    trained, variant = study.trials  # n_trials = 1 training
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert (variant.user_attrs["variant_of"], variant.params) == (0, {**trained.params, "quantization": "int8"})
+    assert variant.system_attrs[WORKER_ATTR] == trained.system_attrs[WORKER_ATTR]  # who writes its run
+
+    client = MlflowClient(uri)
+    runs = client.search_runs(client.get_experiment_by_name("tiny").experiment_id, "tags.`optuna.role` = 'trial'")
+    by_number = {int(run.data.tags["optuna.trial"]): run.data for run in runs}
+    assert len(runs) == len(by_number) == 2 and set(by_number) == {0, 1}  # one run per trial
+    for trial in study.trials:
+        logged = by_number[trial.number]
+        assert logged.params["quantization"] == trial.params["quantization"]
+        assert (logged.metrics["accuracy"], logged.tags["training"]) == (trial.values[0], "0")
+    assert "variant_of" not in by_number[0].tags and by_number[1].tags["variant_of"] == "0"
+    _, files = verified_model(client, spec, study, variant.number, tmp_path / "variant")  # as select checks it
+    data = load_dataset(spec)
+    assert variant.values[0] == _independent_accuracy(str(files["model.tflite"]), data.x_val, data.y_val)
+
+
+def test_variants_are_added_once_and_only_for_a_completed_training(tmp_path: Path) -> None:
+    """A retried callback adds no duplicate; a training that failed leaves no variant (nor files);
+    n_trials counts trainings, not their variants."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    modes = optuna.distributions.CategoricalDistribution(["none", "int8"])
+    for state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
+        trial = study.ask({"quantization": modes})
+        staged = provisional_dir(tmp_path / "staging", trial.number, "int8")
+        staged.mkdir(parents=True)
+        variants = [Variant("int8" if trial.params["quantization"] == "none" else "none", (0.5, 0.001), {}, {}, staged)]
+        frozen = study.tell(trial, [0.6, 0.002] if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        for _ in range(2):  # the second call finds the variant in place
+            add_variants(study, frozen, variants)
+        assert not staged.exists()
+    added = [t for t in study.trials if "variant_of" in t.user_attrs]
+    assert [(t.user_attrs["variant_of"], t.values) for t in added] == [(0, [0.5, 0.001])]
+    assert (tmp_path / "staging" / f"trial-{added[0].number:04d}").is_dir()  # its files, under its number
+    assert finished_count(study) == 1 and Tickets(study, 2, storage).left == 1  # one training done, one to go

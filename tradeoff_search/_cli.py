@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from tradeoff_search._device_client import DeviceUnreachable
-from tradeoff_search._record import FAIL_REASON
+from tradeoff_search._record import FAIL_REASON, VARIANT_OF
 from tradeoff_search._spec import SpecError, StudySpec
 from tradeoff_search._stores import known_failure
 from tradeoff_search._tracking import IntegrityError
@@ -341,7 +341,7 @@ def _first_failure(study: optuna.Study) -> str:
 
 
 def _trial_counts(study: optuna.Study) -> str:
-    """E.g. ``"28 complete (3 over the latency budget), 2 pruned, 0 failed trials"``."""
+    """E.g. ``"28 complete (3 over the latency budget), 2 pruned, 0 failed trials"``, variants counted."""
     import optuna
 
     from tradeoff_search._pareto import is_feasible
@@ -350,7 +350,9 @@ def _trial_counts(study: optuna.Study) -> str:
     trials = study.get_trials(deepcopy=False)
     count = collections.Counter(t.state for t in trials)
     over = sum(t.state == state.COMPLETE and not is_feasible(t) for t in trials)
-    counts = [f"{count[state.COMPLETE]} complete" + (f" ({over} over the latency budget)" if over else "")]
+    variants = sum(VARIANT_OF in t.user_attrs for t in trials)
+    notes = [f"{variants} quantization variants"] * bool(variants) + [f"{over} over the latency budget"] * bool(over)
+    counts = [f"{count[state.COMPLETE]} complete" + (f" ({', '.join(notes)})" if notes else "")]
     counts += [f"{count[state.PRUNED]} pruned"] if count[state.PRUNED] else []
     return ", ".join([*counts, f"{count[state.FAIL]} failed trials"])
 

@@ -7,6 +7,7 @@ import gc
 import logging
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,8 @@ from tradeoff_search._space import (
 from tradeoff_search._spec import FAMILIES, SpecError, StudySpec
 from tradeoff_search._training import predict_classes, score, tflite_classes, train
 from tradeoff_search._user_builders import record_of
+from tradeoff_search._variants import Variant, provisional_dir
+from tradeoff_search._variants import add_variants as add_to_study
 
 if TYPE_CHECKING:
     import keras
@@ -83,6 +86,26 @@ _logger = logging.getLogger(__name__)
 _TRACEBACK_CHARS = 20_000  # the end of a longer one: where it failed
 
 MAX_DEVICE_FAILURES = 3  # trials in a row that lost the latency server: the study stops (resumable)
+
+
+@dataclass(frozen=True)
+class _Timed:
+    """A model converted in one mode and timed (before training): its latency objective, its
+    extra objectives, the user attributes it gives a trial, and whether it is over the budget."""
+
+    latency_ms: float
+    extras: tuple[float, ...]
+    user_attrs: dict[str, Any]
+    over_budget: bool
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    """A trained model as shipped in one mode: its accuracy objective and the user attributes it
+    adds (``accuracy_float``, ``conversion_warnings``)."""
+
+    accuracy: float
+    user_attrs: dict[str, Any]
 
 
 class TradeoffObjective:
@@ -111,6 +134,10 @@ class TradeoffObjective:
     Every model comes from a builder, ``builder(trial, input_shape, n_classes)`` (see
     ``tradeoff_search._builders``), checked against the contract; one that breaks it, or does not
     convert to LiteRT, fails its trial with the reason.
+
+    With a list of quantization modes, a trained model is also scored in every other mode: each
+    such variant is added as its own trial by :meth:`add_variants`, an Optuna callback to pass
+    first (``study.optimize(objective, callbacks=[objective.add_variants])``).
 
     Each trial records user attributes: ``n_params``, ``macs`` (or ``macs_uncounted``), ``latency``
     (all statistics and the fingerprint), ``trained``, ``train_seconds``, ``epochs`` and
@@ -145,6 +172,7 @@ class TradeoffObjective:
         if self._data is not None:
             _check_row_shape(spec, self._data.input_shape)
         self.model_dir = Path(model_dir) if model_dir is not None else None
+        self._pending: dict[int, list[Variant]] = {}  # trained trial: its variants, until it is told
 
     @property
     def builder_records(self) -> dict[str, dict[str, str]]:
@@ -296,9 +324,12 @@ class TradeoffObjective:
         family = suggest_family(trial, self.spec)
         builder = self.builders[family]
         quantization = suggest_quantization(trial, self.spec)
+        modes = self._modes(quantization)
         if latency_spec.budget_ms is not None and isinstance(builder, Family):  # a structure containment knows
-            smaller = self._over_budget_inside(trial.study, builder.architecture(trial), quantization)
-            if smaller is not None:  # no need to build, convert or time it
+            architecture = builder.architecture(trial)
+            inside = [self._over_budget_inside(trial.study, architecture, mode) for mode in modes]
+            smaller = inside[0]
+            if smaller is not None and all(inside):  # over in every mode: no need to build, convert or time it
                 suggest_recipe(trial, self.spec)  # recorded as for every trial
                 trial.set_user_attr(CONTAINS_TRIAL, smaller.number)
                 return self._not_trained(
@@ -316,25 +347,24 @@ class TradeoffObjective:
 
         # Latency does not depend on the weights: time the mode's conversion before training. For
         # int8 it is calibrated on the untrained model, which changes its scales, not its operators.
-        conversion = self._convert(family, model, quantization)
-        timed = conversion.flatbuffer if latency_spec.runtime == "litert" else model
-        primary, *others = latency_spec.batch_sizes
-        stats, latency_ms = self._measure(trial.study, timed, primary, latency_spec.budget_ms)
-        trial.set_user_attr(LATENCY, {**stats.to_dict(), NORMALIZED_MS: latency_ms})
-        companions[MODEL_BYTES] = len(conversion.flatbuffer)
-        trial.set_user_attr(MODEL_BYTES, companions[MODEL_BYTES])
-        extras = [float(companions[name]) for name in self.spec.objectives.extra.choices]
-
+        own = self._time(trial.study, family, model, quantization, companions)
+        for key, value in own.user_attrs.items():
+            trial.set_user_attr(key, value)
+        others: dict[str, _Timed | ConversionError] = {}
+        for mode in modes[1:]:  # the variants' modes (see _variants), timed before training too
+            try:
+                others[mode] = self._time(trial.study, family, model, mode, companions)
+            except ConversionError as error:
+                others[mode] = error
         if latency_spec.budget_ms is not None:
-            if latency_ms > latency_spec.budget_ms:
-                return self._not_trained(trial, (0.0, latency_ms, *extras), "")
-            trial.set_constraint(LATENCY_CONSTRAINT, latency_ms - latency_spec.budget_ms)
-        for batch_size in others:
-            trial.set_user_attr(latency_at_batch(batch_size), self._measure(trial.study, timed, batch_size)[1])
+            fits = [t for t in (own, *others.values()) if isinstance(t, _Timed) and not t.over_budget]
+            if not fits:  # trained only if some mode of it can meet the budget
+                return self._not_trained(trial, (0.0, own.latency_ms, *own.extras), "")
+            trial.set_constraint(LATENCY_CONSTRAINT, own.latency_ms - latency_spec.budget_ms)
 
         training = self.spec.training
         pruning = (
-            ParetoPruning((latency_ms, *extras), rivals(trial.study), training.pruning_margin)
+            ParetoPruning((own.latency_ms, *own.extras), rivals(trial.study), training.pruning_margin)
             if training.pruning
             else None
         )
@@ -346,21 +376,97 @@ class TradeoffObjective:
         if pruning is not None and pruning.reason is not None:
             trial.set_user_attr(PRUNE_REASON, pruning.reason)  # for studies run by optimize() too
             raise optuna.TrialPruned(pruning.reason)
-        metric = self.spec.objectives.accuracy
-        accuracy = score(metric, data.y_val, predict_classes(model, data.x_val))
-        if quantization != "none":  # score what ships: the quantized model, as LiteRT runs it
-            shipped = convert_as_shipped(model, quantization, self.spec, data.x_train, signature=False)
-            trial.set_user_attr(ACCURACY_FLOAT, accuracy)
-            trial.set_user_attr(CONVERSION_WARNINGS, list(shipped.warnings))
-            accuracy = score(metric, data.y_val, tflite_classes(shipped.flatbuffer, data.x_val))
-        values = (accuracy, latency_ms, *extras)
+        accuracy_float = score(self.spec.objectives.accuracy, data.y_val, predict_classes(model, data.x_val))
+        shipped = self._shipped(model, quantization, accuracy_float)
+        for key, value in shipped.user_attrs.items():
+            trial.set_user_attr(key, value)
+        values = (shipped.accuracy, own.latency_ms, *own.extras)
         if self.model_dir is not None and self._may_be_logged(trial, values):
-            # The file to deploy (a quantized trial's, with its signature), for the MLflow record.
-            staged = None
-            if quantization != "none":
-                staged = convert_as_shipped(model, quantization, self.spec, data.x_train).flatbuffer
-            stage_model(trial, model, self.model_dir, staged)
+            directory = staged_model_path(self.model_dir, trial.number).parent
+            trial.set_user_attr(MODEL_DIGESTS_ATTR, self._stage(directory, model, quantization))
+        if others:
+            shared = {key: value for key, value in trial.user_attrs.items() if key in (N_PARAMS, MACS, MACS_UNCOUNTED)}
+            shared.update({TRAINED: True, EPOCHS: result.epochs})
+            self._pending[trial.number] = [self._variant(trial, model, mode, timed, accuracy_float, shared)
+                                           for mode, timed in others.items()]  # fmt: skip
         return values
+
+    def _modes(self, quantization: str) -> list[str]:
+        """The modes a trial in ``quantization`` is evaluated in: its own first, then every other
+        mode the spec searches (its variants, see ``tradeoff_search._variants``)."""
+        return [quantization, *(mode for mode in self.spec.latency.quantization.choices if mode != quantization)]
+
+    def _time(
+        self, study: optuna.Study, family: str, model: keras.Model, quantization: str, companions: dict[str, Any]
+    ) -> _Timed:
+        """Convert ``model`` in ``quantization`` and time it; further batch sizes only within the budget."""
+        latency_spec = self.spec.latency
+        conversion = self._convert(family, model, quantization)
+        timed = conversion.flatbuffer if latency_spec.runtime == "litert" else model
+        primary, *others = latency_spec.batch_sizes
+        stats, latency_ms = self._measure(study, timed, primary, latency_spec.budget_ms)
+        attrs: dict[str, Any] = {LATENCY: {**stats.to_dict(), NORMALIZED_MS: latency_ms},
+                                 MODEL_BYTES: len(conversion.flatbuffer)}  # fmt: skip
+        measured = {**companions, MODEL_BYTES: attrs[MODEL_BYTES]}
+        extras = tuple(float(measured[name]) for name in self.spec.objectives.extra.choices)
+        over = latency_spec.budget_ms is not None and latency_ms > latency_spec.budget_ms
+        if not over:
+            for batch_size in others:
+                attrs[latency_at_batch(batch_size)] = self._measure(study, timed, batch_size)[1]
+        return _Timed(latency_ms, extras, attrs, over)
+
+    def _shipped(self, model: keras.Model, quantization: str, accuracy_float: float) -> _Shipped:
+        """The trained ``model`` as shipped in ``quantization``: the accuracy objective (a
+        quantized model's ``.tflite`` as LiteRT runs it, on the whole validation split) and what
+        to record beside it."""
+        if quantization == "none":
+            return _Shipped(accuracy_float, {})
+        data = self.data
+        shipped = convert_as_shipped(model, quantization, self.spec, data.x_train, signature=False)
+        accuracy = score(self.spec.objectives.accuracy, data.y_val, tflite_classes(shipped.flatbuffer, data.x_val))
+        return _Shipped(accuracy, {ACCURACY_FLOAT: accuracy_float, CONVERSION_WARNINGS: list(shipped.warnings)})
+
+    def _stage(self, directory: Path, model: keras.Model, quantization: str) -> dict[str, str]:
+        """Stage the trained ``model`` and the file to deploy in ``quantization`` (with its
+        signature) in ``directory``, for the MLflow record (see :func:`stage`); their sha256."""
+        flatbuffer = None
+        if quantization != "none":
+            flatbuffer = convert_as_shipped(model, quantization, self.spec, self.data.x_train).flatbuffer
+        return stage(directory, model, flatbuffer)
+
+    def _variant(
+        self,
+        trial: optuna.Trial,
+        model: keras.Model,
+        mode: str,
+        timed: _Timed | ConversionError,
+        accuracy_float: float,
+        shared: dict[str, Any],
+    ) -> Variant:
+        """The trained model of ``trial`` in another ``mode``, scored as shipped, for :meth:`add_variants`."""
+        if isinstance(timed, ConversionError):
+            return Variant(mode, None, {FAIL_REASON: f"ConversionError: {timed}"})
+        try:
+            shipped = self._shipped(model, mode, accuracy_float)
+        except ConversionError as error:  # int8 calibrated on the trained model: its scales only change
+            return Variant(mode, None, {FAIL_REASON: f"ConversionError: {error}"})
+        budget_ms = self.spec.latency.budget_ms
+        constraints = {} if budget_ms is None else {LATENCY_CONSTRAINT: timed.latency_ms - budget_ms}
+        values = (shipped.accuracy, timed.latency_ms, *timed.extras)
+        attrs = {**shared, **timed.user_attrs, **shipped.user_attrs}
+        staged = None
+        if self.model_dir is not None and self._may_be_logged(trial, values):
+            staged = provisional_dir(self.model_dir, trial.number, mode)
+            attrs[MODEL_DIGESTS_ATTR] = self._stage(staged, model, mode)
+        return Variant(mode, values, attrs, constraints, staged)
+
+    def add_variants(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """An Optuna callback, first of a study's callbacks: add the variants of ``trial`` (its
+        trained model in the other modes the spec searches) to ``study`` as trials of their own,
+        once ``trial`` is COMPLETE (see ``tradeoff_search._variants``)."""
+        pending = self._pending.pop(trial.number, None)
+        if pending:
+            add_to_study(study, trial, pending)
 
     def _convert(self, family: str, model: keras.Model, quantization: str) -> Conversion:
         """The LiteRT flatbuffer timed, in the trial's quantization mode. A mode the converter cannot
@@ -498,12 +604,15 @@ def _freeze_long_lived_objects() -> None:
 
 
 def stage_model(trial: optuna.Trial, model: keras.Model, model_dir: Path, flatbuffer: bytes | None = None) -> None:
-    """Leave a trained model for the callback: ``model.keras`` and the LiteRT ``model.tflite`` to
-    ship (``flatbuffer``, e.g. quantized; by default the float32 conversion), with their sha256
-    recorded in the trial, so that what is later read back from MLflow (or from the staging
-    folder) can be checked against the storage."""
-    directory = staged_model_path(model_dir, trial.number).parent
+    """Leave a trained model for the callback (see :func:`stage`), its digests in the trial, so that
+    what is later read back from MLflow (or from the staging folder) can be checked against the storage."""
+    trial.set_user_attr(MODEL_DIGESTS_ATTR, stage(staged_model_path(model_dir, trial.number).parent, model, flatbuffer))
+
+
+def stage(directory: Path, model: keras.Model, flatbuffer: bytes | None = None) -> dict[str, str]:
+    """Write ``model.keras`` and the LiteRT ``model.tflite`` to ship (``flatbuffer``, e.g. quantized;
+    by default the float32 conversion) to ``directory``; returns their sha256."""
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / "model.keras")
     (directory / "model.tflite").write_bytes(to_tflite(model) if flatbuffer is None else flatbuffer)
-    trial.set_user_attr(MODEL_DIGESTS_ATTR, staged_digests(directory))
+    return staged_digests(directory)

@@ -29,6 +29,7 @@ TRACEBACK = "traceback"  # a failed trial's traceback (also ``traceback.txt`` on
 PRUNE_REASON = "prune_reason"  # why a trial was stopped early
 ACCURACY_FLOAT = "accuracy_float"  # a quantized trial's float Keras model's validation accuracy
 CONVERSION_WARNINGS = "conversion_warnings"  # what the converter warned about, quantizing the trial's model
+VARIANT_OF = "variant_of"  # a variant's: the number of the trial that trained its model (see _variants)
 
 # ---------------------------------------------------------------------- trial parameters
 QUANTIZATION_PARAM = "quantization"  # the trial's quantization mode, when the spec has any but "none"

@@ -61,11 +61,14 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     import optuna
 
     seed = spec.study.seed
+    # TPE and GP sample at random until 10 trials are COMPLETE or PRUNED: 10 trainings, also when
+    # each adds its variants (see _variants). NSGA-II ignores variants: they belong to no generation.
+    startup = 10 * len(spec.latency.quantization.choices)
     samplers = {
         "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup),
     }
     sampler = samplers[spec.study.sampler]()
     if spec.latency.budget_ms is None or len(spec.model.families.choices) == 1:
@@ -329,8 +332,8 @@ def run_study(
     stop = _device_stop(spec, study)
     try:
         if workers == 0:
-            work(study, objective, [callback, *callbacks], spec.study.timeout, progress.refresh, tickets=tickets,
-                 stop=stop)  # fmt: skip
+            work(study, objective, [objective.add_variants, callback, *callbacks], spec.study.timeout,
+                 progress.refresh, tickets=tickets, stop=stop)  # fmt: skip
         else:
             run_worker_processes(spec, storage, tracking_uri, workers, progress, tickets, stop)
     except BaseException as error:
@@ -448,7 +451,8 @@ def run_worker(spec: StudySpec, storage: str, tracking_uri: str, data: Dataset |
     def stop() -> bool:
         return retirement.due() or (device_lost is not None and device_lost())
 
-    return work(study, objective, [callback], spec.study.timeout, retirement.after_trial, stop=stop)
+    return work(study, objective, [objective.add_variants, callback], spec.study.timeout, retirement.after_trial,
+                stop=stop)  # fmt: skip
 
 
 def _session(

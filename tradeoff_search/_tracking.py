@@ -43,6 +43,8 @@ from tradeoff_search._record import (
     RETIMED_ATTR,
     RETIMED_METRIC,
     TRACEBACK,
+    TRAINED,
+    VARIANT_OF,
     WORKER_ATTR,
     staged_digests,
     staged_model_path,
@@ -70,6 +72,7 @@ _logger = logging.getLogger(__name__)
 
 _STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 _BATCH = 1000  # MLflow's limit of metrics per log_batch
+TAG_TRAINING = "training"  # a trained trial's run and its variants' (see _variants): the trained trial's number
 
 
 @dataclasses.dataclass
@@ -200,11 +203,15 @@ class MLflowParetoCallback:
         parent_id = self._parent(study)
         trials = study.get_trials(deepcopy=False)
         ranks = pareto_ranks(trials, study.directions)
-        run_id = self._log_trial(study, trial, parent_id, with_model=self._wants_model(trial, ranks))
-        self._runs.children.setdefault(trial.number, ChildRun(run_id, {}))
-        self._update_front(study, parent_id, trials, ranks, step=trial.number, refresh=False)
-        if self.model_dir is not None:
-            shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
+        # The trial, and the variants of its model a TradeoffObjective added (see _variants) before this callback
+        variants = [t for t in trials if t.user_attrs.get(VARIANT_OF) == trial.number]
+        for logged in (trial, *variants):
+            run_id = self._log_trial(study, logged, parent_id, with_model=self._wants_model(logged, ranks))
+            self._runs.children.setdefault(logged.number, ChildRun(run_id, {}))
+            if self.model_dir is not None:
+                shutil.rmtree(staged_model_path(self.model_dir, logged.number).parent, ignore_errors=True)
+        step = max(t.number for t in (trial, *variants))
+        self._update_front(study, parent_id, trials, ranks, step=step, refresh=False)
 
     def start(self, study: optuna.Study) -> None:
         """Create the store, the experiment and the study's parent run now, rather than at the
@@ -470,7 +477,7 @@ def _trial_metrics(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict
     if trial.values is not None:
         metrics.update(zip(metric_names(study), trial.values, strict=True))
     for key, value in trial.user_attrs.items():
-        if _is_number(value):
+        if _is_number(value) and key != VARIANT_OF:  # a trial number: a tag
             metrics[PARAMS_METRIC if key == N_PARAMS else key] = float(value)
         elif key == LATENCY and isinstance(value, dict):
             metrics.update({f"latency_{k}": float(v) for k, v in value.items() if _is_number(v)})
@@ -490,6 +497,10 @@ def _trial_tags(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
         tags["pruned_reason"] = str(trial.user_attrs[PRUNE_REASON])[:5000]
     if trial.user_attrs.get(CONVERSION_WARNINGS):
         tags[CONVERSION_WARNINGS] = " | ".join(trial.user_attrs[CONVERSION_WARNINGS])[:5000]
+    if VARIANT_OF in trial.user_attrs:
+        tags[VARIANT_OF] = str(trial.user_attrs[VARIANT_OF])
+    if trial.user_attrs.get(TRAINED):  # the runs of one training (a trial and its variants) share it
+        tags[TAG_TRAINING] = str(trial.user_attrs.get(VARIANT_OF, trial.number))
     return tags
 
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tradeoff_search._record import FAIL_REASON, PRUNE_REASON, WORKER_ATTR
+from tradeoff_search._record import FAIL_REASON, PRUNE_REASON, VARIANT_OF, WORKER_ATTR
 from tradeoff_search._spec import StudySpec
 from tradeoff_search._stores import STATE_DIR, STORAGE_ENV, TRACKING_ENV, storage_lock
 
@@ -78,7 +78,7 @@ class Tickets:
         self.left = max(0, n_trials - self._live())
 
     def _live(self) -> int:
-        return len(self.study.get_trials(deepcopy=False, states=live_states()))
+        return len(trainings(self.study, live_states()))
 
     def __call__(self, limit: int = 1) -> int:
         """Queue up to ``limit`` tickets; returns how many were queued."""
@@ -208,11 +208,16 @@ def fail_trials_of(study: optuna.Study, worker: str, reason: str) -> list[int]:
     return failed
 
 
+def trainings(study: optuna.Study, states: Sequence[Any]) -> list[optuna.trial.FrozenTrial]:
+    """The trials in ``states`` that the sampler proposed, not the variants of a trained model
+    added beside them (see ``tradeoff_search._variants``): what ``n_trials`` counts."""
+    return [trial for trial in study.get_trials(deepcopy=False, states=states) if VARIANT_OF not in trial.user_attrs]
+
+
 def finished_count(study: optuna.Study) -> int:
     import optuna
 
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=done))
+    return len(trainings(study, (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
 
 
 class Progress:
