@@ -132,8 +132,12 @@ def test_sync_exits_1_naming_what_it_cannot_complete(write_spec, tmp_path: Path,
 
 @pytest.mark.parametrize("case", ["read-only store", "full disk"])
 def test_a_real_read_only_store_or_full_disk_is_one_line_and_a_failure(
-    case: str, write_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    mlflow_store
+    case: str,
+    write_spec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    mlflow_store,
 ) -> None:
     """Real ones (as root a chmod does not bite): an immutable MLflow store file (chattr +i), and
     the parent run's artifacts on a full tmpfs (ENOSPC); skipped where neither can be made."""

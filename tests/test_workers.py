@@ -31,6 +31,7 @@ from tradeoff_search._run_index import TAG_ROLE
 from tradeoff_search._workers import MAX_DEATHS_IN_A_ROW, Tickets
 
 from .conftest import TINY_SPEC, command_lines, free_port, start_mlflow_server, stop_group
+from .storage_opener import open_at
 
 pytestmark = pytest.mark.e2e
 
@@ -135,7 +136,7 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path, mlflow_store) -
     assert killed_number is not None, "the worker never reached a second trial"
     time.sleep(2.5)  # two heartbeats of silence: the trial is stale
 
-    done = _run("spec.toml", cwd=tmp_path)
+    done = _run("spec.toml", "--in-process", cwd=tmp_path)  # the command that was killed, again
     assert done.returncode == 0, done.stderr[-3000:]
     study = optuna.load_study(study_name="tiny", storage=storage)
     states = {t.number: t.state for t in study.trials}
@@ -154,19 +155,6 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path, mlflow_store) -
     assert children[killed_number].info.status == "FAILED"
 
 
-def _open_at(url: str, start: float) -> str:
-    from tradeoff_search import StudySpec
-    from tradeoff_search._study import make_storage
-
-    spec = StudySpec.from_dict({"data": {"source": "sklearn:iris"}})
-    time.sleep(max(0.0, start - time.time()))
-    try:
-        make_storage(spec, url)
-    except Exception as error:
-        return type(error).__name__
-    return "opened"
-
-
 def test_workers_started_together_on_a_fresh_storage_all_open_it(tmp_path: Path) -> None:
     # Each one creates Optuna's tables and stamps their version unless another did; without a
     # retry, at least one of four failed with an IntegrityError in 4 of 10 such rounds.
@@ -174,7 +162,7 @@ def test_workers_started_together_on_a_fresh_storage_all_open_it(tmp_path: Path)
     with context.Pool(4) as pool:
         for round_ in range(4):  # 2 s for the pool's processes to start, then 0.5 s to hand each its task
             url, start = f"sqlite:///{tmp_path}/optuna-{round_}.db", time.time() + (2 if round_ == 0 else 0.5)
-            assert pool.starmap(_open_at, [(url, start)] * 4) == ["opened"] * 4
+            assert pool.starmap(open_at, [(url, start)] * 4) == ["opened"] * 4
 
 
 def _huge_features(tmp_path: Path, activation: str) -> str:
