@@ -363,8 +363,10 @@ class TradeoffObjective:
             trial.set_constraint(LATENCY_CONSTRAINT, own.latency_ms - latency_spec.budget_ms)
 
         training = self.spec.training
+        # Stopped early only if a rival dominates the model in every mode: at the best of each objective.
+        timed = [(t.latency_ms, *t.extras) for t in (own, *others.values()) if isinstance(t, _Timed)]
         pruning = (
-            ParetoPruning((own.latency_ms, *own.extras), rivals(trial.study), training.pruning_margin)
+            ParetoPruning(tuple(map(min, zip(*timed, strict=True))), rivals(trial.study), training.pruning_margin)
             if training.pruning
             else None
         )
