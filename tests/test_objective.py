@@ -86,6 +86,27 @@ def test_a_candidate_containing_an_over_budget_model_is_not_built(tmp_path) -> N
     assert study.best_trials == []
 
 
+def test_a_candidate_over_the_budget_in_every_mode_is_recorded_in_each_and_its_containers_are_not_built(
+    tmp_path,
+) -> None:
+    path = tmp_path / "modes.toml"
+    modes = '[latency]\nbudget_ms = 0.0001\nquantization = ["none", "dynamic"]\n'  # both over: below LiteRT's floor
+    path.write_text(TINY_SPEC.replace("[latency]\n", modes))
+    objective = TradeoffObjective(StudySpec.load(path))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=objective.directions)
+    fixed = {"family": "mlp", "n_layers": 1, "activation": "relu", "dropout": 0.0, "batch_norm": False,
+             "optimizer": "adam", "learning_rate": 1e-3, "schedule": "constant", "batch_size": 16}  # fmt: skip
+    for units in (8, 12):
+        study.enqueue_trial({**fixed, "units_0": units, "quantization": "none"})
+    study.optimize(objective, n_trials=2, callbacks=[objective.add_variants])
+    _, containing, variant = study.trials  # trial 0 timed in both modes, its dynamic one added after it
+
+    assert (variant.user_attrs["variant_of"], variant.params["quantization"], variant.user_attrs["trained"]) == (
+        0, "dynamic", False)  # fmt: skip
+    assert variant.values[0] == 0.0 and variant.constraints["latency_ms_over_budget"] > 0
+    assert containing.user_attrs["contains_trial"] == 0 and "latency" not in containing.user_attrs  # never built
+
+
 def test_a_budgeted_study_times_the_narrowest_model_first(tmp_path, mlflow_store) -> None:
     from tradeoff_search import run_study
 

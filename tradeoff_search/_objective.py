@@ -356,9 +356,14 @@ class TradeoffObjective:
                 others[mode] = self._time(trial.study, family, model, mode, companions)
             except ConversionError as error:
                 others[mode] = error
+        shared = {key: value for key, value in trial.user_attrs.items() if key in (N_PARAMS, MACS, MACS_UNCOUNTED)}
         if latency_spec.budget_ms is not None:
             fits = [t for t in (own, *others.values()) if isinstance(t, _Timed) and not t.over_budget]
             if not fits:  # trained only if some mode of it can meet the budget
+                # Its other modes are recorded over the budget too: what containment and the sampler learn from.
+                untrained = {**shared, TRAINED: False}
+                self._pending[trial.number] = [self._variant(trial, model, mode, timed, None, untrained)
+                                               for mode, timed in others.items()]  # fmt: skip
                 return self._not_trained(trial, (0.0, own.latency_ms, *own.extras), "")
             trial.set_constraint(LATENCY_CONSTRAINT, own.latency_ms - latency_spec.budget_ms)
 
@@ -387,7 +392,6 @@ class TradeoffObjective:
             directory = staged_model_path(self.model_dir, trial.number).parent
             trial.set_user_attr(MODEL_DIGESTS_ATTR, self._stage(directory, model, quantization))
         if others:
-            shared = {key: value for key, value in trial.user_attrs.items() if key in (N_PARAMS, MACS, MACS_UNCOUNTED)}
             shared.update({TRAINED: True, EPOCHS: result.epochs})
             self._pending[trial.number] = [self._variant(trial, model, mode, timed, accuracy_float, shared)
                                            for mode, timed in others.items()]  # fmt: skip
@@ -442,18 +446,21 @@ class TradeoffObjective:
         model: keras.Model,
         mode: str,
         timed: _Timed | ConversionError,
-        accuracy_float: float,
+        accuracy_float: float | None,
         shared: dict[str, Any],
     ) -> Variant:
-        """The trained model of ``trial`` in another ``mode``, scored as shipped, for :meth:`add_variants`."""
+        """The model of ``trial`` in another ``mode``, for :meth:`add_variants`: trained, scored as
+        shipped; untrained (``accuracy_float`` None, over the budget in every mode), accuracy 0."""
         if isinstance(timed, ConversionError):
             return Variant(mode, None, {FAIL_REASON: f"ConversionError: {timed}"})
+        budget_ms = self.spec.latency.budget_ms
+        constraints = {} if budget_ms is None else {LATENCY_CONSTRAINT: timed.latency_ms - budget_ms}
+        if accuracy_float is None:
+            return Variant(mode, (0.0, timed.latency_ms, *timed.extras), {**shared, **timed.user_attrs}, constraints)
         try:
             shipped = self._shipped(model, mode, accuracy_float)
         except ConversionError as error:  # int8 calibrated on the trained model: its scales only change
             return Variant(mode, None, {FAIL_REASON: f"ConversionError: {error}"})
-        budget_ms = self.spec.latency.budget_ms
-        constraints = {} if budget_ms is None else {LATENCY_CONSTRAINT: timed.latency_ms - budget_ms}
         values = (shipped.accuracy, timed.latency_ms, *timed.extras)
         attrs = {**shared, **timed.user_attrs, **shipped.user_attrs}
         staged = None

@@ -13,7 +13,9 @@ Why after the trained trial is told: a worker killed before leaves a FAIL trial 
 its parameters) and no variant of it, never a variant of a failed trial; one killed while adding
 leaves some variants of a COMPLETE trial, each whole; adding again adds only the missing ones.
 A variant whose mode the converter cannot apply is added FAIL with the reason, as a trial in that
-mode would be.
+mode would be. A model over the latency budget in every mode is not trained; its variants are
+added all the same, untrained with accuracy 0, so that containment (``_models.contains``) knows it
+is over in each mode.
 """
 
 from __future__ import annotations
