@@ -158,19 +158,30 @@ def _check_sqlite_file(function: str, key: str, url: str) -> None:
 
 
 def _is_sqlite_database(path: Path) -> bool:
-    """A SQLite file by its header; an empty file is an empty database to SQLite."""
-    try:
-        with path.open("rb") as file:
-            head = file.read(16)
-    except OSError:  # a folder, or unreadable
+    """Whether SQLite reads the file ``path`` as a database (an empty file is an empty one).
+
+    Asked of SQLite itself, never read with ``open()``: closing another descriptor of a database
+    file drops every POSIX lock this process's SQLite connections hold on it, and another
+    process may then checkpoint and delete a write-ahead log they still use, losing its writes
+    (https://sqlite.org/howtocorrupt.html, 2.2; it happened: a rerun's trials lost after ``sync``
+    had checked the file in a process that held the study open).
+    """
+    import sqlite3
+
+    if not path.is_file():
         return False
-    return head in (b"", b"SQLite format 3\x00")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as database:
+            database.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError:  # not a database, or unreadable
+        return False
+    return True
 
 
 def has_optuna_tables(path: Path) -> bool:
     import sqlite3
 
-    if not path.is_file() or not _is_sqlite_database(path):  # opening it would create one
+    if not _is_sqlite_database(path):  # opening it would create one
         return False
     with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as database:
         found = database.execute("select 1 from sqlite_master where type = 'table' and name = 'studies'")
