@@ -171,9 +171,11 @@ def _is_sqlite_database(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as database:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)) as database:
             database.execute("PRAGMA schema_version").fetchone()
-    except sqlite3.DatabaseError:  # not a database, or unreadable
+    except sqlite3.OperationalError as error:  # locked by a writer (another worker making its tables), or unreadable
+        return "locked" in str(error)
+    except sqlite3.DatabaseError:  # "file is not a database"
         return False
     return True
 
