@@ -333,7 +333,7 @@ def run_study(
     try:
         if workers == 0:
             work(study, objective, [objective.add_variants, callback, *callbacks], spec.study.timeout,
-                 progress.refresh, tickets=tickets, stop=stop)  # fmt: skip
+                 progress.refresh, tickets=tickets, stop=stop, storage_url=storage)  # fmt: skip
         else:
             run_worker_processes(spec, storage, tracking_uri, workers, progress, tickets, stop)
     except BaseException as error:
@@ -452,7 +452,7 @@ def run_worker(spec: StudySpec, storage: str, tracking_uri: str, data: Dataset |
         return retirement.due() or (device_lost is not None and device_lost())
 
     return work(study, objective, [objective.add_variants, callback], spec.study.timeout, retirement.after_trial,
-                stop=stop)  # fmt: skip
+                stop=stop, storage_url=storage)  # fmt: skip
 
 
 def _session(

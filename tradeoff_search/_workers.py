@@ -90,15 +90,20 @@ class Tickets:
         return queued
 
 
-def _claim(study: optuna.Study) -> optuna.Trial | None:
+def _claim(study: optuna.Study, storage_url: str | None) -> optuna.Trial | None:
     """A queued trial, now RUNNING and ours; None when the queue is empty.
 
     ``Study.ask`` would create a new trial when the queue is empty, which is exactly what the
-    tickets prevent; its queue-popping step (atomic in the storage) is reused as it is.
+    tickets prevent; its queue-popping step is reused. That step reads WAITING, then writes
+    RUNNING, relying on ``SELECT … FOR UPDATE``, which SQLite ignores: two workers once both
+    claimed trial 0 (one's result lost, it exited on telling it). On SQLite it runs under the
+    storage's lock (``storage_url``; a file lock, microseconds).
     """
     import optuna
 
-    trial_id = study._pop_waiting_trial_id()
+    sqlite = storage_url if storage_url is not None and storage_url.startswith("sqlite") else None
+    with storage_lock(sqlite, study.study_name) if sqlite else contextlib.nullcontext():
+        trial_id = study._pop_waiting_trial_id()
     return None if trial_id is None else optuna.Trial(study, trial_id)
 
 
@@ -110,9 +115,11 @@ def work(
     on_trial: Callable[[], None] | None = None,
     tickets: Tickets | None = None,
     stop: Callable[[], bool] | None = None,
+    storage_url: str | None = None,
 ) -> int:
     """Run queued trials until the queue is empty (and ``tickets``, asked then, queue no
     more), ``timeout`` seconds have passed or ``stop()`` says so before a trial; returns how many ran.
+    ``storage_url``, the study's storage: on SQLite, trials are claimed under its lock.
 
     Each trial is marked with this process (see :func:`worker_id`), sends heartbeats (when the
     storage has them on) and is told to the study as COMPLETE, PRUNED or FAIL; a failure is
@@ -132,9 +139,9 @@ def work(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)  # re-queues a crashed worker's trial
-        trial = _claim(study)
+        trial = _claim(study, storage_url)
         while trial is None and tickets is not None and tickets():  # another worker may win the ticket
-            trial = _claim(study)
+            trial = _claim(study, storage_url)
         if trial is None:
             if tickets is None or not held(study):
                 return ran
