@@ -10,7 +10,9 @@ times from the study and reports:
 
 - the time lost between trials: every gap between one trial's end and the next one's start,
   less the median gap, summed, as a share of the study's wall time (first start to last end);
-  a retiring worker and its successor's TensorFlow import show up as the long gaps;
+  split into the gaps at a retirement (a worker process appeared or left during the gap, by the
+  samples: its successor's TensorFlow import shows up there) and the others (the sampler, the
+  MLflow record of a trial that changed the front, a busy machine);
 - how many worker processes ran, and the gaps over 1 s;
 - each worker's RSS growth: its largest sample less its sample at the end of the first trial it
   finished while it was the only worker.
@@ -32,6 +34,7 @@ import optuna
 from memory import children, rss_mb
 
 REPO = Path(__file__).resolve().parent.parent
+SAMPLE_SECONDS = 0.5
 IRIS = """
 [study]
 name = "iris300"
@@ -69,7 +72,7 @@ def main() -> None:
             for pid in children(run.pid):
                 if (size := rss_mb(pid)) is not None:
                     samples.setdefault(pid, []).append((time.time(), size))
-            time.sleep(0.5)
+            time.sleep(SAMPLE_SECONDS)
         wall = time.monotonic() - started
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{root}/mlruns/optuna.db")
         done = sorted(
@@ -86,7 +89,11 @@ def main() -> None:
     durations = [end - start for start, end in zip(starts, ends, strict=True)]
     print(f"trial median {statistics.median(durations):.2f} s, median gap {usual * 1e3:.0f} ms; "
           f"gaps over 1 s: {', '.join(f'{g:.1f}' for g in gaps if g > 1) or 'none'} (s)")  # fmt: skip
-    print(f"time lost between trials beyond the median gap: {lost:.1f} s of {span:.0f} s, {lost / span:.1%}")
+    at_retirement = sum(gap - usual for gap, end in zip(gaps, ends, strict=False)
+                        if gap > usual and _workers_change(end, end + gap, samples))  # fmt: skip
+    print(f"time lost between trials beyond the median gap: {lost:.1f} s of {span:.0f} s, {lost / span:.1%}: "
+          f"at retirements {at_retirement:.1f} s ({at_retirement / span:.1%}), "
+          f"elsewhere {lost - at_retirement:.1f} s ({(lost - at_retirement) / span:.1%})")  # fmt: skip
     for pid, series in samples.items():
         alone = [end for end in ends if series[0][0] <= end <= series[-1][0] and _alone(pid, end, samples)]
         if not alone:
@@ -96,6 +103,12 @@ def main() -> None:
         peak = max(size for moment, size in series if moment >= alone[0])
         print(f"  worker {pid}: {len([e for e in ends if series[0][0] <= e <= series[-1][0]])} trials in its life, "
               f"{baseline:.0f} MB after its first, peak {peak:.0f} MB: growth {peak - baseline:+.0f} MB")  # fmt: skip
+
+
+def _workers_change(start: float, end: float, samples: dict[int, list[tuple[float, float]]]) -> bool:
+    """Whether a worker process was first or last seen within a sampling interval of [start, end]."""
+    first_and_last = [moment for series in samples.values() for moment in (series[0][0], series[-1][0])]
+    return any(start - SAMPLE_SECONDS <= moment <= end + SAMPLE_SECONDS for moment in first_and_last)
 
 
 def _alone(pid: int, moment: float, samples: dict[int, list[tuple[float, float]]]) -> bool:
