@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -188,6 +189,24 @@ def test_the_client_refuses_bad_urls_and_retries_a_lost_server(token: None) -> N
     assert TOKEN not in str(caught.value)
     with pytest.raises(ValueError, match=r"device='http://127\.0\.0\.1:1'.*runtime='litert'"):
         measure_latency(MODEL, runtime="tf", device="http://127.0.0.1:1")
+
+
+def test_a_server_restarted_within_the_retries_costs_a_measurement_nothing(tmp_path: Path, token: None) -> None:
+    (tmp_path / "token").write_text(TOKEN)
+    first = Server(tmp_path, "--token-file", str(tmp_path / "token"))
+    first.process.kill()  # SIGKILL, as a crash or a power cut; back on the same port a second later
+    first.process.wait()
+    restarted: list[Server] = []
+    later = threading.Timer(1.0, lambda: restarted.append(
+        Server(tmp_path, "--token-file", str(tmp_path / "token"), "--port", str(first.port))))  # fmt: skip
+    later.start()
+    try:
+        (stats,) = DeviceBackend(first.url).measure([MODEL], Setting(max_seconds=0.2, reference=False))
+    finally:
+        later.join()
+        output = restarted[0].stop()
+    assert stats.p10_ms > 0 and stats.device == first.url
+    assert "POST /v1/measure" in output and TOKEN not in output
 
 
 def test_the_server_binds_beyond_loopback_only_with_a_token(tmp_path: Path) -> None:
