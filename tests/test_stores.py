@@ -1,12 +1,20 @@
-"""Store URLs: every password SQLAlchemy would send is hidden wherever a URL is shown."""
+"""Stores: every password SQLAlchemy would send is hidden wherever a URL is shown; SQLite files are
+looked into through SQLite, read-only."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
 import pytest
 from sqlalchemy.engine import make_url
 
 from tradeoff_search import SpecError
-from tradeoff_search._stores import check_stores, redact
+from tradeoff_search._stores import _is_sqlite_database, check_stores, has_optuna_tables, redact
 
 PASSWORDS = ["pg-s3cret", "p/w", "p?w", "p#w", "a/b?c#d:e", "p%40ss"]
 
@@ -30,3 +38,57 @@ def test_an_unreachable_store_is_named_without_its_password(tmp_path) -> None:
     with pytest.raises(SpecError) as refused:
         check_stores("postgresql://tradeoff:p/w?x#y@127.0.0.1:1/optuna", f"sqlite:///{tmp_path}/mlflow.db")
     assert "p/w?x#y" not in str(refused.value) and "tradeoff:***@127.0.0.1:1" in str(refused.value)
+
+
+def _counting_connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The databases every ``sqlite3.connect`` from now on opens (each a real connection)."""
+    opened: list[str] = []
+    connect = sqlite3.connect
+
+    def counted(database: str, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(database)
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", counted)
+    return opened
+
+
+def test_optuna_tables_are_looked_for_on_one_read_only_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query must not make a database of a file: a storage with Optuna's tables, a database
+    without them, a file that is no database (left as it was) and no file, each on at most one
+    read-only connection."""
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db")  # Optuna's tables
+    sqlite3.connect(tmp_path / "other.db").execute("create table t (x)").connection.close()
+    (tmp_path / "notes.db").write_text("not a database")
+    opened = _counting_connections(monkeypatch)
+    cases = [("optuna.db", True, 1), ("other.db", False, 1), ("notes.db", False, 1), ("missing.db", False, 0)]
+    for name, found, connections in cases:
+        opened.clear()
+        assert has_optuna_tables(tmp_path / name) is found, name
+        assert len(opened) == connections and all(uri.endswith("?mode=ro") for uri in opened), (name, opened)
+    assert (tmp_path / "notes.db").read_text() == "not a database" and not (tmp_path / "missing.db").exists()
+
+
+def test_a_database_a_writer_has_locked_is_one_and_its_tables_are_read_once_it_lets_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker making a fresh storage's tables holds it locked: the file check says
+    'a database' at once, and the look for Optuna's tables waits for the writer on the same connection."""
+    path = tmp_path / "optuna.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("begin exclusive")
+    writer.execute("create table studies (study_id integer primary key)")
+    opened = _counting_connections(monkeypatch)
+    started = time.monotonic()
+    assert _is_sqlite_database(path) and time.monotonic() - started < 1
+    commit = threading.Timer(0.3, writer.commit)
+    commit.start()
+    try:
+        opened.clear()
+        assert has_optuna_tables(path)
+        assert len(opened) == 1 and time.monotonic() - started >= 0.3
+    finally:
+        commit.join()
+        writer.close()

@@ -24,6 +24,8 @@ from tradeoff_search._spec import StudySpec, excerpt
 from tradeoff_search._validation import ParameterError
 
 if TYPE_CHECKING:
+    import sqlite3
+
     import optuna
     import sqlalchemy
 
@@ -166,28 +168,46 @@ def _is_sqlite_database(path: Path) -> bool:
     (https://sqlite.org/howtocorrupt.html, 2.2; it happened: a rerun's trials lost after ``sync``
     had checked the file in a process that held the study open).
     """
-    import sqlite3
-
     if not path.is_file():
         return False
+    with _read_only(path) as database:
+        return _reads_as_database(database)
+
+
+def has_optuna_tables(path: Path) -> bool:
+    """Whether the file ``path`` is a SQLite database holding Optuna's tables, asked on one
+    read-only connection (as :func:`_is_sqlite_database` asks; opening a file that is not one would
+    make it one). A database a writer has locked (another worker making its tables) is read once
+    it lets go, within SQLite's usual 5 s."""
+    if not path.is_file():
+        return False
+    with _read_only(path) as database:
+        if not _reads_as_database(database):
+            return False
+        database.execute("PRAGMA busy_timeout = 5000")
+        found = database.execute("select 1 from sqlite_master where type = 'table' and name = 'studies'")
+        return found.fetchone() is not None
+
+
+def _read_only(path: Path) -> contextlib.closing[sqlite3.Connection]:
+    """A read-only connection to the SQLite file ``path`` that answers at once when it is locked
+    (timeout 0), closed on leaving its ``with``."""
+    import sqlite3
+
+    return contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0))
+
+
+def _reads_as_database(database: sqlite3.Connection) -> bool:
+    """Whether ``database``'s file reads as a SQLite database; locked by a writer, it is one."""
+    import sqlite3
+
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)) as database:
-            database.execute("PRAGMA schema_version").fetchone()
+        database.execute("PRAGMA schema_version").fetchone()
     except sqlite3.OperationalError as error:  # locked by a writer (another worker making its tables), or unreadable
         return "locked" in str(error)
     except sqlite3.DatabaseError:  # "file is not a database"
         return False
     return True
-
-
-def has_optuna_tables(path: Path) -> bool:
-    import sqlite3
-
-    if not _is_sqlite_database(path):  # opening it would create one
-        return False
-    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as database:
-        found = database.execute("select 1 from sqlite_master where type = 'table' and name = 'studies'")
-        return found.fetchone() is not None
 
 
 def _probe_database(function: str, key: str, url: str) -> None:
