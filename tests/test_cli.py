@@ -77,6 +77,51 @@ def test_pareto_of_an_unknown_study(tmp_path: Path) -> None:
     assert done.returncode == 2 and "run it first" in done.stderr
 
 
+def _table(printed: str) -> list[dict[str, str]]:
+    """``pareto``'s table as rows of cells by column name (a blank cell is an empty string)."""
+    header, *lines = printed.strip().splitlines()
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    spans = list(zip(starts, [*starts[1:], None], strict=True))
+    return [{header[a:b].strip(): line[a:b].strip() for a, b in spans} for line in lines]
+
+
+def test_pareto_shows_which_training_a_variant_shares(
+    write_spec, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A study of quantization modes whose front holds a trained trial and its int8 variant: the
+    table says which training the variant is of, beside its mode; the same study before it had a
+    variant shows no such column."""
+    import optuna
+
+    from tradeoff_search import StudySpec
+    from tradeoff_search._cli import main
+    from tradeoff_search._study import open_study
+
+    from .conftest import TINY_SPEC
+
+    path = write_spec(TINY_SPEC.replace("max_seconds = 0.2", 'max_seconds = 0.2\nquantization = ["none", "int8"]'))
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = open_study(StudySpec.load(path), storage)
+    distributions = {"quantization": optuna.distributions.CategoricalDistribution(["none", "int8"]),
+                     "units_0": optuna.distributions.IntDistribution(4, 16)}  # fmt: skip
+
+    def add(mode: str, units: int, values: list[float], **attrs: int) -> None:
+        study.add_trial(optuna.trial.create_trial(params={"quantization": mode, "units_0": units}, values=values,
+                                                  distributions=distributions, user_attrs=attrs))  # fmt: skip
+
+    add("none", 16, [0.96, 0.004])  # trial 0, trained
+    add("int8", 4, [0.80, 0.001])  # trial 1, trained in int8
+    assert main(["pareto", str(path), "--storage", storage]) == 0
+    assert "variant_of" not in capsys.readouterr().out  # no variant yet: the table of a float-only study
+    add("int8", 16, [0.95, 0.002], variant_of=0)  # trial 2: trial 0's model in int8
+    assert main(["pareto", str(path), "--storage", storage]) == 0
+    rows = _table(capsys.readouterr().out)
+    assert [list(row)[:6] for row in rows[:1]] == [["trial", "accuracy", "latency_ms", "n_params", "quantization",
+                                                    "variant_of"]]  # fmt: skip
+    assert [(row["trial"], row["quantization"], row["variant_of"], row["units_0"]) for row in rows] == [
+        ("1", "int8", "", "4"), ("2", "int8", "0", "16"), ("0", "none", "", "16")]  # fmt: skip
+
+
 def test_shipped_default_spec_validates_from_the_repo(tmp_path: Path) -> None:
     done = cli("run", str(REPO / "studies" / "digits.toml"), "--n-trials", "0", cwd=tmp_path)
     assert done.returncode == 2 and "--n-trials" in done.stderr

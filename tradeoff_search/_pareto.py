@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tradeoff_search._record import LATENCY_METRIC, N_PARAMS, PARAMS_METRIC, RETIMED_ATTR, RETIMED_METRIC
+from tradeoff_search._record import (
+    LATENCY_METRIC,
+    N_PARAMS,
+    PARAMS_METRIC,
+    QUANTIZATION_PARAM,
+    RETIMED_ATTR,
+    RETIMED_METRIC,
+    VARIANT_OF,
+)
 from tradeoff_search._spec import DEFAULT_REFERENCE_LATENCY_MS
 
 if TYPE_CHECKING:
@@ -151,10 +159,13 @@ def hypervolume_history(
 def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One plain row per Pareto trial: number, objective values, size and its hyperparameters.
     Once the front was re-timed, also its re-timed latency and whether it is still on the front
-    with it (``pareto_retimed``)."""
+    with it (``pareto_retimed``). In a study with quantization variants (see ``_variants``), each
+    row's ``quantization`` comes first of its hyperparameters, then ``variant_of``: the trained
+    trial a variant's model is (blank for a trained trial), so rows that share a training show it."""
     names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
     retimed = study.user_attrs.get(RETIMED_ATTR) or {}
     still = retimed_front(study)
+    with_variants = any(VARIANT_OF in t.user_attrs for t in study.get_trials(deepcopy=False))
     rows = []
     for trial in front_trials(study):
         row: dict[str, Any] = {"trial": trial.number}
@@ -164,6 +175,9 @@ def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
             row["pareto_retimed"] = trial.number in still
         if PARAMS_METRIC not in names:  # as an objective, it is already a column
             row[N_PARAMS] = trial.user_attrs.get(N_PARAMS)
+        if with_variants:
+            row[QUANTIZATION_PARAM] = trial.params.get(QUANTIZATION_PARAM)
+            row[VARIANT_OF] = trial.user_attrs.get(VARIANT_OF)
         row.update(trial.params)
         rows.append(row)
     return rows
