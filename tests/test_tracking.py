@@ -301,6 +301,55 @@ def test_sync_repairs_what_a_killed_worker_left(tmp_path: Path, mlflow_store) ->
     assert str(callback.sync(study, grace_seconds=0)) == "nothing to repair"
 
 
+def test_sync_removes_the_variant_files_a_killed_worker_staged(tmp_path: Path, mlflow_store) -> None:
+    """A trained model's quantization variants are staged under provisional names until they are
+    added as trials (see _variants). Trial 0's worker was killed after telling its trial, before
+    adding its variant; trial 1's before telling it (failed as the pool fails it); trial 2's is
+    alive, between the two. sync removes the dead workers' variant files, which nobody will add,
+    and keeps the live one's; once that worker added its variant and ended, sync logs the
+    variant's model and the staging folder is empty."""
+    import subprocess
+
+    import keras
+
+    from tradeoff_search._convert import to_tflite
+    from tradeoff_search._objective import stage
+    from tradeoff_search._variants import Variant, add_variants, provisional_dir
+    from tradeoff_search._workers import fail_trials_of, worker_id
+
+    staging, uri = tmp_path / "staging", mlflow_store()
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
+    callback = MLflowParetoCallback(tracking_uri=uri, experiment="killed", log_models="all", model_dir=staging)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    flatbuffer, modes = to_tflite(model), optuna.distributions.CategoricalDistribution(["none", "int8"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        variants = []
+        for number, pid in enumerate([dead.pid, dead.pid, alive.pid]):
+            trial = study.ask({"quantization": modes})
+            study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker_id(pid))
+            mode = "int8" if trial.params["quantization"] == "none" else "none"
+            staged = provisional_dir(staging, number, mode)
+            variants.append(Variant(mode, (0.8, 0.001), {MODEL_DIGESTS_ATTR: stage(staged, model, flatbuffer)}, {},
+                                    staged))  # fmt: skip
+            if number != 1:
+                study.tell(trial, [0.9, 0.002])
+        assert fail_trials_of(study, worker_id(dead.pid), "worker process ended (SIGKILL)") == [1]
+        assert sorted(path.name for path in staging.iterdir()) == [f"variant-0000-{variants[0].mode}",
+                                                                   f"variant-0001-{variants[1].mode}",
+                                                                   f"variant-0002-{variants[2].mode}"]  # fmt: skip
+        callback.sync(study)
+        assert [path.name for path in staging.iterdir()] == [f"variant-0002-{variants[2].mode}"]
+        assert add_variants(study, study.trials[2], variants[2:]) == [3]  # the live worker, after sync
+    finally:
+        alive.kill()
+        alive.wait()
+    assert callback.sync(study).models == [3]
+    assert not any(staging.iterdir())
+
+
 def test_missing_names_what_the_record_lacks_and_a_dead_writer_is_repaired_at_once(
     tmp_path: Path, mlflow_store
 ) -> None:

@@ -64,6 +64,7 @@ from tradeoff_search._run_index import (
 )
 from tradeoff_search._spec import TrackingSection
 from tradeoff_search._validation import spec_rule, validate_params
+from tradeoff_search._variants import drop_provisional
 
 if TYPE_CHECKING:
     import optuna
@@ -227,8 +228,9 @@ class MLflowParetoCallback:
         after its trial finished, or once the process that ran the trial has ended (known on its
         own machine), was half-written (its worker died between MLflow calls): it is
         deleted and logged again. A model still staged for such a trial (its files as the trial
-        recorded them) is logged with it, or added to a run that lacks one. Idempotent: running
-        it twice changes nothing.
+        recorded them) is logged with it, or added to a run that lacks one; the files its
+        quantization variants staged and never were added with (see ``_variants``) are removed.
+        Idempotent: running it twice changes nothing.
         """
         import optuna
 
@@ -241,6 +243,8 @@ class MLflowParetoCallback:
             run = logged.get(trial.number)
             aged = now - (millis(trial.datetime_complete) or 0) >= 1000 * grace_seconds
             settled = aged or may_be_writing(trial) is False
+            if settled and self.model_dir is not None:  # variants it staged and did not add never will be
+                drop_provisional(self.model_dir, trial.number)
             staged = settled and self._is_staged(trial)
             if run is not None and run.info.status == "RUNNING":
                 if not settled:

@@ -12,6 +12,9 @@ constraint, and the user attribute ``variant_of``, the number of the trial that 
 Why after the trained trial is told: a worker killed before leaves a FAIL trial (re-queued with
 its parameters) and no variant of it, never a variant of a failed trial; one killed while adding
 leaves some variants of a COMPLETE trial, each whole; adding again adds only the missing ones.
+Killed between staging its variants' files and adding them, it leaves those files under their
+provisional names for nobody: ``sync`` removes them (:func:`drop_provisional`) once the trained
+trial is finished and its worker gone, as it removes a trial's own staged model.
 A variant whose mode the converter cannot apply is added FAIL with the reason, as a trial in that
 mode would be. A model over the latency budget in every mode is not trained; its variants are
 added all the same, untrained with accuracy 0, so that containment (``_models.contains``) knows it
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from tradeoff_search._convert import quantization_of
 from tradeoff_search._record import QUANTIZATION_PARAM, VARIANT_OF, WORKER_ATTR, staged_model_path
+from tradeoff_search._spec import QUANTIZATIONS
 
 if TYPE_CHECKING:
     import optuna
@@ -56,6 +60,14 @@ def is_variant(trial: optuna.trial.FrozenTrial) -> bool:
 def provisional_dir(model_dir: Path, number: int, mode: str) -> Path:
     """Where a variant of trial ``number`` stages its model files until it has a number of its own."""
     return Path(model_dir) / f"variant-{number:04d}-{mode}"
+
+
+def drop_provisional(model_dir: Path, number: int) -> None:
+    """Remove the files the variants of trial ``number`` staged and were never added with (see the
+    module docstring). Only once no worker can still add them: the trial finished and the
+    process that ran it has ended (or long ago)."""
+    for mode in QUANTIZATIONS:
+        shutil.rmtree(provisional_dir(model_dir, number, mode), ignore_errors=True)
 
 
 def add_variants(study: optuna.Study, trained: optuna.trial.FrozenTrial, variants: Iterable[Variant]) -> list[int]:
