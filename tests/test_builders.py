@@ -98,6 +98,11 @@ def test_the_cli_refuses_a_missing_builder_in_one_line_with_exit_2(spec_with, tm
         ("wrong_width", "a model ending in 3 class probabilities (its output is [10])"),
         ("logits", "class probabilities out: a softmax"),
         ("takes_learning_rate", "parameter names of its own (learning_rate the study suggests itself)"),
+        (
+            "unsaveable",
+            "a model that saves and loads back as .keras, to log and ship it (NotImplementedError: "
+            "Object _Scaled was created by passing non-serializable argument values",
+        ),
     ],
 )
 def test_a_builder_breaking_the_contract_is_refused_before_anything_is_written(

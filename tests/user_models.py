@@ -6,6 +6,8 @@ hyperparameters on the Optuna ``trial``.
 
 from __future__ import annotations
 
+import time
+
 import keras
 import numpy as np
 import optuna
@@ -101,4 +103,42 @@ class _PythonOp(keras.layers.Layer):
 def not_convertible(trial: optuna.Trial, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
     inputs = keras.Input(shape=input_shape)
     x = _PythonOp()(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+
+
+class _SlowToConvert(keras.layers.Layer):
+    """Stands in for a model the converter never finishes with: it sleeps when traced into a graph
+    for inference (``training=False``), which the conversion to LiteRT is the first to do."""
+
+    def __init__(self, seconds: float, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.seconds = seconds
+
+    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if training is False and not tf.executing_eagerly():
+            time.sleep(self.seconds)
+        return x
+
+
+def slow_to_convert_first(trial: optuna.Trial, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    """Trial 0's model takes ten minutes to convert; the others' at once."""
+    inputs = keras.Input(shape=input_shape)
+    x = _SlowToConvert(600 if trial.number == 0 else 0)(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+
+
+class _Scaled(keras.layers.Layer):
+    """Holds an array it was given, with no ``get_config``: Keras cannot save it."""
+
+    def __init__(self, scale: np.ndarray, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.scale = np.asarray(scale, np.float32)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return x * self.scale
+
+
+def unsaveable(trial: optuna.Trial, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    inputs = keras.Input(shape=input_shape)
+    x = _Scaled(np.ones(int(np.prod(input_shape))))(keras.layers.Flatten()(inputs))
     return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))

@@ -13,7 +13,9 @@ plain functions.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import inspect
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -92,6 +94,56 @@ def spec_builders(spec: StudySpec, build: Builder | Mapping[str, Builder] | None
     if not named:
         raise ValueError("build: expected at least one builder")
     return named
+
+
+def keras_classes(builders: Iterable[Builder]) -> dict[str, type]:
+    """The Keras classes that user builders' modules define or import (layers and models, and the
+    initializers, regularizers and constraints a layer may hold), by class name: the
+    ``custom_objects`` that loading a saved model of theirs needs. Keras finds a class registered
+    with ``keras.saving.register_keras_serializable`` itself, an unregistered one only by this
+    name (it imports no module a saved file names). Built-in families need none (nor Keras)."""
+    modules = [inspect.getmodule(builder) for builder in builders if not isinstance(builder, Family)]
+    if not modules:
+        return {}
+    import keras
+
+    kinds = (keras.layers.Layer, keras.initializers.Initializer, keras.regularizers.Regularizer,
+             keras.constraints.Constraint)  # fmt: skip
+    found: dict[str, type] = {}
+    for module in modules:
+        for value in vars(module).values() if module is not None else ():
+            if inspect.isclass(value) and issubclass(value, kinds) and not value.__module__.startswith("keras"):
+                found.setdefault(value.__name__, value)
+    return found
+
+
+def reload_breach(model: keras.Model, custom_objects: Mapping[str, type]) -> str | None:
+    """What stops ``model`` from loading back from a ``.keras`` file, as the MLflow record and
+    ``select`` load it (``safe_mode``, with ``custom_objects``, see :func:`keras_classes`); None if
+    nothing does."""
+    import tempfile
+    from pathlib import Path
+
+    import keras
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        try:
+            model.save(path)
+            keras.saving.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=True)
+        except Exception as error:  # Keras raises several kinds, naming the layer
+            return (f"a model that saves and loads back as .keras, to log and ship it ({_keras_reason(error)}); "
+                    "define or import your layers' classes in the builder's module, each with a get_config() "
+                    "returning its __init__ arguments, or set tracking.log_models = 'none'")  # fmt: skip
+    return None
+
+
+def _keras_reason(error: Exception) -> str:
+    """Keras's reason a model does not load, without the configs it quotes: the innermost
+    ``Exception encountered: …`` of its nested messages, at most 300 characters."""
+    text = " ".join(str(error).split())
+    inner = re.findall(r"Exception encountered: (.*?)(?= Full object config:|$)", text)
+    return f"{type(error).__name__}: {(inner[-1] if inner else text.split(' Full object config:')[0])[:300]}"
 
 
 def _name_of(builder: Builder) -> str:

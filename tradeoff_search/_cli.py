@@ -419,10 +419,12 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
+    from tradeoff_search._builders import keras_classes, spec_builders
     from tradeoff_search._study import make_callback, sync_record
 
     spec, study = _existing_study(args)
-    report = sync_record(study, make_callback(spec, args.tracking_uri), spec)
+    callback = make_callback(spec, args.tracking_uri, custom_objects=keras_classes(spec_builders(spec).values()))
+    report = sync_record(study, callback, spec)
     print(f"MLflow record of study {spec.study.name!r} matches its {len(study.trials)} trials: {report}")
     return EXIT_OK
 

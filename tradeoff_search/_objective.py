@@ -19,6 +19,8 @@ from tradeoff_search._builders import (
     Family,
     build_checked,
     compiled_loss,
+    keras_classes,
+    reload_breach,
     searching,
     spec_builders,
 )
@@ -204,6 +206,10 @@ class TradeoffObjective:
                 self._check_own_params(name, trial)
             except BuilderError as error:
                 raise self._refusal(name, error.expected) from None
+            if self.model_dir is not None:  # its models are logged: the record and select load them back
+                reloaded = reload_breach(model, keras_classes(self.builders.values()))
+                if reloaded is not None:
+                    raise self._refusal(name, reloaded)
             if "macs" in self.spec.objectives.extra.choices and count_macs(model) is None:
                 unknown = ", ".join(uncounted_layers(model))
                 raise self._refusal(name, f"layers whose multiply-adds are known, as macs is an objective ({unknown})")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tradeoff_search._builders import keras_classes, spec_builders
 from tradeoff_search._convert import quantization_of, tensor_types
 from tradeoff_search._data import load_dataset
 from tradeoff_search._latency import measure_latency
@@ -188,7 +189,9 @@ def select_model(
         run_id, files = verified_model(client, spec, study, number, Path(download))
         # The file itself, not mlflow.keras.load_model: the flavor's MLmodel may point it at any
         # path, a TensorFlow SavedModel, or code to import. safe_mode runs no lambda from the file.
-        model = keras.saving.load_model(files["model.keras"], compile=False, safe_mode=True)
+        custom_objects = keras_classes(spec_builders(spec).values())  # your layers, from your builders' modules
+        model = keras.saving.load_model(files["model.keras"], custom_objects=custom_objects, compile=False,
+                                        safe_mode=True)  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         keras_path, tflite_path = out / "model.keras", out / "model.tflite"
         shutil.copyfile(files["model.keras"], keras_path)  # the very files the trial recorded

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tradeoff_search._builders import Builder
+from tradeoff_search._builders import Builder, keras_classes
 from tradeoff_search._data import Dataset, load_dataset
 from tradeoff_search._device_client import DeviceBackend, DeviceError, DeviceUnreachable
 from tradeoff_search._harness import LOCAL
@@ -230,9 +230,11 @@ def make_callback(
     spec: StudySpec,
     tracking_uri: str = DEFAULT_TRACKING_URI,
     builders: Mapping[str, Mapping[str, str]] | None = None,
+    custom_objects: Mapping[str, type] | None = None,
 ) -> MLflowParetoCallback:
-    """The MLflow callback for the spec's study, with the spec logged on the parent run, and the
-    user builders' targets, source paths and hashes as its tags ``builder.NAME.target``, …"""
+    """The MLflow callback for the spec's study, with the spec logged on the parent run, the
+    user builders' targets, source paths and hashes as its tags ``builder.NAME.target``, …, and
+    their Keras classes (``custom_objects``) to load their models with."""
     prepare_local_state(tracking_uri)
     builder_tags = {f"builder.{name}.{key}": value for name, record in (builders or {}).items()
                     for key, value in record.items()}  # fmt: skip
@@ -244,6 +246,7 @@ def make_callback(
         model_dir=staging_dir(spec),
         parent_tags={"spec.digest": spec.digest, "spec.path": str(spec.path), **builder_tags},
         parent_artifacts={"spec.json": spec.to_dict()},
+        custom_objects=custom_objects,
     )
 
 
@@ -481,7 +484,7 @@ def _session(
     )
     if data.preprocessing is not None:  # what a deployment applies to raw rows (select ships it)
         study.set_user_attr(PREPROCESSING_ATTR, data.preprocessing)
-    callback = make_callback(objective.spec, tracking_uri, records)
+    callback = make_callback(objective.spec, tracking_uri, records, keras_classes(objective.builders.values()))
     if device:
         _logger.info("timing on %s: %s", spec.latency.device, ", ".join(str(v) for v in device.values()))
     objective.calibrate(study)  # once, before any worker times a trial

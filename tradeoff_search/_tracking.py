@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -156,6 +156,9 @@ class MLflowParetoCallback:
         model_dir: where the objective saves each trial's model.
         parent_tags: extra tags for the parent run (e.g. the spec hash).
         parent_artifacts: JSON documents logged on the parent run when it is created, by file name.
+        custom_objects: your own Keras classes by name, to load a staged model of your layers
+            for logging (``keras.saving.load_model``'s ``custom_objects``; see
+            :func:`~tradeoff_search._builders.keras_classes`).
     """
 
     @validate_params(log_models=spec_rule(TrackingSection, "log_models"))
@@ -169,6 +172,7 @@ class MLflowParetoCallback:
         model_dir: str | Path | None = None,
         parent_tags: dict[str, str] | None = None,
         parent_artifacts: dict[str, dict[str, Any]] | None = None,
+        custom_objects: Mapping[str, type] | None = None,
     ) -> None:
         if tracking_uri is not None and urlsplit(tracking_uri).scheme in ("", "file"):  # MLflow 3.17 refuses these
             raise ValueError(f"tracking_uri={tracking_uri!r}: expected a database or server URI, "
@@ -182,6 +186,7 @@ class MLflowParetoCallback:
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.parent_tags = dict(parent_tags or {})
         self.parent_artifacts = dict(parent_artifacts or {})
+        self.custom_objects = dict(custom_objects or {})
         self._runs = RunIndex(tracking_uri, experiment, self.parent_tags, self.parent_artifacts)
         self._study_name: str | None = None
 
@@ -416,7 +421,9 @@ class MLflowParetoCallback:
 
         # save_model + log_artifacts, not log_model: log_model only logs to the fluent API's
         # global active run and tracking URI, which are the user's, not ours to change.
-        model = keras.saving.load_model(directory / "model.keras", compile=False, safe_mode=True)
+        model = keras.saving.load_model(
+            directory / "model.keras", custom_objects=self.custom_objects, compile=False, safe_mode=True
+        )
         flavor_dir = directory / "mlflow_model"
         shutil.rmtree(flavor_dir, ignore_errors=True)
         mlflow.keras.save_model(
