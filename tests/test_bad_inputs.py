@@ -157,6 +157,13 @@ CASES = [
         "1000000000.0",
         hint="(0, 3600]",
     ),
+    spec_case(
+        "conversion_timeout_under_a_second",
+        IRIS + "[latency]\nconversion_timeout = 0.5\n",
+        "latency.conversion_timeout",
+        "0.5",
+        hint="[1, 86400]",
+    ),
     # ------------------------------------------------------------------ wrong types
     spec_case("type_string_for_int", IRIS + '[study]\nn_trials = "10"\n', "study.n_trials", '"10"'),
     spec_case("type_bool_for_int", IRIS + "[training]\nmax_epochs = true\n", "training.max_epochs", "true"),

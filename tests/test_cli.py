@@ -266,6 +266,20 @@ def test_a_spec_edited_after_the_study_started_is_refused(write_spec, tmp_path: 
     assert study.user_attrs[SPEC]["model"]["units"] == [4, 64]
 
 
+def test_a_study_from_before_a_spec_key_existed_resumes_under_its_default(write_spec, tmp_path: Path) -> None:
+    from tradeoff_search import StudySpec
+    from tradeoff_search._record import SPEC
+    from tradeoff_search._study import open_study, stored_spec
+
+    spec, storage = StudySpec.load(write_spec()), f"sqlite:///{tmp_path}/optuna.db"
+    study = open_study(spec, storage)
+    older = study.user_attrs[SPEC]
+    del older["latency"]["conversion_timeout"]  # as a study created before the key was kept
+    study.set_user_attr(SPEC, older)
+    open_study(spec, storage)  # not refused as a changed spec
+    assert stored_spec(spec.path, "tiny", storage).latency.conversion_timeout == 600  # what its workers run
+
+
 def test_ui_keeps_its_store_off_the_command_line(tmp_path: Path) -> None:
     """The store URI (which may hold a password) reaches ui and MLflow's server by the environment."""
     import os

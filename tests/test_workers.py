@@ -156,6 +156,39 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path, mlflow_store) -
     assert children[killed_number].info.status == "FAILED"
 
 
+def test_a_conversion_over_its_timeout_ends_its_worker_and_fails_its_trial(
+    tmp_path: Path, mlflow_store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TensorFlow's converter cannot be interrupted in its process: the pool ends the worker.
+    # The models have a layer of the builder's module: logged and selected with it too.
+    shutil.copy(Path(__file__).with_name("user_models.py"), tmp_path / "models.py")
+    spec = (
+        TINY_SPEC.replace("n_trials = 3", "n_trials = 2")
+        .replace("[latency]", "[latency]\nconversion_timeout = 5")
+        .replace("[model]", '[model]\nbuilder = "models.py:slow_to_convert_first"')
+    )
+    (tmp_path / "spec.toml").write_text(spec)
+    mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
+    done = _run("spec.toml", "--workers", "1", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]  # 1 of its 2 trials: run it again
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    slow, quick = study.trials
+    assert slow.state == optuna.trial.TrialState.FAIL and quick.state == COMPLETE  # by a fresh worker
+    why = "the conversion to LiteRT (none) did not finish within 5 s"
+    assert slow.user_attrs["fail_reason"] == f"{why}: its worker process was ended"
+    assert (slow.datetime_complete - slow.datetime_start).total_seconds() < 60  # not the ten minutes
+    assert slow.system_attrs[WORKER_ATTR] != quick.system_attrs[WORKER_ATTR]
+    assert len(study.trials) == 2  # not retried: its parameters would take as long again
+    assert f"{why} (trial 0, failed); ended, and a fresh one takes over" in done.stdout
+
+    _, children = _mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "tiny")
+    artifacts = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").list_artifacts(children[1].info.run_id)
+    assert {"model", "tflite"} <= {a.path for a in artifacts}
+    monkeypatch.chdir(tmp_path)
+    assert main(["select", "spec.toml", "--out", "chosen"]) == 0
+    assert (tmp_path / "chosen" / "model.keras").is_file()
+
+
 def test_workers_started_together_on_a_fresh_storage_all_open_it(tmp_path: Path) -> None:
     # Each one creates Optuna's tables and stamps their version unless another did; without a
     # retry, at least one of four failed with an IntegrityError in 4 of 10 such rounds.

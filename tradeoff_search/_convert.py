@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tradeoff_search._pool_channel import time_limit
 from tradeoff_search._record import QUANTIZATION_PARAM
 from tradeoff_search._spec import QUANTIZATIONS
 
@@ -63,6 +64,7 @@ def convert(
     representative: np.ndarray | None = None,
     io: str = "float",
     signature: bool = True,
+    timeout: float | None = None,
 ) -> Conversion:
     """Convert a Keras model to a LiteRT flatbuffer (batch dimension left dynamic).
 
@@ -77,6 +79,8 @@ def convert(
             not: ``signature=False`` converts the traced inference function, which the converter
             freezes itself: the same operators in a sixth of the time (0.08 vs 0.5 s for a
             17k-parameter MLP), because ``from_keras_model`` first writes and reloads a SavedModel.
+        timeout: seconds after which this process's pool, if it has one, ends it (nothing in the
+            process can interrupt the converter; see :func:`~tradeoff_search._pool_channel.time_limit`).
 
     Raises:
         ConversionError: the converter cannot quantize the model so (e.g. an operator without an
@@ -91,8 +95,9 @@ def convert(
     if io not in ("float", "int8") or (io == "int8" and quantization != "int8"):
         raise ValueError(f"io={io!r}: expected 'float', or 'int8' with quantization='int8'")
     quiet = _native_stderr_dropped() if quantization == "int8" else contextlib.nullcontext()
+    limit = time_limit(timeout, f"the conversion to LiteRT ({quantization})")
     # Keras prints the exported signature to stdout; keep the console for progress and results.
-    with _warnings_kept() as notes, quiet, contextlib.redirect_stdout(_io.StringIO()):
+    with limit, _warnings_kept() as notes, quiet, contextlib.redirect_stdout(_io.StringIO()):
         converter = _converter(model, signature)
         if quantization != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -218,11 +223,13 @@ def quantization_of(params: dict[str, object]) -> str:
 def convert_as_shipped(
     model: keras.Model, quantization: str, spec: StudySpec, x_train: np.ndarray, *, signature: bool = True
 ) -> Conversion:
-    """:func:`convert` with the spec's ``[latency]`` settings: its calibration rows and ``io``."""
+    """:func:`convert` with the spec's ``[latency]`` settings: its calibration rows, ``io`` and
+    ``conversion_timeout``."""
     latency = spec.latency
     rows = representative_rows(x_train, latency.representative_rows) if quantization == "int8" else None
     io = latency.io if quantization == "int8" else "float"
-    return convert(model, quantization, representative=rows, io=io, signature=signature)
+    return convert(model, quantization, representative=rows, io=io, signature=signature,
+                   timeout=latency.conversion_timeout)  # fmt: skip
 
 
 def tflite_outputs(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:

@@ -441,10 +441,7 @@ class TradeoffObjective:
     def _stage(self, directory: Path, model: keras.Model, quantization: str) -> dict[str, str]:
         """Stage the trained ``model`` and the file to deploy in ``quantization`` (with its
         signature) in ``directory``, for the MLflow record (see :func:`stage`); their sha256."""
-        flatbuffer = None
-        if quantization != "none":
-            flatbuffer = convert_as_shipped(model, quantization, self.spec, self.data.x_train).flatbuffer
-        return stage(directory, model, flatbuffer)
+        return stage(directory, model, convert_as_shipped(model, quantization, self.spec, self.data.x_train).flatbuffer)
 
     def _variant(
         self,

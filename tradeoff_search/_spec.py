@@ -137,6 +137,7 @@ _KERNEL = _Interval(1, 64)
 _TRAIN_BATCH = _Interval(1, 65536)
 _TIMED_BATCH = _Interval(1, 4096)  # latency batch sizes
 _SECONDS = _Interval(0, 3600, low_open=True)  # per latency measurement: an hour at most
+_CONVERSION_SECONDS = _Interval(1, 86400)  # a second to a day: the pool checks it once a second
 # The largest model of a space, trained with Adam: weights, gradients and two moments (16 bytes
 # per parameter) and the activations of a batch, kept for the backward pass.
 MEMORY_LIMIT_BYTES = 4 * 2**30
@@ -370,6 +371,8 @@ class LatencySection:
     # a string fixes the mode, a list searches it (the trial parameter ``quantization``)
     quantization: Categorical = _rule(_Choice(str, QUANTIZATIONS), Categorical(("none",)))
     representative_rows: int = _rule(_Scalar(int, _AT_LEAST_ONE), 200)  # int8's calibration sample
+    # a worker process whose conversion to LiteRT takes longer is ended (see _pool_channel)
+    conversion_timeout: float = _rule(_Scalar(float, _CONVERSION_SECONDS), 600.0)
     io: str = _rule(_Scalar(str, choices=("float", "int8")), "float")  # int8 models' input and output
     # where candidates are timed: this machine, or a latency server on the target device
     device: str = _rule(_Device(), "local")

@@ -183,6 +183,8 @@ def _keep_spec(study: optuna.Study, spec: StudySpec, spec_changed: bool) -> None
     """Store ``spec`` in a new study; refuse a different one for an existing study unless
     ``spec_changed`` (editing the file mid-run must not change the study silently)."""
     stored, settled = study.user_attrs.get(SPEC), _settled(spec)
+    if stored is not None:  # a key added to the spec since takes its default, as in a worker
+        stored = _settled(StudySpec.from_dict(stored, path=spec.path))
     if stored == settled:
         return
     if stored is not None and not spec_changed:

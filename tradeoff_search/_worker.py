@@ -7,7 +7,7 @@ past MB, its pool retires it (see :func:`~tradeoff_search._study.run_worker`), u
 stored in the study (see :func:`~tradeoff_search._study.stored_spec`), not the file SPEC says
 now: SPEC's folder is where its relative paths start. Exit codes: 0 done, 2 bad spec or store,
 1 a store or file failure (its one line also told to the pool, see
-:func:`~tradeoff_search._workers.tell_pool`), 130 interrupted; an unexpected error is a
+:func:`~tradeoff_search._pool_channel.tell_pool`), 130 interrupted; an unexpected error is a
 traceback and 1.
 """
 
@@ -21,10 +21,11 @@ import traceback
 from collections.abc import Sequence
 
 from tradeoff_search._logs import quiet_libraries
+from tradeoff_search._pool_channel import tell_pool
 from tradeoff_search._spec import SpecError
 from tradeoff_search._stores import STORAGE_ENV, TRACKING_ENV, known_failure
 from tradeoff_search._study import run_worker, stored_spec
-from tradeoff_search._workers import stopped_like_ctrl_c, tell_pool
+from tradeoff_search._workers import stopped_like_ctrl_c
 
 
 def main(argv: Sequence[str] | None = None) -> int:

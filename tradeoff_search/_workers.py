@@ -14,7 +14,8 @@ command line: the library starts its own workers. The pool supervises them: a wo
 abnormally (a signal, a non-zero exit) has its trial failed and re-queued at once and is
 replaced, until the study has its trials (unless it failed on a store or a file: the run
 stops); a worker whose memory has grown past ``[study] worker_growth_mb`` is replaced by a fresh
-one, started before it leaves.
+one, started before it leaves; a worker whose conversion overruns ``[latency] conversion_timeout``
+is ended and replaced, its trial failed for good (see ``tradeoff_search._pool_channel``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tradeoff_search._pool_channel import STATUS_FD, tell_pool
 from tradeoff_search._record import FAIL_REASON, PRUNE_REASON, VARIANT_OF, WORKER_ATTR
 from tradeoff_search._spec import StudySpec
 from tradeoff_search._stores import STATE_DIR, STORAGE_ENV, TRACKING_ENV, storage_lock
@@ -49,8 +51,6 @@ _logger = logging.getLogger(__name__)
 # a row can be one bad trial; a fourth means the next trial died too: the environment, not a trial.
 MAX_DEATHS_IN_A_ROW = 4
 EXIT_INTERRUPTED = 130  # a worker's exit code after Ctrl-C
-STATUS_FD = "TRADEOFF_SEARCH_STATUS_FD"  # the pipe on which a worker tells its pool "ready", "retire"
-_PIPE_BUF = 512  # POSIX: a write to a pipe up to this size is atomic
 
 Callback = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
 
@@ -189,14 +189,14 @@ def worker_id(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
-def fail_trials_of(study: optuna.Study, worker: str, reason: str) -> list[int]:
-    """Fail the trials ``worker`` (see :func:`worker_id`) was running and re-queue them with their
-    parameters, as a stale heartbeat would, but now; returns their numbers."""
+def fail_trials_of(study: optuna.Study, worker: str, reason: str, retry: bool = True) -> list[int]:
+    """Fail the trials ``worker`` (see :func:`worker_id`) was running and, with ``retry``, re-queue
+    them with their parameters, as a stale heartbeat would, but now; returns their numbers."""
     import optuna
     from optuna.storages._heartbeat import BaseHeartbeat
 
     storage = study._storage
-    retry = storage.get_heartbeat_stale_trial_callback() if isinstance(storage, BaseHeartbeat) else None
+    requeue = storage.get_heartbeat_stale_trial_callback() if retry and isinstance(storage, BaseHeartbeat) else None
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if trial.system_attrs.get(WORKER_ATTR) != worker:
@@ -208,10 +208,10 @@ def fail_trials_of(study: optuna.Study, worker: str, reason: str) -> list[int]:
         except optuna.exceptions.UpdateFinishedTrialError:  # it finished, or another process failed it
             continue
         failed.append(trial.number)
-        if retry is not None:
+        if requeue is not None:
             frozen = copy.deepcopy(storage.get_trial(trial._trial_id))
             frozen.user_attrs = {k: v for k, v in frozen.user_attrs.items() if k != FAIL_REASON}  # not the retry's
-            retry(study, frozen)
+            requeue(study, frozen)
     return failed
 
 
@@ -254,16 +254,6 @@ class StoreFailed(WorkersFailed):
     """A worker process met a failure that its replacement would meet too (a store or file it
     cannot use: an MLflow server that does not answer, a read-only or full disk, a changed
     builder), so the run stopped; the message is the worker's one line and names its log."""
-
-
-def tell_pool(message: str) -> None:
-    """Say ``message`` to this worker process's pool, if it has one: one line on its status pipe
-    (``ready``, ``retire`` or ``failed REASON``)."""
-    fd = os.environ.get(STATUS_FD)
-    if fd:
-        with contextlib.suppress(OSError, ValueError):  # the pool is gone: nobody to tell
-            line = f"{os.getpid()} {' '.join(message.split())}"
-            os.write(int(fd), line.encode()[: _PIPE_BUF - 1] + b"\n")  # written at once, never interleaved
 
 
 def describe_exit(code: int) -> str:
@@ -357,6 +347,8 @@ class _Pool:
         self.log_of: dict[int, Path] = {}
         self.retiring: set[int] = set()  # asked to leave once their replacement is ready
         self.replacing: dict[int, int] = {}  # replacement pid: the pid of the worker it replaces
+        self.limits: dict[int, tuple[float, str]] = {}  # pid: when its work in hand overruns, and why
+        self.overran: dict[int, str] = {}  # killed for overrunning a time limit: why
         self.started = 0
         self.read, self.write = os.pipe()
         os.set_blocking(self.read, False)
@@ -403,10 +395,18 @@ class _Pool:
 
     def listen(self) -> None:
         """A worker past its memory growth gets a replacement; a ready replacement retires the old
-        one; a worker that failed on a store or a file stops the run (:class:`StoreFailed`)."""
+        one; a worker that failed on a store or a file stops the run (:class:`StoreFailed`); a
+        worker's time limits are noted (see :meth:`end_overruns`)."""
         for pid, message in self.messages():
             if message.startswith("failed ") and pid in self.log_of:
                 raise StoreFailed(f"{message.removeprefix('failed ')} (a worker process; its log: {self.log_of[pid]})")
+            if message.startswith("limit "):
+                seconds, _, what = message.removeprefix("limit ").partition(" ")
+                with contextlib.suppress(ValueError):
+                    limit = float(seconds)
+                    self.limits[pid] = (time.monotonic() + limit, f"{what} did not finish within {limit:g} s")
+            elif message == "done":
+                self.limits.pop(pid, None)
             if message == "retire" and pid in self.children and pid not in self.retiring:
                 self.retiring.add(pid)
                 if self.queued():
@@ -415,6 +415,18 @@ class _Pool:
                     self.retire(pid)
             elif message == "ready" and pid in self.replacing:
                 self.retire(self.replacing.pop(pid))
+
+    def end_overruns(self) -> None:
+        """Kill the workers whose work in hand passed its time limit (see
+        :func:`~tradeoff_search._pool_channel.time_limit`); the supervision loop then fails their
+        trials without a retry and replaces them."""
+        now = time.monotonic()
+        for pid, (deadline, why) in list(self.limits.items()):
+            if now > deadline and pid in self.children:
+                del self.limits[pid]
+                self.overran[pid] = why
+                with contextlib.suppress(ProcessLookupError):
+                    self.children[pid].kill()
 
     def retire(self, pid: int) -> None:
         if pid in self.children and hasattr(signal, "SIGUSR1"):
@@ -462,7 +474,10 @@ def run_worker_processes(
     replacement would fail alike: the other workers are interrupted and it raises
     :class:`StoreFailed` with the worker's one line. A worker whose memory
     has grown past ``[study] worker_growth_mb`` leaves once its replacement has loaded (see
-    :class:`Retirement`), so that the replacement's TensorFlow import overlaps its last trials.
+    :class:`Retirement`), so that the replacement's TensorFlow import overlaps its last trials. A
+    worker whose work in hand overruns its time limit (a conversion, see
+    :func:`~tradeoff_search._pool_channel.time_limit`) is killed within a second of it; its trial
+    is failed with the reason and not re-queued, and a fresh worker takes over.
     """
     import optuna
 
@@ -477,12 +492,21 @@ def run_worker_processes(
             pool.queued()
             ended = [(p, c) for p, c in pool.children.items() if c.poll() is not None]
             pool.listen()  # after seeing who ended: a worker's last word comes before its exit
+            pool.end_overruns()
             for pid, child in ended:
                 del pool.children[pid]
                 pool.retiring.discard(pid)
+                pool.limits.pop(pid, None)
                 if pid in pool.replacing:  # it died loading: the one it was to replace leaves anyway
                     pool.retire(pool.replacing.pop(pid))
                 if child.returncode in (EXIT_INTERRUPTED, -signal.SIGINT):  # Ctrl-C: this run's turn next
+                    continue
+                if pid in pool.overran:  # its trial's fault, known: not a death that counts
+                    why = pool.overran.pop(pid)
+                    lost = fail_trials_of(tickets.study, worker_id(pid), f"{why}: its worker process was ended",
+                                          retry=False)  # fmt: skip
+                    _logger.warning("worker process %d: %s%s; ended, and a fresh one takes over", pid, why,
+                                    f" (trial {lost[0]}, failed)" if lost else "")  # fmt: skip
                     continue
                 if child.returncode != 0:
                     finished_now = finished_count(tickets.study)
