@@ -348,9 +348,12 @@ class MLflowParetoCallback:
             self._set_tags(parent_id, {f"latency.{key}": str(calibration[key]) for key in keys if key in calibration})
 
     def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        """Set tags that another command of the same study may be setting at the same moment (the
-        parent run's, as both finish): MLflow's SQL store inserts a tag it did not find, so two
-        first writers collide, and the loser finds the winner's tag in place."""
+        """Set tags that another process of the same study may be setting at the same moment (the
+        parent run's as two commands finish, a child's front tags as two workers finish trials):
+        MLflow's SQL store inserts a tag it did not find, so two first writers collide
+        (``UNIQUE constraint failed: tags.key, tags.run_uuid``), and the loser finds the winner's
+        tag in place. Both values come from the storage's front; the record check at the end of
+        ``run`` (and ``sync``) sets the last word."""
         from mlflow.exceptions import MlflowException
 
         client = self._runs.client
@@ -457,7 +460,7 @@ class MLflowParetoCallback:
                 shown = "none"
             for key, value in zip(FRONT_TAGS, (str(rank == 0).lower(), shown), strict=True):
                 if child.front_tags.get(key) != value:
-                    client.set_tag(child.run_id, key, value)
+                    self._set_tags(child.run_id, {key: value})  # every worker keeps the front's tags
                     child.front_tags[key] = value
         reference = self._reference(study)
         if reference is not None:
