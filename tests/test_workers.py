@@ -184,8 +184,14 @@ def test_a_conversion_over_its_timeout_ends_its_worker_and_fails_its_trial(
     _, children = _mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "tiny")
     artifacts = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").list_artifacts(children[1].info.run_id)
     assert {"model", "tflite"} <= {a.path for a in artifacts}
-    monkeypatch.chdir(tmp_path)
-    assert main(["select", "spec.toml", "--out", "chosen"]) == 0
+    monkeypatch.chdir(tmp_path)  # stores named in full: MLflow keeps one engine per URI, whatever the folder
+    stores = [
+        "--storage",
+        f"sqlite:///{tmp_path}/mlruns/optuna.db",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+    ]
+    assert main(["select", "spec.toml", "--out", "chosen", *stores]) == 0
     assert (tmp_path / "chosen" / "model.keras").is_file()
 
 
