@@ -350,6 +350,36 @@ def test_sync_removes_the_variant_files_a_killed_worker_staged(tmp_path: Path, m
     assert not any(staging.iterdir())
 
 
+def test_sync_removes_staged_files_no_run_will_take(tmp_path: Path, mlflow_store) -> None:
+    """Trial 0's worker was killed after the callback logged its run with the model, before it
+    removed the staged copies: sync removes them and leaves the run as it was."""
+    import shutil
+
+    import keras
+
+    from tradeoff_search._convert import to_tflite
+
+    staging, uri = tmp_path / "staging", mlflow_store()
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
+    callback = MLflowParetoCallback(tracking_uri=uri, experiment="leftovers", log_models="all", model_dir=staging)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    trial = study.ask()
+    stage_model(trial, model, staging, to_tflite(model))
+    study.tell(trial, [0.9, 0.002])
+    shutil.copytree(staging / "trial-0000", tmp_path / "copy")
+    callback(study, study.trials[0])  # logs the run and its model, then removes the staged folder
+    (tmp_path / "copy").rename(staging / "trial-0000")  # as if killed before that removal
+    client = MlflowClient(uri)
+    run = callback._runs.child_runs(study)[0]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    report = callback.sync(study, grace_seconds=0)
+    assert (report.logged, report.half_written, report.models) == ([], [], [])
+    assert not any(staging.iterdir())
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == artifacts == {"model", "tflite"}
+    assert [r.info.run_id for r in callback._runs.child_runs(study).values()] == [run.info.run_id]
+
+
 def test_missing_names_what_the_record_lacks_and_a_dead_writer_is_repaired_at_once(
     tmp_path: Path, mlflow_store
 ) -> None:

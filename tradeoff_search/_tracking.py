@@ -233,8 +233,10 @@ class MLflowParetoCallback:
         after its trial finished, or once the process that ran the trial has ended (known on its
         own machine), was half-written (its worker died between MLflow calls): it is
         deleted and logged again. A model still staged for such a trial (its files as the trial
-        recorded them) is logged with it, or added to a run that lacks one; the files its
-        quantization variants staged and never were added with (see ``_variants``) are removed.
+        recorded them) is logged with it, or added to a run that lacks one; its staging folder is
+        then removed, as is one its run already holds the model of (its worker was killed between
+        logging the model and removing its staged copies), and the files its quantization variants
+        staged and never were added with (see ``_variants``).
         Idempotent: running it twice changes nothing.
         """
         import optuna
@@ -261,13 +263,13 @@ class MLflowParetoCallback:
             if run is None:
                 self._log_trial(study, trial, parent_id, with_model=staged)
                 report.logged.append(trial.number)
-            elif staged and not any(a.path == "model" for a in self._runs.client.list_artifacts(run.info.run_id)):
+            elif staged and not self._has_model(run.info.run_id):
                 self._log_model(run.info.run_id, trial)
             else:
                 staged = False
             if staged:
                 report.models.append(trial.number)
-                assert self.model_dir is not None
+            if settled and self.model_dir is not None:  # what it staged is logged now, or its run holds it already
                 shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
         self.finish(study)
         return report
