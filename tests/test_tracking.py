@@ -352,7 +352,9 @@ def test_sync_removes_the_variant_files_a_killed_worker_staged(tmp_path: Path, m
 
 def test_sync_removes_staged_files_no_run_will_take(tmp_path: Path, mlflow_store) -> None:
     """Trial 0's worker was killed after the callback logged its run with the model, before it
-    removed the staged copies: sync removes them and leaves the run as it was."""
+    removed the staged copies: sync removes them and leaves the run as it was. Trial 1's worker
+    was killed before logging its run, and its staged files are not those it recorded: sync logs
+    the run without them, removes them and says so."""
     import shutil
 
     import keras
@@ -363,9 +365,12 @@ def test_sync_removes_staged_files_no_run_will_take(tmp_path: Path, mlflow_store
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
     callback = MLflowParetoCallback(tracking_uri=uri, experiment="leftovers", log_models="all", model_dir=staging)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    trial = study.ask()
-    stage_model(trial, model, staging, to_tflite(model))
-    study.tell(trial, [0.9, 0.002])
+    flatbuffer = to_tflite(model)
+    for values in ([0.9, 0.002], [0.8, 0.001]):
+        trial = study.ask()
+        stage_model(trial, model, staging, flatbuffer)
+        study.tell(trial, values)
+    (staging / "trial-0001" / "model.tflite").write_bytes(flatbuffer[:-1] + b"\0")  # a bit flipped on disk
     shutil.copytree(staging / "trial-0000", tmp_path / "copy")
     callback(study, study.trials[0])  # logs the run and its model, then removes the staged folder
     (tmp_path / "copy").rename(staging / "trial-0000")  # as if killed before that removal
@@ -374,10 +379,16 @@ def test_sync_removes_staged_files_no_run_will_take(tmp_path: Path, mlflow_store
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
 
     report = callback.sync(study, grace_seconds=0)
-    assert (report.logged, report.half_written, report.models) == ([], [], [])
+    assert (report.logged, report.half_written, report.models, report.discarded) == ([1], [], [], [1])
+    assert str(report) == (
+        "logged missing runs (trials 1); "
+        "discarded staged files that did not match their trial's recorded digests (trials 1)"
+    )
     assert not any(staging.iterdir())
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == artifacts == {"model", "tflite"}
-    assert [r.info.run_id for r in callback._runs.child_runs(study).values()] == [run.info.run_id]
+    runs = callback._runs.child_runs(study)
+    assert runs[0].info.run_id == run.info.run_id and client.list_artifacts(runs[1].info.run_id) == []
+    assert callback.missing(study) == {"no model": [1]}  # what it recorded is nowhere: nothing sync can do
 
 
 def test_missing_names_what_the_record_lacks_and_a_dead_writer_is_repaired_at_once(

@@ -83,6 +83,7 @@ class SyncReport:
     logged: list[int] = dataclasses.field(default_factory=list)  # runs logged (missing or half-written)
     half_written: list[int] = dataclasses.field(default_factory=list)  # RUNNING runs deleted and logged again
     models: list[int] = dataclasses.field(default_factory=list)  # staged models logged
+    discarded: list[int] = dataclasses.field(default_factory=list)  # staged files unlike the trial's digests, removed
     pending: list[int] = dataclasses.field(default_factory=list)  # RUNNING runs of trials finished just now
 
     def __str__(self) -> str:
@@ -90,6 +91,7 @@ class SyncReport:
             ("logged missing runs", sorted(set(self.logged) - set(self.half_written))),
             ("finished half-written runs", self.half_written),
             ("logged staged models", self.models),
+            ("discarded staged files that did not match their trial's recorded digests", self.discarded),
             ("left runs still being written, run sync again in a few minutes", self.pending),
         ) if numbers]  # fmt: skip
         return "; ".join(parts) or "nothing to repair"
@@ -235,7 +237,8 @@ class MLflowParetoCallback:
         deleted and logged again. A model still staged for such a trial (its files as the trial
         recorded them) is logged with it, or added to a run that lacks one; its staging folder is
         then removed, as is one its run already holds the model of (its worker was killed between
-        logging the model and removing its staged copies), and the files its quantization variants
+        logging the model and removing its staged copies), one whose files are not those the trial
+        recorded (never logged; the report names them), and the files its quantization variants
         staged and never were added with (see ``_variants``).
         Idempotent: running it twice changes nothing.
         """
@@ -252,7 +255,10 @@ class MLflowParetoCallback:
             settled = aged or may_be_writing(trial) is False
             if settled and self.model_dir is not None:  # variants it staged and did not add never will be
                 drop_provisional(self.model_dir, trial.number)
-            staged = settled and self._is_staged(trial)
+            staged = self._staged(trial) if settled else None
+            if staged is False:  # not what the trial recorded: never logged, removed below
+                report.discarded.append(trial.number)
+            loggable = staged is True and self.log_models != "none"
             if run is not None and run.info.status == "RUNNING":
                 if not settled:
                     report.pending.append(trial.number)
@@ -261,13 +267,13 @@ class MLflowParetoCallback:
                 report.half_written.append(trial.number)
                 run = None
             if run is None:
-                self._log_trial(study, trial, parent_id, with_model=staged)
+                self._log_trial(study, trial, parent_id, with_model=loggable)
                 report.logged.append(trial.number)
-            elif staged and not self._has_model(run.info.run_id):
+            elif loggable and not self._has_model(run.info.run_id):
                 self._log_model(run.info.run_id, trial)
             else:
-                staged = False
-            if staged:
+                loggable = False
+            if loggable:
                 report.models.append(trial.number)
             if settled and self.model_dir is not None:  # what it staged is logged now, or its run holds it already
                 shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
@@ -311,10 +317,15 @@ class MLflowParetoCallback:
         folders = {path.partition("/")[0] for path in RUN_FILES.values()}
         return folders <= {artifact.path for artifact in self._runs.client.list_artifacts(run_id)}
 
-    def _is_staged(self, trial: optuna.trial.FrozenTrial) -> bool:
-        if self.model_dir is None or self.log_models == "none":
+    def _staged(self, trial: optuna.trial.FrozenTrial) -> bool | None:
+        """Whether the trial's staging folder holds the model files the trial recorded (their
+        sha256 in ``model_sha256``); None when it has no staging folder."""
+        directory = staged_model_path(self.model_dir, trial.number).parent if self.model_dir is not None else None
+        if directory is None or not directory.is_dir():
+            return None
+        if not all((directory / name).is_file() for name in MODEL_FILES):
             return False
-        return all((staged_model_path(self.model_dir, trial.number).parent / n).is_file() for n in MODEL_FILES)
+        return staged_digests(directory) == trial.user_attrs.get(MODEL_DIGESTS_ATTR)
 
     def finish(self, study: optuna.Study) -> None:
         """Refresh the Pareto tags; log the front, plots and importances; close the parent run."""
