@@ -340,8 +340,9 @@ def test_sync_removes_the_variant_files_a_killed_worker_staged(tmp_path: Path, m
         assert sorted(path.name for path in staging.iterdir()) == [f"variant-0000-{variants[0].mode}",
                                                                    f"variant-0001-{variants[1].mode}",
                                                                    f"variant-0002-{variants[2].mode}"]  # fmt: skip
-        callback.sync(study)
+        report = callback.sync(study)
         assert [path.name for path in staging.iterdir()] == [f"variant-0002-{variants[2].mode}"]
+        assert str(report) == "logged missing runs (trials 0, 1, 2); removed 2 leftover staging folders (trials 0, 1)"
         assert add_variants(study, study.trials[2], variants[2:]) == [3]  # the live worker, after sync
     finally:
         alive.kill()
@@ -380,9 +381,11 @@ def test_sync_removes_staged_files_no_run_will_take(tmp_path: Path, mlflow_store
 
     report = callback.sync(study, grace_seconds=0)
     assert (report.logged, report.half_written, report.models, report.discarded) == ([1], [], [], [1])
+    assert report.leftovers == [0]
     assert str(report) == (
         "logged missing runs (trials 1); "
-        "discarded staged files that did not match their trial's recorded digests (trials 1)"
+        "discarded staged files that did not match their trial's recorded digests (trials 1); "
+        "removed 1 leftover staging folder (trials 0)"
     )
     assert not any(staging.iterdir())
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == artifacts == {"model", "tflite"}

@@ -84,14 +84,18 @@ class SyncReport:
     half_written: list[int] = dataclasses.field(default_factory=list)  # RUNNING runs deleted and logged again
     models: list[int] = dataclasses.field(default_factory=list)  # staged models logged
     discarded: list[int] = dataclasses.field(default_factory=list)  # staged files unlike the trial's digests, removed
+    # The trial of each leftover staging folder removed: its own, whose model its run held already, and its variants'
+    leftovers: list[int] = dataclasses.field(default_factory=list)
     pending: list[int] = dataclasses.field(default_factory=list)  # RUNNING runs of trials finished just now
 
     def __str__(self) -> str:
+        folders = len(self.leftovers)
         parts = [f"{what} (trials {', '.join(map(str, numbers))})" for what, numbers in (
             ("logged missing runs", sorted(set(self.logged) - set(self.half_written))),
             ("finished half-written runs", self.half_written),
             ("logged staged models", self.models),
             ("discarded staged files that did not match their trial's recorded digests", self.discarded),
+            (f"removed {folders} leftover staging folder{'s' * (folders != 1)}", sorted(set(self.leftovers))),
             ("left runs still being written, run sync again in a few minutes", self.pending),
         ) if numbers]  # fmt: skip
         return "; ".join(parts) or "nothing to repair"
@@ -239,8 +243,8 @@ class MLflowParetoCallback:
         then removed, as is one its run already holds the model of (its worker was killed between
         logging the model and removing its staged copies), one whose files are not those the trial
         recorded (never logged; the report names them), and the files its quantization variants
-        staged and never were added with (see ``_variants``).
-        Idempotent: running it twice changes nothing.
+        staged and never were added with (see ``_variants``); the report counts the leftover
+        folders it removed. Idempotent: running it twice changes nothing.
         """
         import optuna
 
@@ -254,7 +258,7 @@ class MLflowParetoCallback:
             aged = now - (millis(trial.datetime_complete) or 0) >= 1000 * grace_seconds
             settled = aged or may_be_writing(trial) is False
             if settled and self.model_dir is not None:  # variants it staged and did not add never will be
-                drop_provisional(self.model_dir, trial.number)
+                report.leftovers += [trial.number] * drop_provisional(self.model_dir, trial.number)
             staged = self._staged(trial) if settled else None
             if staged is False:  # not what the trial recorded: never logged, removed below
                 report.discarded.append(trial.number)
@@ -275,6 +279,8 @@ class MLflowParetoCallback:
                 loggable = False
             if loggable:
                 report.models.append(trial.number)
+            elif staged:  # its run holds that model already (or log_models is "none")
+                report.leftovers.append(trial.number)
             if settled and self.model_dir is not None:  # what it staged is logged now, or its run holds it already
                 shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
         self.finish(study)

@@ -62,12 +62,15 @@ def provisional_dir(model_dir: Path, number: int, mode: str) -> Path:
     return Path(model_dir) / f"variant-{number:04d}-{mode}"
 
 
-def drop_provisional(model_dir: Path, number: int) -> None:
+def drop_provisional(model_dir: Path, number: int) -> int:
     """Remove the files the variants of trial ``number`` staged and were never added with (see the
-    module docstring). Only once no worker can still add them: the trial finished and the
-    process that ran it has ended (or long ago)."""
-    for mode in QUANTIZATIONS:
-        shutil.rmtree(provisional_dir(model_dir, number, mode), ignore_errors=True)
+    module docstring); returns how many folders there were. Only once no worker can still add
+    them: the trial finished and the process that ran it has ended (or long ago)."""
+    folders = [provisional_dir(model_dir, number, mode) for mode in QUANTIZATIONS]
+    present = [folder for folder in folders if folder.is_dir()]
+    for folder in present:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(present)
 
 
 def add_variants(study: optuna.Study, trained: optuna.trial.FrozenTrial, variants: Iterable[Variant]) -> list[int]:
