@@ -170,7 +170,12 @@ def test_a_conversion_over_its_timeout_ends_its_worker_and_fails_its_trial(
     (tmp_path / "spec.toml").write_text(spec)
     mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     done = _run("spec.toml", "--workers", "1", cwd=tmp_path)
-    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]  # 1 of its 2 trials: run it again
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "(1 complete, 1 failed trials)" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == (  # a failed trial frees its place for the next run
+        "error: the study has 1 of its 2 trials (failed ones free their place); "
+        "run the same command again to run the missing ones"
+    )
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
     slow, quick = study.trials
     assert slow.state == optuna.trial.TrialState.FAIL and quick.state == COMPLETE  # by a fresh worker
@@ -283,21 +288,6 @@ def test_a_failed_trial_leaves_its_traceback_in_the_worker_log_and_on_its_run(tm
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     traceback = Path(client.download_artifacts(children[0].info.run_id, "traceback.txt", str(tmp_path))).read_text()
     assert traceback.startswith("Traceback") and "in _deep_inside_the_builder" in traceback
-
-
-def test_a_study_short_of_its_trials_exits_1_and_says_to_run_again(tmp_path: Path, mlflow_store) -> None:
-    # With seed 1, one of the four models is a relu one and fails; its place in the study is free.
-    (tmp_path / "spec.toml").write_text(
-        _huge_features(tmp_path, '["relu", "tanh"]').replace("n_trials = 3", "n_trials = 4")
-    )
-    mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
-    done = _run("spec.toml", "--in-process", cwd=tmp_path)
-    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "(3 complete, 1 failed trials)" in done.stdout
-    assert done.stderr.strip().splitlines()[-1] == (
-        "error: the study has 3 of its 4 trials (failed ones free their place); "
-        "run the same command again to run the missing ones"
-    )
 
 
 def test_tickets_are_queued_as_needed_and_never_past_n_trials(tmp_path: Path) -> None:
@@ -467,9 +457,11 @@ def test_an_mlflow_server_lost_mid_study_stops_it_in_one_line_and_sync_then_a_re
     out, err = running.communicate(timeout=300)
     assert running.returncode == 1 and "Traceback" not in err, out[-2000:] + err[-3000:]
     line = err.strip().splitlines()[-1]
-    # Connection refused, or reset or closed when the kill came in the middle of a call
-    said = rf"error: MLflow: the server http://me:\*\*\*@127.0.0.1:{port} does not answer \((Connection|Remote end) "
-    assert re.match(said + r".+?\) \(a worker process", line) and "s3cret" not in out + err, line
+    # Connection refused, or reset or closed when the kill came in the middle of a call; under load
+    # once none of these (MLflow's message then names no socket error)
+    said = rf"error: MLflow: the server http://me:\*\*\*@127.0.0.1:{port} does not answer "
+    assert re.match(said + r"(\((Connection|Remote end) .+?\) )?\(a worker process", line), line
+    assert "s3cret" not in out + err
     assert line.endswith("complete the MLflow record with python -m tradeoff_search sync spec.toml (same stores), "
                          "then run this command again"), line  # fmt: skip
     log = tmp_path / line.partition("its log: ")[2].partition(")")[0]
