@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from tradeoff_search import MLflowParetoCallback
 from tradeoff_search._objective import stage_model
+from tradeoff_search._pareto import pareto_ranks
 from tradeoff_search._record import MODEL_DIGESTS_ATTR, PARENT_RUN_ATTR, WORKER_ATTR, file_digest
 from tradeoff_search._report import _front_figure
 from tradeoff_search._run_index import TAG_ROLE, filter_value
@@ -127,7 +128,8 @@ def test_hypervolume_with_a_reference_point(mlflow_store) -> None:
 
 
 def test_two_workers_keep_each_others_pareto_tags_live(tmp_path: Path, mlflow_store) -> None:
-    """Each worker retags runs the other logged when a new trial changes their rank, before finish()."""
+    """Each worker retags runs the other logged when a new trial moves them onto or off the front,
+    before finish(), which brings the ranks below the front up to date."""
     uri = mlflow_store()
     storage = f"sqlite:///{tmp_path}/optuna.db"
     optuna.create_study(study_name="shared", storage=storage, directions=["maximize", "minimize"])
@@ -149,6 +151,10 @@ def test_two_workers_keep_each_others_pareto_tags_live(tmp_path: Path, mlflow_st
         assert tagged == expected, f"after trial {number}"
         ranks = {int(r.data.tags["optuna.trial"]): r.data.tags["pareto_rank"] for r in children}
         assert all((rank == "0") == (n in expected) for n, rank in ranks.items())
+    # Ranks below the front wait for finish() (trial 0's went from 1 to 2 as trial 4 came): then all are right.
+    callback.finish(study)
+    ranks = {int(r.data.tags["optuna.trial"]): r.data.tags["pareto_rank"] for r in _runs(client, "shared")[1]}
+    assert ranks == {n: str(rank) for n, rank in pareto_ranks(study.trials, study.directions).items()}
 
 
 def test_finish_logs_the_retimed_front(tmp_path: Path, mlflow_store) -> None:

@@ -139,7 +139,9 @@ class MLflowParetoCallback:
       number in the trial's user attributes (``latency`` statistics flattened to
       ``latency_p10_ms``, …), constraint values as ``constraint.NAME``, ``history`` curves as
       stepped metrics (step = epoch), the tags ``pareto`` (``true``/``false``), ``pareto_rank``
-      (0 on the front; ``infeasible`` or ``none`` when it has none), ``feasible``,
+      (0 on the front; ``infeasible`` or ``none`` when it has none; ``pareto`` and rank 0 follow
+      the front as trials finish, a rank below it is the one its trial had when it finished or
+      last left the front until :meth:`finish` brings every rank up to date), ``feasible``,
       ``optuna.state``, ``error`` and ``pruned_reason`` (the ``fail_reason``/``prune_reason``
       user attributes, which the objective and the worker loop set); a failed trial's
       ``traceback`` user attribute as ``traceback.txt``;
@@ -485,7 +487,9 @@ class MLflowParetoCallback:
         for number, child in self._runs.children.items():
             wanted = _front_tags(by_number.get(number), ranks.get(number))
             changed = {key: value for key, value in wanted.items() if child.front_tags.get(key) != value}
-            if changed:  # only the runs whose tags change are written, every worker keeps the front's tags
+            # Live (every worker keeps them): a run's tags as it joins or leaves the front. Ranks
+            # below the front shift with most new trials (~10 runs a trial after 400): finish() writes them.
+            if changed and (refresh or FRONT_TAGS[0] in changed):
                 self._set_tags(child.run_id, changed)
                 child.front_tags.update(changed)
         reference = self._reference(study)
