@@ -4,8 +4,8 @@ costs nothing.
 
     python benchmarks/conversion.py [--skip-largest]
 
-1. **Interrupting it in process.** A thread that ticks every 5 ms runs beside the conversion of a
-   12M-parameter MLP (64 → 2048 → 2048 → 2048 → 10) in float32, dynamic-range and int8, with and
+1. **Interrupting it in process.** A thread that ticks every 5 ms runs beside the conversion of an
+   8.5M-parameter MLP (64 → 2048 → 2048 → 2048 → 10) in float32, dynamic-range and int8, with and
    without a signature: the longest gap between its ticks is how long the converter holds
    Python's interpreter lock at a stretch, during which no Python code (a signal handler, a
    watchdog thread) of the process runs.

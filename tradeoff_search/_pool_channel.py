@@ -35,7 +35,7 @@ def time_limit(seconds: float | None, what: str) -> Iterator[None]:
     """Work that this worker process's pool ends it for if it takes more than ``seconds``.
 
     For work that nothing in the process can interrupt: TensorFlow's converter runs in native
-    code and holds the GIL for up to a second at a time (measured on a 12M-parameter MLP), so
+    code and holds the GIL for up to a second at a time (measured on an 8.5M-parameter MLP), so
     neither a signal handler nor a watchdog thread gets to run; a converter that never returns
     would hold its worker forever. The pool kills the process, fails its trial with "``what``
     did not finish within ``seconds`` s" and no retry (its parameters would take as long again),
