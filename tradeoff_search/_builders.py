@@ -102,7 +102,8 @@ def keras_classes(builders: Iterable[Builder]) -> dict[str, type]:
     ``custom_objects`` that loading a saved model of theirs needs. Keras finds a class registered
     with ``keras.saving.register_keras_serializable`` itself, an unregistered one only by this
     name (it imports no module a saved file names). Built-in families need none (nor Keras)."""
-    modules = [inspect.getmodule(builder) for builder in builders if not isinstance(builder, Family)]
+    users = (inspect.getmodule(builder) for builder in builders if not isinstance(builder, Family))
+    modules = [module for module in users if module is not None]
     if not modules:
         return {}
     import keras
@@ -111,7 +112,7 @@ def keras_classes(builders: Iterable[Builder]) -> dict[str, type]:
              keras.constraints.Constraint)  # fmt: skip
     found: dict[str, type] = {}
     for module in modules:
-        for value in vars(module).values() if module is not None else ():
+        for value in vars(module).values():
             if inspect.isclass(value) and issubclass(value, kinds) and not value.__module__.startswith("keras"):
                 found.setdefault(value.__name__, value)
     return found

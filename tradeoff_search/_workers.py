@@ -407,7 +407,7 @@ class _Pool:
                     self.limits[pid] = (time.monotonic() + limit, f"{what} did not finish within {limit:g} s")
             elif message == "done":
                 self.limits.pop(pid, None)
-            if message == "retire" and pid in self.children and pid not in self.retiring:
+            elif message == "retire" and pid in self.children and pid not in self.retiring:
                 self.retiring.add(pid)
                 if self.queued():
                     self.replacing[self.start()] = pid
