@@ -196,6 +196,7 @@ class TradeoffObjective:
         """
         import optuna
 
+        custom_objects = keras_classes(self.builders.values())  # what the record and select load models with
         for name, builder in self.builders.items():
             if isinstance(builder, Family):
                 continue
@@ -207,7 +208,7 @@ class TradeoffObjective:
             except BuilderError as error:
                 raise self._refusal(name, error.expected) from None
             if self.model_dir is not None:  # its models are logged: the record and select load them back
-                reloaded = reload_breach(model, keras_classes(self.builders.values()))
+                reloaded = reload_breach(model, custom_objects)
                 if reloaded is not None:
                     raise self._refusal(name, reloaded)
             if "macs" in self.spec.objectives.extra.choices and count_macs(model) is None:
