@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -15,12 +16,21 @@ from .conftest import REPO
 
 
 def test_installing_next_to_an_installed_tensorflow_adds_no_tensorflow(tmp_path: Path) -> None:
-    """A fresh venv that sees this machine's packages (tensorflow-cpu 2.21 among them): pip's own
-    resolver plans the install of ``-e .[cpu]`` offline and it holds the package alone; the built
-    metadata asks for a TensorFlow only under the cpu/gpu extras, so ``pip install -e .`` next to a
-    user's ``tensorflow`` (the GPU-capable package) adds no ``tensorflow-cpu`` to its folder."""
+    """A fresh venv that sees this test environment's packages (tensorflow-cpu 2.21 among them, and
+    the setuptools ``[test]`` asks for): pip's own resolver plans the install of ``-e .[cpu]``
+    offline and it holds the package alone; the built metadata asks for a TensorFlow only under the
+    cpu/gpu extras, so ``pip install -e .`` next to a user's ``tensorflow`` (the GPU-capable
+    package) adds no ``tensorflow-cpu`` to its folder.
+
+    The venv sees this environment through a ``.pth`` file, not ``system_site_packages``: that
+    would show it the base interpreter's packages (setuptools 65.5 and no ``wheel`` on a fresh
+    machine, which cannot build the editable metadata), whatever this environment installed."""
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)  # the system's pip serves it
+    venv.create(env_dir, with_pip=False)  # pip, setuptools and TensorFlow come from this environment
+    inner = subprocess.run([env_dir / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    outer = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    Path(inner, "test-environment.pth").write_text("".join(f"{path}\n" for path in sorted(outer)))
     python = str(env_dir / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     report = tmp_path / "report.json"
