@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 from _compare_scores import nondominated
 
 from tradeoff_search import Dataset, StudySpec, load_dataset
-from tradeoff_search._models import build_model
-from tradeoff_search._space import Recipe, suggest_architecture, suggest_family, suggest_recipe
-from tradeoff_search._spec import TrainingSection
-from tradeoff_search._training import make_optimizer
+from tradeoff_search.space._families import build_model
+from tradeoff_search.space._space import Recipe, suggest_architecture, suggest_family, suggest_recipe
+from tradeoff_search.spec._spec import TrainingSection
+from tradeoff_search.trial._training import make_optimizer
 
 if TYPE_CHECKING:
     import keras
@@ -196,9 +196,10 @@ def run_tradeoff_search(spec: StudySpec, data: Dataset, seed: int, budget_second
     """``run_study`` with the spec's defaults, but a timeout instead of a trial count (and the sampler)."""
     import optuna
 
-    from tradeoff_search import _objective, run_study
-    from tradeoff_search._record import staged_model_path
-    from tradeoff_search._study import staging_dir
+    from tradeoff_search.record._keys import staged_model_path
+    from tradeoff_search.study._study import staging_dir
+    from tradeoff_search.trial import _objective as _objective
+    from tradeoff_search.trial import run_study
 
     timed = spec.override(n_trials=UNLIMITED_TRIALS, timeout=budget_seconds)
     timed = dataclasses.replace(timed, study=dataclasses.replace(timed.study, sampler=sampler, seed=seed))

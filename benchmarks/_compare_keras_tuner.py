@@ -1,7 +1,7 @@
 """Keras Tuner for compare.py: the spec's search space as a ``kt.HyperModel``, and a RandomSearch
 that notes when each trial completes.
 
-The space is defined by ``tradeoff_search._space.suggest`` itself, answered by Keras Tuner's
+The space is defined by ``tradeoff_search.space._space.suggest`` itself, answered by Keras Tuner's
 HyperParameters instead of an Optuna trial: same names, ranges, log scales and choices, and the
 same model builder and optimizer. Keras Tuner samples every hyperparameter it has seen in every
 trial; a trial uses the ones its family and optimizer need (as Optuna's define-by-run does) and
@@ -21,9 +21,9 @@ import tensorflow  # noqa: F401  (before the stand-in below: TensorFlow probes f
 from _compare_contenders import Budget, compile_like_a_user
 
 from tradeoff_search import Dataset, StudySpec
-from tradeoff_search._models import build_model
-from tradeoff_search._space import Candidate, Recipe, suggest_architecture, suggest_family, suggest_recipe
-from tradeoff_search._spec import Categorical
+from tradeoff_search.space._families import build_model
+from tradeoff_search.space._space import Candidate, Recipe, suggest_architecture, suggest_family, suggest_recipe
+from tradeoff_search.spec._spec import Categorical
 
 
 def _stand_in_for_tensorboard() -> None:

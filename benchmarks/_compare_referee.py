@@ -24,9 +24,9 @@ def judge(seed_dir: Path, spec_path: Path) -> None:
     p10 latency (ms per call) at each batch size, plus what the contender said about them."""
     import keras
 
-    from tradeoff_search._convert import to_tflite
-    from tradeoff_search._latency import cpu_model, measure_latencies
-    from tradeoff_search._training import predict_classes, score
+    from tradeoff_search.cost._convert import to_tflite
+    from tradeoff_search.cost._latency import cpu_model, measure_latencies
+    from tradeoff_search.trial._training import predict_classes, score
 
     spec = StudySpec.load(spec_path)
     data = load_dataset(spec)

@@ -138,7 +138,7 @@ COLUMNS = {  # score key → (table header, format)
 
 def table(scores: dict[str, dict[str, Any]], order: Sequence[str]) -> str:
     """The contenders as an aligned text table (blank where a score does not exist)."""
-    from tradeoff_search._pareto import format_table
+    from tradeoff_search.front._pareto import format_table
 
     rows = []
     for name in order:

@@ -30,9 +30,9 @@ from _digits import short_digits_spec
 from memory import children
 from mlflow import MlflowClient
 
-from tradeoff_search._record import FAIL_REASON, WORKER_ATTR
-from tradeoff_search._run_index import TAG_ROLE, TAG_TRIAL
-from tradeoff_search._stores import redact
+from tradeoff_search.record._keys import FAIL_REASON, WORKER_ATTR
+from tradeoff_search.stores._stores import redact
+from tradeoff_search.tracking._run_index import TAG_ROLE, TAG_TRIAL
 
 
 def workers_of(runs: list[subprocess.Popen[bytes]]) -> list[int]:
@@ -44,7 +44,7 @@ def workers_of(runs: list[subprocess.Popen[bytes]]) -> list[int]:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"tradeoff_search._worker" in command:
+            if b"tradeoff_search.study._worker" in command:
                 found.append(pid)
     return found
 

@@ -3,7 +3,7 @@
     python benchmarks/containment.py [--bases 15] [--seed 0]
 
 A latency budget rejects a candidate without timing it when it contains a model already timed over
-the budget (``tradeoff_search._models.contains``): beyond equal operators and wider layers, in
+the budget (``tradeoff_search.space._families.contains``): beyond equal operators and wider layers, in
 LiteRT a larger kernel, a residual connection more, max pooling instead of a stride of 2 and
 extra blocks at the end. Each order is only safe if the larger model is slower every time.
 
@@ -24,10 +24,10 @@ import statistics
 import keras
 import numpy as np
 
-from tradeoff_search._convert import to_tflite
-from tradeoff_search._latency import measure_latencies
-from tradeoff_search._models import build_model, contains
-from tradeoff_search._space import Candidate
+from tradeoff_search.cost._convert import to_tflite
+from tradeoff_search.cost._latency import measure_latencies
+from tradeoff_search.space._families import build_model, contains
+from tradeoff_search.space._space import Candidate
 
 SHAPES = {"cnn1d": (40, 1), "cnn2d": (8, 8, 1)}
 

@@ -13,7 +13,7 @@ costs nothing.
    10: ~3.2 GB to train, under the 4 GB a spec may ask for), converted in float32 and
    dynamic-range without a signature, as a trial times it; its time and the process's peak
    memory. Needs ~16 GB of memory and a few minutes (``--skip-largest`` leaves it out).
-3. **The limit's cost.** :func:`~tradeoff_search._pool_channel.time_limit` around an empty body
+3. **The limit's cost.** :func:`~tradeoff_search.process._channel.time_limit` around an empty body
    with a pool's pipe: the two lines a worker writes per conversion.
 """
 
@@ -39,7 +39,7 @@ def _mlp(widths: tuple[int, ...]):  # type: ignore[no-untyped-def]
 
 
 def lock_held() -> None:
-    from tradeoff_search._convert import convert
+    from tradeoff_search.cost._convert import convert
 
     model = _mlp((2048, 2048, 2048))
     rows = np.random.default_rng(0).random((50, 64), np.float32)
@@ -70,7 +70,7 @@ def lock_held() -> None:
 
 
 def largest() -> None:
-    from tradeoff_search._convert import convert
+    from tradeoff_search.cost._convert import convert
 
     model = _mlp((8192, 8192, 8192, 8192))
     print(f"2. {model.count_params():.2e} parameters, no signature:")
@@ -85,7 +85,7 @@ def limit_cost(rounds: int = 20_000) -> None:
     read, write = os.pipe()
     os.set_blocking(read, False)
     os.environ["TRADEOFF_SEARCH_STATUS_FD"] = str(write)  # as the pool starts a worker
-    from tradeoff_search._pool_channel import time_limit
+    from tradeoff_search.process._channel import time_limit
 
     start = time.perf_counter()
     for done in range(rounds):

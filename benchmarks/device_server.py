@@ -70,8 +70,8 @@ def start_server(tmp: Path, pin: bool) -> tuple[subprocess.Popen[bytes], str]:
 def write_models(tmp: Path) -> list[Path]:
     """The 12 MLPs of latency_harness.py as .tflite files (one TensorFlow process, once)."""
     code = (
-        "import sys\nfrom pathlib import Path\nfrom tradeoff_search._latency import to_tflite\n"
-        "from tradeoff_search._models import build_model\nfrom tradeoff_search._space import Candidate\n"
+        "import sys\nfrom pathlib import Path\nfrom tradeoff_search.cost._latency import to_tflite\n"
+        "from tradeoff_search.space._families import build_model\nfrom tradeoff_search.space._space import Candidate\n"
         "for i, w in enumerate(map(int, sys.argv[2:])):\n"
         "    c = Candidate(units=(w, w), activation='relu', dropout=0.0, batch_norm=False)\n"
         "    Path(sys.argv[1], f'm{i:02d}.tflite').write_bytes(to_tflite(build_model(c, (64,), 10), signature=False))\n"
@@ -176,9 +176,9 @@ def main() -> None:
         out, url, *models = args.client
         client(Path(out), url, [Path(m) for m in models])
         return
-    from tradeoff_search._device_client import DeviceBackend
-    from tradeoff_search._harness import Setting
-    from tradeoff_search._reference import reference_flatbuffer
+    from tradeoff_search.cost._device_client import DeviceBackend
+    from tradeoff_search.cost._harness import Setting
+    from tradeoff_search.cost._reference import reference_flatbuffer
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report: dict = {"macs": [64 * w + w * w + 10 * w for w in map(width_for, TARGET_MACS)]}

@@ -24,9 +24,9 @@ from mlflow import MlflowClient
 from scipy.stats import spearmanr
 
 from tradeoff_search import StudySpec, load_dataset
-from tradeoff_search._pareto import front_trials
-from tradeoff_search._stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
-from tradeoff_search._training import predict_classes, score
+from tradeoff_search.front._pareto import front_trials
+from tradeoff_search.stores._stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+from tradeoff_search.trial._training import predict_classes, score
 
 
 def main() -> None:

@@ -28,10 +28,10 @@ LARGE, HALF = 3163, 2236  # widths of two hidden layers on 64 inputs: ~10.2M and
 def measure(rounds: int) -> dict[str, list[float]]:
     """One process: the large model alone, then side by side with its twin and the half-size one."""
     from tradeoff_search import measure_latency
-    from tradeoff_search._convert import to_tflite
-    from tradeoff_search._latency import measure_latencies
-    from tradeoff_search._models import build_model
-    from tradeoff_search._space import Candidate
+    from tradeoff_search.cost._convert import to_tflite
+    from tradeoff_search.cost._latency import measure_latencies
+    from tradeoff_search.space._families import build_model
+    from tradeoff_search.space._space import Candidate
 
     def flatbuffer(width: int) -> bytes:
         candidate = Candidate(units=(width, width), activation="relu", dropout=0.0, batch_norm=False)

@@ -40,9 +40,9 @@ def measure_all(out: Path, core: int | None) -> None:
     if core is not None:
         os.sched_setaffinity(0, {core})
     from tradeoff_search import measure_latency
-    from tradeoff_search._convert import to_tflite
-    from tradeoff_search._models import build_model
-    from tradeoff_search._space import Candidate
+    from tradeoff_search.cost._convert import to_tflite
+    from tradeoff_search.space._families import build_model
+    from tradeoff_search.space._space import Candidate
 
     results = []
     for macs in TARGET_MACS:
@@ -59,7 +59,7 @@ def harness_overhead(out: Path) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     from tradeoff_search import measure_latency
-    from tradeoff_search._convert import to_tflite
+    from tradeoff_search.cost._convert import to_tflite
 
     inputs = keras.Input((1,))
     flatbuffer = to_tflite(keras.Model(inputs, keras.layers.Dense(1)(inputs)))

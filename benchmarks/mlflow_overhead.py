@@ -24,10 +24,10 @@ import numpy as np
 import optuna
 
 from tradeoff_search import MLflowParetoCallback
-from tradeoff_search._convert import to_tflite
-from tradeoff_search._models import build_model
-from tradeoff_search._record import MODEL_DIGESTS_ATTR, staged_digests, staged_model_path
-from tradeoff_search._space import Candidate
+from tradeoff_search.cost._convert import to_tflite
+from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR, staged_digests, staged_model_path
+from tradeoff_search.space._families import build_model
+from tradeoff_search.space._space import Candidate
 
 
 def _trial(rng: np.random.Generator, digests: dict[str, str] | None) -> optuna.trial.FrozenTrial:

@@ -54,9 +54,9 @@ def run_study_once(task: str, seed: int, variant: str, modes: list[str], minutes
     from mlflow import MlflowClient
 
     from tradeoff_search import StudySpec, run_study
-    from tradeoff_search._pareto import front_trials
-    from tradeoff_search._run_index import TAG_STUDY, TAG_TRIAL
-    from tradeoff_search._spec import Categorical
+    from tradeoff_search.front._pareto import front_trials
+    from tradeoff_search.spec._spec import Categorical
+    from tradeoff_search.tracking._run_index import TAG_STUDY, TAG_TRIAL
 
     spec = StudySpec.load(TASKS[task]).override(n_trials=100_000, timeout=minutes * 60)
     quantization = ("none",) if variant == "float" else tuple(modes)
@@ -105,10 +105,10 @@ def referee(task: str, runs: list[dict]) -> dict:
     import optuna
 
     from tradeoff_search import StudySpec, load_dataset
-    from tradeoff_search._convert import ConversionError, convert_as_shipped
-    from tradeoff_search._latency import measure_latencies
-    from tradeoff_search._pareto import hypervolume
-    from tradeoff_search._training import predict_classes, score, tflite_classes
+    from tradeoff_search.cost._convert import ConversionError, convert_as_shipped
+    from tradeoff_search.cost._latency import measure_latencies
+    from tradeoff_search.front._pareto import hypervolume
+    from tradeoff_search.trial._training import predict_classes, score, tflite_classes
 
     spec = StudySpec.load(TASKS[task])
     data = load_dataset(spec)

@@ -46,7 +46,7 @@ def run_variant(
     import optuna
 
     from tradeoff_search import StudySpec, run_study
-    from tradeoff_search._pareto import hypervolume_history
+    from tradeoff_search.front._pareto import hypervolume_history
 
     spec = StudySpec.load(spec_path).override(n_trials=100_000, timeout=minutes * 60)
     sampler = variant.split("+")[0]
@@ -58,7 +58,7 @@ def run_variant(
         tracking=dataclasses.replace(spec.tracking, log_models="none"),
     )
     if "noredraw" in variant:  # this process only: the spec's sampler, not wrapped
-        from tradeoff_search import _study
+        from tradeoff_search.study import _study as _study
 
         make_sampler = _study.make_sampler
         unwrapped = dataclasses.replace(spec, latency=dataclasses.replace(spec.latency, budget_ms=None))

@@ -31,12 +31,12 @@ import numpy as np
 import optuna
 from scipy.stats import mannwhitneyu
 
-import tradeoff_search._objective as objective_module
+import tradeoff_search.trial._objective as objective_module
 from tradeoff_search import StudySpec, TradeoffObjective
-from tradeoff_search._data import Dataset
-from tradeoff_search._space import Recipe
-from tradeoff_search._spec import TrainingSection
-from tradeoff_search._training import TrainingResult, make_optimizer, train
+from tradeoff_search.data._dataset import Dataset
+from tradeoff_search.space._space import Recipe
+from tradeoff_search.spec._spec import TrainingSection
+from tradeoff_search.trial._training import TrainingResult, make_optimizer, train
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = {"n_layers": 2, "units_0": 128, "units_1": 64, "activation": "relu", "dropout": 0.1, "batch_norm": False,

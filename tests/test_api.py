@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 from tradeoff_search import MLflowParetoCallback, StudySpec, TradeoffObjective, measure_latency, run_study, select_model
-from tradeoff_search._spec import SpecError
-from tradeoff_search._study import open_study, stored_spec
+from tradeoff_search.spec._spec import SpecError
+from tradeoff_search.study._study import open_study, stored_spec
 
 from .conftest import TINY_SPEC
 
@@ -100,7 +100,7 @@ def test_stores_are_urls(spec: StudySpec, in_tmp: Path) -> None:
 def test_a_bad_argument_names_the_parameter_and_the_cli_names_the_flag(
     spec: StudySpec, in_tmp: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from tradeoff_search._cli import main
+    from tradeoff_search.cli._cli import main
 
     expected = r"expected a URL of sqlite, postgresql, mysql, mssql, such as sqlite:///mlruns/optuna\.db"
     with pytest.raises(ValueError, match=rf'^run_study: storage="optuna\.db": {expected}$'):

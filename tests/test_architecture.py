@@ -1,5 +1,5 @@
-"""The layering of docs/architecture.md holds: every module is in one stage, and none imports a
-module of a later stage (read from the source with ``ast``: every import, also those inside
+"""The layering of docs/architecture.md holds: every subpackage is one stage, and no module imports
+a module of a later stage (read from the source with ``ast``: every import, also those inside
 functions and under ``TYPE_CHECKING``)."""
 
 from __future__ import annotations
@@ -11,47 +11,57 @@ from pathlib import Path
 from .conftest import REPO
 
 PACKAGE = REPO / "tradeoff_search"
+TOP = "cli"  # the stage of the package's own __init__ and __main__
 
 
 def stages() -> dict[str, int]:
-    """Module name → its stage's row in the table of docs/architecture.md (0 = the lowest)."""
+    """Subpackage name → its stage's row in the table of docs/architecture.md (0 = the lowest)."""
     text = (REPO / "docs" / "architecture.md").read_text()
     table = text.split("## Stages, lowest first", 1)[1]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "`" in line.split("|")[2]]
     found: dict[str, int] = {}
     for index, row in enumerate(rows):
-        for module in re.findall(r"`(_\w+)`", row.split("|")[2]):
-            assert module not in found, f"docs/architecture.md: {module} is in two stages"
-            found[module] = index
+        for package in re.findall(r"`(\w+)`", row.split("|")[2]):
+            assert package not in found, f"docs/architecture.md: {package} is in two stages"
+            found[package] = index
     return found
 
 
-def imported_modules(path: Path) -> set[str]:
-    """The package's modules that ``path`` imports, by name (``_spec``, …)."""
-    imported = set()
+def stage_of(path: Path) -> str:
+    """The subpackage ``path`` belongs to (the package's top-level files belong to the cli's stage)."""
+    relative = path.relative_to(PACKAGE).parts
+    return relative[0] if len(relative) > 1 else TOP
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The subpackages of the package that ``path`` imports from, by name (``spec``, …); a public
+    name of the package itself counts as the top stage's."""
+    names = set()
+    subpackages = {init.parent.name for init in PACKAGE.glob("*/__init__.py")}
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module == "tradeoff_search":
-            imported |= {alias.name for alias in node.names}
+            names |= {alias.name if alias.name in subpackages else TOP for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tradeoff_search."):
-            imported.add(node.module.split(".")[1])
+            names.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[1] for a in node.names if a.name.startswith("tradeoff_search.")}
-    return imported
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("tradeoff_search.")}
+    return names
 
 
-def test_every_module_is_in_one_stage_of_the_table() -> None:
-    modules = {path.stem for path in PACKAGE.glob("*.py")}
+def test_every_subpackage_is_one_stage_of_the_table() -> None:
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
     table = set(stages())
-    assert modules - table == set(), "modules missing from docs/architecture.md's table"
-    assert table - modules == set(), "docs/architecture.md names modules that do not exist"
+    assert packages - table == set(), "subpackages missing from docs/architecture.md's table"
+    assert table - packages == set(), "docs/architecture.md names subpackages that do not exist"
+    assert {path.name for path in PACKAGE.glob("*.py")} == {"__init__.py", "__main__.py"}, "modules outside a stage"
 
 
 def test_no_module_imports_one_of_a_later_stage() -> None:
     stage = stages()
     upward = [
-        f"{path.stem} ({stage[path.stem]}) imports {name} ({stage[name]})"
-        for path in sorted(PACKAGE.glob("*.py"))
-        for name in sorted(imported_modules(path))
-        if name in stage and stage[name] > stage[path.stem]
+        f"{path.relative_to(PACKAGE)} ({stage_of(path)}) imports {name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for name in sorted(imported_packages(path))
+        if name in stage and stage[name] > stage[stage_of(path)]
     ]
     assert upward == []

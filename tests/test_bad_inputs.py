@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tradeoff_search._cli import main
+from tradeoff_search.cli._cli import main
 
 DIR = object()  # a file-table value: make a directory of that name
 IRIS = '[data]\nsource = "sklearn:iris"\n'

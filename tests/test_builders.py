@@ -13,9 +13,9 @@ import optuna
 import pytest
 
 from tradeoff_search import SpecError, StudySpec, TradeoffObjective, run_study
-from tradeoff_search._objective import ruled_out
-from tradeoff_search._space import narrowest_models
-from tradeoff_search._study import open_study
+from tradeoff_search.space._space import narrowest_models
+from tradeoff_search.study._study import open_study
+from tradeoff_search.trial._objective import ruled_out
 
 from .conftest import litert_outputs
 
@@ -234,7 +234,7 @@ def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, 
     from mlflow import MlflowClient
 
     from tradeoff_search import load_dataset, select_model
-    from tradeoff_search._run_index import TAG_ROLE
+    from tradeoff_search.tracking._run_index import TAG_ROLE
 
     names = ("two_branch", "separable", "conditional")
     builders = "\n".join(f'{name} = "models.py:{name}"' for name in names)
@@ -278,7 +278,7 @@ def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, 
 def test_a_sequential_without_an_input_is_built_for_the_data(spec_with) -> None:
     import keras
 
-    from tradeoff_search._builders import build_checked
+    from tradeoff_search.space._builders import build_checked
 
     def build(trial, input_shape, n_classes):  # as Keras Tuner examples write it
         return keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(n_classes, activation="softmax")])

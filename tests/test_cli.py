@@ -26,7 +26,7 @@ def cli(
 
 def test_help_is_fast_and_imports_neither_tensorflow_nor_mlflow(tmp_path: Path) -> None:
     code = (
-        "import sys\nfrom tradeoff_search._cli import main\n"
+        "import sys\nfrom tradeoff_search.cli._cli import main\n"
         "try:\n    main(['run', '--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'mlflow'})\n"
         "print('HEAVY', heavy)\n"
@@ -94,8 +94,8 @@ def test_pareto_shows_which_training_a_variant_shares(
     import optuna
 
     from tradeoff_search import StudySpec
-    from tradeoff_search._cli import main
-    from tradeoff_search._study import open_study
+    from tradeoff_search.cli._cli import main
+    from tradeoff_search.study._study import open_study
 
     from .conftest import TINY_SPEC
 
@@ -161,7 +161,7 @@ def test_sync_exits_1_naming_what_it_cannot_complete(write_spec, tmp_path: Path,
     its run, then says the model is missing (exit 1), as run does after its own repair."""
     import optuna
 
-    from tradeoff_search._record import MODEL_DIGESTS_ATTR
+    from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR
 
     write_spec()
     storage = f"sqlite:///{tmp_path}/o.db"
@@ -189,7 +189,7 @@ def test_a_real_read_only_store_or_full_disk_is_one_line_and_a_failure(
     import optuna
     from mlflow import MlflowClient
 
-    from tradeoff_search._cli import main
+    from tradeoff_search.cli._cli import main
 
     monkeypatch.chdir(tmp_path)
     write_spec()
@@ -230,7 +230,7 @@ def test_a_real_read_only_store_or_full_disk_is_one_line_and_a_failure(
     ],
 )
 def test_known_failures_are_named(error: Exception, line: str | None) -> None:
-    from tradeoff_search._cli import known_failure
+    from tradeoff_search.cli._cli import known_failure
 
     assert known_failure(error) == line if line is None else known_failure(error).startswith(line)
 
@@ -238,7 +238,7 @@ def test_known_failures_are_named(error: Exception, line: str | None) -> None:
 def test_a_password_in_a_store_message_is_hidden() -> None:
     import sqlalchemy
 
-    from tradeoff_search._cli import known_failure
+    from tradeoff_search.cli._cli import known_failure
 
     error = sqlalchemy.exc.OperationalError("connect", {}, Exception("postgresql://u:p/w?#@db/x: refused"))
     assert "p/w" not in known_failure(error) and "u:***@db" in known_failure(error)
@@ -246,8 +246,8 @@ def test_a_password_in_a_store_message_is_hidden() -> None:
 
 def test_a_spec_edited_after_the_study_started_is_refused(write_spec, tmp_path: Path) -> None:
     from tradeoff_search import StudySpec
-    from tradeoff_search._record import SPEC
-    from tradeoff_search._study import open_study
+    from tradeoff_search.record._keys import SPEC
+    from tradeoff_search.study._study import open_study
 
     from .conftest import TINY_SPEC
 
@@ -268,8 +268,8 @@ def test_a_spec_edited_after_the_study_started_is_refused(write_spec, tmp_path: 
 
 def test_a_study_from_before_a_spec_key_existed_resumes_under_its_default(write_spec, tmp_path: Path) -> None:
     from tradeoff_search import StudySpec
-    from tradeoff_search._record import SPEC
-    from tradeoff_search._study import open_study, stored_spec
+    from tradeoff_search.record._keys import SPEC
+    from tradeoff_search.study._study import open_study, stored_spec
 
     spec, storage = StudySpec.load(write_spec()), f"sqlite:///{tmp_path}/optuna.db"
     study = open_study(spec, storage)

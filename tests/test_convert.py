@@ -13,11 +13,11 @@ from ai_edge_litert.interpreter import Interpreter
 from mlflow import MlflowClient
 
 from tradeoff_search import StudySpec, load_dataset, run_study, select_model
-from tradeoff_search._convert import ConversionError, convert
-from tradeoff_search._record import WORKER_ATTR
-from tradeoff_search._select import verified_model
-from tradeoff_search._variants import Variant, add_variants, provisional_dir
-from tradeoff_search._workers import Tickets, finished_count
+from tradeoff_search.cost._convert import ConversionError, convert
+from tradeoff_search.record._keys import WORKER_ATTR
+from tradeoff_search.selection._select import verified_model
+from tradeoff_search.study._workers import Tickets, finished_count
+from tradeoff_search.trial._variants import Variant, add_variants, provisional_dir
 
 from .conftest import TINY_SPEC
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from tradeoff_search import measure_latency
-from tradeoff_search._device_client import DeviceBackend, DeviceUnreachable
-from tradeoff_search._harness import _MIN_DECISION_BLOCKS, Setting
-from tradeoff_search._reference import reference_flatbuffer
-from tradeoff_search._spec import TOKEN_ENV, check_device_url
+from tradeoff_search.cost._device_client import DeviceBackend, DeviceUnreachable
+from tradeoff_search.cost._harness import _MIN_DECISION_BLOCKS, Setting
+from tradeoff_search.cost._reference import reference_flatbuffer
+from tradeoff_search.spec._spec import TOKEN_ENV, check_device_url
 
 TOKEN = "s3cret-device-token-0123456789"
 HEAVY = ("tensorflow", "keras", "mlflow", "optuna", "sklearn", "scipy", "pandas")
@@ -247,8 +247,8 @@ def _cli(tmp: Path, *args: str, token: str | None = TOKEN, **popen: object) -> s
 def test_a_study_timed_on_the_server_stops_when_it_is_lost_and_resumes_when_it_is_back(
     tmp_path: Path, mlflow_store: Callable[..., str]
 ) -> None:
-    from tradeoff_search._objective import MAX_DEVICE_FAILURES
-    from tradeoff_search._record import DEVICE_FAILURE
+    from tradeoff_search.record._keys import DEVICE_FAILURE
+    from tradeoff_search.trial._objective import MAX_DEVICE_FAILURES
 
     (tmp_path / "token").write_text(TOKEN)
     server = Server(tmp_path, "--token-file", str(tmp_path / "token"))
@@ -325,8 +325,8 @@ def _trials(tmp: Path) -> list:
 def test_three_trials_in_a_row_without_the_server_stop_the_study_until_it_is_back() -> None:
     import optuna
 
-    from tradeoff_search._objective import MAX_DEVICE_FAILURES, device_lost
-    from tradeoff_search._record import DEVICE_FAILURE
+    from tradeoff_search.record._keys import DEVICE_FAILURE
+    from tradeoff_search.trial._objective import MAX_DEVICE_FAILURES, device_lost
 
     study = optuna.create_study(directions=["maximize", "minimize"])
 

@@ -12,8 +12,8 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tradeoff_search._cli import main
-from tradeoff_search._run_index import TAG_ROLE
+from tradeoff_search.cli._cli import main
+from tradeoff_search.tracking._run_index import TAG_ROLE
 
 from .conftest import REPO, FinishedStudy
 

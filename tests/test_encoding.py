@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tradeoff_search import SpecError, StudySpec, load_dataset
-from tradeoff_search._encoding import TableEncoding
+from tradeoff_search.data._encoding import TableEncoding
 
 from .conftest import CITIES, REPO, table_frame
 

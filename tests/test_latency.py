@@ -9,12 +9,12 @@ import time
 import pytest
 
 from tradeoff_search import measure_latency
-from tradeoff_search._convert import to_tflite
-from tradeoff_search._harness import _MIN_DECISION_BLOCKS
-from tradeoff_search._latency import calibrate_reference, cpu_model, measure_latencies
-from tradeoff_search._lock import lock_path, machine_lock
-from tradeoff_search._models import build_model
-from tradeoff_search._space import Candidate
+from tradeoff_search.cost._convert import to_tflite
+from tradeoff_search.cost._harness import _MIN_DECISION_BLOCKS
+from tradeoff_search.cost._latency import calibrate_reference, cpu_model, measure_latencies
+from tradeoff_search.cost._lock import lock_path, machine_lock
+from tradeoff_search.space._families import build_model
+from tradeoff_search.space._space import Candidate
 
 
 def _mlp(units: tuple[int, ...]):
@@ -122,8 +122,8 @@ def test_a_model_surely_over_a_budget_stops_timing_early(small_and_large) -> Non
 def test_the_reference_flatbuffer_has_the_converted_reference_models_operators() -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    from tradeoff_search._latency import reference_model
-    from tradeoff_search._reference import reference_flatbuffer
+    from tradeoff_search.cost._latency import reference_model
+    from tradeoff_search.cost._reference import reference_flatbuffer
 
     def layout(flatbuffer: bytes) -> list[tuple[str, list[tuple[int, ...]]]]:
         interpreter = Interpreter(model_content=flatbuffer)
@@ -154,7 +154,7 @@ def _holding_the_lock(shared: bool, seconds: float) -> subprocess.Popen[str]:
     """Another process that holds the machine lock (shared, as training does; or not) for ``seconds``."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import time\nfrom tradeoff_search._lock import machine_lock\n"
+         "import time\nfrom tradeoff_search.cost._lock import machine_lock\n"
          f"with machine_lock(shared={shared}):\n    print('holding', flush=True)\n    time.sleep({seconds})\n"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tradeoff_search._models import _projected, build_model, contains, count_macs
-from tradeoff_search._space import Candidate, Recipe
+from tradeoff_search.space._families import _projected, build_model, contains, count_macs
+from tradeoff_search.space._space import Candidate, Recipe
 
 
 def _candidate(**changes) -> Candidate:
@@ -52,7 +52,7 @@ def test_macs_of_dense_conv_and_gru() -> None:
 def test_macs_of_separable_recurrent_and_nested_layers_or_unknown() -> None:
     import keras
 
-    from tradeoff_search._models import uncounted_layers
+    from tradeoff_search.space._families import uncounted_layers
 
     inputs = keras.Input((40, 2))
     x = keras.layers.SeparableConv1D(8, 3, padding="same", name="separable")(inputs)
@@ -101,9 +101,9 @@ def test_every_family_builds_trains_converts_and_measures(family: str) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     from tradeoff_search import Dataset, measure_latency
-    from tradeoff_search._convert import to_tflite
-    from tradeoff_search._spec import TrainingSection
-    from tradeoff_search._training import predict_classes, train
+    from tradeoff_search.cost._convert import to_tflite
+    from tradeoff_search.spec._spec import TrainingSection
+    from tradeoff_search.trial._training import predict_classes, train
 
     knobs, shape = FAMILIES[family]
     candidate = _candidate(**{"units": (), **knobs}, family=family, batch_norm=family != "gru")
@@ -231,7 +231,7 @@ def test_operator_orders_are_litert_only(larger: Candidate) -> None:
 @pytest.mark.parametrize("family", ["mlp", "cnn1d", "cnn2d"])
 def test_litert_conversion_folds_batch_norm_away(family: str) -> None:
     """What ``contains`` relies on: with or without batch norm, the same operators on the same shapes."""
-    from tradeoff_search._convert import to_tflite
+    from tradeoff_search.cost._convert import to_tflite
 
     knobs, shape = FAMILIES[family]
     candidates = [_candidate(**{"units": (), **knobs}, family=family, batch_norm=norm) for norm in (False, True)]

@@ -9,10 +9,10 @@ import optuna
 import pytest
 
 from tradeoff_search import StudySpec, TradeoffObjective
-from tradeoff_search._lock import lock_path
-from tradeoff_search._pareto import RETIMED_ATTR, front_rows, front_trials, retimed_front
-from tradeoff_search._record import CALIBRATION_ATTR
-from tradeoff_search._retime import retime_front
+from tradeoff_search.cost._lock import lock_path
+from tradeoff_search.front._pareto import RETIMED_ATTR, front_rows, front_trials, retimed_front
+from tradeoff_search.record._keys import CALIBRATION_ATTR
+from tradeoff_search.study._retime import retime_front
 
 from .conftest import TINY_SPEC
 

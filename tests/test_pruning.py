@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tradeoff_search import MLflowParetoCallback, StudySpec, TradeoffObjective
-from tradeoff_search._pruning import Rival, dominating_rival, is_rung
+from tradeoff_search.trial._pruning import Rival, dominating_rival, is_rung
 
 
 def test_rungs_double_from_epoch_two() -> None:

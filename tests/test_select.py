@@ -12,8 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tradeoff_search import StudySpec, load_dataset, run_study, select_model
-from tradeoff_search._pareto import RETIMED_ATTR
-from tradeoff_search._select import front_points, pick
+from tradeoff_search.front._pareto import RETIMED_ATTR
+from tradeoff_search.selection._select import front_points, pick
 
 from .conftest import TINY_SPEC, litert_outputs, table_frame
 

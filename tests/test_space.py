@@ -3,7 +3,7 @@ from __future__ import annotations
 import optuna
 
 from tradeoff_search import StudySpec
-from tradeoff_search._space import suggest_architecture, suggest_family, suggest_recipe
+from tradeoff_search.space._space import suggest_architecture, suggest_family, suggest_recipe
 
 
 def test_suggest_is_define_by_run(write_spec) -> None:

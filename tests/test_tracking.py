@@ -10,12 +10,12 @@ import pytest
 from mlflow import MlflowClient
 
 from tradeoff_search import MLflowParetoCallback
-from tradeoff_search._objective import stage_model
-from tradeoff_search._pareto import pareto_ranks
-from tradeoff_search._record import MODEL_DIGESTS_ATTR, PARENT_RUN_ATTR, WORKER_ATTR, file_digest
-from tradeoff_search._report import _front_figure
-from tradeoff_search._run_index import TAG_ROLE, filter_value
-from tradeoff_search._tracking import RUN_FILES, may_be_writing
+from tradeoff_search.front._pareto import pareto_ranks
+from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR, PARENT_RUN_ATTR, WORKER_ATTR, file_digest
+from tradeoff_search.tracking._callback import RUN_FILES, may_be_writing
+from tradeoff_search.tracking._report import _front_figure
+from tradeoff_search.tracking._run_index import TAG_ROLE, filter_value
+from tradeoff_search.trial._objective import stage_model
 
 
 def _objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -158,7 +158,7 @@ def test_two_workers_keep_each_others_pareto_tags_live(tmp_path: Path, mlflow_st
 
 
 def test_finish_logs_the_retimed_front(tmp_path: Path, mlflow_store) -> None:
-    from tradeoff_search._pareto import RETIMED_ATTR, front_rows
+    from tradeoff_search.front._pareto import RETIMED_ATTR, front_rows
 
     uri = mlflow_store()
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
@@ -202,7 +202,7 @@ def test_four_objectives_get_a_front_plot_and_a_hypervolume(mlflow_store) -> Non
 
 
 def test_front_table_shows_params_once_when_it_is_an_objective() -> None:
-    from tradeoff_search._pareto import front_rows
+    from tradeoff_search.front._pareto import front_rows
 
     cases = [
         (["accuracy", "latency_ms"], ["trial", "accuracy", "latency_ms", "n_params", "x"]),
@@ -318,10 +318,10 @@ def test_sync_removes_the_variant_files_a_killed_worker_staged(tmp_path: Path, m
 
     import keras
 
-    from tradeoff_search._convert import to_tflite
-    from tradeoff_search._objective import stage
-    from tradeoff_search._variants import Variant, add_variants, provisional_dir
-    from tradeoff_search._workers import fail_trials_of, worker_id
+    from tradeoff_search.cost._convert import to_tflite
+    from tradeoff_search.study._workers import fail_trials_of, worker_id
+    from tradeoff_search.trial._objective import stage
+    from tradeoff_search.trial._variants import Variant, add_variants, provisional_dir
 
     staging, uri = tmp_path / "staging", mlflow_store()
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
@@ -366,7 +366,7 @@ def test_sync_removes_staged_files_no_run_will_take(tmp_path: Path, mlflow_store
 
     import keras
 
-    from tradeoff_search._convert import to_tflite
+    from tradeoff_search.cost._convert import to_tflite
 
     staging, uri = tmp_path / "staging", mlflow_store()
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])

@@ -26,10 +26,10 @@ import sqlalchemy.exc
 from mlflow import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from tradeoff_search._cli import main
-from tradeoff_search._record import WORKER_ATTR
-from tradeoff_search._run_index import TAG_ROLE
-from tradeoff_search._workers import MAX_DEATHS_IN_A_ROW, Tickets
+from tradeoff_search.cli._cli import main
+from tradeoff_search.record._keys import WORKER_ATTR
+from tradeoff_search.study._workers import MAX_DEATHS_IN_A_ROW, Tickets
+from tradeoff_search.tracking._run_index import TAG_ROLE
 
 from .conftest import TINY_SPEC, command_lines, free_port, start_mlflow_server, stop_group
 from .storage_opener import open_at
@@ -86,7 +86,7 @@ def test_two_workers_run_exactly_the_requested_trials(tmp_path: Path, backend: s
         time.sleep(0.2)
     done = subprocess.CompletedProcess(run.args, run.returncode, *run.communicate())
     assert done.returncode == 0, done.stderr[-3000:]
-    assert any("tradeoff_search._worker" in line for line in lines)  # the workers were seen
+    assert any("tradeoff_search.study._worker" in line for line in lines)  # the workers were seen
     secrets = [storage, tracking, urlsplit(storage).password or storage]
     assert not [line for line in lines if any(secret in line for secret in secrets)]
 
@@ -337,7 +337,7 @@ def test_sigterm_keeps_finished_trials_completes_the_record_and_resumes(tmp_path
             continue
     assert running.poll() is None, "run ended before Ctrl-C:\n" + "\n".join(running.communicate())[-3000:]
     tree = [line for line in command_lines(running.pid) if "tradeoff_search" in line]
-    assert any("tradeoff_search._worker" in line for line in tree), tree
+    assert any("tradeoff_search.study._worker" in line for line in tree), tree
     running.send_signal(signal.SIGTERM)
     out, err = running.communicate(timeout=300)
     assert running.returncode == 130, out[-2000:] + err[-2000:]
@@ -413,7 +413,7 @@ def test_a_worker_dying_at_every_start_makes_run_give_up_naming_its_log(tmp_path
     # Worker processes die before they import anything (as in a broken environment); the run does not.
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(
-        "import os\nif b'tradeoff_search._worker' in open('/proc/self/cmdline', 'rb').read():\n    os._exit(3)\n"
+        "import os\nif b'tradeoff_search.study._worker' in open('/proc/self/cmdline', 'rb').read():\n    os._exit(3)\n"
     )
     (tmp_path / "spec.toml").write_text(TINY_SPEC)
     mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about

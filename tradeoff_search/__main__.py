@@ -1,5 +1,5 @@
 import sys
 
-from tradeoff_search._cli import main
+from tradeoff_search.cli import main
 
 sys.exit(main())

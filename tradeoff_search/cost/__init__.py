@@ -1,0 +1,7 @@
+"""What a candidate costs as shipped: the conversion to LiteRT in each quantization mode, and its
+latency, timed locally or on a latency server."""
+
+from tradeoff_search.cost._harness import LatencyStats
+from tradeoff_search.cost._latency import measure_latency
+
+__all__ = ["LatencyStats", "measure_latency"]

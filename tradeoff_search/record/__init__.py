@@ -1,0 +1,2 @@
+"""The trial record: every name the Optuna storage holds for a trial or a study (user
+attributes, metric names), so that no stage repeats its strings."""

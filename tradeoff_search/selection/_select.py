@@ -1,0 +1,280 @@
+"""From a front to one shipped model: pick by a rule, test it, export it, re-time it, register it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tradeoff_search.cost._convert import quantization_of, tensor_types
+from tradeoff_search.cost._latency import measure_latency
+from tradeoff_search.data._dataset import load_dataset
+from tradeoff_search.front._pareto import front_trials, retimed_front
+from tradeoff_search.record._keys import (
+    CALIBRATION_ATTR,
+    MODEL_DIGESTS_ATTR,
+    PARENT_RUN_ATTR,
+    PREPROCESSING_ATTR,
+    RETIMED_ATTR,
+    file_digest,
+)
+from tradeoff_search.space._builders import keras_classes, spec_builders
+from tradeoff_search.spec._spec import _POSITIVE, SpecError, StudySpec, _Interval, _Scalar
+from tradeoff_search.spec._validation import OrNone, ParameterError, validate_params
+from tradeoff_search.stores._stores import DEFAULT_TRACKING_URI
+from tradeoff_search.tracking._callback import RUN_FILES, IntegrityError
+from tradeoff_search.tracking._run_index import TAG_TRIAL, filter_value, tracking_client
+from tradeoff_search.trial._training import predict_classes, score, tflite_classes
+
+if TYPE_CHECKING:
+    import optuna
+    from mlflow import MlflowClient
+
+_logger = logging.getLogger(__name__)
+
+RULES = ("knee", "max_latency", "min_accuracy", "mnas")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen model: where it came from, how it scores, where it went."""
+
+    trial: int
+    rule: str
+    validation_accuracy: float
+    test_accuracy: float
+    latency_ms: float  # of the front (re-timed side by side when the study has it)
+    exported_latency_ms: float  # the exported .tflite, timed again
+    keras_path: str
+    tflite_path: str
+    registered_model: str
+    registered_version: str
+    preprocessing_path: str | None = None  # tables: raw columns → the model's input, as JSON
+    quantization: str = "none"
+    input_type: str = "float32"  # of the exported .tflite
+    output_type: str = "float32"
+    test_accuracy_float: float | None = None  # a quantized model's float Keras model, on the test split
+
+
+def pick(
+    points: Sequence[tuple[int, float, float]],
+    rule: str,
+    *,
+    max_latency_ms: float | None = None,
+    min_accuracy: float | None = None,
+    mnas_weight: float = -0.07,
+    target_ms: float | None = None,
+) -> int:
+    """The trial number chosen among ``(trial, accuracy, latency_ms)`` points of a front.
+
+    - ``knee``: farthest from the chord between the front's two ends, with accuracy and
+      log-latency both scaled to [0, 1] (the point where speed starts to cost most accuracy);
+    - ``max_latency``: the most accurate within ``max_latency_ms``;
+    - ``min_accuracy``: the fastest with at least ``min_accuracy``;
+    - ``mnas``: the MnasNet reward ``accuracy · (latency / target)^w`` (``w`` negative; target:
+      ``target_ms``, default the front's median latency).
+
+    Raises:
+        ValueError: no point satisfies the rule.
+    """
+    if not points:
+        raise ValueError("the study has no Pareto-optimal trial yet")
+    if rule == "max_latency":
+        assert max_latency_ms is not None, "the rule's threshold is checked by select_model"
+        eligible = [p for p in points if p[2] <= max_latency_ms]
+        if not eligible:
+            raise ValueError(
+                f"no Pareto model within {max_latency_ms} ms (fastest: {min(p[2] for p in points):.4g} ms)"
+            )
+        return max(eligible, key=lambda p: (p[1], -p[2]))[0]
+    if rule == "min_accuracy":
+        assert min_accuracy is not None, "the rule's threshold is checked by select_model"
+        eligible = [p for p in points if p[1] >= min_accuracy]
+        if not eligible:
+            raise ValueError(f"no Pareto model reaches accuracy {min_accuracy} (best: {max(p[1] for p in points):.4g})")
+        return min(eligible, key=lambda p: (p[2], -p[1]))[0]
+    if rule == "mnas":
+        target = target_ms or sorted(p[2] for p in points)[len(points) // 2]
+        return max(points, key=lambda p: p[1] * (p[2] / target) ** mnas_weight)[0]
+    if rule == "knee":
+        if len(points) < 3:
+            return max(points, key=lambda p: p[1])[0]
+        xs = [math.log10(p[2]) for p in points]
+        ys = [p[1] for p in points]
+
+        def scaled(values: list[float], v: float) -> float:
+            span = max(values) - min(values)
+            return (v - min(values)) / span if span > 0 else 0.0
+
+        coords = [(scaled(xs, x), scaled(ys, y)) for x, y in zip(xs, ys, strict=True)]
+        (x0, y0), (x1, y1) = min(coords), max(coords)
+        norm = math.hypot(x1 - x0, y1 - y0) or 1.0
+        distance = [abs((y1 - y0) * x - (x1 - x0) * y + x1 * y0 - y1 * x0) / norm for x, y in coords]
+        return points[max(range(len(points)), key=distance.__getitem__)][0]
+    raise ValueError(f"rule={rule!r}: expected one of {RULES}")
+
+
+def front_points(study: optuna.Study) -> list[tuple[int, float, float]]:
+    """``(trial, accuracy, latency_ms)`` of the front to choose from: with re-timed latencies once
+    the front was re-timed, without the models those values dominate."""
+    retimed = study.user_attrs.get(RETIMED_ATTR) or {}
+    still = retimed_front(study)
+    return [(t.number, t.values[0], retimed.get(str(t.number), t.values[1]))
+            for t in front_trials(study) if t.number in still]  # fmt: skip
+
+
+@validate_params(
+    rule=_Scalar(str, choices=RULES),
+    max_latency_ms=OrNone(_Scalar(float, _POSITIVE)),
+    min_accuracy=OrNone(_Scalar(float, _Interval(0, 1, low_open=True))),
+    mnas_weight=_Scalar(float),
+    target_ms=OrNone(_Scalar(float, _POSITIVE)),
+)
+def select_model(
+    spec: StudySpec,
+    study: optuna.Study,
+    out: str | Path,
+    *,
+    rule: str = "knee",
+    tracking_uri: str = DEFAULT_TRACKING_URI,
+    max_latency_ms: float | None = None,
+    min_accuracy: float | None = None,
+    mnas_weight: float = -0.07,
+    target_ms: float | None = None,
+) -> Selection:
+    """Pick one model of the study's front by ``rule`` (see :func:`pick`), export ``model.keras``
+    and the ``model.tflite`` that ships (in the trial's quantization mode) to ``out`` (and, for a
+    table, ``preprocessing.json``: how raw rows become the model's input), evaluate the ``.tflite``
+    with the LiteRT interpreter on the test split the search never saw, time it, and register it
+    in the MLflow Model Registry as ``<study>-selected`` with the
+    rule, latency and accuracies as tags.
+
+    Raises:
+        ParameterError: a parameter breaks its rule, or no front model meets the rule's threshold.
+        SpecError: no front model fits the rule, or the chosen model was not logged to MLflow
+            (``log_models = "none"``).
+        IntegrityError: no run of the study in MLflow holds the model files the trial recorded.
+    """
+    if len(study.directions) < 2:
+        raise ValueError(f"study {study.study_name!r}: expected accuracy and latency objectives, got 1 objective")
+    # The rules that need a value, by the parameter that gives it.
+    key, value = {"max_latency": ("max_latency_ms", max_latency_ms),
+                  "min_accuracy": ("min_accuracy", min_accuracy)}.get(rule, ("rule", rule))  # fmt: skip
+    if value is None:
+        raise ValueError(f"rule={rule!r} needs {key}")
+    points = front_points(study)
+    if not points:
+        raise SpecError(spec.path, "study.name", study.study_name, "a study with a front to choose from (run it first)")
+    try:
+        number = pick(points, rule, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy,
+                      mnas_weight=mnas_weight, target_ms=target_ms)  # fmt: skip
+    except ValueError as error:
+        raise ParameterError("select_model", key, value, f"a value some front model meets ({error})") from None
+    chosen = next(p for p in points if p[0] == number)
+    out = Path(out)
+    blocking = next((folder for folder in (out, *out.parents) if folder.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ParameterError("select_model", "out", str(out), f"a folder ({blocking} is a file)")
+
+    import keras
+
+    client = tracking_client(tracking_uri)
+    with tempfile.TemporaryDirectory() as download:  # through our client: no global MLflow state
+        run_id, files = verified_model(client, spec, study, number, Path(download))
+        # The file itself, not mlflow.keras.load_model: the flavor's MLmodel may point it at any
+        # path, a TensorFlow SavedModel, or code to import. safe_mode runs no lambda from the file.
+        custom_objects = keras_classes(spec_builders(spec).values())  # your layers, from your builders' modules
+        model = keras.saving.load_model(files["model.keras"], custom_objects=custom_objects, compile=False,
+                                        safe_mode=True)  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        keras_path, tflite_path = out / "model.keras", out / "model.tflite"
+        shutil.copyfile(files["model.keras"], keras_path)  # the very files the trial recorded
+        shutil.copyfile(files["model.tflite"], tflite_path)
+    data = load_dataset(spec)
+    assert data.x_test is not None and data.y_test is not None, "a spec's data source always has a test split"
+    metric = spec.objectives.accuracy
+    quantization = quantization_of(next(t for t in front_trials(study) if t.number == number).params)
+    shipped = tflite_path.read_bytes()  # the verified file: quantized as the trial was, if it was
+    test_accuracy = score(metric, data.y_test, tflite_classes(shipped, data.x_test))
+    float_accuracy = None if quantization == "none" else score(metric, data.y_test, predict_classes(model, data.x_test))
+    preprocessing = study.user_attrs.get(PREPROCESSING_ATTR, data.preprocessing)
+    preprocessing_path = out / "preprocessing.json" if preprocessing is not None else None
+    if preprocessing_path is not None:
+        preprocessing_path.write_text(json.dumps(preprocessing, indent=1) + "\n")
+    latency = spec.latency
+    stats = measure_latency(shipped, runtime="litert", batch_size=latency.batch_sizes[0],
+                            threads=latency.threads, statistic=latency.statistic, max_seconds=2.0,
+                            device=latency.device)  # fmt: skip
+    calibration = study.user_attrs.get(CALIBRATION_ATTR, {}).get(f"{latency.statistic}_ms")
+    exported_ms = stats.normalized_ms(calibration) if calibration else stats.value_ms
+    types = tensor_types(shipped)
+    name = f"{study.study_name}-selected"
+    if not client.search_registered_models(f"name = {filter_value(name)}"):
+        client.create_registered_model(name, description=f"Models selected from the Pareto front of {study.study_name}")
+    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    tags = {"rule": rule, "trial": number, "validation_accuracy": chosen[1], "test_accuracy": test_accuracy,
+            "latency_ms": chosen[2], "exported_latency_ms": exported_ms, "quantization": quantization,
+            **types}  # fmt: skip
+    for key, tag in tags.items():
+        client.set_model_version_tag(name, version.version, key, str(tag))
+    _logger.info("selected trial %d by %s: test accuracy %.4f, %.4g ms", number, rule, test_accuracy, exported_ms)
+    return Selection(number, rule, chosen[1], test_accuracy, chosen[2], exported_ms, str(keras_path),
+                     str(tflite_path), name, str(version.version),
+                     str(preprocessing_path) if preprocessing_path is not None else None, quantization,
+                     types["input_type"], types["output_type"], float_accuracy)  # fmt: skip
+
+
+def verified_model(
+    client: MlflowClient, spec: StudySpec, study: optuna.Study, number: int, folder: Path
+) -> tuple[str, dict[str, Path]]:
+    """Trial ``number``'s run and its model files, downloaded to ``folder``, whose sha256 are
+    those the trial recorded in the Optuna storage.
+
+    Runs are those under the study's own parent run (named in the storage); anyone who can write
+    to the MLflow server can add runs with any tags there, so each is checked, oldest first; the
+    first with the recorded files is the trial's, and any other is passed over with a warning.
+
+    Raises:
+        SpecError: the trial's model was never logged (``log_models = "none"``, or off the front).
+        IntegrityError: no run holds the files the trial recorded.
+    """
+    from mlflow.exceptions import MlflowException
+
+    trial = study.get_trials(deepcopy=False)[number]
+    digests = trial.user_attrs.get(MODEL_DIGESTS_ATTR)
+    parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    experiment = client.get_experiment_by_name(spec.tracking.experiment)
+    if digests is None or parent_id is None or experiment is None:
+        missing = f"trial {number}'s model is not in MLflow"
+        raise SpecError(spec.path, "tracking.log_models", spec.tracking.log_models, f"pareto or all ({missing})")
+    query = f"tags.`mlflow.parentRunId` = {filter_value(parent_id)} and tags.`{TAG_TRIAL}` = '{number}'"
+    runs = client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time ASC"])
+    others = []
+    for run in runs:
+        run_id = run.info.run_id
+        files: dict[str, Path] = {}
+        try:
+            for name, artifact in RUN_FILES.items():
+                files[name] = Path(client.download_artifacts(run_id, artifact, str(folder / run_id)))
+        except (MlflowException, OSError):
+            others.append(run_id)
+            continue
+        if {name: file_digest(path) for name, path in files.items()} == digests:
+            if len(runs) > 1:
+                passed = [r.info.run_id for r in runs if r.info.run_id != run_id]
+                _logger.warning("trial %d: run(s) %s claim this trial too: passed over", number, ", ".join(passed))
+            return run_id, files
+        others.append(run_id)
+    if not others:
+        missing = f"trial {number}'s model is not in MLflow"
+        raise SpecError(spec.path, "tracking.log_models", spec.tracking.log_models, f"pareto or all ({missing})")
+    raise IntegrityError(
+        f"trial {number}: no MLflow run holds the model the study recorded (model.keras sha256 "
+        f"{digests['model.keras'][:12]}…); run(s) {', '.join(others)} hold other files: not shipped"
+    )

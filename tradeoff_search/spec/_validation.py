@@ -1,0 +1,103 @@
+"""The public API's parameters, checked by the spec's rules (as scikit-learn's ``validate_params``).
+
+A function declares one rule per parameter with :func:`validate_params`; a bad argument raises
+:class:`ParameterError`, which names the function and its parameter (``run_study: workers=-1:
+expected …``). The CLI maps its flags to parameters and shows the flag instead (:func:`as_flag`:
+``--workers: workers = -1: expected …``), in the one shape of :class:`SpecError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from tradeoff_search.spec._spec import SpecError, _show
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Rule(Protocol):
+    """What the spec's rules (``_Scalar``, ``_Range``, …) share: parse a value or raise
+    :class:`SpecError` saying what is expected."""
+
+    def parse(self, value: Any, source: Path, key: str) -> Any: ...
+
+
+class ParameterError(SpecError):
+    """A bad argument of a public function: names the function, the parameter, the value and what
+    fits. The CLI shows the flag that gives the parameter instead (see :func:`as_flag`)."""
+
+    def __init__(self, function: str, parameter: str, value: Any, expected: str) -> None:
+        super().__init__(function, parameter, value, expected)
+        self.args = (f"{function}: {parameter}={_show(value)}: expected {self.expected}",)
+
+
+@dataclass(frozen=True)
+class OrNone:
+    """``None`` or what ``rule`` takes."""
+
+    rule: Rule
+
+    def parse(self, value: Any, source: Path, key: str) -> Any:
+        return None if value is None else self.rule.parse(value, source, key)
+
+
+@dataclass(frozen=True)
+class Described:
+    """``rule``, saying ``expected`` when it fails (for a parameter whose values mean something)."""
+
+    rule: Rule
+    expected: str
+
+    def parse(self, value: Any, source: Path, key: str) -> Any:
+        try:
+            return self.rule.parse(value, source, key)
+        except SpecError:
+            raise SpecError(source, key, value, self.expected) from None
+
+
+def spec_rule(section: type, key: str) -> Rule:
+    """The rule of a spec key (e.g. ``LatencySection``'s ``runtime``), for a parameter that is the
+    same setting."""
+    rule: Rule = next(f.metadata["rule"] for f in dataclasses.fields(section) if f.name == key)
+    return rule
+
+
+def validate_params(**rules: Rule) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Check the decorated function's arguments by ``rules`` (one per parameter) before it runs;
+    the arguments pass unchanged."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(function)
+        name = function.__qualname__.removesuffix(".__init__")
+        assert set(rules) <= set(signature.parameters), f"{name}: rules for parameters it does not have"
+
+        @functools.wraps(function)
+        def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            for parameter, rule in rules.items():
+                value = bound.arguments[parameter]
+                try:
+                    rule.parse(value, Path(name), parameter)
+                except SpecError as error:
+                    raise ParameterError(name, parameter, value, error.expected) from None
+            return function(*args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
+def as_flag(error: SpecError, flags: Mapping[str, str]) -> SpecError:
+    """``error`` as the CLI shows it: a :class:`ParameterError` of a parameter that a flag gives
+    names that flag (``flags``: parameter → flag); any other error as it is."""
+    if isinstance(error, ParameterError) and error.key in flags:
+        return SpecError(flags[error.key], error.key, error.value, error.expected)
+    return error

@@ -1,0 +1,67 @@
+"""Re-time the Pareto set side by side in one process, once the study is done.
+
+Trials are timed one at a time, minutes apart, maybe in other processes or on other workers;
+drift control makes them comparable, and this final check times every front model in the same
+rounds, against the same reference, so their order is as fair as a measurement can make it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from tradeoff_search.cost._convert import convert_as_shipped, quantization_of
+from tradeoff_search.cost._latency import measure_latencies
+from tradeoff_search.front._pareto import front_trials, retimed_front
+from tradeoff_search.record._keys import RETIMED_ATTR
+
+if TYPE_CHECKING:
+    import optuna
+
+    from tradeoff_search.trial._objective import TradeoffObjective
+
+_logger = logging.getLogger(__name__)
+
+
+def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int, float]:
+    """Time every Pareto-optimal trial's model side by side; store and return ``latency_ms`` by trial.
+
+    Latency does not depend on the weights, so each model is rebuilt from its trial's parameters
+    (and converted in its quantization mode, an ``int8`` one calibrated on the untrained model).
+    The values go to the study's user attribute ``retimed_latency_ms`` (finished trials cannot be
+    changed); a warning says so when the latency order of the front changed.
+    """
+    import optuna
+
+    front = front_trials(study)
+    if len(front) < 2:
+        return {}
+    spec, data = objective.spec, objective.data
+    latency = spec.latency
+    models = []
+    for trial in front:
+        fixed = optuna.trial.FixedTrial(trial.params)
+        model = objective.builders[trial.params["family"]](fixed, data.input_shape, data.n_classes)
+        if latency.runtime == "litert":
+            quantization = quantization_of(trial.params)
+            model = convert_as_shipped(model, quantization, spec, data.x_train, signature=False).flatbuffer
+        models.append(model)
+    stats = measure_latencies(
+        models,
+        runtime=latency.runtime,
+        batch_size=latency.batch_sizes[0],
+        threads=latency.threads,
+        statistic=latency.statistic,
+        max_seconds=max(2.0, latency.max_seconds * len(models)),
+        device=latency.device,
+    )
+    calibration = objective.calibrate(study)[f"{latency.statistic}_ms"]
+    retimed = {t.number: s.normalized_ms(calibration) for t, s in zip(front, stats, strict=True)}
+    study.set_user_attr(RETIMED_ATTR, {str(number): value for number, value in retimed.items()})
+    before = [t.number for t in front]  # front_trials sorts by latency
+    after = sorted(retimed, key=retimed.__getitem__)
+    if before != after:
+        left = sorted(set(before) - retimed_front(study))
+        _logger.warning("re-timed side by side, the front's latency order changed: %s -> %s%s", before, after,
+                        f"; dominated now, off the front: trials {left}" if left else "")  # fmt: skip
+    return retimed

@@ -1,0 +1,151 @@
+"""The end-of-study report of a multi-objective study: the front as CSV, which hyperparameters
+decide each objective, and the figures (front, hypervolume, importances). Plain data and
+``matplotlib.figure.Figure`` objects; :class:`~tradeoff_search.MLflowParetoCallback` logs them."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from tradeoff_search.cost._convert import quantization_of
+from tradeoff_search.front._pareto import completed_trials, front_rows, hypervolume_history, is_feasible
+from tradeoff_search.record._keys import LATENCY_METRIC
+
+if TYPE_CHECKING:
+    import optuna
+    from matplotlib.figure import Figure
+
+_logger = logging.getLogger(__name__)
+
+
+def metric_names(study: optuna.Study) -> list[str]:
+    return list(study.metric_names or [f"objective_{i}" for i in range(len(study.directions))])
+
+
+def front_csv(study: optuna.Study) -> str:
+    """The front as CSV: one row per Pareto trial (see :func:`~tradeoff_search.front._pareto.front_rows`)."""
+    return _rows_to_csv(front_rows(study))
+
+
+def report_figures(
+    study: optuna.Study, reference: Sequence[float] | None, importances: dict[str, dict[str, float]]
+) -> dict[str, Figure]:
+    """The report's figures by file name: the front and the hypervolume once a trial completed
+    (the latter with a reference point), the importances when there are some."""
+    figures = {}
+    if completed_trials(study):
+        figures["pareto_front.png"] = _front_figure(study)
+        if reference is not None:
+            history = hypervolume_history(study, metric_names(study), reference)
+            figures["hypervolume.png"] = _hypervolume_figure(history, reference)
+    if importances:
+        figures["param_importances.png"] = _importances_figure(importances)
+    return figures
+
+
+def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
+    """Per objective, how much each hyperparameter decides reaching its good values, over the
+    feasible completed trials (Optuna's default evaluator, PED-ANOVA, which scores what leads to
+    *low* values: maximized objectives are negated). Empty when too few trials share parameters."""
+    import optuna
+
+    feasible = [t for t in completed_trials(study) if is_feasible(t)]
+    if len(feasible) < 3:
+        return {}
+    view = optuna.create_study(directions=study.directions)
+    view.add_trials(feasible)
+    importances = {}
+    for i, name in enumerate(metric_names(study)):
+        sign = -1.0 if study.directions[i] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        try:
+            with warnings.catch_warnings():  # its notes on sign and sparse regimes: handled or expected here
+                warnings.simplefilter("ignore", UserWarning)
+                values = optuna.importance.get_param_importances(view, target=functools.partial(_signed, i, sign))
+        except (ValueError, RuntimeError) as error:  # e.g. no parameter common to all trials
+            _logger.warning("no importances for %s: %s", name, error)
+            return {}
+        importances[name] = {k: float(v) for k, v in values.items()}
+    return importances
+
+
+def _signed(index: int, sign: float, trial: optuna.trial.FrozenTrial) -> float:
+    return sign * trial.values[index]
+
+
+def _rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(c for c in row if c not in columns)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns or ["trial"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------- drawing
+def _front_figure(study: optuna.Study) -> Figure:
+    """Optuna's Pareto-front plot (feasible, infeasible and dominated trials told apart). Optuna
+    draws 2 or 3 objectives; with more, the first two (accuracy and latency in our studies) show
+    the front of all objectives projected on them. Optuna draws it with pyplot (whose backend is
+    the user's; :meth:`MLflowParetoCallback.finish` closes the figure once logged)."""
+    import optuna
+
+    names = metric_names(study)
+    first_two = None
+    if len(names) > 3:
+        names, first_two = names[:2], lambda trial: trial.values[:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = optuna.visualization.matplotlib.plot_pareto_front(study, targets=first_two, target_names=names)
+    if len(names) == 2 and LATENCY_METRIC in names:  # latencies span orders of magnitude
+        (axes.set_xscale if names.index(LATENCY_METRIC) == 0 else axes.set_yscale)("log")
+    if len(names) == 2:
+        _mark_quantized(axes, study)
+    return cast("Figure", axes.figure)
+
+
+_QUANTIZED_MARKERS = {"float16": "s", "dynamic": "D", "int8": "o"}
+
+
+def _mark_quantized(axes: Any, study: optuna.Study) -> None:
+    """Ring the quantized trials' points, one marker per mode, on a 2-objective front plot."""
+    drawn = False
+    for mode, marker in _QUANTIZED_MARKERS.items():
+        points = [t.values[:2] for t in completed_trials(study) if quantization_of(t.params) == mode]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            axes.scatter(xs, ys, marker=marker, s=90, facecolors="none", edgecolors="black", label=f"quantized: {mode}")
+            drawn = True
+    if drawn:
+        axes.legend(fontsize="small")
+
+
+def _hypervolume_figure(history: Sequence[tuple[int, float]], reference: Sequence[float]) -> Figure:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))  # not pyplot's: no backend, no global state
+    axes = figure.subplots()
+    axes.step([n for n, _ in history], [v for _, v in history], where="post")
+    axes.set(xlabel="trial", ylabel="hypervolume", title=f"Hypervolume (reference {list(reference)})")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def _importances_figure(importances: dict[str, dict[str, float]]) -> Figure:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5 * len(importances), 4))
+    axes = figure.subplots(1, len(importances), squeeze=False)
+    for axis, (objective, values) in zip(axes[0], importances.items(), strict=True):
+        names = sorted(values, key=lambda n: values[n])
+        axis.barh(names, [values[n] for n in names])
+        axis.set(title=f"What decides {objective}", xlabel="importance (PED-ANOVA)")
+    figure.tight_layout()
+    return figure

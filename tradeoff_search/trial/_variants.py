@@ -1,0 +1,114 @@
+"""One training, every mode its own trial: the quantization variants of a trained model.
+
+With a list of modes in ``[latency] quantization``, the trial the sampler proposed trains its
+model once, in its own (sampled) mode, as any trial does; the objective also converts that model
+in every other mode of the list, times and scores each as shipped, and keeps them
+here as :class:`Variant` (plain data, their model files staged under a provisional name). Once
+the trained trial is told COMPLETE, :func:`add_variants` adds each to the study as a trial of its
+own (``storage.create_new_trial`` with a template, as ``study.add_trial`` does, which does not
+return the new trial's number): the same parameters but its ``quantization``, its values and
+constraint, and the user attribute ``variant_of``, the number of the trial that trained it.
+
+Why after the trained trial is told: a worker killed before leaves a FAIL trial (re-queued with
+its parameters) and no variant of it, never a variant of a failed trial; one killed while adding
+leaves some variants of a COMPLETE trial, each whole; adding again adds only the missing ones.
+Killed between staging its variants' files and adding them, it leaves those files under their
+provisional names for nobody: ``sync`` removes them (:func:`drop_provisional`) once the trained
+trial is finished and its worker gone, as it removes a trial's own staged model.
+A variant whose mode the converter cannot apply is added FAIL with the reason, as a trial in that
+mode would be. A model over the latency budget in every mode is not trained; its variants are
+added all the same, untrained with accuracy 0, so that containment (``_models.contains``) knows it
+is over in each mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tradeoff_search.cost._convert import quantization_of
+from tradeoff_search.record._keys import QUANTIZATION_PARAM, VARIANT_OF, WORKER_ATTR, staged_model_path
+from tradeoff_search.spec._spec import QUANTIZATIONS
+
+if TYPE_CHECKING:
+    import optuna
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A trained model in another mode: its values (None when its conversion failed), user
+    attributes and constraints, and its staged model files (if any) awaiting its trial number."""
+
+    mode: str
+    values: tuple[float, ...] | None
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    constraints: dict[str, float] = field(default_factory=dict)
+    staged: Path | None = None
+
+
+def is_variant(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` was added as the variant of a trained trial (``n_trials`` counts trainings)."""
+    return VARIANT_OF in trial.user_attrs
+
+
+def provisional_dir(model_dir: Path, number: int, mode: str) -> Path:
+    """Where a variant of trial ``number`` stages its model files until it has a number of its own."""
+    return Path(model_dir) / f"variant-{number:04d}-{mode}"
+
+
+def drop_provisional(model_dir: Path, number: int) -> int:
+    """Remove the files the variants of trial ``number`` staged and were never added with (see the
+    module docstring); returns how many folders there were. Only once no worker can still add
+    them: the trial finished and the process that ran it has ended (or long ago)."""
+    folders = [provisional_dir(model_dir, number, mode) for mode in QUANTIZATIONS]
+    present = [folder for folder in folders if folder.is_dir()]
+    for folder in present:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(present)
+
+
+def add_variants(study: optuna.Study, trained: optuna.trial.FrozenTrial, variants: Iterable[Variant]) -> list[int]:
+    """Add the ``variants`` of ``trained`` to ``study`` (see the module docstring); returns their
+    numbers. One already in the study (same ``variant_of`` and mode) is not added again; variants
+    of a trial that did not complete are dropped with their staged files."""
+    import optuna
+
+    variants = list(variants)
+    if trained.state != optuna.trial.TrialState.COMPLETE:
+        for variant in variants:
+            if variant.staged is not None:
+                shutil.rmtree(variant.staged, ignore_errors=True)
+        return []
+    trials = study.get_trials(deepcopy=False)
+    present = {quantization_of(t.params) for t in trials if t.user_attrs.get(VARIANT_OF) == trained.number}
+    distributions = dict(trained.distributions)
+    # Whoever wrote the trained trial's MLflow run writes its variants' (see _tracking.may_be_writing).
+    writer = {WORKER_ATTR: trained.system_attrs[WORKER_ATTR]} if WORKER_ATTR in trained.system_attrs else None
+    added, missing = [], [variant for variant in variants if variant.mode not in present]
+    for variant in missing:
+        template = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE if variant.values is not None else optuna.trial.TrialState.FAIL,
+            values=variant.values,
+            params={**trained.params, QUANTIZATION_PARAM: variant.mode},
+            distributions=distributions,
+            user_attrs={**variant.user_attrs, VARIANT_OF: trained.number},
+            constraints=variant.constraints or None,
+            system_attrs=writer,
+        )
+        storage = study._storage
+        number = storage.get_trial_number_from_id(storage.create_new_trial(study._study_id, template_trial=template))
+        added.append(number)
+        if variant.staged is not None and variant.staged.is_dir():
+            target = staged_model_path(variant.staged.parent, number).parent
+            shutil.rmtree(target, ignore_errors=True)
+            variant.staged.rename(target)
+    if added:
+        modes = ", ".join(variant.mode for variant in missing)
+        _logger.info("trial %d: its model in %s added as trials %s", trained.number, modes, ", ".join(map(str, added)))
+    return added
