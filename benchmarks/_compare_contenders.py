@@ -196,10 +196,9 @@ def run_tradeoff_search(spec: StudySpec, data: Dataset, seed: int, budget_second
     """``run_study`` with the spec's defaults, but a timeout instead of a trial count (and the sampler)."""
     import optuna
 
-    from tradeoff_search.record._keys import staged_model_path
-    from tradeoff_search.study._study import staging_dir
     from tradeoff_search.trial import _objective as _objective
     from tradeoff_search.trial import run_study
+    from tradeoff_search.trial._staging import staged_model_path, staging_dir
 
     timed = spec.override(n_trials=UNLIMITED_TRIALS, timeout=budget_seconds)
     timed = dataclasses.replace(timed, study=dataclasses.replace(timed.study, sampler=sampler, seed=seed))

@@ -24,10 +24,10 @@ import numpy as np
 import optuna
 
 from tradeoff_search import MLflowParetoCallback
-from tradeoff_search.cost._convert import to_tflite
-from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR, staged_digests, staged_model_path
+from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR
 from tradeoff_search.space._families import build_model
 from tradeoff_search.space._space import Candidate
+from tradeoff_search.trial._staging import stage, trial_dir
 
 
 def _trial(rng: np.random.Generator, digests: dict[str, str] | None) -> optuna.trial.FrozenTrial:
@@ -77,11 +77,7 @@ def measure(n_trials: int, with_models: bool, root: Path) -> list[float]:
         start = time.perf_counter()
         digests = None
         if with_models:  # as the objective stages a model (stage_model), for a trial not yet added
-            directory = staged_model_path(staging, number).parent
-            directory.mkdir(parents=True, exist_ok=True)
-            model.save(directory / "model.keras")
-            (directory / "model.tflite").write_bytes(to_tflite(model))
-            digests = staged_digests(directory)
+            digests = stage(trial_dir(staging, number), model)
         staged = time.perf_counter() - start
         study.add_trial(_trial(rng, digests))  # Optuna's write, and the frozen trial Optuna hands its callbacks
         trial = study.get_trials(deepcopy=False)[-1]

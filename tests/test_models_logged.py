@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tradeoff_search import MLflowParetoCallback, StudySpec, TradeoffObjective
-from tradeoff_search.tracking._callback import staged_model_path
+from tradeoff_search.trial._staging import staged_model_path
 
 from .conftest import TINY_SPEC, litert_outputs
 

@@ -11,11 +11,11 @@ from mlflow import MlflowClient
 
 from tradeoff_search import MLflowParetoCallback
 from tradeoff_search.front._pareto import pareto_ranks
-from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR, PARENT_RUN_ATTR, WORKER_ATTR, file_digest
+from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR, PARENT_RUN_ATTR, WORKER_ATTR
 from tradeoff_search.tracking._callback import RUN_FILES, may_be_writing
 from tradeoff_search.tracking._report import _front_figure
 from tradeoff_search.tracking._run_index import TAG_ROLE, filter_value
-from tradeoff_search.trial._objective import stage_model
+from tradeoff_search.trial._staging import file_digest, stage_model
 
 
 def _objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -320,8 +320,8 @@ def test_sync_removes_the_variant_files_a_killed_worker_staged(tmp_path: Path, m
 
     from tradeoff_search.cost._convert import to_tflite
     from tradeoff_search.study._workers import fail_trials_of, worker_id
-    from tradeoff_search.trial._objective import stage
-    from tradeoff_search.trial._variants import Variant, add_variants, provisional_dir
+    from tradeoff_search.trial._staging import provisional_dir, stage
+    from tradeoff_search.trial._variants import Variant, add_variants
 
     staging, uri = tmp_path / "staging", mlflow_store()
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])

@@ -7,9 +7,6 @@ another's strings. Optuna's storage is the truth; MLflow shows these names as me
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 # ---------------------------------------------------------------------- trial user attributes
 N_PARAMS = "n_params"  # Keras parameter count (logged to MLflow as the metric ``params``)
 MACS = "macs"  # multiply-accumulates of one inference
@@ -69,21 +66,3 @@ def latency_at_batch(batch_size: int) -> str:
 def calibration_attr(batch_size: int, primary: int) -> str:
     """The study user attribute holding the latency calibration of ``batch_size``."""
     return CALIBRATION_ATTR if batch_size == primary else f"{CALIBRATION_ATTR}_batch{batch_size}"
-
-
-# ---------------------------------------------------------------------- the model hand-off
-def staged_model_path(model_dir: Path, number: int) -> Path:
-    """Where an objective leaves trial ``number``'s Keras model for the MLflow callback to log."""
-    return Path(model_dir) / f"trial-{number:04d}" / "model.keras"
-
-
-MODEL_FILES = ("model.keras", "model.tflite")  # what a trial stages, and its run holds
-
-
-def staged_digests(directory: Path) -> dict[str, str]:
-    return {name: file_digest(directory / name) for name in MODEL_FILES}
-
-
-def file_digest(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()

@@ -22,7 +22,6 @@ from tradeoff_search.record._keys import (
     PARENT_RUN_ATTR,
     PREPROCESSING_ATTR,
     RETIMED_ATTR,
-    file_digest,
 )
 from tradeoff_search.space._builders import keras_classes, spec_builders
 from tradeoff_search.spec._spec import _POSITIVE, SpecError, StudySpec, _Interval, _Scalar
@@ -30,6 +29,7 @@ from tradeoff_search.spec._validation import OrNone, ParameterError, validate_pa
 from tradeoff_search.stores._stores import DEFAULT_TRACKING_URI
 from tradeoff_search.tracking._callback import RUN_FILES, IntegrityError
 from tradeoff_search.tracking._run_index import TAG_TRIAL, filter_value, tracking_client
+from tradeoff_search.trial._staging import file_digest
 from tradeoff_search.trial._training import predict_classes, score, tflite_classes
 
 if TYPE_CHECKING:

@@ -24,7 +24,6 @@ from tradeoff_search.spec._validation import Described, ParameterError, validate
 from tradeoff_search.stores._stores import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
-    STATE_DIR,
     check_stores,
     has_optuna_tables,
     known_failure,
@@ -48,6 +47,7 @@ from tradeoff_search.study._workers import (
 from tradeoff_search.tracking._callback import MLflowParetoCallback, RecordIncomplete, SyncReport, may_be_writing
 from tradeoff_search.tracking._run_index import study_uid
 from tradeoff_search.trial._objective import MAX_DEVICE_FAILURES, TradeoffObjective, device_lost
+from tradeoff_search.trial._staging import staging_dir
 
 if TYPE_CHECKING:
     import optuna
@@ -221,11 +221,6 @@ def stored_spec(path: str | Path, study_name: str, storage: str) -> StudySpec:
     if document is None:
         raise SpecError(path, "study.name", study_name, f"a study of {redact(storage)} that holds its spec")
     return StudySpec.from_dict(document, path=path)
-
-
-def staging_dir(spec: StudySpec) -> Path:
-    """Where trials leave their models for the MLflow callback (emptied as they are logged)."""
-    return STATE_DIR / "staging" / spec.study.name
 
 
 def make_callback(

@@ -35,7 +35,6 @@ from tradeoff_search.record._keys import (
     HISTORY,
     LATENCY,
     MODEL_DIGESTS_ATTR,
-    MODEL_FILES,
     N_PARAMS,
     PARAMS_METRIC,
     PRUNE_REASON,
@@ -45,8 +44,6 @@ from tradeoff_search.record._keys import (
     TRAINED,
     VARIANT_OF,
     WORKER_ATTR,
-    staged_digests,
-    staged_model_path,
 )
 from tradeoff_search.spec._spec import TrackingSection
 from tradeoff_search.spec._validation import spec_rule, validate_params
@@ -64,7 +61,13 @@ from tradeoff_search.tracking._run_index import (
     millis,
     study_uid,
 )
-from tradeoff_search.trial._variants import drop_provisional
+from tradeoff_search.trial._staging import (
+    drop_provisional,
+    holds_recorded,
+    remove_staged,
+    staged_model_path,
+    trial_dir,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -224,7 +227,7 @@ class MLflowParetoCallback:
             child = self._log_trial(study, logged, parent_id, self._wants_model(logged, ranks), front)
             self._runs.children.setdefault(logged.number, child)
             if self.model_dir is not None:
-                shutil.rmtree(staged_model_path(self.model_dir, logged.number).parent, ignore_errors=True)
+                remove_staged(self.model_dir, logged.number)
         step = max(t.number for t in (trial, *variants))
         self._update_front(study, parent_id, trials, ranks, step=step, refresh=False)
 
@@ -262,7 +265,7 @@ class MLflowParetoCallback:
             settled = aged or may_be_writing(trial) is False
             if settled and self.model_dir is not None:  # variants it staged and did not add never will be
                 report.leftovers += [trial.number] * drop_provisional(self.model_dir, trial.number)
-            staged = self._staged(trial) if settled else None
+            staged = holds_recorded(self.model_dir, trial) if settled and self.model_dir is not None else None
             if staged is False:  # not what the trial recorded: never logged, removed below
                 report.discarded.append(trial.number)
             loggable = staged is True and self.log_models != "none"
@@ -285,7 +288,7 @@ class MLflowParetoCallback:
             elif staged:  # its run holds that model already (or log_models is "none")
                 report.leftovers.append(trial.number)
             if settled and self.model_dir is not None:  # what it staged is logged now, or its run holds it already
-                shutil.rmtree(staged_model_path(self.model_dir, trial.number).parent, ignore_errors=True)
+                remove_staged(self.model_dir, trial.number)
         self.finish(study)
         return report
 
@@ -325,16 +328,6 @@ class MLflowParetoCallback:
     def _has_model(self, run_id: str) -> bool:
         folders = {path.partition("/")[0] for path in RUN_FILES.values()}
         return folders <= {artifact.path for artifact in self._runs.client.list_artifacts(run_id)}
-
-    def _staged(self, trial: optuna.trial.FrozenTrial) -> bool | None:
-        """Whether the trial's staging folder holds the model files the trial recorded (their
-        sha256 in ``model_sha256``); None when it has no staging folder."""
-        directory = staged_model_path(self.model_dir, trial.number).parent if self.model_dir is not None else None
-        if directory is None or not directory.is_dir():
-            return None
-        if not all((directory / name).is_file() for name in MODEL_FILES):
-            return False
-        return staged_digests(directory) == trial.user_attrs.get(MODEL_DIGESTS_ATTR)
 
     def finish(self, study: optuna.Study) -> None:
         """Refresh the Pareto tags; log the front, plots and importances; close the parent run."""
@@ -448,11 +441,10 @@ class MLflowParetoCallback:
         ``model`` (MLflow's Keras flavor, with signature, holding the staged ``model.keras``
         itself) and ``tflite/model.tflite``."""
         assert self.model_dir is not None
-        directory = staged_model_path(self.model_dir, trial.number).parent
-        if not all((directory / name).is_file() for name in MODEL_FILES):
-            return
-        if staged_digests(directory) != trial.user_attrs.get(MODEL_DIGESTS_ATTR):
+        held = holds_recorded(self.model_dir, trial)
+        if held is False:
             _logger.warning("trial %d: staged model files differ from their recorded digests; not logged", trial.number)
+        if not held:
             return
         import keras
         import mlflow.keras
@@ -460,8 +452,12 @@ class MLflowParetoCallback:
         # save_model + log_artifacts, not log_model: log_model only logs to the fluent API's
         # global active run and tracking URI, which are the user's, not ours to change.
         model = keras.saving.load_model(
-            directory / "model.keras", custom_objects=self.custom_objects, compile=False, safe_mode=True
+            staged_model_path(self.model_dir, trial.number),
+            custom_objects=self.custom_objects,
+            compile=False,
+            safe_mode=True,
         )
+        directory = trial_dir(self.model_dir, trial.number)
         flavor_dir = directory / "mlflow_model"
         shutil.rmtree(flavor_dir, ignore_errors=True)
         mlflow.keras.save_model(

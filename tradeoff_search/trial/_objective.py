@@ -20,7 +20,6 @@ from tradeoff_search.cost._convert import (
     convert_as_shipped,
     quantization_of,
     suggest_quantization,
-    to_tflite,
 )
 from tradeoff_search.cost._device_client import DeviceUnreachable
 from tradeoff_search.cost._harness import LOCAL
@@ -50,8 +49,6 @@ from tradeoff_search.record._keys import (
     TRAINED,
     calibration_attr,
     latency_at_batch,
-    staged_digests,
-    staged_model_path,
 )
 from tradeoff_search.space._builders import (
     Builder,
@@ -76,8 +73,9 @@ from tradeoff_search.space._space import (
 from tradeoff_search.spec._builder_source import record_of
 from tradeoff_search.spec._spec import FAMILIES, SpecError, StudySpec
 from tradeoff_search.trial._pruning import ParetoPruning, rivals
+from tradeoff_search.trial._staging import provisional_dir, stage, stage_model
 from tradeoff_search.trial._training import predict_classes, score, tflite_classes, train
-from tradeoff_search.trial._variants import Variant, provisional_dir
+from tradeoff_search.trial._variants import Variant
 from tradeoff_search.trial._variants import add_variants as add_to_study
 
 if TYPE_CHECKING:
@@ -396,8 +394,7 @@ class TradeoffObjective:
             trial.set_user_attr(key, value)
         values = (shipped.accuracy, own.latency_ms, *own.extras)
         if self.model_dir is not None and self._may_be_logged(trial, values):
-            directory = staged_model_path(self.model_dir, trial.number).parent
-            trial.set_user_attr(MODEL_DIGESTS_ATTR, self._stage(directory, model, quantization))
+            stage_model(trial, model, self.model_dir, self._shipped_file(model, quantization))
         if others:
             shared.update({TRAINED: True, EPOCHS: result.epochs})
             self._pending[trial.number] = [self._variant(trial, model, mode, timed, accuracy_float, shared)
@@ -439,10 +436,9 @@ class TradeoffObjective:
         accuracy = score(self.spec.objectives.accuracy, data.y_val, tflite_classes(shipped.flatbuffer, data.x_val))
         return _Shipped(accuracy, {ACCURACY_FLOAT: accuracy_float, CONVERSION_WARNINGS: list(shipped.warnings)})
 
-    def _stage(self, directory: Path, model: keras.Model, quantization: str) -> dict[str, str]:
-        """Stage the trained ``model`` and the file to deploy in ``quantization`` (with its
-        signature) in ``directory``, for the MLflow record (see :func:`stage`); their sha256."""
-        return stage(directory, model, convert_as_shipped(model, quantization, self.spec, self.data.x_train).flatbuffer)
+    def _shipped_file(self, model: keras.Model, quantization: str) -> bytes:
+        """The file to deploy the trained ``model`` in ``quantization`` (with its signature), as staged."""
+        return convert_as_shipped(model, quantization, self.spec, self.data.x_train).flatbuffer
 
     def _variant(
         self,
@@ -470,7 +466,7 @@ class TradeoffObjective:
         staged = None
         if self.model_dir is not None and self._may_be_logged(trial, values):
             staged = provisional_dir(self.model_dir, trial.number, mode)
-            attrs[MODEL_DIGESTS_ATTR] = self._stage(staged, model, mode)
+            attrs[MODEL_DIGESTS_ATTR] = stage(staged, model, self._shipped_file(model, mode))
         return Variant(mode, values, attrs, constraints, staged)
 
     def add_variants(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -614,18 +610,3 @@ def _freeze_long_lived_objects() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def stage_model(trial: optuna.Trial, model: keras.Model, model_dir: Path, flatbuffer: bytes | None = None) -> None:
-    """Leave a trained model for the callback (see :func:`stage`), its digests in the trial, so that
-    what is later read back from MLflow (or from the staging folder) can be checked against the storage."""
-    trial.set_user_attr(MODEL_DIGESTS_ATTR, stage(staged_model_path(model_dir, trial.number).parent, model, flatbuffer))
-
-
-def stage(directory: Path, model: keras.Model, flatbuffer: bytes | None = None) -> dict[str, str]:
-    """Write ``model.keras`` and the LiteRT ``model.tflite`` to ship (``flatbuffer``, e.g. quantized;
-    by default the float32 conversion) to ``directory``; returns their sha256."""
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save(directory / "model.keras")
-    (directory / "model.tflite").write_bytes(to_tflite(model) if flatbuffer is None else flatbuffer)
-    return staged_digests(directory)

@@ -13,7 +13,7 @@ Why after the trained trial is told: a worker killed before leaves a FAIL trial 
 its parameters) and no variant of it, never a variant of a failed trial; one killed while adding
 leaves some variants of a COMPLETE trial, each whole; adding again adds only the missing ones.
 Killed between staging its variants' files and adding them, it leaves those files under their
-provisional names for nobody: ``sync`` removes them (:func:`drop_provisional`) once the trained
+provisional names for nobody: ``sync`` removes them (``_staging.drop_provisional``) once the trained
 trial is finished and its worker gone, as it removes a trial's own staged model.
 A variant whose mode the converter cannot apply is added FAIL with the reason, as a trial in that
 mode would be. A model over the latency budget in every mode is not trained; its variants are
@@ -24,15 +24,14 @@ is over in each mode.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tradeoff_search.cost._convert import quantization_of
-from tradeoff_search.record._keys import QUANTIZATION_PARAM, VARIANT_OF, WORKER_ATTR, staged_model_path
-from tradeoff_search.spec._spec import QUANTIZATIONS
+from tradeoff_search.record._keys import QUANTIZATION_PARAM, VARIANT_OF, WORKER_ATTR
+from tradeoff_search.trial._staging import discard, rename_provisional
 
 if TYPE_CHECKING:
     import optuna
@@ -57,22 +56,6 @@ def is_variant(trial: optuna.trial.FrozenTrial) -> bool:
     return VARIANT_OF in trial.user_attrs
 
 
-def provisional_dir(model_dir: Path, number: int, mode: str) -> Path:
-    """Where a variant of trial ``number`` stages its model files until it has a number of its own."""
-    return Path(model_dir) / f"variant-{number:04d}-{mode}"
-
-
-def drop_provisional(model_dir: Path, number: int) -> int:
-    """Remove the files the variants of trial ``number`` staged and were never added with (see the
-    module docstring); returns how many folders there were. Only once no worker can still add
-    them: the trial finished and the process that ran it has ended (or long ago)."""
-    folders = [provisional_dir(model_dir, number, mode) for mode in QUANTIZATIONS]
-    present = [folder for folder in folders if folder.is_dir()]
-    for folder in present:
-        shutil.rmtree(folder, ignore_errors=True)
-    return len(present)
-
-
 def add_variants(study: optuna.Study, trained: optuna.trial.FrozenTrial, variants: Iterable[Variant]) -> list[int]:
     """Add the ``variants`` of ``trained`` to ``study`` (see the module docstring); returns their
     numbers. One already in the study (same ``variant_of`` and mode) is not added again; variants
@@ -83,7 +66,7 @@ def add_variants(study: optuna.Study, trained: optuna.trial.FrozenTrial, variant
     if trained.state != optuna.trial.TrialState.COMPLETE:
         for variant in variants:
             if variant.staged is not None:
-                shutil.rmtree(variant.staged, ignore_errors=True)
+                discard(variant.staged)
         return []
     trials = study.get_trials(deepcopy=False)
     present = {quantization_of(t.params) for t in trials if t.user_attrs.get(VARIANT_OF) == trained.number}
@@ -105,9 +88,7 @@ def add_variants(study: optuna.Study, trained: optuna.trial.FrozenTrial, variant
         number = storage.get_trial_number_from_id(storage.create_new_trial(study._study_id, template_trial=template))
         added.append(number)
         if variant.staged is not None and variant.staged.is_dir():
-            target = staged_model_path(variant.staged.parent, number).parent
-            shutil.rmtree(target, ignore_errors=True)
-            variant.staged.rename(target)
+            rename_provisional(variant.staged, number)
     if added:
         modes = ", ".join(variant.mode for variant in missing)
         _logger.info("trial %d: its model in %s added as trials %s", trained.number, modes, ", ".join(map(str, added)))
