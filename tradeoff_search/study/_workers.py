@@ -21,7 +21,6 @@ is ended and replaced, its trial failed for good (see ``tradeoff_search.process.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import signal
@@ -38,6 +37,13 @@ from typing import TYPE_CHECKING, Any
 from tradeoff_search.process._channel import STATUS_FD, tell_pool
 from tradeoff_search.record._keys import FAIL_REASON, PRUNE_REASON, VARIANT_OF, WORKER_ATTR
 from tradeoff_search.spec._spec import StudySpec
+from tradeoff_search.stores._optuna_adapter import (
+    claim_waiting_trial,
+    fail_and_requeue,
+    fail_stale_trials,
+    heartbeat,
+    set_trial_system_attr,
+)
 from tradeoff_search.stores._stores import STATE_DIR, STORAGE_ENV, TRACKING_ENV, storage_lock
 
 if TYPE_CHECKING:
@@ -94,17 +100,14 @@ def _claim(study: optuna.Study, storage_url: str | None) -> optuna.Trial | None:
     """A queued trial, now RUNNING and ours; None when the queue is empty.
 
     ``Study.ask`` would create a new trial when the queue is empty, which is exactly what the
-    tickets prevent; its queue-popping step is reused. That step reads WAITING, then writes
-    RUNNING, relying on ``SELECT … FOR UPDATE``, which SQLite ignores: two workers once both
-    claimed trial 0 (one's result lost, it exited on telling it). On SQLite it runs under the
-    storage's lock (``storage_url``; a file lock, microseconds).
+    tickets prevent; its queue-popping step is reused (:func:`claim_waiting_trial`). That step
+    reads WAITING, then writes RUNNING, relying on ``SELECT … FOR UPDATE``, which SQLite ignores:
+    two workers once both claimed trial 0 (one's result lost, it exited on telling it). On SQLite
+    it runs under the storage's lock (``storage_url``; a file lock, microseconds).
     """
-    import optuna
-
     sqlite = storage_url if storage_url is not None and storage_url.startswith("sqlite") else None
     with storage_lock(sqlite, study.study_name) if sqlite else contextlib.nullcontext():
-        trial_id = study._pop_waiting_trial_id()
-    return None if trial_id is None else optuna.Trial(study, trial_id)
+        return claim_waiting_trial(study)
 
 
 def work(
@@ -128,17 +131,13 @@ def work(
     that a crashed one's trial, re-queued when its heartbeat goes stale, is run here.
     """
     import optuna
-    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 
     deadline = None if timeout is None else time.monotonic() + timeout
     state = optuna.trial.TrialState
     me = worker_id()
     ran = 0
     while (deadline is None or time.monotonic() < deadline) and (stop is None or not stop()):
-        if is_heartbeat_enabled(study._storage):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)  # re-queues a crashed worker's trial
+        fail_stale_trials(study)  # re-queues a crashed worker's trial
         trial = _claim(study, storage_url)
         while trial is None and tickets is not None and tickets():  # another worker may win the ticket
             trial = _claim(study, storage_url)
@@ -148,8 +147,8 @@ def work(
             time.sleep(1)
             continue
         values: Sequence[float] | None = None
-        with get_heartbeat_thread(trial._trial_id, study._storage):
-            study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)  # once heartbeats run
+        with heartbeat(trial):
+            set_trial_system_attr(trial, WORKER_ATTR, me)  # once heartbeats run
             try:
                 values = objective(trial)
                 outcome = state.COMPLETE
@@ -193,25 +192,11 @@ def fail_trials_of(study: optuna.Study, worker: str, reason: str, retry: bool = 
     """Fail the trials ``worker`` (see :func:`worker_id`) was running and, with ``retry``, re-queue
     them with their parameters, as a stale heartbeat would, but now; returns their numbers."""
     import optuna
-    from optuna.storages._heartbeat import BaseHeartbeat
 
-    storage = study._storage
-    requeue = storage.get_heartbeat_stale_trial_callback() if retry and isinstance(storage, BaseHeartbeat) else None
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.system_attrs.get(WORKER_ATTR) != worker:
-            continue
-        try:
-            storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
-            if not storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:  # it finished, or another process failed it
-            continue
-        failed.append(trial.number)
-        if requeue is not None:
-            frozen = copy.deepcopy(storage.get_trial(trial._trial_id))
-            frozen.user_attrs = {k: v for k, v in frozen.user_attrs.items() if k != FAIL_REASON}  # not the retry's
-            requeue(study, frozen)
+        if trial.system_attrs.get(WORKER_ATTR) == worker and fail_and_requeue(study, trial, reason, retry):
+            failed.append(trial.number)
     return failed
 
 
@@ -479,7 +464,6 @@ def run_worker_processes(
     :func:`~tradeoff_search.process._channel.time_limit`) is killed within a second of it; its trial
     is failed with the reason and not re-queued, and a fresh worker takes over.
     """
-    import optuna
 
     pool = _Pool(spec, storage, tracking_uri, workers, tickets, stop)
     deaths: list[str] = []
@@ -528,9 +512,7 @@ def run_worker_processes(
                 over = (pool.deadline is not None and time.monotonic() >= pool.deadline) or (stop and stop())
                 if over or not held(tickets.study):
                     return
-                with warnings.catch_warnings():  # another run's worker may have died: its trial comes back
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(tickets.study)
+                fail_stale_trials(tickets.study)  # another run's worker may have died: its trial comes back
             time.sleep(1)
     except StoreFailed:
         pool.interrupt()  # the others would fail on the same store
