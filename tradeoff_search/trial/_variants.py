@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from tradeoff_search.cost._convert import quantization_of
 from tradeoff_search.record._keys import QUANTIZATION_PARAM, VARIANT_OF, WORKER_ATTR
+from tradeoff_search.stores._optuna_adapter import add_trial_from_template
 from tradeoff_search.trial._staging import discard, rename_provisional
 
 if TYPE_CHECKING:
@@ -84,8 +85,7 @@ def add_variants(study: optuna.Study, trained: optuna.trial.FrozenTrial, variant
             constraints=variant.constraints or None,
             system_attrs=writer,
         )
-        storage = study._storage
-        number = storage.get_trial_number_from_id(storage.create_new_trial(study._study_id, template_trial=template))
+        number = add_trial_from_template(study, template)
         added.append(number)
         if variant.staged is not None and variant.staged.is_dir():
             rename_provisional(variant.staged, number)
