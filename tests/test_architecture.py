@@ -65,3 +65,49 @@ def test_no_module_imports_one_of_a_later_stage() -> None:
         if name in stage and stage[name] > stage[stage_of(path)]
     ]
     assert upward == []
+
+
+OPTUNA_ADAPTER = PACKAGE / "stores" / "_optuna_adapter.py"
+
+
+def optuna_privates() -> set[str]:
+    """The private names of Optuna's study, trial and storage objects (``_storage``, ``_trial_id``, …)."""
+    import optuna
+
+    storage = optuna.storages.InMemoryStorage()
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "architecture")
+    study = optuna.Study("architecture", storage)
+    trial = optuna.Trial(study, storage.create_new_trial(study_id))
+    objects = [study, trial, storage.get_trial(trial._trial_id), optuna.storages.RDBStorage, storage]
+    names = {name for item in objects for name in [*dir(item), *getattr(item, "__dict__", {})]}
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def optuna_private_uses(path: Path, privates: set[str]) -> list[str]:
+    """Where ``path`` imports a private module or name of Optuna, or reads a private attribute of
+    one of its objects (any ``x._name`` of ``privates`` but ``self._name``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules = [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Attribute) and node.attr in privates:
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {ast.unparse(node)}")
+            continue
+        else:
+            continue
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] == "optuna" and any(part.startswith("_") for part in parts[1:]):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} imports {module}")
+    return found
+
+
+def test_only_the_optuna_adapter_uses_optuna_privates() -> None:
+    privates = optuna_privates()
+    assert {"_storage", "_study_id", "_trial_id", "_pop_waiting_trial_id"} <= privates
+    used = [use for path in sorted(PACKAGE.rglob("*.py")) if path != OPTUNA_ADAPTER
+            for use in optuna_private_uses(path, privates)]  # fmt: skip
+    assert used == [], "Optuna's internals belong in stores/_optuna_adapter.py"
