@@ -28,7 +28,7 @@ from _compare_scores import nondominated
 from tradeoff_search import Dataset, StudySpec, load_dataset
 from tradeoff_search.space._families import build_model
 from tradeoff_search.space._space import Recipe, suggest_architecture, suggest_family, suggest_recipe
-from tradeoff_search.spec._spec import TrainingSection
+from tradeoff_search.spec._sections import TrainingSection
 from tradeoff_search.trial._training import make_optimizer
 
 if TYPE_CHECKING:

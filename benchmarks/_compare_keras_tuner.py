@@ -21,9 +21,9 @@ import tensorflow  # noqa: F401  (before the stand-in below: TensorFlow probes f
 from _compare_contenders import Budget, compile_like_a_user
 
 from tradeoff_search import Dataset, StudySpec
+from tradeoff_search.rules import Categorical
 from tradeoff_search.space._families import build_model
 from tradeoff_search.space._space import Candidate, Recipe, suggest_architecture, suggest_family, suggest_recipe
-from tradeoff_search.spec._spec import Categorical
 
 
 def _stand_in_for_tensorboard() -> None:

@@ -55,7 +55,7 @@ def run_study_once(task: str, seed: int, variant: str, modes: list[str], minutes
 
     from tradeoff_search import StudySpec, run_study
     from tradeoff_search.front._pareto import front_trials
-    from tradeoff_search.spec._spec import Categorical
+    from tradeoff_search.rules import Categorical
     from tradeoff_search.tracking._run_index import TAG_STUDY, TAG_TRIAL
 
     spec = StudySpec.load(TASKS[task]).override(n_trials=100_000, timeout=minutes * 60)

@@ -35,7 +35,7 @@ import tradeoff_search.trial._objective as objective_module
 from tradeoff_search import StudySpec, TradeoffObjective
 from tradeoff_search.data._dataset import Dataset
 from tradeoff_search.space._space import Recipe
-from tradeoff_search.spec._spec import TrainingSection
+from tradeoff_search.spec._sections import TrainingSection
 from tradeoff_search.trial._training import TrainingResult, make_optimizer, train
 
 REPO = Path(__file__).resolve().parent.parent

@@ -35,7 +35,7 @@ def run_variant(variant: str, seed: int, minutes: float) -> dict:
 
     from tradeoff_search import StudySpec, run_study, select_model
     from tradeoff_search.front._pareto import hypervolume_history
-    from tradeoff_search.spec._spec import Categorical
+    from tradeoff_search.rules import Categorical
 
     spec = StudySpec.load(REPO / "studies" / VARIANTS[variant]).override(n_trials=100_000, timeout=minutes * 60)
     model = spec.model if variant != "cnn1d" else dataclasses.replace(spec.model, families=Categorical(("cnn1d",)))

@@ -21,7 +21,7 @@ from tradeoff_search import measure_latency
 from tradeoff_search.cost._device_client import DeviceBackend, DeviceUnreachable
 from tradeoff_search.cost._harness import _MIN_DECISION_BLOCKS, Setting
 from tradeoff_search.cost._reference import reference_flatbuffer
-from tradeoff_search.spec._spec import TOKEN_ENV, check_device_url
+from tradeoff_search.rules import TOKEN_ENV, check_device_url
 
 TOKEN = "s3cret-device-token-0123456789"
 HEAVY = ("tensorflow", "keras", "mlflow", "optuna", "sklearn", "scipy", "pandas")

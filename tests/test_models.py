@@ -102,7 +102,7 @@ def test_every_family_builds_trains_converts_and_measures(family: str) -> None:
 
     from tradeoff_search import Dataset, measure_latency
     from tradeoff_search.cost._convert import to_tflite
-    from tradeoff_search.spec._spec import TrainingSection
+    from tradeoff_search.spec._sections import TrainingSection
     from tradeoff_search.trial._training import predict_classes, train
 
     knobs, shape = FAMILIES[family]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tradeoff_search import SpecError, StudySpec
-from tradeoff_search.spec._spec import Categorical, FloatRange, IntRange
+from tradeoff_search.rules import Categorical, FloatRange, IntRange
 
 from .conftest import REPO
 

@@ -8,7 +8,7 @@ import pytest
 from tradeoff_search import Dataset
 from tradeoff_search.space._families import build_model
 from tradeoff_search.space._space import Candidate, Recipe
-from tradeoff_search.spec._spec import TrainingSection
+from tradeoff_search.spec._sections import TrainingSection
 from tradeoff_search.trial._training import TrainingDivergedError, predict_classes, train
 
 MLP = Candidate(units=(32,), activation="relu", dropout=0.0, batch_norm=False)

@@ -31,7 +31,7 @@ import numpy as np
 
 from tradeoff_search.process._channel import time_limit
 from tradeoff_search.record._keys import QUANTIZATION_PARAM
-from tradeoff_search.spec._spec import QUANTIZATIONS
+from tradeoff_search.spec._sections import QUANTIZATIONS
 
 if TYPE_CHECKING:
     import keras

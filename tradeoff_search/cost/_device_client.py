@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tradeoff_search.cost._harness import LatencyStats, Setting
-from tradeoff_search.spec._spec import TOKEN_ENV, check_device_url
+from tradeoff_search.rules import TOKEN_ENV, check_device_url
 
 _logger = logging.getLogger(__name__)
 

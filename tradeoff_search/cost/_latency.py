@@ -22,8 +22,9 @@ from tradeoff_search.cost._convert import to_tflite
 from tradeoff_search.cost._harness import LOCAL, LatencyStats, Setting, cpu_model, time_invokers
 from tradeoff_search.cost._lock import machine_lock
 from tradeoff_search.cost._reference import reference_flatbuffer
-from tradeoff_search.spec._spec import _AT_LEAST_ONE, _POSITIVE, LatencySection, _Scalar
-from tradeoff_search.spec._validation import OrNone, Rule, spec_rule, validate_params
+from tradeoff_search.rules import AT_LEAST_ONE, POSITIVE, OrNone, Rule, Scalar, spec_rule
+from tradeoff_search.spec._sections import LatencySection
+from tradeoff_search.spec._validation import validate_params
 
 if TYPE_CHECKING:
     import keras
@@ -34,8 +35,8 @@ _logger = logging.getLogger(__name__)
 _PARAMETERS: dict[str, Rule] = {
     name: spec_rule(LatencySection, name) for name in ("runtime", "threads", "statistic", "max_seconds", "device")
 } | {
-    "batch_size": _Scalar(int, _AT_LEAST_ONE),
-    "stop_above_reference": OrNone(_Scalar(float, _POSITIVE)),
+    "batch_size": Scalar(int, AT_LEAST_ONE),
+    "stop_above_reference": OrNone(Scalar(float, POSITIVE)),
 }
 __all__ = ["LatencyStats", "calibrate_reference", "cpu_model", "measure_latencies", "measure_latency", "to_tflite"]
 

@@ -1,5 +1,8 @@
-"""Data sources → split, scaled arrays (:class:`Dataset`); text columns one-hot encoded, image folders read."""
+"""Data sources → split, scaled arrays (:class:`Dataset`): the ``[data]`` section, checked by the
+kind of source it names (one class per kind, which also reads it); text columns one-hot encoded,
+image folders read."""
 
-from tradeoff_search.data._dataset import Dataset, load_dataset
+from tradeoff_search.data._dataset import Dataset, DataSpec, load_dataset
+from tradeoff_search.data._section import DataSection
 
-__all__ = ["Dataset", "load_dataset"]
+__all__ = ["DataSection", "DataSpec", "Dataset", "load_dataset"]

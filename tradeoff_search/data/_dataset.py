@@ -6,14 +6,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from tradeoff_search.spec._spec import SpecError, StudySpec, excerpt
+from tradeoff_search.rules import SpecError
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from tradeoff_search.data._section import DataSection
 
 _logger = logging.getLogger(__name__)
 
@@ -102,28 +103,35 @@ class Dataset:
         )
 
 
-def load_dataset(spec: StudySpec) -> Dataset:
+class DataSpec(Protocol):
+    """What :func:`load_dataset` reads of a spec (a :class:`~tradeoff_search.StudySpec` is one):
+    its file, whose folder relative paths start from, and its ``[data]`` section."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def data(self) -> DataSection: ...
+
+
+def load_dataset(spec: DataSpec) -> Dataset:
     """Load the spec's data source, split it (stratified, seeded), scale it on the train split.
 
     ``mnist1d`` keeps its own 1000-example test set (as its paper does; ``test_fraction`` does not
     apply) and takes ``validation_fraction`` of its 4000 training examples.
     """
-    from sklearn.preprocessing import MinMaxScaler, StandardScaler
     from sklearn.utils.class_weight import compute_class_weight
 
     data = spec.data
-    if data.source == "mnist1d":
-        x_rest, y_rest, x_test, y_test = _mnist1d()
-        x, y = np.concatenate([x_rest, x_test]), np.concatenate([y_rest, y_test])
-    else:
-        x, y = _read_source(spec)
-    classes, y = np.unique(y, return_inverse=True)
+    examples = data.source_kind.read(data, spec.path)
+    x, (classes, y) = examples.x, np.unique(examples.y, return_inverse=True)
     if len(classes) < 2:
         raise SpecError(
             spec.path, "data.source", data.source, f"labels of at least 2 classes, found {classes.tolist()}"
         )
-    if data.source == "mnist1d":
-        y_rest, y_test = y[: len(x_rest)], y[len(x_rest) :]
+    if examples.own_test:
+        cut = len(y) - examples.own_test
+        x_rest, x_test, y_rest, y_test = x[:cut], x[cut:], y[:cut], y[cut:]
         validation = data.validation_fraction
     else:
         x_rest, x_test, y_rest, y_test = _split(spec, x, y, "test_fraction", data.test_fraction)
@@ -139,19 +147,7 @@ def load_dataset(spec: StudySpec) -> Dataset:
     features = math.prod(x_train.shape[1:])
     if data.input_shape is not None and math.prod(data.input_shape) != features:  # exact: no int64 wrap
         raise SpecError(spec.path, "data.input_shape", list(data.input_shape), f"a shape of {features} features")
-    scale = (np.ones(features), np.zeros(features))  # each feature's x * multiply + add
-    if data.scaling != "none":
-        scaler = StandardScaler() if data.scaling == "standard" else MinMaxScaler()
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, once
-            scaler.fit(x_train.reshape(len(x_train), -1))
-            x_train, x_val, x_test = (scaler.transform(a.reshape(len(a), -1)) for a in (x_train, x_val, x_test))
-        if not all(np.isfinite(a).all() for a in (x_train, x_val, x_test)):
-            overflow = f"features it can scale without overflow ({data.source} has values near the float64 limit)"
-            raise SpecError(spec.path, "data.scaling", data.scaling, overflow)
-        if isinstance(scaler, StandardScaler):
-            scale = (1 / scaler.scale_, -scaler.mean_ / scaler.scale_)
-        else:
-            scale = (scaler.scale_, scaler.min_)
+    (x_train, x_val, x_test), scale = _scaled(spec, x_train, x_val, x_test)
     class_weight = None
     if data.class_weight == "balanced":
         present = np.unique(y_train)
@@ -170,8 +166,29 @@ def load_dataset(spec: StudySpec) -> Dataset:
     return dataset
 
 
+def _scaled(spec: DataSpec, *splits: np.ndarray) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]:
+    """The splits flattened and scaled as ``data.scaling`` says, fitted on the first (the train
+    split), and each feature's scale as ``x * multiply + add``."""
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    data = spec.data
+    features = math.prod(splits[0].shape[1:])
+    if data.scaling == "none":
+        return splits, (np.ones(features), np.zeros(features))
+    scaler = StandardScaler() if data.scaling == "standard" else MinMaxScaler()
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, once
+        scaler.fit(splits[0].reshape(len(splits[0]), -1))
+        scaled = tuple(scaler.transform(a.reshape(len(a), -1)) for a in splits)
+    if not all(np.isfinite(a).all() for a in scaled):
+        overflow = f"features it can scale without overflow ({data.source} has values near the float64 limit)"
+        raise SpecError(spec.path, "data.scaling", data.scaling, overflow)
+    if isinstance(scaler, StandardScaler):
+        return scaled, (1 / scaler.scale_, -scaler.mean_ / scaler.scale_)
+    return scaled, (scaler.scale_, scaler.min_)
+
+
 def _split(
-    spec: StudySpec, x: np.ndarray, y: np.ndarray, key: str, fraction: float
+    spec: DataSpec, x: np.ndarray, y: np.ndarray, key: str, fraction: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Stratified, seeded: ``fraction`` of the rows held out. The error names the fraction when
     every class could be split but the fraction holds out fewer rows than there are classes, else
@@ -190,100 +207,3 @@ def _split(
         raise SpecError(
             spec.path, "data.source", spec.data.source, f"enough rows of every class for the splits ({error})"
         ) from None
-
-
-def _mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNIST-1D (Greydanus 2020), generated here by its package with its defaults: 4000 train and
-    1000 test signals of 40 samples, 10 classes. Never its download path."""
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    generated = make_dataset(get_dataset_args())
-    return generated["x"], generated["y"], generated["x_test"], generated["y_test"]
-
-
-def _read_source(spec: StudySpec) -> tuple[np.ndarray | pd.DataFrame, np.ndarray]:
-    kind, location = spec.data.kind, spec.data.location
-    if kind == "sklearn":
-        import sklearn.datasets
-
-        x, y = getattr(sklearn.datasets, f"load_{location}")(return_X_y=True)
-        return np.asarray(x, dtype=np.float64), np.asarray(y)
-    if kind == "csv":
-        return _read_csv(spec)
-    if kind == "images":
-        from tradeoff_search.data._images import read_images
-
-        return read_images(spec)
-    return _read_npz(spec)
-
-
-def _read_csv(spec: StudySpec) -> tuple[pd.DataFrame, np.ndarray]:
-    """The feature columns as read (text columns are encoded once the rows are split) and the labels."""
-    import pandas as pd
-
-    from tradeoff_search.data._encoding import text_columns
-
-    path, target = spec.data_path, spec.data.target
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise SpecError(
-            spec.path, "data.source", spec.data.source, f"a readable CSV file ({excerpt(str(error), 120)})"
-        ) from None
-    if target not in frame.columns:
-        # The header is a line of the user's file: name a few of its columns, cut short.
-        shown = [excerpt(c, 30) for c in frame.columns[:8]] + (["…"] if len(frame.columns) > 8 else [])
-        raise SpecError(spec.path, "data.target", target, f"a column of {path.name} ({', '.join(shown)})")
-    features = frame.drop(columns=[target])
-    if features.shape[1] == 0:
-        raise SpecError(spec.path, "data.source", spec.data.source, "at least one feature column besides the target")
-    if spec.data.missing == "error":
-        for column in features.columns:
-            empty = int(features[column].isna().sum())
-            if empty:
-                raise SpecError(spec.path, "data.missing", "error", f'no missing values, or missing = "impute" '
-                                f"(column {excerpt(column)!r} of {path.name} is empty in {empty} rows)")  # fmt: skip
-    numeric = features.drop(columns=text_columns(features))
-    for column in numeric.columns:
-        if not np.isfinite(numeric[column].dropna().to_numpy(dtype=np.float64)).all():
-            raise SpecError(
-                spec.path, "data.source", spec.data.source, f"finite values (column {excerpt(column)!r} has inf)"
-            )
-    if frame[target].isna().any():
-        raise SpecError(spec.path, "data.target", target, "a column without missing labels")
-    return features, frame[target].to_numpy()
-
-
-def _read_npz(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
-    import zipfile
-
-    source = spec.data.source
-    if not zipfile.is_zipfile(spec.data_path):
-        raise SpecError(spec.path, "data.source", source, "a NumPy .npz archive (this file is not one)")
-    try:
-        with np.load(spec.data_path, allow_pickle=False) as archive:
-            names = archive.files
-            arrays = {name: archive[name] for name in ("x", "y") if name in names}
-    # Object arrays are refused (loading them would unpickle); a damaged member fails its CRC; a
-    # header may claim more memory than there is.
-    except (OSError, ValueError, zipfile.BadZipFile, MemoryError) as error:
-        raise SpecError(spec.path, "data.source", source, f"an .npz of plain arrays ({error})") from None
-    if len(arrays) != 2:
-        raise SpecError(spec.path, "data.source", source, f"an .npz with arrays 'x' and 'y' (found {names})")
-    x, y = arrays["x"], arrays["y"]
-    problem = None
-    if not all(isinstance(a, np.ndarray) for a in (x, y)):  # a member that is not a .npy file
-        problem = "'x' and 'y' saved by numpy.savez"
-    elif x.ndim < 2 or 0 in x.shape[1:]:
-        problem = f"'x' of shape (rows, features...), found {x.shape}"
-    elif y.ndim != 1:
-        problem = f"'y' of one label per row, shape (rows,), found {y.shape}"
-    elif not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x) or not np.all(np.isfinite(x)):
-        problem = "finite real numeric features in 'x'"
-    elif y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-        problem = "labels in 'y' without NaN"
-    elif len(x) != len(y):
-        problem = f"as many labels as rows ({len(y)} vs {len(x)})"
-    if problem is not None:
-        raise SpecError(spec.path, "data.source", source, problem)
-    return x.astype(np.float64), y

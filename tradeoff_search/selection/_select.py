@@ -23,9 +23,10 @@ from tradeoff_search.record._keys import (
     PREPROCESSING_ATTR,
     RETIMED_ATTR,
 )
+from tradeoff_search.rules import POSITIVE, Interval, OrNone, Scalar, SpecError
 from tradeoff_search.space._builders import keras_classes, spec_builders
-from tradeoff_search.spec._spec import _POSITIVE, SpecError, StudySpec, _Interval, _Scalar
-from tradeoff_search.spec._validation import OrNone, ParameterError, validate_params
+from tradeoff_search.spec._spec import StudySpec
+from tradeoff_search.spec._validation import ParameterError, validate_params
 from tradeoff_search.stores._stores import DEFAULT_TRACKING_URI
 from tradeoff_search.tracking._callback import RUN_FILES, IntegrityError
 from tradeoff_search.tracking._run_index import TAG_TRIAL, filter_value, tracking_client
@@ -130,11 +131,11 @@ def front_points(study: optuna.Study) -> list[tuple[int, float, float]]:
 
 
 @validate_params(
-    rule=_Scalar(str, choices=RULES),
-    max_latency_ms=OrNone(_Scalar(float, _POSITIVE)),
-    min_accuracy=OrNone(_Scalar(float, _Interval(0, 1, low_open=True))),
-    mnas_weight=_Scalar(float),
-    target_ms=OrNone(_Scalar(float, _POSITIVE)),
+    rule=Scalar(str, choices=RULES),
+    max_latency_ms=OrNone(Scalar(float, POSITIVE)),
+    min_accuracy=OrNone(Scalar(float, Interval(0, 1, low_open=True))),
+    mnas_weight=Scalar(float),
+    target_ms=OrNone(Scalar(float, POSITIVE)),
 )
 def select_model(
     spec: StudySpec,

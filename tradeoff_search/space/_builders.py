@@ -19,10 +19,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from tradeoff_search.rules import Categorical, SpecError
 from tradeoff_search.space._families import build_model
 from tradeoff_search.space._space import Candidate, suggest_architecture
 from tradeoff_search.spec._builder_source import load, one_line
-from tradeoff_search.spec._spec import FAMILIES, Categorical, ModelSection, SpecError, StudySpec
+from tradeoff_search.spec._sections import FAMILIES, ModelSection
+from tradeoff_search.spec._spec import StudySpec
 
 if TYPE_CHECKING:
     import keras

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tradeoff_search.record._keys import QUANTIZATION_PARAM
-from tradeoff_search.spec._spec import FAMILIES, Categorical, FloatRange, IntRange, ModelSection, StudySpec
+from tradeoff_search.rules import Categorical, FloatRange, IntRange
+from tradeoff_search.spec._sections import FAMILIES, ModelSection
+from tradeoff_search.spec._spec import StudySpec
 
 if TYPE_CHECKING:
     import optuna

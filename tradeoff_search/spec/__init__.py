@@ -1,7 +1,7 @@
 """The study spec: TOML → a validated, frozen :class:`StudySpec`, one rule per key, errors that
 name the file, key and value; the same rules check the public API's parameters."""
 
-from tradeoff_search.spec._spec import SpecError, StudySpec
+from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.spec._validation import ParameterError, validate_params
 
-__all__ = ["ParameterError", "SpecError", "StudySpec", "validate_params"]
+__all__ = ["ParameterError", "StudySpec", "validate_params"]

@@ -1,32 +1,24 @@
 """The public API's parameters, checked by the spec's rules (as scikit-learn's ``validate_params``).
 
-A function declares one rule per parameter with :func:`validate_params`; a bad argument raises
-:class:`ParameterError`, which names the function and its parameter (``run_study: workers=-1:
-expected …``). The CLI maps its flags to parameters and shows the flag instead (:func:`as_flag`:
-``--workers: workers = -1: expected …``), in the one shape of :class:`SpecError`.
+A function declares one rule per parameter (see ``tradeoff_search.rules``) with
+:func:`validate_params`; a bad argument raises :class:`ParameterError`, which names the function
+and its parameter (``run_study: workers=-1: expected …``). The CLI maps its flags to parameters
+and shows the flag instead (:func:`as_flag`: ``--workers: workers = -1: expected …``), in the one
+shape of :class:`SpecError`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from tradeoff_search.spec._spec import SpecError, _show
+from tradeoff_search.rules import Rule, SpecError, show
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class Rule(Protocol):
-    """What the spec's rules (``_Scalar``, ``_Range``, …) share: parse a value or raise
-    :class:`SpecError` saying what is expected."""
-
-    def parse(self, value: Any, source: Path, key: str) -> Any: ...
 
 
 class ParameterError(SpecError):
@@ -35,38 +27,7 @@ class ParameterError(SpecError):
 
     def __init__(self, function: str, parameter: str, value: Any, expected: str) -> None:
         super().__init__(function, parameter, value, expected)
-        self.args = (f"{function}: {parameter}={_show(value)}: expected {self.expected}",)
-
-
-@dataclass(frozen=True)
-class OrNone:
-    """``None`` or what ``rule`` takes."""
-
-    rule: Rule
-
-    def parse(self, value: Any, source: Path, key: str) -> Any:
-        return None if value is None else self.rule.parse(value, source, key)
-
-
-@dataclass(frozen=True)
-class Described:
-    """``rule``, saying ``expected`` when it fails (for a parameter whose values mean something)."""
-
-    rule: Rule
-    expected: str
-
-    def parse(self, value: Any, source: Path, key: str) -> Any:
-        try:
-            return self.rule.parse(value, source, key)
-        except SpecError:
-            raise SpecError(source, key, value, self.expected) from None
-
-
-def spec_rule(section: type, key: str) -> Rule:
-    """The rule of a spec key (e.g. ``LatencySection``'s ``runtime``), for a parameter that is the
-    same setting."""
-    rule: Rule = next(f.metadata["rule"] for f in dataclasses.fields(section) if f.name == key)
-    return rule
+        self.args = (f"{function}: {parameter}={show(value)}: expected {self.expected}",)
 
 
 def validate_params(**rules: Rule) -> Callable[[Callable[P, R]], Callable[P, R]]:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tradeoff_search.spec._spec import StudySpec, excerpt
+from tradeoff_search.rules import excerpt
+from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.spec._validation import ParameterError
 
 if TYPE_CHECKING:

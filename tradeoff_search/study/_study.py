@@ -16,11 +16,12 @@ from tradeoff_search.cost._device_client import DeviceBackend, DeviceError, Devi
 from tradeoff_search.cost._harness import LOCAL
 from tradeoff_search.data._dataset import Dataset, load_dataset
 from tradeoff_search.record._keys import BUILDERS_ATTR, PREPROCESSING_ATTR, SPEC
+from tradeoff_search.rules import Described, Interval, Scalar, SpecError, excerpt
 from tradeoff_search.space._builders import Builder, keras_classes
 from tradeoff_search.space._space import narrowest_models
 from tradeoff_search.spec._builder_source import record_of
-from tradeoff_search.spec._spec import SpecError, StudySpec, _Interval, _Scalar, excerpt
-from tradeoff_search.spec._validation import Described, ParameterError, validate_params
+from tradeoff_search.spec._spec import StudySpec
+from tradeoff_search.spec._validation import ParameterError, validate_params
 from tradeoff_search.stores._stores import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
@@ -247,7 +248,7 @@ def make_callback(
     )
 
 
-@validate_params(workers=Described(_Scalar(int, _Interval(0)), "0 (this process) or a number of worker processes"))
+@validate_params(workers=Described(Scalar(int, Interval(0)), "0 (this process) or a number of worker processes"))
 def run_study(
     spec: StudySpec,
     *,

@@ -45,8 +45,9 @@ from tradeoff_search.record._keys import (
     VARIANT_OF,
     WORKER_ATTR,
 )
-from tradeoff_search.spec._spec import TrackingSection
-from tradeoff_search.spec._validation import spec_rule, validate_params
+from tradeoff_search.rules import spec_rule
+from tradeoff_search.spec._sections import TrackingSection
+from tradeoff_search.spec._validation import validate_params
 from tradeoff_search.tracking._mlflow_ui import share_runs_view
 from tradeoff_search.tracking._report import front_csv, metric_names, param_importances, report_figures
 from tradeoff_search.tracking._run_index import (

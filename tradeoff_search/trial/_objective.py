@@ -50,6 +50,7 @@ from tradeoff_search.record._keys import (
     calibration_attr,
     latency_at_batch,
 )
+from tradeoff_search.rules import SpecError
 from tradeoff_search.space._builders import (
     Builder,
     BuilderError,
@@ -71,7 +72,8 @@ from tradeoff_search.space._space import (
     suggest_recipe,
 )
 from tradeoff_search.spec._builder_source import record_of
-from tradeoff_search.spec._spec import FAMILIES, SpecError, StudySpec
+from tradeoff_search.spec._sections import FAMILIES
+from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.trial._pruning import ParetoPruning, rivals
 from tradeoff_search.trial._staging import provisional_dir, stage, stage_model
 from tradeoff_search.trial._training import predict_classes, score, tflite_classes, train

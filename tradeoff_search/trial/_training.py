@@ -16,7 +16,7 @@ from tradeoff_search.cost._lock import machine_lock
 from tradeoff_search.data._dataset import Dataset
 from tradeoff_search.record._keys import CURVES
 from tradeoff_search.space._space import Recipe
-from tradeoff_search.spec._spec import TrainingSection
+from tradeoff_search.spec._sections import TrainingSection
 
 if TYPE_CHECKING:
     import keras
