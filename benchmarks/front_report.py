@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from scipy.stats import spearmanr
 
 from tradeoff_search import StudySpec, load_dataset
-from tradeoff_search.front._pareto import front_trials
+from tradeoff_search.front import Front
 from tradeoff_search.stores._stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
 from tradeoff_search.trial._training import predict_classes, score
 
@@ -44,7 +44,7 @@ def main() -> None:
     experiment = client.get_experiment_by_name(spec.tracking.experiment)
 
     rows = []
-    for trial in front_trials(study):
+    for trial in Front.of(study).best_trials:
         runs = client.search_runs([experiment.experiment_id], f"tags.`optuna.trial` = '{trial.number}'")
         test = None
         if runs and any(a.path == "model" for a in client.list_artifacts(runs[0].info.run_id)):

@@ -54,7 +54,7 @@ def run_study_once(task: str, seed: int, variant: str, modes: list[str], minutes
     from mlflow import MlflowClient
 
     from tradeoff_search import StudySpec, run_study
-    from tradeoff_search.front._pareto import front_trials
+    from tradeoff_search.front import Front
     from tradeoff_search.rules import Categorical
     from tradeoff_search.tracking._run_index import TAG_STUDY, TAG_TRIAL
 
@@ -75,7 +75,7 @@ def run_study_once(task: str, seed: int, variant: str, modes: list[str], minutes
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(spec.tracking.experiment)
     front = []
-    for trial in front_trials(study):
+    for trial in Front.of(study).best_trials:
         (run,) = client.search_runs(
             [experiment.experiment_id],
             f"tags.`{TAG_STUDY}` = '{study.study_name}' and tags.`{TAG_TRIAL}` = '{trial.number}'",

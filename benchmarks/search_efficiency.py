@@ -46,7 +46,7 @@ def run_variant(
     import optuna
 
     from tradeoff_search import StudySpec, run_study
-    from tradeoff_search.front._pareto import hypervolume_history
+    from tradeoff_search.front import Front
 
     spec = StudySpec.load(spec_path).override(n_trials=100_000, timeout=minutes * 60)
     sampler = variant.split("+")[0]
@@ -69,7 +69,7 @@ def run_variant(
     start = min(t.datetime_start for t in trials)
     # One process runs the trials in turn, so trial numbers are in order of completion.
     completed_at = {t.number: (t.datetime_complete - start).total_seconds() for t in trials}
-    history = hypervolume_history(study, study.metric_names, reference)
+    history = Front.of(study).hypervolume_history(reference)
     curve = [(completed_at[number], value) for number, value in history]
     return {
         "variant": variant,

@@ -34,7 +34,7 @@ def run_variant(variant: str, seed: int, minutes: float) -> dict:
     import optuna
 
     from tradeoff_search import StudySpec, run_study, select_model
-    from tradeoff_search.front._pareto import hypervolume_history
+    from tradeoff_search.front import Front
     from tradeoff_search.rules import Categorical
 
     spec = StudySpec.load(REPO / "studies" / VARIANTS[variant]).override(n_trials=100_000, timeout=minutes * 60)
@@ -48,7 +48,7 @@ def run_variant(variant: str, seed: int, minutes: float) -> dict:
         study = run_study(spec, storage=f"sqlite:///{root}/optuna.db", tracking_uri=tracking)
         best = select_model(spec, study, Path(root) / "best", rule="max_latency", max_latency_ms=1e9,
                             tracking_uri=tracking)  # fmt: skip
-    history = hypervolume_history(study, spec.metric_names, REFERENCE)
+    history = Front.of(study).hypervolume_history(REFERENCE)
     return {
         "variant": variant,
         "seed": seed,

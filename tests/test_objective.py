@@ -10,8 +10,8 @@ import pytest
 
 from tradeoff_search import StudySpec, TradeoffObjective
 from tradeoff_search.cost._lock import lock_path
-from tradeoff_search.front._pareto import RETIMED_ATTR, front_rows, front_trials, retimed_front
-from tradeoff_search.record._keys import CALIBRATION_ATTR
+from tradeoff_search.front import Front, front_rows
+from tradeoff_search.record._keys import CALIBRATION_ATTR, RETIMED_ATTR
 from tradeoff_search.study._retime import retime_front
 
 from .conftest import TINY_SPEC
@@ -52,7 +52,7 @@ def test_companion_objective_and_calibration(macs_study) -> None:
 
 def test_front_is_retimed_side_by_side(macs_study) -> None:
     study, objective = macs_study
-    front = front_trials(study)
+    front = Front.of(study).best_trials
     retimed = retime_front(study, objective)
     if len(front) < 2:
         assert retimed == {}
@@ -60,7 +60,7 @@ def test_front_is_retimed_side_by_side(macs_study) -> None:
     assert set(retimed) == {t.number for t in front}
     assert all(v > 0 for v in retimed.values())
     assert study.user_attrs[RETIMED_ATTR] == {str(k): v for k, v in retimed.items()}
-    assert retimed_front(study) <= set(retimed)
+    assert Front.of(study).retimed_front <= set(retimed)
     assert all(row["latency_retimed_ms"] == retimed[row["trial"]] for row in front_rows(study))
 
 

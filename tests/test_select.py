@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tradeoff_search import StudySpec, load_dataset, run_study, select_model
-from tradeoff_search.front._pareto import RETIMED_ATTR
+from tradeoff_search.record._keys import RETIMED_ATTR
 from tradeoff_search.selection._select import front_points, pick
 
 from .conftest import TINY_SPEC, litert_outputs, table_frame

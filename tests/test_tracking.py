@@ -158,7 +158,8 @@ def test_two_workers_keep_each_others_pareto_tags_live(tmp_path: Path, mlflow_st
 
 
 def test_finish_logs_the_retimed_front(tmp_path: Path, mlflow_store) -> None:
-    from tradeoff_search.front._pareto import RETIMED_ATTR, front_rows
+    from tradeoff_search.front import front_rows
+    from tradeoff_search.record._keys import RETIMED_ATTR
 
     uri = mlflow_store()
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
@@ -202,7 +203,7 @@ def test_four_objectives_get_a_front_plot_and_a_hypervolume(mlflow_store) -> Non
 
 
 def test_front_table_shows_params_once_when_it_is_an_objective() -> None:
-    from tradeoff_search.front._pareto import front_rows
+    from tradeoff_search.front import front_rows
 
     cases = [
         (["accuracy", "latency_ms"], ["trial", "accuracy", "latency_ms", "n_params", "x"]),

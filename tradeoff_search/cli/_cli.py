@@ -240,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
     import optuna
 
     from tradeoff_search.data._dataset import load_dataset
-    from tradeoff_search.front._pareto import fastest_trial, format_table, front_rows, front_trials
+    from tradeoff_search.front import Front, fastest_trial, format_table
     from tradeoff_search.process._logs import native_output_to, quiet_libraries
     from tradeoff_search.stores._stores import check_stores
     from tradeoff_search.study._study import check_device, run_study
@@ -295,7 +295,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     timed_out = spec.study.timeout is not None and time.monotonic() - started >= spec.study.timeout
     print(f"\nPareto set of study {spec.study.name!r} ({_trial_counts(study)}):")
-    print(format_table(front_rows(study)))
+    front = Front.of(study)
+    print(format_table(front.rows()))
     _print_browse_hint(args, spec)
     complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if complete == 0:
@@ -305,7 +306,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     budget_ms = spec.latency.budget_ms
     fastest = fastest_trial(study)
-    if budget_ms is not None and fastest is not None and not front_trials(study):
+    if budget_ms is not None and fastest is not None and not front.best_trials:
         print(
             f"error: {args.spec}: latency.budget_ms = {budget_ms}: none of the {complete} candidates met it; "
             f"the fastest measured {fastest.values[1]:.4g} ms (trial {fastest.number}). "
@@ -359,7 +360,7 @@ def _trial_counts(study: optuna.Study) -> str:
 
 
 def _pareto(args: argparse.Namespace) -> int:
-    from tradeoff_search.front._pareto import completed_trials, format_table, front_rows, is_feasible
+    from tradeoff_search.front import completed_trials, format_table, front_rows, is_feasible
 
     _, study = _existing_study(args)
     print(format_table(front_rows(study)))

@@ -1,4 +1,4 @@
-"""The front: non-domination ranks and hypervolume (thin over moocore), and the front as a table."""
+"""The math of a front, thin over moocore: feasibility, non-domination ranks, hypervolume; a table as text."""
 
 from __future__ import annotations
 
@@ -8,15 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tradeoff_search.record._keys import (
-    LATENCY_METRIC,
-    N_PARAMS,
-    PARAMS_METRIC,
-    QUANTIZATION_PARAM,
-    RETIMED_ATTR,
-    RETIMED_METRIC,
-    VARIANT_OF,
-)
+from tradeoff_search.record._keys import LATENCY_METRIC
 from tradeoff_search.spec._spec import DEFAULT_REFERENCE_LATENCY_MS
 
 if TYPE_CHECKING:
@@ -72,38 +64,20 @@ def is_nondominated_by(
     return bool(moocore.is_nondominated(points, maximise=maximise, keep_weakly=True)[-1])
 
 
-def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Feasible Pareto-optimal trials, fastest first."""
-    latency_index = _latency_index(study)
-    front = study.best_trials
-    return sorted(front, key=lambda t: (t.values[latency_index], t.number))
-
-
-def retimed_front(study: optuna.Study) -> set[int]:
-    """Trials still Pareto-optimal with their re-timed latencies (all of the front if never re-timed)."""
-    stored = study.user_attrs.get(RETIMED_ATTR)
-    front = front_trials(study)
-    if not stored:
-        return {t.number for t in front}
-    latency = _latency_index(study)
-    points = []
-    for trial in front:
-        values = list(trial.values)
-        values[latency] = stored.get(str(trial.number), values[latency])
-        points.append(values)
-    ranks = nondomination_ranks(points, study.directions)
-    return {t.number for t, rank in zip(front, ranks, strict=True) if rank == 0}
-
-
 def fastest_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The completed trial with the lowest latency, feasible or not (the first of equals)."""
-    index = _latency_index(study)
+    index = latency_index(metric_names(study))
     return min(completed_trials(study), key=lambda t: (t.values[index], t.number), default=None)
 
 
-def _latency_index(study: optuna.Study) -> int:
-    names = study.metric_names or []
-    return names.index(LATENCY_METRIC) if LATENCY_METRIC in names else len(study.directions) - 1
+def metric_names(study: optuna.Study) -> list[str]:
+    """The study's objective names (``objective_0``, … when unset)."""
+    return list(study.metric_names or [f"objective_{i}" for i in range(len(study.directions))])
+
+
+def latency_index(names: Sequence[str]) -> int:
+    """Which objective is the latency: the one named ``latency_ms``, else the last."""
+    return list(names).index(LATENCY_METRIC) if LATENCY_METRIC in names else len(names) - 1
 
 
 def default_reference(names: Sequence[str]) -> list[float] | None:
@@ -141,46 +115,6 @@ def hypervolume(
     if not kept:
         return 0.0
     return float(moocore.hypervolume(np.array(kept, dtype=float), ref=ref, maximise=maximise))
-
-
-def hypervolume_history(
-    study: optuna.Study, names: Sequence[str], reference: Sequence[float]
-) -> list[tuple[int, float]]:
-    """``(trial number, hypervolume of the feasible front so far)`` after each completed trial."""
-    trials = sorted(completed_trials(study), key=lambda t: t.number)
-    history = []
-    for i, trial in enumerate(trials):
-        ranks = pareto_ranks(trials[: i + 1], study.directions)
-        front = [t.values for t in trials[: i + 1] if ranks.get(t.number) == 0]
-        history.append((trial.number, hypervolume(front, study.directions, names, reference)))
-    return history
-
-
-def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One plain row per Pareto trial: number, objective values, size and its hyperparameters.
-    Once the front was re-timed, also its re-timed latency and whether it is still on the front
-    with it (``pareto_retimed``). In a study with quantization variants (see ``_variants``), each
-    row's ``quantization`` comes first of its hyperparameters, then ``variant_of``: the trained
-    trial a variant's model is (blank for a trained trial), so rows that share a training show it."""
-    names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
-    retimed = study.user_attrs.get(RETIMED_ATTR) or {}
-    still = retimed_front(study)
-    with_variants = any(VARIANT_OF in t.user_attrs for t in study.get_trials(deepcopy=False))
-    rows = []
-    for trial in front_trials(study):
-        row: dict[str, Any] = {"trial": trial.number}
-        row.update(zip(names, trial.values, strict=True))
-        if retimed:
-            row[RETIMED_METRIC] = retimed.get(str(trial.number))
-            row["pareto_retimed"] = trial.number in still
-        if PARAMS_METRIC not in names:  # as an objective, it is already a column
-            row[N_PARAMS] = trial.user_attrs.get(N_PARAMS)
-        if with_variants:
-            row[QUANTIZATION_PARAM] = trial.params.get(QUANTIZATION_PARAM)
-            row[VARIANT_OF] = trial.user_attrs.get(VARIANT_OF)
-        row.update(trial.params)
-        rows.append(row)
-    return rows
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING
 from tradeoff_search.cost._convert import quantization_of, tensor_types
 from tradeoff_search.cost._latency import measure_latency
 from tradeoff_search.data._dataset import load_dataset
-from tradeoff_search.front._pareto import front_trials, retimed_front
+from tradeoff_search.front import Front
 from tradeoff_search.record._keys import (
     CALIBRATION_ATTR,
     MODEL_DIGESTS_ATTR,
     PARENT_RUN_ATTR,
     PREPROCESSING_ATTR,
-    RETIMED_ATTR,
 )
 from tradeoff_search.rules import POSITIVE, Interval, OrNone, Scalar, SpecError
 from tradeoff_search.space._builders import keras_classes, spec_builders
@@ -124,10 +123,9 @@ def pick(
 def front_points(study: optuna.Study) -> list[tuple[int, float, float]]:
     """``(trial, accuracy, latency_ms)`` of the front to choose from: with re-timed latencies once
     the front was re-timed, without the models those values dominate."""
-    retimed = study.user_attrs.get(RETIMED_ATTR) or {}
-    still = retimed_front(study)
-    return [(t.number, t.values[0], retimed.get(str(t.number), t.values[1]))
-            for t in front_trials(study) if t.number in still]  # fmt: skip
+    front = Front.of(study)
+    return [(t.number, t.values[0], front.retimed.get(t.number, t.values[1]))
+            for t in front.best_trials if t.number in front.retimed_front]  # fmt: skip
 
 
 @validate_params(
@@ -200,7 +198,7 @@ def select_model(
     data = load_dataset(spec)
     assert data.x_test is not None and data.y_test is not None, "a spec's data source always has a test split"
     metric = spec.objectives.accuracy
-    quantization = quantization_of(next(t for t in front_trials(study) if t.number == number).params)
+    quantization = quantization_of(study.get_trials(deepcopy=False)[number].params)
     shipped = tflite_path.read_bytes()  # the verified file: quantized as the trial was, if it was
     test_accuracy = score(metric, data.y_test, tflite_classes(shipped, data.x_test))
     float_accuracy = None if quantization == "none" else score(metric, data.y_test, predict_classes(model, data.x_test))

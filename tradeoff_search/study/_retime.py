@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from tradeoff_search.cost._convert import convert_as_shipped, quantization_of
 from tradeoff_search.cost._latency import measure_latencies
-from tradeoff_search.front._pareto import front_trials, retimed_front
+from tradeoff_search.front import Front
 from tradeoff_search.record._keys import RETIMED_ATTR
 
 if TYPE_CHECKING:
@@ -33,13 +33,13 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
     """
     import optuna
 
-    front = front_trials(study)
-    if len(front) < 2:
+    front = Front.of(study)
+    if len(front.best_trials) < 2:
         return {}
     spec, data = objective.spec, objective.data
     latency = spec.latency
     models = []
-    for trial in front:
+    for trial in front.best_trials:
         fixed = optuna.trial.FixedTrial(trial.params)
         model = objective.builders[trial.params["family"]](fixed, data.input_shape, data.n_classes)
         if latency.runtime == "litert":
@@ -56,12 +56,12 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
         device=latency.device,
     )
     calibration = objective.calibrate(study)[f"{latency.statistic}_ms"]
-    retimed = {t.number: s.normalized_ms(calibration) for t, s in zip(front, stats, strict=True)}
+    retimed = {t.number: s.normalized_ms(calibration) for t, s in zip(front.best_trials, stats, strict=True)}
     study.set_user_attr(RETIMED_ATTR, {str(number): value for number, value in retimed.items()})
-    before = [t.number for t in front]  # front_trials sorts by latency
+    before = [t.number for t in front.best_trials]  # fastest first
     after = sorted(retimed, key=retimed.__getitem__)
     if before != after:
-        left = sorted(set(before) - retimed_front(study))
+        left = sorted(set(before) - front.with_retimed(retimed).retimed_front)
         _logger.warning("re-timed side by side, the front's latency order changed: %s -> %s%s", before, after,
                         f"; dominated now, off the front: trials {left}" if left else "")  # fmt: skip
     return retimed

@@ -21,13 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tradeoff_search.front._pareto import (
-    default_reference,
-    hypervolume,
-    is_feasible,
-    pareto_ranks,
-    retimed_front,
-)
+from tradeoff_search.front import Front, default_reference, is_feasible, metric_names
 from tradeoff_search.record._keys import (
     CALIBRATION_ATTR,
     CONVERSION_WARNINGS,
@@ -38,7 +32,6 @@ from tradeoff_search.record._keys import (
     N_PARAMS,
     PARAMS_METRIC,
     PRUNE_REASON,
-    RETIMED_ATTR,
     RETIMED_METRIC,
     TRACEBACK,
     TRAINED,
@@ -49,7 +42,7 @@ from tradeoff_search.rules import spec_rule
 from tradeoff_search.spec._sections import TrackingSection
 from tradeoff_search.spec._validation import validate_params
 from tradeoff_search.tracking._mlflow_ui import share_runs_view
-from tradeoff_search.tracking._report import front_csv, metric_names, param_importances, report_figures
+from tradeoff_search.tracking._report import front_csv, param_importances, report_figures
 from tradeoff_search.tracking._run_index import (
     CHILD,
     FRONT_TAGS,
@@ -219,18 +212,17 @@ class MLflowParetoCallback:
     # ------------------------------------------------------------------ Optuna callback
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         parent_id = self._parent(study)
-        trials = study.get_trials(deepcopy=False)
-        ranks = pareto_ranks(trials, study.directions)
+        front = Front.of(study)
         # The trial, and the variants of its model a TradeoffObjective added (see _variants) before this callback
-        variants = [t for t in trials if t.user_attrs.get(VARIANT_OF) == trial.number]
+        variants = [t for t in front.trials if t.user_attrs.get(VARIANT_OF) == trial.number]
         for logged in (trial, *variants):
-            front = _front_tags(logged, ranks.get(logged.number))  # written as the run is created
-            child = self._log_trial(study, logged, parent_id, self._wants_model(logged, ranks), front)
+            tags = _front_tags(logged, front.ranks.get(logged.number))  # written as the run is created
+            child = self._log_trial(study, logged, parent_id, self._wants_model(logged, front), tags)
             self._runs.children.setdefault(logged.number, child)
             if self.model_dir is not None:
                 remove_staged(self.model_dir, logged.number)
         step = max(t.number for t in (trial, *variants))
-        self._update_front(study, parent_id, trials, ranks, step=step, refresh=False)
+        self._update_front(study, parent_id, front, step=step, refresh=False)
 
     def start(self, study: optuna.Study) -> None:
         """Create the store, the experiment and the study's parent run now, rather than at the
@@ -305,21 +297,20 @@ class MLflowParetoCallback:
         missing: dict[str, list[int]] = {}
         if self._runs.client.get_run(self._parent(study)).info.status != "FINISHED":
             missing["the study's run unfinished"] = []
-        trials = study.get_trials(deepcopy=False)
-        ranks = pareto_ranks(trials, study.directions)
-        runs, names = self._runs.child_runs(study), set(metric_names(study))
-        for trial in trials:
+        front = Front.of(study)
+        runs, names = self._runs.child_runs(study), set(front.metric_names)
+        for trial in front.trials:
             if trial.state != optuna.trial.TrialState.COMPLETE:
                 continue
             run = runs.get(trial.number)
             if run is None:
                 lacks = ["no run"]
             else:
-                front_tag = run.data.tags.get(FRONT_TAGS[0]) == str(ranks.get(trial.number) == 0).lower()
+                front_tag = run.data.tags.get(FRONT_TAGS[0]) == str(front.ranks.get(trial.number) == 0).lower()
                 lacks = [what for what, lacking in (
                     ("an unfinished run", run.info.status != "FINISHED" or not names <= run.data.metrics.keys()),
                     ("an outdated pareto tag", not front_tag),
-                    ("no model", MODEL_DIGESTS_ATTR in trial.user_attrs and self._wants_model(trial, ranks)
+                    ("no model", MODEL_DIGESTS_ATTR in trial.user_attrs and self._wants_model(trial, front)
                      and not self._has_model(run.info.run_id)),
                 ) if lacking]  # fmt: skip
             for what in lacks:
@@ -335,23 +326,20 @@ class MLflowParetoCallback:
         import matplotlib.pyplot as plt
 
         parent_id = self._parent(study)
-        trials = study.get_trials(deepcopy=False)
-        ranks = pareto_ranks(trials, study.directions)
-        self._update_front(
-            study, parent_id, trials, ranks, step=max((t.number for t in trials), default=0), refresh=True
-        )
+        front = Front.of(study)
+        self._update_front(study, parent_id, front, step=max((t.number for t in front.trials), default=0), refresh=True)
         client = self._runs.client
         self._log_device(study, parent_id)
-        self._log_retimed(study, parent_id)
-        client.log_text(parent_id, front_csv(study), "pareto.csv")
+        self._log_retimed(parent_id, front)
+        client.log_text(parent_id, front_csv(front), "pareto.csv")
         importances = param_importances(study)
         if importances:
             client.log_dict(parent_id, importances, "param_importances.json")
-        figures = report_figures(study, self._reference(study), importances)
+        figures = report_figures(study, front, self._reference(front), importances)
         for name, figure in figures.items():
             client.log_figure(parent_id, figure, name)
             plt.close(figure)  # pyplot's, when it made it (the front plot); nothing for the others
-        share_runs_view(client, self._runs.experiment_id(study), metric_names(study))
+        share_runs_view(client, self._runs.experiment_id(study), front.metric_names)
         client.set_terminated(parent_id, "FINISHED")
 
     # ------------------------------------------------------------------ runs
@@ -420,7 +408,7 @@ class MLflowParetoCallback:
             tags={**tags, **_trial_tags(trial), **front},
         )
         run_id = run.info.run_id
-        metrics = [Metric(k, v, end, 0) for k, v in _trial_metrics(study, trial).items()]
+        metrics = [Metric(k, v, end, 0) for k, v in _trial_metrics(metric_names(study), trial).items()]
         for curve, values in (trial.user_attrs.get(HISTORY) or {}).items():
             metrics += [Metric(curve, float(v), end, epoch) for epoch, v in enumerate(values) if math.isfinite(v)]
         params = [Param(k, str(v)) for k, v in trial.params.items()]
@@ -433,9 +421,9 @@ class MLflowParetoCallback:
         client.set_terminated(run_id, _STATUS.get(trial.state.name, "FAILED"), end_time=end)
         return ChildRun(run_id, front)
 
-    def _wants_model(self, trial: optuna.trial.FrozenTrial, ranks: dict[int, int]) -> bool:
+    def _wants_model(self, trial: optuna.trial.FrozenTrial, front: Front) -> bool:
         # A trial off the front when it finishes stays off it: later trials can only dominate it.
-        return self.log_models == "all" or (self.log_models == "pareto" and ranks.get(trial.number) == 0)
+        return self.log_models == "all" or (self.log_models == "pareto" and front.ranks.get(trial.number) == 0)
 
     def _log_model(self, run_id: str, trial: optuna.trial.FrozenTrial) -> None:
         """Log the trial's staged files, if they are what the trial recorded (see :func:`stage_model`):
@@ -469,54 +457,42 @@ class MLflowParetoCallback:
         self._runs.client.log_artifacts(run_id, str(flavor_dir), "model")
         self._runs.client.log_artifact(run_id, str(directory / "model.tflite"), "tflite")
 
-    def _update_front(
-        self,
-        study: optuna.Study,
-        parent_id: str,
-        trials: Sequence[optuna.trial.FrozenTrial],
-        ranks: dict[int, int],
-        step: int,
-        refresh: bool,
-    ) -> None:
+    def _update_front(self, study: optuna.Study, parent_id: str, front: Front, step: int, refresh: bool) -> None:
         client = self._runs.client
-        by_number = {t.number: t for t in trials}
-        self._runs.refresh_children(study, trials, everything=refresh)
+        by_number = {t.number: t for t in front.trials}
+        self._runs.refresh_children(study, front.trials, everything=refresh)
         for number, child in self._runs.children.items():
-            wanted = _front_tags(by_number.get(number), ranks.get(number))
+            wanted = _front_tags(by_number.get(number), front.ranks.get(number))
             changed = {key: value for key, value in wanted.items() if child.front_tags.get(key) != value}
             # Live (every worker keeps them): a run's tags as it joins or leaves the front. Ranks
             # below the front shift with most new trials (~10 runs a trial after 400): finish() writes them.
             if changed and (refresh or FRONT_TAGS[0] in changed):
                 self._set_tags(child.run_id, changed)
                 child.front_tags.update(changed)
-        reference = self._reference(study)
+        reference = self._reference(front)
         if reference is not None:
-            front = [by_number[n].values for n, rank in ranks.items() if rank == 0]
-            volume = hypervolume(front, study.directions, metric_names(study), reference)
-            client.log_metric(parent_id, "hypervolume", volume, step=step)
+            client.log_metric(parent_id, "hypervolume", front.hypervolume(reference), step=step)
 
-    def _log_retimed(self, study: optuna.Study, parent_id: str) -> None:
+    def _log_retimed(self, parent_id: str, front: Front) -> None:
         """Latencies of the front re-timed side by side (see ``retime_front``), when the study has them."""
-        retimed = study.user_attrs.get(RETIMED_ATTR)
-        if not retimed:
+        if not front.retimed:
             return
-        still = retimed_front(study)
-        for number, value in retimed.items():
-            child = self._runs.children.get(int(number))  # finish() has just read every run
+        for number, value in front.retimed.items():
+            child = self._runs.children.get(number)  # finish() has just read every run
             if child is not None:
                 self._runs.client.log_metric(child.run_id, RETIMED_METRIC, value)
-                self._runs.client.set_tag(child.run_id, "pareto_retimed", str(int(number) in still).lower())
-        self._set_tags(parent_id, {"pareto_retimed_size": str(len(still))})
+                self._runs.client.set_tag(child.run_id, "pareto_retimed", str(number in front.retimed_front).lower())
+        self._set_tags(parent_id, {"pareto_retimed_size": str(len(front.retimed_front))})
 
-    def _reference(self, study: optuna.Study) -> list[float] | None:
-        return self.hypervolume_reference or default_reference(metric_names(study))
+    def _reference(self, front: Front) -> list[float] | None:
+        return self.hypervolume_reference or default_reference(front.metric_names)
 
 
 # ---------------------------------------------------------------------- gathering
-def _trial_metrics(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+def _trial_metrics(names: Sequence[str], trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if trial.values is not None:
-        metrics.update(zip(metric_names(study), trial.values, strict=True))
+        metrics.update(zip(names, trial.values, strict=True))
     for key, value in trial.user_attrs.items():
         if _is_number(value) and key != VARIANT_OF:  # a trial number: a tag
             metrics[PARAMS_METRIC if key == N_PARAMS else key] = float(value)
@@ -527,7 +503,7 @@ def _trial_metrics(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict
 
 
 def _front_tags(trial: optuna.trial.FrozenTrial | None, rank: int | None) -> dict[str, str]:
-    """A run's Pareto tags (see :data:`FRONT_TAGS`) from its trial's rank in the front (``pareto_ranks``)."""
+    """A run's Pareto tags (see :data:`FRONT_TAGS`) from its trial's rank in the front."""
     if rank is not None:
         shown = str(rank)
     elif trial is not None and trial.values is not None and not is_feasible(trial):

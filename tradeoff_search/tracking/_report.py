@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from tradeoff_search.cost._convert import quantization_of
-from tradeoff_search.front._pareto import completed_trials, front_rows, hypervolume_history, is_feasible
+from tradeoff_search.front import Front, completed_trials, is_feasible, metric_names
 from tradeoff_search.record._keys import LATENCY_METRIC
 
 if TYPE_CHECKING:
@@ -23,26 +23,23 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 
-def metric_names(study: optuna.Study) -> list[str]:
-    return list(study.metric_names or [f"objective_{i}" for i in range(len(study.directions))])
-
-
-def front_csv(study: optuna.Study) -> str:
-    """The front as CSV: one row per Pareto trial (see :func:`~tradeoff_search.front._pareto.front_rows`)."""
-    return _rows_to_csv(front_rows(study))
+def front_csv(front: Front) -> str:
+    """The front as CSV: one row per Pareto trial (see :meth:`~tradeoff_search.front.Front.rows`)."""
+    return _rows_to_csv(front.rows())
 
 
 def report_figures(
-    study: optuna.Study, reference: Sequence[float] | None, importances: dict[str, dict[str, float]]
+    study: optuna.Study, front: Front, reference: Sequence[float] | None, importances: dict[str, dict[str, float]]
 ) -> dict[str, Figure]:
     """The report's figures by file name: the front and the hypervolume once a trial completed
     (the latter with a reference point), the importances when there are some."""
+    import optuna
+
     figures = {}
-    if completed_trials(study):
+    if any(t.state == optuna.trial.TrialState.COMPLETE for t in front.trials):
         figures["pareto_front.png"] = _front_figure(study)
         if reference is not None:
-            history = hypervolume_history(study, metric_names(study), reference)
-            figures["hypervolume.png"] = _hypervolume_figure(history, reference)
+            figures["hypervolume.png"] = _hypervolume_figure(front.hypervolume_history(reference), reference)
     if importances:
         figures["param_importances.png"] = _importances_figure(importances)
     return figures

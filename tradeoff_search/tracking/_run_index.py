@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tradeoff_search.front import metric_names
 from tradeoff_search.record._keys import PARENT_RUN_ATTR, STUDY_UID_ATTR
-from tradeoff_search.tracking._report import metric_names
 
 if TYPE_CHECKING:
     import optuna
