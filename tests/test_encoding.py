@@ -1,5 +1,5 @@
 """Tables with text columns: one-hot with a cap and "other", missing values, and the JSON a
-deployment applies with the README's own plain-Python code."""
+deployment applies with the plain-Python code docs/data.md shows."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from tradeoff_search.data._encoding import TableEncoding
 from .conftest import CITIES, REPO, table_frame
 
 
-def _readme_preprocess() -> Callable[[dict[str, Any], dict[str, Any]], list[float]]:
-    """The README's ``preprocess``, run as the README shows it."""
+def _docs_preprocess() -> Callable[[dict[str, Any], dict[str, Any]], list[float]]:
+    """docs/data.md's ``preprocess``, run as the page shows it."""
     block = re.search(
-        r"```python\n(import json\nimport math\n.*?)\n\n\ndocument = ", (REPO / "README.md").read_text(), re.S
+        r"```python\n(import json\nimport math\n.*?)\n\n\ndocument = ", (REPO / "docs" / "data.md").read_text(), re.S
     )
-    assert block, "the README's preprocess() example"
+    assert block, "docs/data.md's preprocess() example"
     namespace: dict[str, Any] = {}
-    exec(block[1], namespace)  # our own README's code
+    exec(block[1], namespace)  # our own docs' code
     return namespace["preprocess"]
 
 
@@ -55,8 +55,8 @@ def test_text_columns_are_one_hot_and_the_json_reproduces_the_arrays(write_spec,
     assert data.input_shape == (1 + 4 + 2 + 1,) and document["input_shape"] == [8]
     assert document["classes"] == ["churned", "stayed"]
 
-    # Every split's rows are the README's preprocess() of a raw row of the file.
-    preprocess = _readme_preprocess()
+    # Every split's rows are docs/data.md's preprocess() of a raw row of the file.
+    preprocess = _docs_preprocess()
     raw = pd.read_csv(tmp_path / "table.csv")
     applied = np.array([preprocess(row, document) for row in raw.drop(columns="label").to_dict("records")])
     for split in (data.x_train, data.x_val, data.x_test):
@@ -71,7 +71,7 @@ def test_unseen_categories_at_test_time(tmp_path: Path) -> None:
     encoding = TableEncoding.fit(train, impute=False, max_categories=4)
     encoded = encoding.transform(later)  # scikit-learn's own transform: no error on unseen values
     document = encoding.to_dict(np.ones(encoded.shape[1]), np.zeros(encoded.shape[1]), (encoded.shape[1],), [0, 1])
-    preprocess = _readme_preprocess()
+    preprocess = _docs_preprocess()
     np.testing.assert_allclose([preprocess(row, document) for row in later.to_dict("records")], encoded)
     city = slice(1, 5)
     assert encoded[1, city].tolist() == [0, 0, 0, 1]  # zurich: "other"
