@@ -109,3 +109,19 @@ def test_input_shape_must_hold_the_features(write_spec) -> None:
         load_dataset(_spec(write_spec, 'source = "sklearn:digits"\ninput_shape = [8, 9]'))
     data = load_dataset(_spec(write_spec, 'source = "sklearn:digits"\ninput_shape = [8, 8, 1]'))
     assert data.input_shape == (8, 8, 1)
+
+
+def test_a_column_of_numbers_but_for_a_few_values_says_what_it_is(write_spec, tmp_path: Path) -> None:
+    """At least 90% numbers: refused until the spec says the rest are missing or the column is text."""
+    rows = [f"{i},{'?' if i % 20 == 3 else i % 7},{'low' if i % 2 else i},{i % 2}" for i in range(60)]
+    (tmp_path / "d.csv").write_text("a,b,words,y\n" + "\n".join(rows) + "\n")  # b: 57 numbers and 3 "?"
+    source = 'source = "csv:d.csv"\ntarget = "y"\n'
+    with pytest.raises(SpecError, match=r'column \'b\' of d.csv holds numbers but for "\?" in rows 5, 25, 45') as e:
+        load_dataset(_spec(write_spec, source))
+    assert e.value.key == "data.missing_values"  # "words" is half numbers: text, as it was
+    imputed = load_dataset(_spec(write_spec, source + 'missing_values = ["?"]\nmissing = "impute"'))
+    b = imputed.preprocessing["columns"][1]  # type: ignore[index]
+    assert b == {"name": "b", "kind": "number", "fill": 3.0}  # the median of the train split's numbers
+    text = load_dataset(_spec(write_spec, source + 'text_columns = ["a", "b"]'))
+    a, b = text.preprocessing["columns"][:2]  # type: ignore[index]
+    assert a["kind"] == b["kind"] == "category" and "?" in b["categories"]

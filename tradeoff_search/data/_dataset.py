@@ -36,6 +36,8 @@ class Dataset:
     source: str | None = None  # the spec's data.source it was loaded from; None for a user's arrays
     # csv: raw columns → model input (encoding, imputation, scaling) as plain JSON, see _encoding
     preprocessing: dict[str, Any] | None = None
+    # sha256 of the file (or image folder) read; None for a built-in source or a user's arrays
+    digest: str | None = None
 
     def __post_init__(self) -> None:
         # The model has n_classes = largest label + 1 outputs: labels must be those classes' codes.
@@ -159,9 +161,8 @@ def load_dataset(spec: DataSpec) -> Dataset:
     def shaped(a: np.ndarray) -> np.ndarray:
         return a.reshape(len(a), *shape).astype(np.float32)
 
-    dataset = Dataset(
-        shaped(x_train), y_train, shaped(x_val), y_val, shaped(x_test), y_test, class_weight, data.source, preprocessing
-    )
+    dataset = Dataset(shaped(x_train), y_train, shaped(x_val), y_val, shaped(x_test), y_test, class_weight,
+                      data.source, preprocessing, examples.digest)  # fmt: skip
     _logger.info("%s", dataset.summary)
     return dataset
 

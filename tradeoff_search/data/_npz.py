@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tradeoff_search.data._source import Examples, Source, existing_file
+from tradeoff_search.data._source import Examples, Source, existing_file, read_bytes
 from tradeoff_search.rules import SpecError
 
 if TYPE_CHECKING:
@@ -24,13 +24,15 @@ class Npz(Source):
         existing_file(data, spec_file)
 
     def read(self, data: DataSection, spec_file: Path) -> Examples:
+        import io
         import zipfile
 
-        path, source = data.located(spec_file), data.source
-        if not zipfile.is_zipfile(path):
+        source = data.source
+        raw, digest = read_bytes(data, spec_file)
+        if not zipfile.is_zipfile(io.BytesIO(raw)):
             raise SpecError(spec_file, "data.source", source, "a NumPy .npz archive (this file is not one)")
         try:
-            with np.load(path, allow_pickle=False) as archive:
+            with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
                 names = archive.files
                 arrays = {name: archive[name] for name in ("x", "y") if name in names}
         # Object arrays are refused (loading them would unpickle); a damaged member fails its CRC; a
@@ -43,7 +45,7 @@ class Npz(Source):
         problem = _problem(x, y)
         if problem is not None:
             raise SpecError(spec_file, "data.source", source, problem)
-        return Examples(x.astype(np.float64), y)
+        return Examples(x.astype(np.float64), y, digest=digest)
 
 
 def _problem(x: np.ndarray, y: np.ndarray) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tradeoff_search.data._source import Source
 from tradeoff_search.data._sources import SOURCES, forms, source_of
-from tradeoff_search.rules import FRACTION, SEED, Interval, Scalar, Section, Shape, SpecError, setting, show
+from tradeoff_search.rules import FRACTION, SEED, Interval, Scalar, Section, Shape, SpecError, Strings, setting, show
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ class DataSection(Section):
     class_weight: str = setting(Scalar(str, choices=("none", "balanced")), "none")
     # csv: a missing value is refused ("error") or filled from the train split ("impute")
     missing: str = setting(Scalar(str, choices=("error", "impute")), "error")
+    # csv: cell values that mean missing besides empty ones (e.g. ["?"]): then refused or imputed as missing says
+    missing_values: tuple[str, ...] = setting(Strings("missing-value markers"), ())
+    # csv: columns read as text (categories) even where they hold numbers
+    text_columns: tuple[str, ...] = setting(Strings("column names"), ())
     # csv: indicators per text column: the most frequent categories and one "other"
     max_categories: int = setting(Scalar(int, Interval(2, 1000)), 16)
     # images: [height, width] to resize every image to (default: their own size, which must be one)

@@ -9,6 +9,7 @@ checks stay cheap.
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +27,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Examples:
     """What a source reads: the features (an array, or a table whose text columns are encoded
-    once the rows are split), the labels, and how many of the last rows are the source's own
-    test set (0: the test split is drawn by ``test_fraction``)."""
+    once the rows are split), the labels, how many of the last rows are the source's own test
+    set (0: the test split is drawn by ``test_fraction``), and the sha256 of the bytes they were
+    read from (None for a built-in source: a library's data, not a file a study could see change)."""
 
     x: np.ndarray | pd.DataFrame
     y: np.ndarray
     own_test: int = 0
+    digest: str | None = None
 
 
 class Source(abc.ABC):
@@ -62,6 +65,17 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def read(self, data: DataSection, spec_file: Path) -> Examples:
         """The examples ``data`` names; :class:`SpecError` for what they cannot be read as."""
+
+
+def read_bytes(data: DataSection, spec_file: Path) -> tuple[bytes, str]:
+    """The source file's bytes and their sha256: what is parsed is what is hashed, however the
+    file changes meanwhile. :class:`SpecError` naming ``data.source`` if it cannot be read."""
+    path = existing_file(data, spec_file)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise SpecError(spec_file, "data.source", data.source, f"a readable file ({error.strerror})") from None
+    return raw, hashlib.sha256(raw).hexdigest()
 
 
 def existing_file(data: DataSection, spec_file: Path) -> Path:

@@ -21,6 +21,7 @@ from tradeoff_search.rules._rules import (
     Rule,
     Scalar,
     Shape,
+    Strings,
     check_device_url,
 )
 from tradeoff_search.rules._section import Section, parse_section, setting, spec_rule
@@ -49,6 +50,7 @@ __all__ = [
     "Section",
     "Shape",
     "SpecError",
+    "Strings",
     "check_device_url",
     "excerpt",
     "parse_section",

@@ -150,6 +150,19 @@ class Shape:
 
 
 @dataclass(frozen=True)
+class Strings:
+    """A list of distinct non-empty strings (e.g. column names), possibly empty."""
+
+    what: str  # what they are, e.g. "column names"
+
+    def parse(self, value: Any, source: Path, key: str) -> tuple[str, ...]:
+        items = value if isinstance(value, list) else None
+        if items is None or not all(isinstance(x, str) and x for x in items) or len(set(items)) != len(items):
+            raise SpecError(source, key, value, f"a list of {self.what}, each a non-empty string, without repeats")
+        return tuple(items)
+
+
+@dataclass(frozen=True)
 class Point:
     """A non-empty list of numbers, e.g. a reference point (its length is checked by the spec)."""
 
