@@ -19,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tradeoff_search.cli._cli import main
+
+from .conftest import png_header
 
 DIR = object()  # a file-table value: make a directory of that name
 IRIS = '[data]\nsource = "sklearn:iris"\n'
@@ -85,6 +88,12 @@ def _damaged(npz: bytes) -> bytes:
     """Flip bytes inside the archive's stored data: its CRC no longer matches."""
     middle = len(npz) // 3
     return npz[:middle] + bytes(b ^ 0xFF for b in npz[middle : middle + 16]) + npz[middle + 16 :]
+
+
+def _png(size: tuple[int, int] = (2, 2)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", size).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def _zip_with_text_member() -> bytes:
@@ -283,6 +292,14 @@ CASES = [
     ),
     csv_case("csv_no_feature_column", "y\n" + "0\n1\n" * 10, "data.source", '"csv:d.csv"', hint="feature column"),
     csv_case("csv_nan_feature", "a,y\n1,0\n,1\n" + "3,0\n4,1\n" * 10, "data.missing", '"error"', hint="'a'"),
+    csv_case(
+        "csv_numbers_but_a_marker",  # UCI tables write ? for a missing value
+        "a,b,y\n" + "".join(f"{i},{'?' if i in (3, 17) else i % 7},{i % 2}\n" for i in range(40)),
+        "data.missing_values",
+        "[]",
+        hint="""missing_values = ["?"] if they mark missing values, or text_columns = ["b"] (column 'b' of d.csv \
+holds numbers but for "?" in rows 5, 19: 2 of 40 values)""",
+    ),
     csv_case("csv_nan_label", "a,y\n1,0\n2,\n" + "3,0\n4,1\n" * 10, "data.target", '"y"', hint="missing labels"),
     csv_case("csv_single_class", "a,y\n" + "1,0\n" * 20, "data.source", '"csv:d.csv"', hint="at least 2 classes"),
     csv_case("csv_too_few_rows", "a,y\n1,0\n2,1\n3,0\n", "data.source", '"csv:d.csv"', hint="enough rows"),
@@ -308,6 +325,14 @@ CASES = [
         '"standard"',
         hint="without overflow",
         **{"d.csv": "a,y\n" + "".join(f"{(-1) ** i * 1e308},{i % 2}\n" for i in range(40))},
+    ),
+    spec_case(
+        "images_decompression_bomb",
+        '[data]\nsource = "images:imgs"\n',
+        "data.source",
+        '"images:imgs"',
+        hint="images of at most 50 megapixels (imgs/b/0.png: Image size (400000000 pixels)",
+        **{"imgs/a/0.png": _png(), "imgs/b/0.png": png_header(20000, 20000)},
     ),
     # ------------------------------------------------------------------ flags (argparse owns the format)
     usage_case("flag_n_trials_zero", "run", "--n-trials", "0", "--n-trials"),
@@ -506,6 +531,7 @@ SUBPROCESS_IDS = ["csv_nan_feature", "storage_unreachable_postgres", "tracking_u
 def _write_files(root: Path, files: dict[str, object]) -> None:
     for name, content in files.items():
         path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         if content is DIR:
             path.mkdir()
         elif isinstance(content, bytes):

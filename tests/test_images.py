@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from tradeoff_search import SpecError, StudySpec, TradeoffObjective, load_dataset
+from tradeoff_search.data import _images
 
-from .conftest import REPO
+from .conftest import EPS, REPO, png_header
 
 PER_CLASS = 8
 
@@ -114,3 +115,46 @@ def test_bad_image_specs(write_spec, data: str, key: str, expected: str) -> None
     with pytest.raises(SpecError, match=expected) as caught:
         StudySpec.load(write_spec(f"[data]\n{data}\n"))
     assert caught.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (png_header(8000, 7000), r"at most 50 megapixels \(\S+/4/0001\.png is 8000×7000, 56 megapixels\)"),
+        (png_header(10000, 10000), r"at most 50 megapixels \(\S+/4/0001\.png: Image size \(100000000 pixels\)"),
+        (png_header(20000, 20000), r"at most 50 megapixels \(\S+/4/0001\.png: Image size \(400000000 pixels\)"),
+        (EPS, r"readable BMP, GIF, JPEG, PNG images \(\S+/4/0001\.png is not: cannot identify"),
+    ],
+    ids=["over_our_limit", "pillow_warns", "pillow_refuses", "eps_named_png"],
+)
+def test_hostile_image_files_are_refused_before_decoding(
+    write_spec, digit_pngs: Path, tmp_path: Path, content: bytes, expected: str
+) -> None:
+    folder = _copy(digit_pngs, tmp_path)
+    (folder / "4" / "0001.png").write_bytes(content)
+    if content == EPS:  # what Pillow would make of it unrestricted: an EPS, rendered by Ghostscript
+        with Image.open(folder / "4" / "0001.png") as image:
+            assert image.format == "EPS"
+    with pytest.raises(SpecError, match=expected) as caught:
+        load_dataset(_spec(write_spec, folder))
+    assert caught.value.key == "data.source" and "\n" not in str(caught.value)
+
+
+def test_a_folder_over_the_memory_limit_is_refused_naming_the_file(
+    write_spec, digit_pngs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_images, "MAX_BYTES", 20 * 8 * 8 * 4)  # 20 of the 8×8 grayscale images as float32
+    with pytest.raises(
+        SpecError, match=r"images of at most \S+ GB in all as float32 arrays \(those up to \S+/2/0004\.png"
+    ):
+        load_dataset(_spec(write_spec, digit_pngs, 'color_mode = "grayscale"'))
+
+
+def test_the_digest_is_of_the_file_list_and_contents(write_spec, digit_pngs: Path, tmp_path: Path) -> None:
+    folder = _copy(digit_pngs, tmp_path)
+    first = load_dataset(_spec(write_spec, folder)).digest
+    assert first is not None and load_dataset(_spec(write_spec, folder)).digest == first
+    (folder / "3" / "0002.png").rename(folder / "3" / "0002b.png")  # the same images, one renamed
+    renamed = load_dataset(_spec(write_spec, folder)).digest
+    shutil.copy(folder / "3" / "0003.png", folder / "3" / "0002b.png")  # one image's content
+    assert len({first, renamed, load_dataset(_spec(write_spec, folder)).digest}) == 3
