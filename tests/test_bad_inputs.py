@@ -144,6 +144,10 @@ CASES = [
     spec_case("study_name_dot_dot", '[study]\nname = ".."\n' + IRIS, "study.name", '".."', hint="not . or .."),
     spec_case("study_name_colon", '[study]\nname = "a:b"\n' + IRIS, "study.name", '"a:b"', hint="without /, :"),
     spec_case("study_name_newline", '[study]\nname = "a\\nb"\n' + IRIS, "study.name", '"a\\nb"', hint="control"),
+    # Unicode control and format characters: a bidi override makes "evil\u202egnp.exe" read otherwise
+    spec_case("study_name_bidi_override", '[study]\nname = "a\\u202Eb"\n' + IRIS, "study.name", '"a\\u202eb"'),
+    spec_case("study_name_zero_width", '[study]\nname = "a\\u200Bb"\n' + IRIS, "study.name", '"a\\u200bb"'),
+    spec_case("study_name_c1_control", '[study]\nname = "a\\u0085b"\n' + IRIS, "study.name", '"a\\u0085b"'),
     # ------------------------------------------------------------------ bounds: no typo asks for terabytes
     spec_case(
         "units_huge",

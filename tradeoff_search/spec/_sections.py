@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,9 @@ _BELOW_ONE = Interval(0, 1, high_open=True)
 # registered model (no "/" or ":"), and is a literal in MLflow's search filters (one kind of
 # quote at most, no trailing backslash).
 _STUDY_NAME = re.compile(r"(?!\.\.?$)(?!\s)[^\x00-\x1f\x7f/:\"]{1,100}(?<![\s\\])")
+# Characters that show as nothing or reorder what follows (a bidi override can make a name read
+# as another in a terminal or the MLflow UI), and line breaks other than \n.
+_UNSEEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,10 @@ class StudySection(Section):
 
     def check(self, spec_file: Path) -> None:
         """The name (the spec file's, unless given) can name folders and records; the sampler is installed."""
-        if not _STUDY_NAME.fullmatch(self.name):
+        if not _STUDY_NAME.fullmatch(self.name) or any(unicodedata.category(c) in _UNSEEN for c in self.name):
             raise SpecError(spec_file, "study.name", self.name, "a name of 1 to 100 characters without "
-                            '/, :, " or control characters, not . or .., no space or \\ at either end')  # fmt: skip
+                            '/, :, " or control characters (Unicode Cc, Cf: bidi overrides, zero-width; Zl, Zp), '
+                            "not . or .., no space or \\ at either end")  # fmt: skip
         if self.sampler == "gp" and importlib.util.find_spec("torch") is None:
             needs = "tpe, nsga2 or random (gp needs PyTorch: pip install 'tradeoff_search[gp]')"
             raise SpecError(spec_file, "study.sampler", "gp", needs)
