@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tradeoff_search.cost import LatencyStats, measure_latency
 from tradeoff_search.data import Dataset, load_dataset
-from tradeoff_search.rules import SpecError
+from tradeoff_search.rules import RunError, SpecError
 from tradeoff_search.selection import Selection, select_model
 from tradeoff_search.spec import StudySpec
 from tradeoff_search.study import StoreFailed, WorkersFailed, run_study
@@ -26,6 +26,7 @@ __all__ = [
     "LatencyStats",
     "MLflowParetoCallback",
     "RecordIncomplete",
+    "RunError",
     "Selection",
     "SpecError",
     "StoreFailed",

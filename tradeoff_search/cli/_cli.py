@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from tradeoff_search.cost._device_client import DeviceUnreachable
 from tradeoff_search.record._keys import FAIL_REASON, VARIANT_OF
-from tradeoff_search.rules import SpecError
+from tradeoff_search.rules import RunError, SpecError
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.spec._validation import as_flag
 from tradeoff_search.stores._stores import known_failure
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"run": _run, "pareto": _pareto, "select": _select, "sync": _sync, "ui": _ui, "device": _device}
         with stopped_like_ctrl_c():
             return commands[args.command](args)
-    except SpecError as error:
+    except (SpecError, RunError) as error:  # bad input, or a study not ready for the command
         print(f"error: {as_flag(error, _FLAGS)}", file=sys.stderr)
         return EXIT_USAGE
     except (DeviceUnreachable, IntegrityError) as error:  # a device lost mid-study: the study stopped, resumable

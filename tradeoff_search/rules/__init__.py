@@ -1,8 +1,9 @@
-"""Rules: one per spec key or API parameter (:class:`Scalar`, :class:`Range`, :class:`Choice`, …,
-bounded by an :class:`Interval`), and the error they raise, :class:`SpecError`: one line naming
-the source, key, value and what was expected."""
+"""Rules and errors: one rule per spec key or API parameter (:class:`Scalar`, :class:`Range`,
+:class:`Choice`, …, bounded by an :class:`Interval`), and the two errors of the checks, one line
+naming the source, key and value: :class:`SpecError` (bad input) and :class:`RunError` (a run that
+cannot go on)."""
 
-from tradeoff_search.rules._errors import SpecError, excerpt, show
+from tradeoff_search.rules._errors import RunError, SpecError, excerpt, show
 from tradeoff_search.rules._rules import (
     ANY,
     AT_LEAST_ONE,
@@ -46,6 +47,7 @@ __all__ = [
     "Point",
     "Range",
     "Rule",
+    "RunError",
     "Scalar",
     "Section",
     "Shape",

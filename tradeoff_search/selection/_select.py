@@ -22,7 +22,7 @@ from tradeoff_search.record._keys import (
     PARENT_RUN_ATTR,
     PREPROCESSING_ATTR,
 )
-from tradeoff_search.rules import POSITIVE, Interval, OrNone, Scalar, SpecError
+from tradeoff_search.rules import POSITIVE, Interval, OrNone, RunError, Scalar
 from tradeoff_search.space._builders import keras_classes, spec_builders
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.spec._validation import ParameterError, validate_params
@@ -156,7 +156,7 @@ def select_model(
 
     Raises:
         ParameterError: a parameter breaks its rule, or no front model meets the rule's threshold.
-        SpecError: no front model fits the rule, or the chosen model was not logged to MLflow
+        RunError: the study has no front yet, or the chosen model was not logged to MLflow
             (``log_models = "none"``).
         IntegrityError: no run of the study in MLflow holds the model files the trial recorded.
     """
@@ -169,7 +169,7 @@ def select_model(
         raise ValueError(f"rule={rule!r} needs {key}")
     points = front_points(study)
     if not points:
-        raise SpecError(spec.path, "study.name", study.study_name, "a study with a front to choose from (run it first)")
+        raise RunError(spec.path, "study.name", study.study_name, "a study with a front to choose from (run it first)")
     try:
         number = pick(points, rule, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy,
                       mnas_weight=mnas_weight, target_ms=target_ms)  # fmt: skip
@@ -240,7 +240,7 @@ def verified_model(
     first with the recorded files is the trial's, and any other is passed over with a warning.
 
     Raises:
-        SpecError: the trial's model was never logged (``log_models = "none"``, or off the front).
+        RunError: the trial's model was never logged (``log_models = "none"``, or off the front).
         IntegrityError: no run holds the files the trial recorded.
     """
     from mlflow.exceptions import MlflowException
@@ -251,7 +251,7 @@ def verified_model(
     experiment = client.get_experiment_by_name(spec.tracking.experiment)
     if digests is None or parent_id is None or experiment is None:
         missing = f"trial {number}'s model is not in MLflow"
-        raise SpecError(spec.path, "tracking.log_models", spec.tracking.log_models, f"pareto or all ({missing})")
+        raise RunError(spec.path, "tracking.log_models", spec.tracking.log_models, f"pareto or all ({missing})")
     query = f"tags.`mlflow.parentRunId` = {filter_value(parent_id)} and tags.`{TAG_TRIAL}` = '{number}'"
     runs = client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time ASC"])
     others = []
@@ -272,7 +272,7 @@ def verified_model(
         others.append(run_id)
     if not others:
         missing = f"trial {number}'s model is not in MLflow"
-        raise SpecError(spec.path, "tracking.log_models", spec.tracking.log_models, f"pareto or all ({missing})")
+        raise RunError(spec.path, "tracking.log_models", spec.tracking.log_models, f"pareto or all ({missing})")
     raise IntegrityError(
         f"trial {number}: no MLflow run holds the model the study recorded (model.keras sha256 "
         f"{digests['model.keras'][:12]}…); run(s) {', '.join(others)} hold other files: not shipped"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from tradeoff_search.rules import Rule, SpecError, show
+from tradeoff_search.rules import Rule, RunError, SpecError, show
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,7 +56,7 @@ def validate_params(**rules: Rule) -> Callable[[Callable[P, R]], Callable[P, R]]
     return decorate
 
 
-def as_flag(error: SpecError, flags: Mapping[str, str]) -> SpecError:
+def as_flag(error: SpecError | RunError, flags: Mapping[str, str]) -> SpecError | RunError:
     """``error`` as the CLI shows it: a :class:`ParameterError` of a parameter that a flag gives
     names that flag (``flags``: parameter → flag); any other error as it is."""
     if isinstance(error, ParameterError) and error.key in flags:

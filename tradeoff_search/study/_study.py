@@ -16,7 +16,7 @@ from tradeoff_search.cost._device_client import DeviceBackend, DeviceError, Devi
 from tradeoff_search.cost._harness import LOCAL
 from tradeoff_search.data._dataset import Dataset, load_dataset
 from tradeoff_search.record._keys import BUILDERS_ATTR, PREPROCESSING_ATTR, SPEC
-from tradeoff_search.rules import Described, Interval, Scalar, SpecError, excerpt
+from tradeoff_search.rules import Described, Interval, RunError, Scalar, SpecError, excerpt
 from tradeoff_search.space._builders import Builder, keras_classes
 from tradeoff_search.space._space import narrowest_models
 from tradeoff_search.spec._builder_source import record_of
@@ -294,6 +294,7 @@ def run_study(
         SpecError: a store cannot be used, the data source is bad, a builder breaks the
             contract, or its source changed since the study began, or ``spec`` is not the one
             the study was created with (and not ``spec_changed``).
+        RunError: the spec's latency server does not answer.
         WorkersFailed: worker processes kept ending abnormally (the message names their exit
             codes and the last one's log); the MLflow record is completed first. Its subclass
             ``StoreFailed``: a worker failed on a store or a file (its one line and log).
@@ -490,7 +491,7 @@ def _session(
 
 
 def check_device(spec: StudySpec) -> dict[str, Any]:
-    """The fingerprint of the spec's latency server (empty for ``local``); a ``SpecError``
+    """The fingerprint of the spec's latency server (empty for ``local``); a ``RunError``
     naming ``latency.device`` unless it answers (with the token of
     ``TRADEOFF_SEARCH_DEVICE_TOKEN`` if it needs one)."""
     if spec.latency.device == LOCAL:
@@ -498,5 +499,5 @@ def check_device(spec: StudySpec) -> dict[str, Any]:
     try:
         return DeviceBackend(spec.latency.device).fingerprint()
     except DeviceError as error:
-        raise SpecError(spec.path, "latency.device", spec.latency.device,
-                        f"a latency server that answers ({error})") from None  # fmt: skip
+        raise RunError(spec.path, "latency.device", spec.latency.device,
+                       f"a latency server that answers ({error})") from None  # fmt: skip

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from tradeoff_search.process._channel import tell_pool
 from tradeoff_search.process._logs import quiet_libraries
-from tradeoff_search.rules import SpecError
+from tradeoff_search.rules import RunError, SpecError
 from tradeoff_search.stores._stores import STORAGE_ENV, TRACKING_ENV, known_failure
 from tradeoff_search.study._study import run_worker, stored_spec
 from tradeoff_search.study._workers import stopped_like_ctrl_c
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_libraries()
         with stopped_like_ctrl_c():
             run_worker(spec, storage, os.environ[TRACKING_ENV])
-    except SpecError as error:  # e.g. a store that went away, a builder changed: a replacement would fail too
+    except (SpecError, RunError) as error:  # e.g. a store gone, a builder changed: a replacement would fail too
         print(f"error: {error}", file=sys.stderr)
         tell_pool(f"failed {error}")
         return 2
