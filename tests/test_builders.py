@@ -226,6 +226,18 @@ def test_resuming_with_a_changed_builder_source_is_refused_unless_accepted(spec_
 
 
 @pytest.mark.e2e
+def test_a_builder_file_changed_after_it_was_hashed_is_not_imported(spec_with, tmp_path: Path) -> None:
+    """What is imported is what was hashed (and what a study records and checks), never later bytes."""
+    spec = StudySpec.load(spec_with('builder = "models.py:two_branch"'))
+    marker = tmp_path / "imported"
+    with (tmp_path / "models.py").open("a") as models:
+        models.write(f"\nopen({str(marker)!r}, 'w').close()\n")
+    refused = r"the source hashed when the spec loaded \(\S+/models.py changed since: sha256 \w{12} then, \w{12} now\)$"
+    with pytest.raises(SpecError, match=r"model.builder = \"models.py:two_branch\": expected " + refused):
+        TradeoffObjective(spec)
+    assert not marker.exists()
+
+
 def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, tmp_path: Path, mlflow_store) -> None:
     """Functional with two branches, Sequential with SeparableConv1D, categorical + conditional
     parameters: Optuna's trials and MLflow's child runs one to one, with each builder's own

@@ -72,11 +72,24 @@ def load(source: BuilderSource) -> Callable[..., Any]:
     """Import ``source``'s module (a file target as ``tradeoff_search_builders.<stem>``, with its
     folder on ``sys.path`` for its own imports, as ``python file.py`` would) and return its function.
 
+    A builder is code: its source file is imported only if it is still the one hashed when the
+    spec loaded (``source.sha256``, which a study records and checks), and a file target runs
+    the very bytes hashed.
+
     Raises:
-        ValueError: the import raises, or the module has no such function.
+        ValueError: the source changed since it was hashed, the import raises, or the module has
+            no such function.
     """
     try:
-        module = importlib.import_module(source.module) if source.module is not None else _import_file(source.path)
+        raw = source.path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"a readable source file ({source.path}: {error.strerror})") from None
+    if hashlib.sha256(raw).hexdigest() != source.sha256:
+        now = hashlib.sha256(raw).hexdigest()[:12]
+        raise ValueError(f"the source hashed when the spec loaded ({source.path} changed since: "
+                         f"sha256 {source.sha256[:12]} then, {now} now)")  # fmt: skip
+    try:
+        module = importlib.import_module(source.module) if source.module is not None else _import_file(source.path, raw)
     except Exception as error:  # a user's module may raise anything; it becomes one line
         raise ValueError(f"a module that imports (it raised {one_line(error)})") from None
     function = getattr(module, source.function, None)
@@ -87,18 +100,19 @@ def load(source: BuilderSource) -> Callable[..., Any]:
     return function
 
 
-def _import_file(path: Path) -> Any:
+def _import_file(path: Path, raw: bytes) -> Any:
+    """The module of file ``path``, executed from ``raw`` (its bytes as hashed), once per process."""
     name = f"{_FILE_MODULES}.{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
     if name in sys.modules:
         return sys.modules[name]
     if str(path.parent) not in sys.path:
         sys.path.append(str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None  # a .py file always has both
+    assert spec is not None  # a .py file always has one
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(raw, str(path), "exec"), module.__dict__)  # the bytes hashed, as a loader runs a file
     except BaseException:
         del sys.modules[name]
         raise
