@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -62,6 +65,27 @@ def test_front_is_retimed_side_by_side(macs_study) -> None:
     assert study.user_attrs[RETIMED_ATTR] == {str(k): v for k, v in retimed.items()}
     assert Front.of(study).retimed_front <= set(retimed)
     assert all(row["latency_retimed_ms"] == retimed[row["trial"]] for row in front_rows(study))
+
+
+def test_re_timing_gives_up_on_a_conversion_over_its_time_limit(tmp_path, caplog) -> None:
+    """The run's own process re-times the front, with no pool to end it: a conversion that does
+    not return within conversion_timeout is left behind, and the front keeps its trials' timings."""
+    shutil.copy(Path(__file__).with_name("user_models.py"), tmp_path / "models.py")
+    path = tmp_path / "slow.toml"
+    path.write_text(TINY_SPEC.replace("[latency]\n", "[latency]\nconversion_timeout = 1\n").replace(
+        "[model]\n", '[model]\nbuilder = "models.py:slow_to_convert_when_retimed"\n'))  # fmt: skip
+    objective = TradeoffObjective(StudySpec.load(path))
+    study = optuna.create_study(directions=objective.directions)
+    family = {"family": optuna.distributions.CategoricalDistribution(["slow_to_convert_when_retimed"])}
+    for values in [(0.9, 0.002), (0.8, 0.001)]:  # both on the front
+        study.add_trial(optuna.trial.create_trial(params={"family": "slow_to_convert_when_retimed"},
+                                                  distributions=family, values=values))  # fmt: skip
+    started = time.monotonic()
+    assert retime_front(study, objective) == {}
+    assert time.monotonic() - started < 10 and RETIMED_ATTR not in study.user_attrs
+    assert "the front was not re-timed: the conversion to LiteRT of trial 1's model did not finish within 1 s" in (
+        caplog.text
+    )
 
 
 def test_a_candidate_containing_an_over_budget_model_is_not_built(tmp_path) -> None:

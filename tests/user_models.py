@@ -127,6 +127,13 @@ def slow_to_convert_first(trial: optuna.Trial, input_shape: tuple[int, ...], n_c
     return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
 
 
+def slow_to_convert_when_retimed(trial: optuna.Trial, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    """Converts at once in a trial; for 15 s when rebuilt from its parameters to re-time the front."""
+    inputs = keras.Input(shape=input_shape)
+    x = _SlowToConvert(15 if isinstance(trial, optuna.trial.FixedTrial) else 0)(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+
+
 class _Scaled(keras.layers.Layer):
     """Holds an array it was given, with no ``get_config``: Keras cannot save it."""
 

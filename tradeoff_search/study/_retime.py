@@ -7,8 +7,11 @@ rounds, against the same reference, so their order is as fair as a measurement c
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from tradeoff_search.cost._convert import convert_as_shipped, quantization_of
 from tradeoff_search.cost._latency import measure_latencies
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     from tradeoff_search.trial._objective import TradeoffObjective
 
 _logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int, float]:
@@ -29,7 +33,8 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
     Latency does not depend on the weights, so each model is rebuilt from its trial's parameters
     (and converted in its quantization mode, an ``int8`` one calibrated on the untrained model).
     The values go to the study's user attribute ``retimed_latency_ms`` (finished trials cannot be
-    changed); a warning says so when the latency order of the front changed.
+    changed); a warning says so when the latency order of the front changed. A conversion not
+    done within ``[latency] conversion_timeout`` gives the re-timing up (a warning; none stored).
     """
     import optuna
 
@@ -44,7 +49,14 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
         model = objective.builders[trial.params["family"]](fixed, data.input_shape, data.n_classes)
         if latency.runtime == "litert":
             quantization = quantization_of(trial.params)
-            model = convert_as_shipped(model, quantization, spec, data.x_train, signature=False).flatbuffer
+            conversion = functools.partial(convert_as_shipped, model, quantization, spec, data.x_train, signature=False)
+            converted = _within(latency.conversion_timeout, conversion)
+            if converted is None:
+                _logger.warning("the front was not re-timed: the conversion to LiteRT of trial %d's model did "
+                                "not finish within %g s (conversion_timeout)", trial.number,
+                                latency.conversion_timeout)  # fmt: skip
+                return {}
+            model = converted.flatbuffer
         models.append(model)
     stats = measure_latencies(
         models,
@@ -65,3 +77,28 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
         _logger.warning("re-timed side by side, the front's latency order changed: %s -> %s%s", before, after,
                         f"; dominated now, off the front: trials {left}" if left else "")  # fmt: skip
     return retimed
+
+
+def _within(seconds: float, work: Callable[[], T]) -> T | None:
+    """``work()``, or None if it has not returned within ``seconds``.
+
+    In a thread of its own, left to itself when it overruns: nothing in a process can interrupt
+    TensorFlow's converter (see :func:`~tradeoff_search.process.time_limit`), and the re-timing
+    runs in the process that started the study, which must go on to finish its record. A daemon
+    thread: it does not keep the process from exiting.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as error:  # raised in the caller's thread instead
+            failure.append(error)
+
+    thread = threading.Thread(target=run, name="retime-conversion", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if failure:
+        raise failure[0]
+    return outcome[0] if outcome else None
