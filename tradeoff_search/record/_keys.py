@@ -12,6 +12,8 @@ N_PARAMS = "n_params"  # Keras parameter count (logged to MLflow as the metric `
 MACS = "macs"  # multiply-accumulates of one inference
 MACS_UNCOUNTED = "macs_uncounted"  # layers whose MACs nobody counts (a user builder's)
 MODEL_BYTES = "model_bytes"  # size of the ``.tflite`` as shipped (quantized in a quantized trial)
+RAM_BYTES = "ram_bytes"  # the micro runtime's minimum tensor arena for the .tflite (see cost._memory)
+RAM_REFUSAL = "ram_refusal"  # why the micro runtime cannot run the .tflite (then no ram_bytes)
 LATENCY = "latency"  # LatencyStats.to_dict() of the primary batch size, plus ``normalized_ms``
 NORMALIZED_MS = "normalized_ms"  # key of LATENCY: the calibrated latency, the objective's value
 TRAINED = "trained"  # False for a candidate recorded over the latency budget
@@ -40,6 +42,8 @@ VAL_ACCURACY = "val_accuracy"
 
 # ---------------------------------------------------------------------- constraints
 LATENCY_CONSTRAINT = "latency_ms_over_budget"  # latency_ms minus the budget (feasible when <= 0)
+RAM_CONSTRAINT = "ram_kb_over_budget"  # RAM in kB (1024 bytes) minus the budget
+FLASH_CONSTRAINT = "flash_kb_over_budget"  # the .tflite's kB minus the budget
 
 # ---------------------------------------------------------------------- study user attributes
 SPEC = "spec"  # the resolved spec it runs under, without what runs pass (n_trials, timeout)

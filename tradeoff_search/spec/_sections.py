@@ -9,7 +9,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from tradeoff_search.record._keys import MACS, MODEL_BYTES, PARAMS_METRIC
+from tradeoff_search.record._keys import MACS, MODEL_BYTES, PARAMS_METRIC, RAM_BYTES
 from tradeoff_search.rules import (
     AT_LEAST_ONE,
     POSITIVE,
@@ -35,8 +35,10 @@ SAMPLERS = ("tpe", "nsga2", "random", "gp")
 FAMILIES = ("mlp", "cnn1d", "cnn2d", "gru")
 # Inputs each family takes, besides the batch: cnn1d and gru (steps, channels), cnn2d (h, w, c).
 FAMILY_RANKS = {"cnn1d": 2, "gru": 2, "cnn2d": 3}
-COMPANIONS = (PARAMS_METRIC, MACS, MODEL_BYTES)  # deterministic, measured without timing
+COMPANIONS = (PARAMS_METRIC, MACS, MODEL_BYTES, RAM_BYTES)  # deterministic, measured without timing
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")  # LiteRT post-training quantization, see _convert
+MICRO_PACKAGE = "tflite_micro"  # the micro runtime, which measures RAM (the [micro] extra)
+KB = 1024  # the budgets' kB: bytes as microcontroller datasheets count RAM and flash
 
 # Upper bounds of size knobs: far beyond models one times at batch 1 on a CPU, low enough that a
 # typo cannot ask for terabytes (the space's largest model is also checked as a whole, see _memory).
@@ -87,12 +89,46 @@ class StudySection(Section):
             raise SpecError(spec_file, "study.sampler", "gp", needs)
 
 
+def micro_installed() -> bool:
+    """Whether the micro runtime, which measures RAM (``pip install 'tradeoff_search[micro]'``), is importable."""
+    return importlib.util.find_spec(MICRO_PACKAGE) is not None
+
+
+def needs_micro(spec_file: Path, key: str, value: object) -> None:
+    """Refuse ``key`` (a RAM budget or objective) when the micro runtime that measures RAM is missing."""
+    if not micro_installed():
+        needs = "the micro runtime installed, which measures RAM: pip install 'tradeoff_search[micro]' (x86-64 Linux)"
+        raise SpecError(spec_file, key, value, needs)
+
+
 @dataclass(frozen=True)
 class ObjectivesSection(Section):
     """``[objectives]``: accuracy is maximized, latency minimized, and any ``extra`` minimized too."""
 
     accuracy: str = setting(Scalar(str, choices=("accuracy", "balanced_accuracy")), "accuracy")
     extra: Categorical = setting(Choice(str, COMPANIONS, may_be_empty=True), Categorical(()))
+
+    def check(self, spec_file: Path) -> None:
+        """``ram_bytes`` needs the micro runtime."""
+        if RAM_BYTES in self.extra.choices:
+            needs_micro(spec_file, "objectives.extra", list(self.extra.choices))
+
+
+@dataclass(frozen=True)
+class BudgetSection(Section):
+    """``[budget]``: what a shipped model may cost at most. A candidate over any of them is never
+    trained: it is recorded with the constraint it broke (``latency_ms_over_budget``,
+    ``ram_kb_over_budget``, ``flash_kb_over_budget``). ``latency.budget_ms`` is ``latency_ms``
+    under its other name: a spec gives one of them."""
+
+    latency_ms: float | None = setting(Scalar(float, POSITIVE), None)  # latency_ms, the objective
+    ram_kb: float | None = setting(Scalar(float, POSITIVE), None)  # the micro runtime's arena, kB of 1024 bytes
+    flash_kb: float | None = setting(Scalar(float, POSITIVE), None)  # the .tflite's bytes, kB of 1024
+
+    def check(self, spec_file: Path) -> None:
+        """A RAM budget needs the micro runtime."""
+        if self.ram_kb is not None:
+            needs_micro(spec_file, "budget.ram_kb", self.ram_kb)
 
 
 @dataclass(frozen=True)
@@ -104,7 +140,7 @@ class LatencySection(Section):
     threads: int = setting(Scalar(int, Interval(1, 1024)), 1)
     statistic: str = setting(Scalar(str, choices=("p10", "median")), "p10")
     max_seconds: float = setting(Scalar(float, _SECONDS), 1.0)
-    budget_ms: float | None = setting(Scalar(float, POSITIVE), None)
+    budget_ms: float | None = setting(Scalar(float, POSITIVE), None)  # the same as [budget] latency_ms
     # a string fixes the mode, a list searches it (the trial parameter ``quantization``)
     quantization: Categorical = setting(Choice(str, QUANTIZATIONS), Categorical(("none",)))
     representative_rows: int = setting(Scalar(int, AT_LEAST_ONE), 200)  # int8's calibration sample

@@ -26,6 +26,7 @@ from tradeoff_search.spec._memory import check_memory
 from tradeoff_search.spec._sections import (
     FAMILIES,
     FAMILY_RANKS,
+    BudgetSection,
     LatencySection,
     ModelSection,
     ObjectivesSection,
@@ -45,6 +46,7 @@ _SECTIONS: dict[str, type] = {
     "data": DataSection,
     "objectives": ObjectivesSection,
     "latency": LatencySection,
+    "budget": BudgetSection,
     "model": ModelSection,
     "optimizer": OptimizerSection,
     "training": TrainingSection,
@@ -70,6 +72,7 @@ class StudySpec:
     data: DataSection
     objectives: ObjectivesSection = ObjectivesSection()
     latency: LatencySection = LatencySection()
+    budget: BudgetSection = BudgetSection()
     model: ModelSection = ModelSection()
     optimizer: OptimizerSection = OptimizerSection()
     training: TrainingSection = TrainingSection()
@@ -105,6 +108,7 @@ class StudySpec:
         if not digest:
             digest = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
         parsed["model"] = _with_builder(parsed["model"], document.get("model", {}), path)
+        parsed["latency"], parsed["budget"] = _one_latency_budget(parsed["latency"], parsed["budget"], path)
         for section in parsed.values():
             section.check(path)
         spec = cls(path=path, digest=digest, **parsed)
@@ -198,6 +202,7 @@ class StudySpec:
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec (defaults filled in) as plain data, for logging."""
         plain = {name: _plain(dataclasses.asdict(getattr(self, name))) for name in _SECTIONS}
+        plain["latency"].pop("budget_ms", None)  # it is [budget] latency_ms
         # [model.builders] holds the builder = "..." shorthand too (as families does its name).
         plain["model"] = {k: v for k, v in plain["model"].items() if k != "builder"} | {
             "builders": dict(self.model.builders)
@@ -219,6 +224,17 @@ def _with_builder(model: ModelSection, table: Any, source: Path) -> ModelSection
                         "name it in [model.builders] instead")  # fmt: skip
     families = model.families if "families" in table else Categorical((name,))
     return dataclasses.replace(model, families=families, builders=((name, model.builder), *model.builders))
+
+
+def _one_latency_budget(
+    latency: LatencySection, budget: BudgetSection, source: Path
+) -> tuple[LatencySection, BudgetSection]:
+    """``latency.budget_ms`` and ``budget.latency_ms`` are one budget: given once, it is in both."""
+    if latency.budget_ms is not None and budget.latency_ms is not None:
+        expected = f"no value beside budget.latency_ms = {budget.latency_ms} (the same budget: give it once)"
+        raise SpecError(source, "latency.budget_ms", latency.budget_ms, expected)
+    value = latency.budget_ms if latency.budget_ms is not None else budget.latency_ms
+    return dataclasses.replace(latency, budget_ms=value), dataclasses.replace(budget, latency_ms=value)
 
 
 def _plain(value: Any) -> Any:

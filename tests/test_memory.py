@@ -1,0 +1,129 @@
+"""RAM as the micro runtime allocates it: real Keras models, converted as trials convert them, measured
+by the real helper process; the value checked against the runtime itself in fresh processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tradeoff_search import StudySpec
+from tradeoff_search.cost._convert import convert
+from tradeoff_search.cost._memory import NotDeployable, RamMeasurement, _meter, measure_ram
+from tradeoff_search.rules import SpecError
+
+pytest.importorskip("tflite_micro", reason="the micro runtime has wheels for x86-64 Linux only")
+
+import keras
+
+
+def mlp(inputs: int, *widths: int, activation: str = "relu") -> keras.Model:
+    layers = [keras.layers.Dense(width, activation=activation) for width in widths]
+    return keras.Sequential([keras.Input((inputs,)), *layers, keras.layers.Dense(10, activation="softmax")])
+
+
+def cnn1d() -> keras.Model:
+    """Two conv blocks on 64 steps × 3 channels: activations, not weights, dominate its arena."""
+    conv = [keras.layers.Conv1D(16, 3, padding="same", activation="relu") for _ in range(2)]
+    head = [keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(10, activation="softmax")]
+    return keras.Sequential([keras.Input((64, 3)), conv[0], keras.layers.MaxPooling1D(), conv[1], *head])
+
+
+def tflite(model: keras.Model, quantization: str = "none") -> bytes:
+    """Converted as a trial converts what it times (signature-less; int8 with integer input and output)."""
+    rows = np.random.default_rng(0).normal(size=(32, *model.input_shape[1:])).astype(np.float32)
+    int8 = quantization == "int8"
+    representative = rows if int8 or quantization == "dynamic" else None
+    return convert(model, quantization, representative=representative, io="int8" if int8 else "float",
+                   signature=False).flatbuffer  # fmt: skip
+
+
+def ram(flatbuffer: bytes) -> RamMeasurement:
+    measured = measure_ram(flatbuffer)
+    assert isinstance(measured, RamMeasurement), measured
+    assert measured.flash_bytes == len(flatbuffer)
+    return measured
+
+
+def test_ram_grows_with_width_and_with_the_largest_activation() -> None:
+    widths = [ram(tflite(mlp(16, width, width // 2))).arena_bytes for width in (32, 128, 512)]
+    assert widths[0] < widths[1] < widths[2], widths
+    # The same layers after a wider input: the largest activation (the input) grows by 3,072
+    # bytes, and so does the arena, within what the planner overlaps.
+    narrow, wide = (ram(tflite(mlp(inputs, 64))).arena_bytes for inputs in (16, 784))
+    assert 0.9 < (wide - narrow) / (4 * (784 - 16)) < 1.1, (narrow, wide)
+
+
+def test_int8_needs_less_ram_than_float32_where_activations_dominate() -> None:
+    model = cnn1d()
+    float32, int8 = ram(tflite(model)), ram(tflite(model, "int8"))
+    assert int8.arena_bytes < float32.arena_bytes, (int8, float32)
+    assert int8.flash_bytes < float32.flash_bytes
+
+
+_RUN_AT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from tflite_micro import runtime
+    interpreter = runtime.Interpreter.from_bytes(open(sys.argv[1], "rb").read(), arena_size=int(sys.argv[2]))
+    details = interpreter.get_input_details(0)
+    interpreter.set_input(np.zeros(details["shape"], details["dtype"]), 0)
+    interpreter.invoke()
+    print("invoked")
+""")
+
+
+def runs_at(path: str, arena: int) -> bool:
+    """Whether the runtime's public API allocates and invokes the model at ``arena`` bytes, in a
+    fresh process (a too-small arena may crash it)."""
+    done = subprocess.run([sys.executable, "-c", _RUN_AT, path, str(arena)], capture_output=True, text=True, timeout=60)
+    return done.returncode == 0 and "invoked" in done.stdout
+
+
+def test_the_minimum_is_what_the_runtime_itself_allocates_and_invokes_with(tmp_path) -> None:
+    for name, flatbuffer in {"mlp": tflite(mlp(16, 128, 64), "int8"), "cnn": tflite(cnn1d())}.items():
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(flatbuffer)
+        arena = ram(flatbuffer).arena_bytes
+        assert runs_at(str(path), arena), f"{name}: does not run at its measured {arena} bytes"
+        assert not runs_at(str(path), arena - 1), f"{name}: runs at {arena - 1} bytes, below its measured minimum"
+
+
+def test_a_model_the_micro_runtime_cannot_run_is_named_not_a_crash() -> None:
+    refused = measure_ram(tflite(mlp(16, 64, activation="gelu")))
+    assert isinstance(refused, NotDeployable)
+    assert (refused.op, refused.stage) == ("GELU", "load")
+    assert str(refused).startswith("not deployable on the micro runtime: op GELU (")
+    # Dynamic range: int8 weights with float activations, which no micro kernel takes.
+    hybrid = measure_ram(tflite(mlp(16, 128, 64), "dynamic"))
+    assert isinstance(hybrid, NotDeployable) and hybrid.op == "FULLY_CONNECTED", hybrid
+
+
+def test_the_helper_process_is_started_again_when_it_died() -> None:
+    flatbuffer = tflite(mlp(16, 32))
+    first = ram(flatbuffer)
+    process = _meter._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    again = ram(flatbuffer)
+    assert again.arena_bytes == first.arena_bytes
+    assert _meter._process is not None and _meter._process.pid != process.pid
+
+
+def test_ram_budgets_and_objectives_need_the_micro_runtime(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tflite_micro", None)  # as where it is not installed
+    base = {"study": {"name": "micro"}, "data": {"source": "sklearn:iris"}}
+    for key, section in (("budget.ram_kb", {"budget": {"ram_kb": 16}}),
+                         ("objectives.extra", {"objectives": {"extra": ["ram_bytes"]}})):  # fmt: skip
+        with pytest.raises(SpecError) as refused:
+            StudySpec.from_dict(base | section, path="micro.toml")
+        assert str(refused.value).startswith(f"micro.toml: {key} = ")
+        assert "pip install 'tradeoff_search[micro]'" in str(refused.value)
+        assert "\n" not in str(refused.value)
+    StudySpec.from_dict(base | {"budget": {"flash_kb": 64, "latency_ms": 1}}, path="micro.toml")  # no RAM: fine
