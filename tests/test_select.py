@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 
 from tradeoff_search import StudySpec, load_dataset, run_study, select_model
 from tradeoff_search.record._keys import RETIMED_ATTR
+from tradeoff_search.selection._budgets import NoneFits, Point, binding_words, pick_within
 from tradeoff_search.selection._select import front_points, pick
 
 from .conftest import TINY_SPEC, litert_outputs, table_frame
@@ -30,6 +31,32 @@ def test_rules_pick_from_a_front() -> None:
         pick(FRONT, "max_latency", max_latency_ms=0.0001)
     with pytest.raises(ValueError, match=r"accuracy 0\.99"):
         pick(FRONT, "min_accuracy", min_accuracy=0.99)
+
+
+GELU = "not deployable on the micro runtime: op GELU (Didn't find op for builtin opcode 'GELU')"
+# trial, accuracy, latency_ms, ram_bytes, flash_bytes (, why no RAM)
+COSTS = [Point(0, 0.50, 0.001, 2000, 8000), Point(1, 0.80, 0.002, 9000, 20000), Point(2, 0.90, 0.004, 20000, 40000),
+         Point(3, 0.95, 0.003, None, 30000, GELU)]  # fmt: skip
+
+
+def test_budgets_pick_the_most_accurate_within_all_and_say_which_binds() -> None:
+    ram = pick_within(COSTS, {"max_ram_kb": 16})  # trial 2 needs 19.5 KB, trial 3 does not run there
+    assert (ram.trial, ram.binding, ram.together, ram.next_better) == (1, ("max_ram_kb",), False, 3)
+    assert binding_words(ram, COSTS) == f"RAM binds (trial 3, accuracy 0.9500, {GELU})"
+    both = pick_within(COSTS, {"max_ram_kb": 16, "max_latency_ms": 0.0035})  # trial 3 is out by RAM alone
+    assert (both.trial, both.binding) == (1, ("max_ram_kb",))
+    together = pick_within(COSTS, {"max_latency_ms": 0.0025, "max_flash_kb": 25})  # 2 and 3 break both
+    assert (together.trial, together.binding, together.together) == (1, ("max_latency_ms", "max_flash_kb"), True)
+    assert binding_words(together, COSTS).startswith("latency and flash bind together (trial 3, accuracy 0.9500, ")
+    loose = pick_within(COSTS, {"max_latency_ms": 1.0, "max_flash_kb": 100})
+    assert (loose.trial, loose.binding) == (3, ())
+    with pytest.raises(NoneFits) as none:
+        pick_within(COSTS, {"max_ram_kb": 1, "max_flash_kb": 64})
+    assert str(none.value) == ("no model of the front within 1 KB RAM, 64 KB flash; closest: trial 0 "
+                               "(accuracy 0.5000, RAM 1.953 KB)")  # fmt: skip
+    assert none.value.budget == "max_ram_kb"
+    assert pick(FRONT, "max_latency", max_latency_ms=0.005) == pick_within([Point(*p) for p in FRONT],
+                                                                           {"max_latency_ms": 0.005}).trial  # fmt: skip
 
 
 def test_choices_are_the_front_after_re_timing() -> None:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from tradeoff_search.cost._convert import quantization_of, tensor_types
 from tradeoff_search.cost._latency import measure_latency
+from tradeoff_search.cost._memory import RamMeasurement, measure_ram
 from tradeoff_search.data._dataset import load_dataset
-from tradeoff_search.front import Front
 from tradeoff_search.record._keys import (
     CALIBRATION_ATTR,
     MODEL_DIGESTS_ATTR,
@@ -23,7 +23,16 @@ from tradeoff_search.record._keys import (
     PREPROCESSING_ATTR,
 )
 from tradeoff_search.rules import POSITIVE, Interval, OrNone, RunError, Scalar
+from tradeoff_search.selection._budgets import (
+    NoneFits,
+    Point,
+    binding_words,
+    describe,
+    front_costs,
+    pick_within,
+)
 from tradeoff_search.space._builders import keras_classes, spec_builders
+from tradeoff_search.spec._sections import micro_installed
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.spec._validation import ParameterError, validate_params
 from tradeoff_search.stores._stores import DEFAULT_TRACKING_URI
@@ -38,7 +47,8 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger(__name__)
 
-RULES = ("knee", "max_latency", "min_accuracy", "mnas")
+# max_latency: budget with max_latency_ms, as it was named before budgets on RAM and flash
+RULES = ("knee", "budget", "max_latency", "min_accuracy", "mnas")
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,9 @@ class Selection:
     input_type: str = "float32"  # of the exported .tflite
     output_type: str = "float32"
     test_accuracy_float: float | None = None  # a quantized model's float Keras model, on the test split
+    ram_bytes: int | None = None  # on the micro runtime, as the trial measured it (None: not measured, or refused)
+    flash_bytes: int = 0  # the exported .tflite's size
+    binding: str = ""  # by budget: which budget binds, in words
 
 
 def pick(
@@ -75,7 +88,8 @@ def pick(
 
     - ``knee``: farthest from the chord between the front's two ends, with accuracy and
       log-latency both scaled to [0, 1] (the point where speed starts to cost most accuracy);
-    - ``max_latency``: the most accurate within ``max_latency_ms``;
+    - ``max_latency``: the most accurate within ``max_latency_ms`` (``budget`` with latency alone,
+      see :func:`~tradeoff_search.selection._budgets.pick_within` for RAM and flash too);
     - ``min_accuracy``: the fastest with at least ``min_accuracy``;
     - ``mnas``: the MnasNet reward ``accuracy · (latency / target)^w`` (``w`` negative; target:
       ``target_ms``, default the front's median latency).
@@ -87,12 +101,7 @@ def pick(
         raise ValueError("the study has no Pareto-optimal trial yet")
     if rule == "max_latency":
         assert max_latency_ms is not None, "the rule's threshold is checked by select_model"
-        eligible = [p for p in points if p[2] <= max_latency_ms]
-        if not eligible:
-            raise ValueError(
-                f"no Pareto model within {max_latency_ms} ms (fastest: {min(p[2] for p in points):.4g} ms)"
-            )
-        return max(eligible, key=lambda p: (p[1], -p[2]))[0]
+        return pick_within([Point(*p) for p in points], {"max_latency_ms": max_latency_ms}).trial
     if rule == "min_accuracy":
         assert min_accuracy is not None, "the rule's threshold is checked by select_model"
         eligible = [p for p in points if p[1] >= min_accuracy]
@@ -121,16 +130,15 @@ def pick(
 
 
 def front_points(study: optuna.Study) -> list[tuple[int, float, float]]:
-    """``(trial, accuracy, latency_ms)`` of the front to choose from: with re-timed latencies once
-    the front was re-timed, without the models those values dominate."""
-    front = Front.of(study)
-    return [(t.number, t.values[0], front.retimed.get(t.number, t.values[1]))
-            for t in front.best_trials if t.number in front.retimed_front]  # fmt: skip
+    """``(trial, accuracy, latency_ms)`` of the front to choose from (see :func:`front_costs`)."""
+    return [(p.trial, p.accuracy, p.latency_ms) for p in front_costs(study)]
 
 
 @validate_params(
     rule=Scalar(str, choices=RULES),
     max_latency_ms=OrNone(Scalar(float, POSITIVE)),
+    max_ram_kb=OrNone(Scalar(float, POSITIVE)),
+    max_flash_kb=OrNone(Scalar(float, POSITIVE)),
     min_accuracy=OrNone(Scalar(float, Interval(0, 1, low_open=True))),
     mnas_weight=Scalar(float),
     target_ms=OrNone(Scalar(float, POSITIVE)),
@@ -143,6 +151,8 @@ def select_model(
     rule: str = "knee",
     tracking_uri: str = DEFAULT_TRACKING_URI,
     max_latency_ms: float | None = None,
+    max_ram_kb: float | None = None,
+    max_flash_kb: float | None = None,
     min_accuracy: float | None = None,
     mnas_weight: float = -0.07,
     target_ms: float | None = None,
@@ -154,6 +164,11 @@ def select_model(
     in the MLflow Model Registry as ``<study>-selected`` with the
     rule, latency and accuracies as tags.
 
+    By budget (``rule="budget"``, or ``"max_latency"`` with ``max_latency_ms`` alone): the most
+    accurate model within all of ``max_latency_ms``, ``max_ram_kb`` and ``max_flash_kb`` given
+    (RAM and flash in kB of 1024 bytes, as the trials measured them), and which budget binds
+    (:attr:`Selection.binding`; see ``tradeoff_search.selection._budgets``).
+
     Raises:
         ParameterError: a parameter breaks its rule, or no front model meets the rule's threshold.
         RunError: the study has no front yet, or the chosen model was not logged to MLflow
@@ -162,20 +177,10 @@ def select_model(
     """
     if len(study.directions) < 2:
         raise ValueError(f"study {study.study_name!r}: expected accuracy and latency objectives, got 1 objective")
-    # The rules that need a value, by the parameter that gives it.
-    key, value = {"max_latency": ("max_latency_ms", max_latency_ms),
-                  "min_accuracy": ("min_accuracy", min_accuracy)}.get(rule, ("rule", rule))  # fmt: skip
-    if value is None:
-        raise ValueError(f"rule={rule!r} needs {key}")
-    points = front_points(study)
-    if not points:
-        raise RunError(spec.path, "study.name", study.study_name, "a study with a front to choose from (run it first)")
-    try:
-        number = pick(points, rule, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy,
-                      mnas_weight=mnas_weight, target_ms=target_ms)  # fmt: skip
-    except ValueError as error:
-        raise ParameterError("select_model", key, value, f"a value some front model meets ({error})") from None
-    chosen = next(p for p in points if p[0] == number)
+    budgets = {"max_latency_ms": max_latency_ms, "max_ram_kb": max_ram_kb, "max_flash_kb": max_flash_kb}
+    chosen, binding = _choose(spec, study, rule, budgets, min_accuracy=min_accuracy, mnas_weight=mnas_weight,
+                              target_ms=target_ms)  # fmt: skip
+    number = chosen.trial
     out = Path(out)
     blocking = next((folder for folder in (out, *out.parents) if folder.exists()), None)
     if blocking is not None and not blocking.is_dir():
@@ -217,16 +222,76 @@ def select_model(
     if not client.search_registered_models(f"name = {filter_value(name)}"):
         client.create_registered_model(name, description=f"Models selected from the Pareto front of {study.study_name}")
     version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    ram_bytes = _ram_of(shipped, chosen)
     tags = {"rule": rule, "trial": number, "validation_accuracy": chosen[1], "test_accuracy": test_accuracy,
             "latency_ms": chosen[2], "exported_latency_ms": exported_ms, "quantization": quantization,
-            **types}  # fmt: skip
+            **types, "flash_bytes": len(shipped)}  # fmt: skip
+    tags |= {"ram_bytes": ram_bytes} if ram_bytes is not None else {}
+    tags |= {"binding": binding} if binding else {}
     for key, tag in tags.items():
         client.set_model_version_tag(name, version.version, key, str(tag))
     _logger.info("selected trial %d by %s: test accuracy %.4f, %.4g ms", number, rule, test_accuracy, exported_ms)
     return Selection(number, rule, chosen[1], test_accuracy, chosen[2], exported_ms, str(keras_path),
                      str(tflite_path), name, str(version.version),
                      str(preprocessing_path) if preprocessing_path is not None else None, quantization,
-                     types["input_type"], types["output_type"], float_accuracy)  # fmt: skip
+                     types["input_type"], types["output_type"], float_accuracy, ram_bytes, len(shipped),
+                     binding)  # fmt: skip
+
+
+def _ram_of(shipped: bytes, chosen: Point) -> int | None:
+    """RAM of the exported file on the micro runtime: measured again where the runtime is installed
+    (the file with its signature; the trial measured the file it timed), else as the trial recorded."""
+    if not micro_installed():
+        return None if chosen.ram_bytes is None else int(chosen.ram_bytes)
+    measured = measure_ram(shipped)
+    return measured.arena_bytes if isinstance(measured, RamMeasurement) else None
+
+
+def _choose(
+    spec: StudySpec,
+    study: optuna.Study,
+    rule: str,
+    budgets: dict[str, float | None],
+    *,
+    min_accuracy: float | None,
+    mnas_weight: float,
+    target_ms: float | None,
+) -> tuple[Point, str]:
+    """The front's model ``rule`` picks, and by budget what binds, in words.
+
+    Raises:
+        ValueError: the rule lacks its value, or a budget is given to another rule.
+        RunError: the study has no front.
+        ParameterError: no model of the front meets the rule's value.
+    """
+    given = {name: limit for name, limit in budgets.items() if limit is not None}
+    by_budget = rule in ("budget", "max_latency")
+    # The rules that need a value, by the parameter that gives it.
+    needs = {"max_latency": ("max_latency_ms", budgets["max_latency_ms"]),
+             "min_accuracy": ("min_accuracy", min_accuracy),
+             "budget": ("max_latency_ms, max_ram_kb or max_flash_kb", given or None)}  # fmt: skip
+    key, value = needs.get(rule, ("rule", rule))
+    if value is None:
+        raise ValueError(f"rule={rule!r} needs {key}")
+    if given and not by_budget:
+        raise ValueError(f"{', '.join(given)}: budgets, for rule='budget' (rule={rule!r})")
+    points = front_costs(study)
+    if not points:
+        raise RunError(spec.path, "study.name", study.study_name, "a study with a front to choose from (run it first)")
+    if by_budget:
+        try:
+            chosen = pick_within(points, given)
+        except NoneFits as error:
+            raise ParameterError("select_model", error.budget, given[error.budget],
+                                 f"a budget some front model meets ({error})") from None  # fmt: skip
+        words = f"within {describe(given)}: {binding_words(chosen, points)}"
+        return next(p for p in points if p.trial == chosen.trial), words
+    try:
+        number = pick([p[:3] for p in points], rule, min_accuracy=min_accuracy, mnas_weight=mnas_weight,
+                      target_ms=target_ms)  # fmt: skip
+    except ValueError as error:
+        raise ParameterError("select_model", key, value, f"a value some front model meets ({error})") from None
+    return next(p for p in points if p.trial == number), ""
 
 
 def verified_model(
