@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tradeoff_search.cost._device_client import DeviceBackend, DeviceError, DeviceUnreachable
 from tradeoff_search.cost._harness import LOCAL
 from tradeoff_search.data._dataset import Dataset, load_dataset
-from tradeoff_search.record._keys import BUILDERS_ATTR, PREPROCESSING_ATTR, SPEC
+from tradeoff_search.record._keys import BUILDERS_ATTR, DEVICE_FAILURE, PREPROCESSING_ATTR, SPEC
 from tradeoff_search.rules import Described, Interval, RunError, Scalar, SpecError, excerpt
 from tradeoff_search.space._builders import Builder, keras_classes
 from tradeoff_search.space._space import narrowest_models
@@ -47,13 +47,15 @@ from tradeoff_search.study._workers import (
 )
 from tradeoff_search.tracking._callback import MLflowParetoCallback, RecordIncomplete, SyncReport, may_be_writing
 from tradeoff_search.tracking._run_index import study_uid
-from tradeoff_search.trial._objective import MAX_DEVICE_FAILURES, TradeoffObjective, device_lost
+from tradeoff_search.trial._objective import TradeoffObjective
 from tradeoff_search.trial._staging import staging_dir
 
 if TYPE_CHECKING:
     import optuna
 
 _logger = logging.getLogger(__name__)
+
+MAX_DEVICE_FAILURES = 3  # trials in a row that lost the latency server: the study stops (resumable)
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
@@ -367,6 +369,18 @@ def _device_stop(spec: StudySpec, study: optuna.Study) -> Callable[[], bool] | N
         return None
     since = max((t.number for t in study.get_trials(deepcopy=False)), default=-1) + 1
     return functools.partial(device_lost, study, since)
+
+
+def device_lost(study: optuna.Study, since: int = 0) -> bool:
+    """Whether the last :data:`MAX_DEVICE_FAILURES` trials to finish (of those numbered ``since``
+    or later) all failed because the latency server did not answer."""
+    import optuna
+
+    state = optuna.trial.TrialState
+    finished = [t for t in study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.FAIL))
+                if t.number >= since and t.datetime_complete is not None]  # fmt: skip
+    last = sorted(finished, key=lambda t: t.datetime_complete)[-MAX_DEVICE_FAILURES:]  # type: ignore[arg-type, return-value]
+    return len(last) == MAX_DEVICE_FAILURES and all(DEVICE_FAILURE in t.user_attrs for t in last)
 
 
 def _finish_record(study: optuna.Study, objective: TradeoffObjective, callback: MLflowParetoCallback) -> None:

@@ -87,9 +87,6 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 _TRACEBACK_CHARS = 20_000  # the end of a longer one: where it failed
 
-MAX_DEVICE_FAILURES = 3  # trials in a row that lost the latency server: the study stops (resumable)
-
-
 @dataclass(frozen=True)
 class _Timed:
     """A model converted in one mode and timed (before training): its latency objective, its
@@ -542,18 +539,6 @@ def _check_row_shape(spec: StudySpec, shape: tuple[int, ...]) -> None:
     if expected is not None and shape != tuple(expected):
         raise ValueError(f"x_train: rows of shape {shape}, but the spec's data.input_shape is {list(expected)}: "
                          f"reshape x_train and x_val to (rows, {', '.join(map(str, expected))})")  # fmt: skip
-
-
-def device_lost(study: optuna.Study, since: int = 0) -> bool:
-    """Whether the last :data:`MAX_DEVICE_FAILURES` trials to finish (of those numbered ``since``
-    or later) all failed because the latency server did not answer."""
-    import optuna
-
-    state = optuna.trial.TrialState
-    finished = [t for t in study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.FAIL))
-                if t.number >= since and t.datetime_complete is not None]  # fmt: skip
-    last = sorted(finished, key=lambda t: t.datetime_complete)[-MAX_DEVICE_FAILURES:]  # type: ignore[arg-type, return-value]
-    return len(last) == MAX_DEVICE_FAILURES and all(DEVICE_FAILURE in t.user_attrs for t in last)
 
 
 def timed_over_budget(
