@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from tradeoff_search.rules import Categorical, SpecError
-from tradeoff_search.space._families import build_model
-from tradeoff_search.space._space import Candidate, suggest_architecture
-from tradeoff_search.spec._builder_source import load, one_line
+from tradeoff_search.space._families import build_model, count_macs, uncounted_layers
+from tradeoff_search.space._space import RESERVED, Candidate, suggest_architecture
+from tradeoff_search.spec._builder_source import load, one_line, record_of
 from tradeoff_search.spec._sections import FAMILIES, ModelSection
 from tradeoff_search.spec._spec import StudySpec
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     import optuna
 
     from tradeoff_search.data._dataset import Dataset
+
+_logger = logging.getLogger(__name__)
 
 
 class Builder(Protocol):
@@ -190,6 +193,60 @@ def build_checked(name: str, builder: Builder, trial: optuna.trial.BaseTrial, da
     if problem is not None:
         raise BuilderError(name, problem)
     return model
+
+
+def check_builders(spec: StudySpec, builders: Mapping[str, Builder], data: Dataset, reloads: bool) -> None:
+    """Build each user builder's model once on a throwaway trial (see
+    ``TradeoffObjective.check_builders``); built-in families need no check.
+
+    Args:
+        spec: the study spec (its seed, extra objectives and the builders' sources).
+        builders: the builders by family name.
+        data: the data their models take.
+        reloads: whether their models are logged, and so must load back (see :func:`reload_breach`).
+
+    Raises:
+        SpecError: one line naming the builder (its spec key, or ``build``) and what is wrong.
+    """
+    import optuna
+
+    custom_objects = keras_classes(builders.values())  # what the record and select load models with
+    for name, builder in builders.items():
+        if isinstance(builder, Family):
+            continue
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.study.seed)).ask()
+        try:
+            model = build_checked(name, builder, trial, data)
+            _check_own_params(name, trial)
+        except BuilderError as error:
+            raise _refusal(spec, name, builder, error.expected) from None
+        breach = reload_breach(model, custom_objects) if reloads else None
+        if breach is None and "macs" in spec.objectives.extra.choices and count_macs(model) is None:
+            unknown = ", ".join(uncounted_layers(model))
+            breach = f"layers whose multiply-adds are known, as macs is an objective ({unknown})"
+        if breach is not None:
+            raise _refusal(spec, name, builder, breach)
+        loss = compiled_loss(model)
+        if loss is not None:
+            _logger.warning(
+                "builder %r returns a model compiled with loss %r: ignored; trials train it with "
+                "cross-entropy and the [optimizer] search (return it uncompiled)",
+                name,
+                loss,
+            )
+
+
+def _check_own_params(name: str, trial: optuna.Trial) -> None:
+    taken = sorted(set(trial.params) & set(RESERVED))
+    if taken:
+        raise BuilderError(name, f"parameter names of its own ({', '.join(taken)} the study suggests itself)")
+
+
+def _refusal(spec: StudySpec, name: str, builder: Builder, expected: str) -> SpecError:
+    source = spec.builder_sources.get(name)
+    if source is not None:
+        return SpecError(spec.path, spec.builder_key(name), source.target, expected)
+    return SpecError("build", name, record_of(builder)["target"], expected)
 
 
 def contract_breach(model: object, data: Dataset) -> str | None:

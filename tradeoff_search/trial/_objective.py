@@ -50,21 +50,17 @@ from tradeoff_search.record._keys import (
     calibration_attr,
     latency_at_batch,
 )
-from tradeoff_search.rules import SpecError
 from tradeoff_search.space._builders import (
     Builder,
     BuilderError,
     Family,
     build_checked,
-    compiled_loss,
-    keras_classes,
-    reload_breach,
+    check_builders,
     searching,
     spec_builders,
 )
 from tradeoff_search.space._families import contains, count_macs, uncounted_layers
 from tradeoff_search.space._space import (
-    RESERVED,
     Candidate,
     family_floors,
     suggest_architecture,
@@ -86,6 +82,7 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger(__name__)
 _TRACEBACK_CHARS = 20_000  # the end of a longer one: where it failed
+
 
 @dataclass(frozen=True)
 class _Timed:
@@ -191,45 +188,8 @@ class TradeoffObjective:
         Raises:
             SpecError: one line naming the builder (its spec key, or ``build``) and what is wrong.
         """
-        import optuna
-
-        custom_objects = keras_classes(self.builders.values())  # what the record and select load models with
-        for name, builder in self.builders.items():
-            if isinstance(builder, Family):
-                continue
-            sampler = optuna.samplers.RandomSampler(seed=self.spec.study.seed)
-            trial = optuna.create_study(sampler=sampler).ask()
-            try:
-                model = build_checked(name, builder, trial, self.data)
-                self._check_own_params(name, trial)
-            except BuilderError as error:
-                raise self._refusal(name, error.expected) from None
-            if self.model_dir is not None:  # its models are logged: the record and select load them back
-                reloaded = reload_breach(model, custom_objects)
-                if reloaded is not None:
-                    raise self._refusal(name, reloaded)
-            if "macs" in self.spec.objectives.extra.choices and count_macs(model) is None:
-                unknown = ", ".join(uncounted_layers(model))
-                raise self._refusal(name, f"layers whose multiply-adds are known, as macs is an objective ({unknown})")
-            loss = compiled_loss(model)
-            if loss is not None:
-                _logger.warning(
-                    "builder %r returns a model compiled with loss %r: ignored; trials train it with "
-                    "cross-entropy and the [optimizer] search (return it uncompiled)",
-                    name,
-                    loss,
-                )
-
-    def _check_own_params(self, name: str, trial: optuna.Trial) -> None:
-        taken = sorted(set(trial.params) & set(RESERVED))
-        if taken:
-            raise BuilderError(name, f"parameter names of its own ({', '.join(taken)} the study suggests itself)")
-
-    def _refusal(self, name: str, expected: str) -> SpecError:
-        source = self.spec.builder_sources.get(name)
-        if source is not None:
-            return SpecError(self.spec.path, self.spec.builder_key(name), source.target, expected)
-        return SpecError("build", name, self.builder_records[name]["target"], expected)
+        if any(not isinstance(builder, Family) for builder in self.builders.values()):  # else no data needed
+            check_builders(self.spec, self.builders, self.data, reloads=self.model_dir is not None)
 
     @property
     def directions(self) -> list[str]:
