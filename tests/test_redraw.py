@@ -10,7 +10,7 @@ import pytest
 
 from tradeoff_search import StudySpec, run_study
 from tradeoff_search.study._redraw import RedrawingSampler
-from tradeoff_search.trial._objective import ruled_out
+from tradeoff_search.trial._screen import ruled_out
 
 from .conftest import TINY_SPEC
 

@@ -77,7 +77,7 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     if spec.latency.budget_ms is None or len(spec.model.families.choices) == 1:
         return sampler
     from tradeoff_search.study._redraw import RedrawingSampler
-    from tradeoff_search.trial._objective import ruled_out
+    from tradeoff_search.trial._screen import ruled_out
 
     # A GP proposal is costly and nearly the same when asked again (measured: 3 redraws took a
     # 40-trial study's sampling from 9 s to 31 s): replace its family at once instead.

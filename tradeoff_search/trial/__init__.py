@@ -1,5 +1,5 @@
-"""One trial, end to end: the Optuna objective (build → time → train → ship), training,
-pruning, and the quantization variants of a trained model."""
+"""One trial, end to end: the Optuna objective (screen → build → time → train → ship), training,
+pruning, the quantization variants of a trained model and its staged files."""
 
 from tradeoff_search.trial._objective import TradeoffObjective
 
