@@ -18,12 +18,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from tradeoff_search.cost._device_client import DeviceUnreachable
+from tradeoff_search.process._signals import stopped_like_ctrl_c
 from tradeoff_search.record._keys import FAIL_REASON, VARIANT_OF
 from tradeoff_search.rules import RunError, SpecError
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.spec._validation import as_flag
 from tradeoff_search.stores._stores import known_failure
-from tradeoff_search.study._workers import stopped_like_ctrl_c
 from tradeoff_search.tracking._callback import IntegrityError
 
 if TYPE_CHECKING:

@@ -1,8 +1,9 @@
 """What a process of ours shares with the one that supervises it: quiet library logs, native
-output sent to a file, and the status line a worker writes to its pool (with time limits on work
-nothing in the process can interrupt)."""
+output sent to a file, the status line a worker writes to its pool (with time limits on work
+nothing in the process can interrupt), and SIGTERM taken as Ctrl-C."""
 
 from tradeoff_search.process._channel import tell_pool, time_limit
 from tradeoff_search.process._logs import native_output_to, quiet_libraries
+from tradeoff_search.process._signals import stopped_like_ctrl_c
 
-__all__ = ["native_output_to", "quiet_libraries", "tell_pool", "time_limit"]
+__all__ = ["native_output_to", "quiet_libraries", "stopped_like_ctrl_c", "tell_pool", "time_limit"]

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 
 from tradeoff_search.process._channel import tell_pool
 from tradeoff_search.process._logs import quiet_libraries
+from tradeoff_search.process._signals import stopped_like_ctrl_c
 from tradeoff_search.rules import RunError, SpecError
 from tradeoff_search.stores._stores import STORAGE_ENV, TRACKING_ENV, known_failure
 from tradeoff_search.study._study import run_worker, stored_spec
-from tradeoff_search.study._workers import stopped_like_ctrl_c
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,10 +27,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -542,22 +541,3 @@ def worker_command(spec: StudySpec, timeout: float | None) -> list[str]:
 def worker_environment(storage: str, tracking_uri: str) -> dict[str, str]:
     """The variables that give a worker process its stores (see :func:`worker_command`)."""
     return {STORAGE_ENV: storage, TRACKING_ENV: tracking_uri}
-
-
-@contextlib.contextmanager
-def stopped_like_ctrl_c() -> Iterator[None]:
-    """SIGTERM (``kill``, a scheduler ending a job) stops the command as Ctrl-C does: worker
-    processes stopped, the running trial failed, the record finished. Python's default would end
-    this process at once and leave its workers running."""
-    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
