@@ -1,7 +1,16 @@
 """Running a study: its stores and sampler, the trial loop, the supervised pool of worker
 processes, and the record completed at the end."""
 
-from tradeoff_search.study._study import run_study
-from tradeoff_search.study._workers import StoreFailed, WorkersFailed
+from tradeoff_search.study._study import check_device, open_study, run_study, sync_study
+from tradeoff_search.study._workers import StoreFailed, WorkersFailed, finished_count, worker_logs
 
-__all__ = ["StoreFailed", "WorkersFailed", "run_study"]
+__all__ = [
+    "StoreFailed",
+    "WorkersFailed",
+    "check_device",
+    "finished_count",
+    "open_study",
+    "run_study",
+    "sync_study",
+    "worker_logs",
+]

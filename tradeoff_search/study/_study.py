@@ -17,7 +17,7 @@ from tradeoff_search.cost._harness import LOCAL
 from tradeoff_search.data._dataset import Dataset, load_dataset
 from tradeoff_search.record._keys import BUILDERS_ATTR, DEVICE_FAILURE, PREPROCESSING_ATTR, SPEC
 from tradeoff_search.rules import Described, Interval, RunError, Scalar, SpecError, excerpt
-from tradeoff_search.space._builders import Builder, keras_classes
+from tradeoff_search.space._builders import Builder, keras_classes, spec_builders
 from tradeoff_search.space._space import narrowest_models
 from tradeoff_search.spec._builder_source import record_of
 from tradeoff_search.spec._spec import StudySpec
@@ -414,6 +414,13 @@ def sync_record(study: optuna.Study, callback: MLflowParetoCallback, spec: Study
         raise RecordIncomplete(f"the MLflow record of study {study.study_name!r} is incomplete: {lacking}; "
                                f"complete it with: python -m tradeoff_search sync {spec.path}")  # fmt: skip
     return report
+
+
+def sync_study(spec: StudySpec, study: optuna.Study, tracking_uri: str = DEFAULT_TRACKING_URI) -> SyncReport:
+    """``sync``: complete the MLflow record of the spec's ``study`` (see :func:`sync_record`), its
+    models loaded with the Keras classes of the builders the spec names."""
+    callback = make_callback(spec, tracking_uri, custom_objects=keras_classes(spec_builders(spec).values()))
+    return sync_record(study, callback, spec)
 
 
 _WRITERS_WAIT_SECONDS = 60.0  # another command's worker logs a finished trial in seconds
