@@ -20,7 +20,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from tradeoff_search.process._channel import tell_pool
+from tradeoff_search.process._channel import Failed, tell_pool
 from tradeoff_search.process._logs import quiet_libraries
 from tradeoff_search.process._signals import stopped_like_ctrl_c
 from tradeoff_search.rules import RunError, SpecError
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_worker(spec, storage, os.environ[TRACKING_ENV])
     except (SpecError, RunError) as error:  # e.g. a store gone, a builder changed: a replacement would fail too
         print(f"error: {error}", file=sys.stderr)
-        tell_pool(f"failed {error}")
+        tell_pool(Failed(str(error)))
         return 2
     except KeyboardInterrupt:
         return 130
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reason is None:  # a bug: its traceback is what a report needs
             raise
         traceback.print_exc()  # into this worker's log; the pool shows the one line
-        tell_pool(f"failed {reason}")
+        tell_pool(Failed(reason))
         return 1
     return 0
 

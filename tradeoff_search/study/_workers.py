@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tradeoff_search.process._channel import STATUS_FD, tell_pool
+from tradeoff_search.process._channel import Done, Failed, Inbox, Limit, Ready, Retire, has_pool, tell_pool
 from tradeoff_search.record._keys import FAIL_REASON, PRUNE_REASON, VARIANT_OF, WORKER_ATTR
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.stores._optuna_adapter import (
@@ -266,13 +266,13 @@ class Retirement:
         self.growth_mb = growth_mb
         self.baseline: float | None = None
         self.leaving = False
-        self.pooled = STATUS_FD in os.environ
+        self.pooled = has_pool()
         if self.pooled and hasattr(signal, "SIGUSR1"):
             signal.signal(signal.SIGUSR1, self._leave)
 
     def ready(self) -> None:
         """Tell the pool this worker has loaded (TensorFlow, data, calibration) and takes trials."""
-        tell_pool("ready")
+        tell_pool(Ready())
 
     def _leave(self, *_: object) -> None:
         self.leaving = True
@@ -288,7 +288,7 @@ class Retirement:
                          os.getpid(), resident - self.baseline, self.growth_mb)  # fmt: skip
             if not self.pooled:
                 self.leaving = True
-            tell_pool("retire")
+            tell_pool(Retire())
 
     def due(self) -> bool:
         return self.leaving
@@ -334,9 +334,7 @@ class _Pool:
         self.limits: dict[int, tuple[float, str]] = {}  # pid: when its work in hand overruns, and why
         self.overran: dict[int, str] = {}  # killed for overrunning a time limit: why
         self.started = 0
-        self.read, self.write = os.pipe()
-        os.set_blocking(self.read, False)
-        self.pending = b""
+        self.inbox = Inbox()
 
     def queued(self) -> bool:
         """Top the queue up, until the deadline or ``stop()``; whether any ticket is waiting."""
@@ -358,47 +356,32 @@ class _Pool:
         self.started += 1
         log = self.logs / f"worker-{os.getpid()}-{self.started}.log"
         with log.open("ab") as output:  # the child keeps its own descriptor
-            child = subprocess.Popen(command, env={**self.env, STATUS_FD: str(self.write)}, stdin=subprocess.DEVNULL,
-                                     stdout=output, stderr=subprocess.STDOUT, pass_fds=(self.write,))  # fmt: skip
+            child = subprocess.Popen(command, env={**self.env, **self.inbox.child_env}, stdin=subprocess.DEVNULL,
+                                     stdout=output, stderr=subprocess.STDOUT, pass_fds=(self.inbox.write,))  # fmt: skip
         self.children[child.pid] = child
         self.log_of[child.pid] = log
         return child.pid
-
-    def messages(self) -> list[tuple[int, str]]:
-        """What the workers said since the last call: (pid, "ready" or "retire")."""
-        with contextlib.suppress(BlockingIOError):
-            while chunk := os.read(self.read, 4096):
-                self.pending += chunk
-        *lines, self.pending = self.pending.split(b"\n")
-        said = []
-        for line in lines:
-            pid, _, message = line.decode(errors="replace").partition(" ")
-            with contextlib.suppress(ValueError):
-                said.append((int(pid), message))
-        return said
 
     def listen(self) -> None:
         """A worker past its memory growth gets a replacement; a ready replacement retires the old
         one; a worker that failed on a store or a file stops the run (:class:`StoreFailed`); a
         worker's time limits are noted (see :meth:`end_overruns`)."""
-        for pid, message in self.messages():
-            if message.startswith("failed ") and pid in self.log_of:
-                raise StoreFailed(f"{message.removeprefix('failed ')} (a worker process; its log: {self.log_of[pid]})")
-            if message.startswith("limit "):
-                seconds, _, what = message.removeprefix("limit ").partition(" ")
-                with contextlib.suppress(ValueError):
-                    limit = float(seconds)
-                    self.limits[pid] = (time.monotonic() + limit, f"{what} did not finish within {limit:g} s")
-            elif message == "done":
-                self.limits.pop(pid, None)
-            elif message == "retire" and pid in self.children and pid not in self.retiring:
-                self.retiring.add(pid)
-                if self.queued():
-                    self.replacing[self.start()] = pid
-                else:  # nothing left to run: it may leave now
-                    self.retire(pid)
-            elif message == "ready" and pid in self.replacing:
-                self.retire(self.replacing.pop(pid))
+        for pid, message in self.inbox.received():
+            match message:
+                case Failed(reason) if pid in self.log_of:
+                    raise StoreFailed(f"{reason} (a worker process; its log: {self.log_of[pid]})")
+                case Limit(seconds, what):
+                    self.limits[pid] = (time.monotonic() + seconds, f"{what} did not finish within {seconds:g} s")
+                case Done():
+                    self.limits.pop(pid, None)
+                case Retire() if pid in self.children and pid not in self.retiring:
+                    self.retiring.add(pid)
+                    if self.queued():
+                        self.replacing[self.start()] = pid
+                    else:  # nothing left to run: it may leave now
+                        self.retire(pid)
+                case Ready() if pid in self.replacing:
+                    self.retire(self.replacing.pop(pid))
 
     def end_overruns(self) -> None:
         """Kill the workers whose work in hand passed its time limit (see
@@ -432,8 +415,7 @@ class _Pool:
                 child.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 child.kill()
-        os.close(self.read)
-        os.close(self.write)
+        self.inbox.close()
 
 
 def run_worker_processes(
