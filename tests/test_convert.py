@@ -16,7 +16,7 @@ from tradeoff_search import StudySpec, load_dataset, run_study, select_model
 from tradeoff_search.cost._convert import ConversionError, convert
 from tradeoff_search.record._keys import WORKER_ATTR
 from tradeoff_search.selection._select import verified_model
-from tradeoff_search.study._workers import Tickets, finished_count
+from tradeoff_search.study._tickets import Tickets, finished_count
 from tradeoff_search.trial._staging import provisional_dir
 from tradeoff_search.trial._variants import Variant, add_variants
 

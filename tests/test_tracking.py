@@ -320,7 +320,7 @@ def test_sync_removes_the_variant_files_a_killed_worker_staged(tmp_path: Path, m
     import keras
 
     from tradeoff_search.cost._convert import to_tflite
-    from tradeoff_search.study._workers import fail_trials_of, worker_id
+    from tradeoff_search.study._loop import fail_trials_of, worker_id
     from tradeoff_search.trial._staging import provisional_dir, stage
     from tradeoff_search.trial._variants import Variant, add_variants
 

@@ -28,7 +28,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from tradeoff_search.cli._cli import main
 from tradeoff_search.record._keys import WORKER_ATTR
-from tradeoff_search.study._workers import MAX_DEATHS_IN_A_ROW, Tickets
+from tradeoff_search.study._supervision import MAX_DEATHS_IN_A_ROW
+from tradeoff_search.study._tickets import Tickets
 from tradeoff_search.tracking._run_index import TAG_ROLE
 
 from .conftest import TINY_SPEC, command_lines, free_port, start_mlflow_server, stop_group

@@ -1,6 +1,6 @@
 """A worker process's line to its pool: one short message per line on an inherited pipe.
 
-The pool (:func:`tradeoff_search.study._workers.run_worker_processes`) starts each worker process with
+The pool (:func:`tradeoff_search.study._supervision.run_worker_processes`) starts each worker process with
 the pipe's descriptor in ``TRADEOFF_SEARCH_STATUS_FD`` (see :class:`Inbox`, the pool's end). A
 process without it (a study run in process, your own script around
 :class:`~tradeoff_search.TradeoffObjective`) has no pool: these calls then do nothing.

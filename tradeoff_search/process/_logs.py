@@ -4,7 +4,7 @@ prints (TensorFlow's and LiteRT's start-up lines) sent to a log file instead.
 TensorFlow prints ``oneDNN custom operations are on…`` and ``All log messages before
 absl::InitializeLog()…`` from C++, straight to file descriptor 2, before any Python logging is set
 (``TF_CPP_MIN_LOG_LEVEL`` does not hold them back). Worker processes therefore write their whole
-output to a log file (see :func:`tradeoff_search.study._workers.run_worker_processes`); the ``run``
+output to a log file (see :func:`tradeoff_search.study._supervision.run_worker_processes`); the ``run``
 command sends its own descriptor 2 to one with :func:`native_output_to`.
 """
 

@@ -1,5 +1,5 @@
 """Running a study: open it with its sampler, then orchestrate data, objective, trial loop and
-MLflow record (stores: ``_stores``; the trial loop and worker processes: ``_workers``)."""
+MLflow record (the trial loop: ``_loop``; worker processes: ``_pool`` and ``_supervision``)."""
 
 from __future__ import annotations
 
@@ -35,16 +35,13 @@ from tradeoff_search.stores._stores import (
     sqlite_path,
     storage_lock,
 )
+from tradeoff_search.study._loop import work
+from tradeoff_search.study._pool import StoreFailed
+from tradeoff_search.study._progress import Progress
 from tradeoff_search.study._retime import retime_front
-from tradeoff_search.study._workers import (
-    Progress,
-    Retirement,
-    StoreFailed,
-    Tickets,
-    finished_count,
-    run_worker_processes,
-    work,
-)
+from tradeoff_search.study._retirement import Retirement
+from tradeoff_search.study._supervision import run_worker_processes
+from tradeoff_search.study._tickets import Tickets, finished_count
 from tradeoff_search.tracking._callback import MLflowParetoCallback, RecordIncomplete, SyncReport, may_be_writing
 from tradeoff_search.tracking._run_index import study_uid
 from tradeoff_search.trial._objective import TradeoffObjective
@@ -465,7 +462,7 @@ def _queue_narrowest_models(study: optuna.Study, spec: StudySpec, storage: str) 
 def run_worker(spec: StudySpec, storage: str, tracking_uri: str, data: Dataset | None = None) -> int:
     """One of ``run --workers``' processes: run the trials its coordinator queues until none is
     left or its memory has grown past ``[study] worker_growth_mb`` (see
-    :class:`~tradeoff_search.study._workers.Retirement`); returns how many ran."""
+    :class:`~tradeoff_search.study._retirement.Retirement`); returns how many ran."""
     retirement = Retirement(spec.study.worker_growth_mb)  # first: the pool may signal it at any time
     study, objective, callback = _session(spec, storage, tracking_uri, data)
     retirement.ready()

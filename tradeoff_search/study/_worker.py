@@ -1,6 +1,6 @@
 """One worker process: ``python -m tradeoff_search.study._worker SPEC --study NAME --n-trials N
 --worker-growth-mb MB [--timeout S]``, the stores' URLs in ``TRADEOFF_SEARCH_STORAGE`` and
-``MLFLOW_TRACKING_URI``, as :func:`~tradeoff_search.study._workers.worker_command` starts it.
+``MLFLOW_TRACKING_URI``, as :func:`~tradeoff_search.study._pool.worker_command` starts it.
 
 It runs trials its coordinator queued in study NAME until none is left or, its memory grown
 past MB, its pool retires it (see :func:`~tradeoff_search.study._study.run_worker`), under the spec
