@@ -35,7 +35,7 @@ from tradeoff_search.stores._stores import (
     sqlite_path,
     storage_lock,
 )
-from tradeoff_search.study._loop import work
+from tradeoff_search.study._loop import Callback, work
 from tradeoff_search.study._pool import StoreFailed
 from tradeoff_search.study._progress import Progress
 from tradeoff_search.study._retime import retime_front
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 MAX_DEVICE_FAILURES = 3  # trials in a row that lost the latency server: the study stops (resumable)
+_Session = tuple["optuna.Study", TradeoffObjective, MLflowParetoCallback]  # see _session
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
@@ -107,34 +108,13 @@ def open_study(
             ``spec_changed`` is false.
     """
     import optuna
-    import sqlalchemy.exc
 
     if create:
         prepare_local_state(storage)
     elif (path := sqlite_path(storage)) is not None and not has_optuna_tables(path):
         # Loading would create Optuna's tables: a query must not write.
         raise SpecError(spec.path, "study.name", spec.study.name, f"a study in {redact(storage)} (run it first)")
-    try:
-        rdb = make_storage(spec, storage)
-        if create:
-            study = optuna.create_study(
-                study_name=spec.study.name,
-                storage=rdb,
-                directions=[optuna.study.StudyDirection[d.upper()] for d in spec.directions],
-                sampler=make_sampler(spec),
-                load_if_exists=True,
-            )
-        else:
-            study = optuna.load_study(study_name=spec.study.name, storage=rdb, sampler=make_sampler(spec))
-    except KeyError:
-        raise SpecError(
-            spec.path, "study.name", spec.study.name, f"a study in {redact(storage)} (run it first)"
-        ) from None
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ParameterError(
-            "open_study", "storage", redact(storage), f"a reachable Optuna storage ({message})"
-        ) from None
+    study = _create_or_load(spec, storage, create)
     if [d.name.lower() for d in study.directions] != spec.directions:
         found = [d.name.lower() for d in study.directions]
         raise SpecError(
@@ -150,6 +130,34 @@ def open_study(
                 study.set_metric_names(spec.metric_names)
         _record_builders(study, spec, builders or {}, accept_builder_change)
     return study
+
+
+def _create_or_load(spec: StudySpec, storage: str, create: bool) -> optuna.Study:
+    """The spec's study in ``storage`` with its sampler, created if ``create`` and missing; the
+    errors of :func:`open_study` for a storage that cannot be used or a study that is not there."""
+    import optuna
+    import sqlalchemy.exc
+
+    try:
+        rdb = make_storage(spec, storage)
+        if create:
+            return optuna.create_study(
+                study_name=spec.study.name,
+                storage=rdb,
+                directions=[optuna.study.StudyDirection[d.upper()] for d in spec.directions],
+                sampler=make_sampler(spec),
+                load_if_exists=True,
+            )
+        return optuna.load_study(study_name=spec.study.name, storage=rdb, sampler=make_sampler(spec))
+    except KeyError:
+        raise SpecError(
+            spec.path, "study.name", spec.study.name, f"a study in {redact(storage)} (run it first)"
+        ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ParameterError(
+            "open_study", "storage", redact(storage), f"a reachable Optuna storage ({message})"
+        ) from None
 
 
 def _record_builders(
@@ -304,6 +312,21 @@ def run_study(
     stops the study without finishing the record, which ``sync`` then repairs: finished
     trials are in the Optuna storage, a half-written run is logged again, a staged model logged.
     """
+    _check_run_arguments(spec, storage, tracking_uri, data, workers, build)
+    session = _session(spec, storage, tracking_uri, data, build, accept_builder_change, spec_changed)
+    return _run(session, storage, tracking_uri, workers, show_progress_bar, callbacks, finish)
+
+
+def _check_run_arguments(
+    spec: StudySpec,
+    storage: str,
+    tracking_uri: str,
+    data: Dataset | None,
+    workers: int,
+    build: Builder | Mapping[str, Builder] | None,
+) -> None:
+    """The errors of :func:`run_study` for stores that are no URLs, and for arrays or builders
+    that worker processes would not load."""
     for name, url in {"storage": storage, "tracking_uri": tracking_uri}.items():
         if not isinstance(url, str):  # e.g. an InMemoryStorage: neither resumable nor shared with workers
             raise TypeError(f"{name}: expected a URL string such as sqlite:///mlruns/..., got {type(url).__name__}")
@@ -313,7 +336,20 @@ def run_study(
     if workers > 0 and build is not None and not _names_its_builders(spec, build):
         raise ValueError(f"build with workers={workers}: worker processes load the builders {spec.path} names "
                          "([model] builder(s)), not these; name them there or use workers=0")  # fmt: skip
-    study, objective, callback = _session(spec, storage, tracking_uri, data, build, accept_builder_change, spec_changed)
+
+
+def _run(
+    session: _Session,
+    storage: str,
+    tracking_uri: str,
+    workers: int,
+    show_progress_bar: bool,
+    callbacks: Sequence[Callback],
+    finish: bool,
+) -> optuna.Study:
+    """Run the trials of an opened session (see :func:`run_study`) in this process or in
+    ``workers`` worker processes, then, with ``finish``, complete its MLflow record."""
+    study, objective, callback = session
     spec = objective.spec  # searching build's families, if given
     _logger.info(
         "study %r: %d trials on %s, %d worker(s); Optuna %s, MLflow %s",
@@ -483,7 +519,7 @@ def _session(
     build: Builder | Mapping[str, Builder] | None = None,
     accept_builder_change: bool = False,
     spec_changed: bool = False,
-) -> tuple[optuna.Study, TradeoffObjective, MLflowParetoCallback]:
+) -> _Session:
     """The study, objective and MLflow callback of a run, after checking the device, data, stores and builders."""
     device = check_device(spec)
     check_stores(storage, tracking_uri)
