@@ -31,7 +31,7 @@ from memory import children
 from mlflow import MlflowClient
 
 from tradeoff_search.record._keys import FAIL_REASON, WORKER_ATTR
-from tradeoff_search.stores._stores import redact
+from tradeoff_search.stores import redact
 from tradeoff_search.tracking._run_index import TAG_ROLE, TAG_TRIAL
 
 

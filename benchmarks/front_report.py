@@ -25,7 +25,7 @@ from scipy.stats import spearmanr
 
 from tradeoff_search import StudySpec, load_dataset
 from tradeoff_search.front import Front
-from tradeoff_search.stores._stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+from tradeoff_search.stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
 from tradeoff_search.trial._training import predict_classes, score
 
 

@@ -14,6 +14,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from tradeoff_search.record._keys import FAIL_REASON
+from tradeoff_search.stores import open_storage
 from tradeoff_search.stores._optuna_adapter import (
     add_trial_from_template,
     claim_waiting_trial,
@@ -23,7 +24,6 @@ from tradeoff_search.stores._optuna_adapter import (
     heartbeats_enabled,
     set_trial_system_attr,
 )
-from tradeoff_search.stores._stores import open_storage
 
 X = optuna.distributions.FloatDistribution(0, 1)
 

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tradeoff_search import SpecError
-from tradeoff_search.stores._stores import _is_sqlite_database, check_stores, has_optuna_tables, redact
+from tradeoff_search.stores import check_stores, has_optuna_tables, redact
+from tradeoff_search.stores._checks import _is_sqlite_database
 
 PASSWORDS = ["pg-s3cret", "p/w", "p?w", "p#w", "a/b?c#d:e", "p%40ss"]
 

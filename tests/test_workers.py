@@ -472,7 +472,7 @@ def test_an_mlflow_server_lost_mid_study_stops_it_in_one_line_and_sync_then_a_re
     try:
         # sync in this process (a Python and MLflow start-up less), which then holds the study
         # open while the rerun writes it: the rerun's trials were lost while sync's file check
-        # closed a descriptor of the database (see _stores._is_sqlite_database).
+        # closed a descriptor of the database (see stores._checks._is_sqlite_database).
         monkeypatch.chdir(tmp_path)
         assert main(["sync", "spec.toml", "--tracking-uri", env["MLFLOW_TRACKING_URI"]]) == 0, capsys.readouterr()
         assert "View run" not in capsys.readouterr().out  # MLflow's own line per run it ends

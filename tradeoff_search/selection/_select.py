@@ -35,7 +35,7 @@ from tradeoff_search.space._builders import keras_classes, spec_builders
 from tradeoff_search.spec._sections import micro_installed
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.spec._validation import ParameterError, validate_params
-from tradeoff_search.stores._stores import DEFAULT_TRACKING_URI
+from tradeoff_search.stores import DEFAULT_TRACKING_URI
 from tradeoff_search.tracking._callback import RUN_FILES, IntegrityError
 from tradeoff_search.tracking._run_index import TAG_TRIAL, filter_value, tracking_client
 from tradeoff_search.trial._staging import file_digest

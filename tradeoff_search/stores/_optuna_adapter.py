@@ -62,7 +62,7 @@ def set_trial_system_attr(trial: optuna.Trial, key: str, value: Any) -> None:
 
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail the running trials of ``study`` whose heartbeats stopped, and re-queue them with their
-    parameters (the storage's stale-trial callback, see ``stores._stores.open_storage``); nothing
+    parameters (the storage's stale-trial callback, see ``stores._storage.open_storage``); nothing
     without heartbeats."""
     import optuna
 

@@ -22,7 +22,7 @@ from tradeoff_search.space._space import narrowest_models
 from tradeoff_search.spec._builder_source import record_of
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.spec._validation import ParameterError, validate_params
-from tradeoff_search.stores._stores import (
+from tradeoff_search.stores import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
     check_stores,

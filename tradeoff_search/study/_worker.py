@@ -24,7 +24,7 @@ from tradeoff_search.process._channel import Failed, tell_pool
 from tradeoff_search.process._logs import quiet_libraries
 from tradeoff_search.process._signals import stopped_like_ctrl_c
 from tradeoff_search.rules import RunError, SpecError
-from tradeoff_search.stores._stores import STORAGE_ENV, TRACKING_ENV, known_failure
+from tradeoff_search.stores import STORAGE_ENV, TRACKING_ENV, known_failure
 from tradeoff_search.study._study import run_worker, stored_spec
 
 

@@ -226,7 +226,7 @@ def tracking_client(tracking_uri: str | None) -> MlflowClient:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from tradeoff_search.stores._stores import redact, storage_lock
+    from tradeoff_search.stores import redact, storage_lock
 
     with storage_lock(tracking_uri or "", "mlflow-store"):
         try:

@@ -20,7 +20,7 @@ from tradeoff_search.cost._convert import to_tflite
 from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR
 from tradeoff_search.spec._sections import QUANTIZATIONS
 from tradeoff_search.spec._spec import StudySpec
-from tradeoff_search.stores._stores import STATE_DIR
+from tradeoff_search.stores import STATE_DIR
 
 if TYPE_CHECKING:
     import keras
