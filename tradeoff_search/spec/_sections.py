@@ -75,7 +75,7 @@ class StudySection(Section):
     # A worker silent for twice this long is taken as crashed: its trial fails and is re-queued.
     heartbeat_seconds: int = setting(Scalar(int, Interval(1, 86400)), 30)  # at most a day
     # A worker process whose resident memory has grown by this much since its first trial is
-    # replaced by a fresh one (see tradeoff_search.study._workers.Retirement for the measured default).
+    # replaced by a fresh one (see tradeoff_search.study._retirement.Retirement for the measured default).
     worker_growth_mb: float = setting(Scalar(float, POSITIVE), 1024.0)
 
     def check(self, spec_file: Path) -> None:
@@ -144,7 +144,7 @@ class LatencySection(Section):
     # a string fixes the mode, a list searches it (the trial parameter ``quantization``)
     quantization: Categorical = setting(Choice(str, QUANTIZATIONS), Categorical(("none",)))
     representative_rows: int = setting(Scalar(int, AT_LEAST_ONE), 200)  # int8's calibration sample
-    # a worker process whose conversion to LiteRT takes longer is ended (see _pool_channel)
+    # a worker process whose conversion to LiteRT takes longer is ended (see process._channel)
     conversion_timeout: float = setting(Scalar(float, _CONVERSION_SECONDS), 600.0)
     io: str = setting(Scalar(str, choices=("float", "int8")), "float")  # int8 models' input and output
     # where candidates are timed: this machine, or a latency server on the target device
