@@ -160,23 +160,32 @@ def time_flatbuffers(
     flatbuffers: Sequence[bytes],
     setting: Setting,
     while_timing: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    max_tensor_bytes: int | None = None,
 ) -> list[LatencyStats]:
     """Time LiteRT flatbuffers side by side on this machine, with the reference model of
     :func:`reference_flatbuffer` interleaved when ``setting.reference``. The interpreters are
     loaded first; only the timing runs within ``while_timing()`` (what the caller holds
-    meanwhile: the local backend, this machine's latency lock)."""
+    meanwhile: the local backend, this machine's latency lock). With ``max_tensor_bytes``, models
+    whose tensors at ``setting.batch_size`` would together need more are a ``ValueError``, raised
+    before any tensor is allocated (a latency server's bound on what a request may ask for)."""
     from tradeoff_search.cost._reference import reference_flatbuffer
 
     timed = [*flatbuffers, reference_flatbuffer()] if setting.reference else list(flatbuffers)
-    invokers = [litert_invoker(flatbuffer, setting.batch_size, setting.threads) for flatbuffer in timed]
+    interpreters = [litert_interpreter(flatbuffer, setting.batch_size, setting.threads) for flatbuffer in timed]
+    if max_tensor_bytes is not None:
+        needed = sum(tensor_bytes(interpreter, setting.batch_size) for interpreter in interpreters)
+        if needed > max_tensor_bytes:
+            raise ValueError(f"its tensors need {needed / 2**20:,.0f} MB at batch_size={setting.batch_size}, more than "
+                             f"the {max_tensor_bytes / 2**20:,.0f} MB this device allows")  # fmt: skip
+    invokers = [_allocated_invoker(interpreter) for interpreter in interpreters]
     with while_timing():
         return time_invokers(invokers, [len(f) for f in flatbuffers], setting, "litert", litert_version())
 
 
-def litert_invoker(flatbuffer: bytes, batch_size: int, threads: int) -> Callable[[], Any]:
-    """A LiteRT interpreter's ``invoke`` on ``flatbuffer``, its single input resized to
-    ``batch_size`` rows of fixed random data. A flatbuffer LiteRT cannot load, or with other than
-    one input, is a ``ValueError``."""
+def litert_interpreter(flatbuffer: bytes, batch_size: int, threads: int) -> Any:
+    """A LiteRT interpreter of ``flatbuffer``, its single input resized to ``batch_size`` rows,
+    its tensors not yet allocated. A flatbuffer LiteRT cannot load, or with other than one input,
+    is a ``ValueError``."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
@@ -185,6 +194,25 @@ def litert_invoker(flatbuffer: bytes, batch_size: int, threads: int) -> Callable
         raise ValueError(f"expected a model with one input tensor, got {len(details)}")
     (detail,) = details
     interpreter.resize_tensor_input(detail["index"], [batch_size, *detail["shape_signature"][1:]])
+    return interpreter
+
+
+def tensor_bytes(interpreter: Any, batch_size: int) -> int:
+    """What an interpreter's tensors would take if all were allocated at once at ``batch_size``
+    (their declared shapes, a leading 1 or -1 counted as the batch): an upper bound LiteRT's
+    arena stays below, known before it allocates anything, plus the float64 draft of the input."""
+    total = 0
+    for detail in interpreter.get_tensor_details():
+        dims = [int(d) for d in detail["shape_signature"]] or [int(d) for d in detail["shape"]]
+        if dims and dims[0] in (-1, 1):
+            dims[0] = batch_size
+        total += math.prod(max(d, 1) for d in dims) * np.dtype(detail["dtype"]).itemsize
+    (detail,) = interpreter.get_input_details()
+    return total + 8 * batch_size * math.prod(max(int(d), 1) for d in detail["shape_signature"][1:])
+
+
+def _allocated_invoker(interpreter: Any) -> Callable[[], Any]:
+    """The interpreter's ``invoke``, its tensors allocated and its input fixed random data."""
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], _random_input(np.dtype(detail["dtype"]), detail["shape"]))
