@@ -168,7 +168,7 @@ CASES = [
         IRIS + "[latency]\nmax_seconds = 1e9\n",
         "latency.max_seconds",
         "1000000000.0",
-        hint="(0, 3600]",
+        hint="(0, 600]",
     ),
     spec_case(
         "conversion_timeout_under_a_second",

@@ -50,7 +50,7 @@ _CHANNELS = Interval(1, 4096)  # cnn filters, gru units
 _KERNEL = Interval(1, 64)
 _TRAIN_BATCH = Interval(1, 65536)
 _TIMED_BATCH = Interval(1, 4096)  # latency batch sizes
-_SECONDS = Interval(0, 3600, low_open=True)  # per latency measurement: an hour at most
+_SECONDS = Interval(0, 600, low_open=True)  # per latency measurement: ten minutes, a latency server's bound too
 _CONVERSION_SECONDS = Interval(1, 86400)  # a second to a day: the pool checks it once a second
 _BELOW_ONE = Interval(0, 1, high_open=True)
 
