@@ -16,7 +16,6 @@ and nothing interpreted but LiteRT flatbuffers, which LiteRT loads in a child pr
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tradeoff_search.cost._device_client import is_loopback
 from tradeoff_search.cost._harness import STATISTICS, Setting, cpu_model, litert_version
 
 _logger = logging.getLogger(__name__)
@@ -238,15 +238,6 @@ class _DeviceServer(ThreadingHTTPServer):
 def fingerprint() -> dict[str, Any]:
     """What this device is: what every measurement it answers records."""
     return {"cpu": cpu_model(), "logical_cores": os.cpu_count() or 1, "runtime_version": litert_version()}
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def read_token(path: Path) -> str:
