@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,12 +31,12 @@ HEAVY = ("tensorflow", "keras", "mlflow", "optuna", "sklearn", "scipy", "pandas"
 class Server:
     """``python -m tradeoff_search device serve`` on a free port of 127.0.0.1."""
 
-    def __init__(self, tmp: Path, *flags: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, *flags: str, env: dict[str, str] | None = None, **popen: Any) -> None:
         self.log = tmp / f"server-{time.monotonic_ns()}.log"
         self.errors = self.log.with_suffix(".err")
         command = [sys.executable, "-m", "tradeoff_search", "device", "serve", "--port", "0", *flags]
         with self.log.open("wb") as out, self.errors.open("wb") as err:
-            self.process = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, **(env or {})})
+            self.process = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, **(env or {})}, **popen)
         deadline = time.monotonic() + 60
         while not (match := re.search(r"http://127\.0\.0\.1:(\d+)", self.log.read_text())):
             assert self.process.poll() is None, self.errors.read_text()
@@ -58,11 +59,18 @@ class Server:
         return self.log.read_text() + self.errors.read_text()
 
 
+def token_file(directory: Path, token: str = TOKEN) -> Path:
+    """``token`` in a file only its owner may read, as the server requires."""
+    path = directory / "token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("device")
-    (tmp / "token").write_text(TOKEN + "\n")
-    running = Server(tmp, "--token-file", str(tmp / "token"), "--max-mb", "1", "--client-timeout", "1",
+    running = Server(tmp, "--token-file", str(token_file(tmp)), "--max-mb", "1", "--client-timeout", "1",
                      env={"PYTHONPROFILEIMPORTTIME": "1"})  # fmt: skip
     yield running
     output = running.stop()
@@ -192,8 +200,7 @@ def test_the_client_refuses_bad_urls_and_retries_a_lost_server(token: None) -> N
 
 
 def test_a_server_restarted_within_the_retries_costs_a_measurement_nothing(tmp_path: Path, token: None) -> None:
-    (tmp_path / "token").write_text(TOKEN)
-    first = Server(tmp_path, "--token-file", str(tmp_path / "token"))
+    first = Server(tmp_path, "--token-file", str(token_file(tmp_path)))
     first.process.kill()  # SIGKILL, as a crash or a power cut; back on the same port a second later
     first.process.wait()
     restarted: list[Server] = []
@@ -222,8 +229,9 @@ def test_the_server_binds_beyond_loopback_only_with_a_token(tmp_path: Path) -> N
     missing = serve("--token-file", str(tmp_path / "absent"))
     assert missing.returncode == 2 and "--token-file" in missing.stderr and "absent" in missing.stderr
     (tmp_path / "short").write_text("abc")
+    (tmp_path / "short").chmod(0o600)
     short = serve("--token-file", str(tmp_path / "short"))
-    assert short.returncode == 2 and "at least 16 characters" in short.stderr and "abc" not in short.stderr
+    assert short.returncode == 2 and "too weak a token" in short.stderr and "abc" not in short.stderr
 
 
 def _study_spec(tmp: Path, url: str, n_trials: int) -> Path:
@@ -250,8 +258,7 @@ def test_a_study_timed_on_the_server_stops_when_it_is_lost_and_resumes_when_it_i
     from tradeoff_search.record._keys import DEVICE_FAILURE
     from tradeoff_search.study._study import MAX_DEVICE_FAILURES
 
-    (tmp_path / "token").write_text(TOKEN)
-    server = Server(tmp_path, "--token-file", str(tmp_path / "token"))
+    server = Server(tmp_path, "--token-file", str(token_file(tmp_path)))
     spec = _study_spec(tmp_path, server.url, 4)
     # Unreachable or refused at the start: one line, exit 2, before the stores, data or TensorFlow.
     for token, why in ((None, "needs a token"), ("wrong-token-but-long-enough", "wrong token")):
