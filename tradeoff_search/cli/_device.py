@@ -16,7 +16,8 @@ def device(args: argparse.Namespace) -> int:
 
     try:
         token = None if args.token_file is None else read_token(Path(args.token_file))
-        serve(args.host, args.port, token, args.max_mb, args.client_timeout)
+        limits = ("max_mb", "client_timeout", "max_connections", "max_queue", "max_memory_mb")
+        serve(args.host, args.port, token, **{name: getattr(args, name) for name in limits})
     except (ValueError, OSError) as error:  # a bad flag, or the address cannot be bound
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -162,4 +162,8 @@ def _add_device(commands: argparse._SubParsersAction) -> None:
                        "required to bind beyond this machine")  # fmt: skip
     serve.add_argument("--max-mb", type=_positive_float, default=64.0, help="largest request body (default: 64 MB)")
     serve.add_argument("--client-timeout", type=_positive_float, default=30.0,
-                       help="seconds a client may take to send its request (default: 30)")  # fmt: skip
+                       help="seconds a client may take to send its request, head and body (default: 30)")  # fmt: skip
+    serve.add_argument("--max-connections", type=int, default=256, help="open connections at most (default: 256)")
+    serve.add_argument("--max-queue", type=int, default=32, help="requests waiting to be timed at most (default: 32)")
+    serve.add_argument("--max-memory-mb", type=_positive_float,
+                       help="memory of the timing process (default: half the device's, 4096 at most)")  # fmt: skip
