@@ -20,7 +20,7 @@ import pytest
 
 from tradeoff_search import measure_latency
 from tradeoff_search.cost._device_client import DeviceBackend, DeviceUnreachable
-from tradeoff_search.cost._harness import _MIN_DECISION_BLOCKS, Setting
+from tradeoff_search.cost._harness import _MIN_BLOCKS, _MIN_DECISION_BLOCKS, Setting
 from tradeoff_search.cost._reference import reference_flatbuffer
 from tradeoff_search.rules import TOKEN_ENV, check_device_url
 
@@ -93,9 +93,11 @@ def test_a_model_is_timed_on_the_server_with_its_fingerprint(server: Server, tok
     assert stats.device == server.url and stats.runtime == "litert" and stats.reference_p10_ms is not None
     assert 0.5 < stats.p10_ms / stats.reference_p10_ms < 2  # the reference against itself
     assert stats.model_bytes == len(reference_flatbuffer())
-    # A latency budget's early stop works there too: the reference is surely over half itself.
+    # A latency budget's early stop works there too: the reference is surely over half itself, decided
+    # from the first rounds it may decide in (a few more on a loaded machine), long before the
+    # rounds a measurement takes otherwise.
     (early,) = device.measure([reference_flatbuffer()], Setting(max_seconds=2.0, stop_above_reference=0.5))
-    assert early.samples == _MIN_DECISION_BLOCKS
+    assert _MIN_DECISION_BLOCKS <= early.samples < _MIN_BLOCKS
     # The public API, and a calibration: the reference alone.
     stats = measure_latency(reference_flatbuffer(), max_seconds=0.2, reference=False, device=server.url)
     assert stats.reference_p10_ms is None and stats.device == server.url

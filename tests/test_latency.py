@@ -38,7 +38,8 @@ def test_litert_ranks_a_2m_parameter_mlp_slower_than_a_1k_one(small_and_large) -
 
 
 def test_statistics_and_fingerprint(small_and_large) -> None:
-    stats = measure_latency(small_and_large[0], batch_size=4, threads=1, statistic="median", max_seconds=0.3)
+    # Time enough for the harness's minimum rounds on a loaded machine; a quiet one stops sooner.
+    stats = measure_latency(small_and_large[0], batch_size=4, threads=1, statistic="median", max_seconds=2.0)
     assert 0 < stats.p10_ms <= stats.median_ms <= stats.p90_ms
     assert stats.iqr_ms >= 0 and stats.samples >= 40 and stats.calls_per_block >= 1
     assert stats.value_ms == stats.median_ms
@@ -114,7 +115,7 @@ def test_a_model_surely_over_a_budget_stops_timing_early(small_and_large) -> Non
     assert early.value_ms > 2 * early.reference_ms
     assert seconds < 1.0
     # A model under the threshold is timed as usual.
-    assert measure_latency(small_and_large[0], max_seconds=0.5, stop_above_reference=2.0).samples >= 40
+    assert measure_latency(small_and_large[0], max_seconds=2.0, stop_above_reference=2.0).samples >= 40
     with pytest.raises(ValueError, match="stop_above_reference"):
         measure_latency(large, reference=False, stop_above_reference=2.0)
 

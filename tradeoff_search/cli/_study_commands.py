@@ -61,7 +61,7 @@ def select(args: argparse.Namespace) -> int:
     print(f"latency {chosen.latency_ms * 1e3:.2f} µs on the front, {chosen.exported_latency_ms * 1e3:.2f} µs exported")
     print(f"exported {chosen.keras_path} and {chosen.tflite_path}")
     if chosen.preprocessing_path is not None:
-        print(f"exported {chosen.preprocessing_path}: apply it to raw rows before the model (see the README)")
+        print(f"exported {chosen.preprocessing_path}: apply it to raw rows before the model (see docs/data.md)")
     quantized = "" if chosen.test_accuracy_float is None else f", float model {chosen.test_accuracy_float:.4f} test"
     print(f"{chosen.tflite_path}: quantization {chosen.quantization}, input {chosen.input_type}, "
           f"output {chosen.output_type}{quantized}")  # fmt: skip

@@ -7,7 +7,7 @@ rarer categories to group, an unseen one sets no indicator), ``SimpleImputer`` f
 (numbers: the median; text: the most frequent category).
 
 :meth:`TableEncoding.to_dict` writes what was fitted, with the feature scaling that follows it, as
-a JSON document a deployment applies with a few lines of plain code (the README shows them):
+a JSON document a deployment applies with a few lines of plain code (docs/data.md shows them):
 no Python ML library is needed to turn a raw row into the model's input.
 """
 
