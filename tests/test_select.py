@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -12,11 +13,13 @@ import pytest
 from mlflow import MlflowClient
 
 from tradeoff_search import StudySpec, load_dataset, run_study, select_model
+from tradeoff_search.cli import main
 from tradeoff_search.record._keys import RETIMED_ATTR
 from tradeoff_search.selection._budgets import NoneFits, Point, binding_words, pick_within
 from tradeoff_search.selection._select import front_points, pick
+from tradeoff_search.trial._staging import file_digest
 
-from .conftest import TINY_SPEC, litert_outputs, table_frame
+from .conftest import TINY_SPEC, FinishedStudy, litert_outputs, table_frame
 
 FRONT = [(0, 0.50, 0.001), (1, 0.80, 0.002), (2, 0.90, 0.004), (3, 0.92, 0.100)]
 
@@ -106,3 +109,32 @@ def test_select_exports_tests_and_registers(write_spec, tmp_path: Path, mlflow_s
         assert str(version.version) == str(i + 1) and version.tags["rule"] == rule
         assert float(version.tags["test_accuracy"]) == pytest.approx(chosen.test_accuracy)
         assert version.tags["trial"] == str(chosen.trial)
+
+
+@pytest.mark.e2e
+def test_select_exports_into_an_empty_folder_or_its_own_only(
+    tiny_cli_study: FinishedStudy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "study"  # a copy: its registry gets versions of its own
+    shutil.copytree(tiny_cli_study.folder, folder)
+    monkeypatch.chdir(folder)
+    (folder / "foreign").mkdir()
+    (folder / "foreign" / "notes.txt").write_text("mine\n")
+    capfd.readouterr()
+    assert main(["select", "spec.toml", "--out", "foreign"]) == 2
+    out, err = capfd.readouterr()
+    assert err == ('error: --out: out = "foreign": expected an empty folder or one select wrote (it holds notes.txt, '
+                   "which select did not write)\n") and out == ""  # fmt: skip
+    assert [p.name for p in (folder / "foreign").iterdir()] == ["notes.txt"]
+    assert not (folder / "mlruns" / "selected").exists()
+
+    assert main(["select", "spec.toml", "--out", "owned"]) == 0
+    manifest = json.loads((folder / "owned" / "selection.json").read_text())
+    assert sorted(p.name for p in (folder / "owned").iterdir()) == ["model.keras", "model.tflite", "selection.json"]
+    assert manifest["files"] == {name: file_digest(folder / "owned" / name) for name in ("model.keras", "model.tflite")}
+    # A file an earlier select wrote that this one does not (a table's encoding) goes: never left stale.
+    manifest["files"]["preprocessing.json"] = "0" * 64
+    (folder / "owned" / "selection.json").write_text(json.dumps(manifest))
+    (folder / "owned" / "preprocessing.json").write_text("{}\n")
+    assert main(["select", "spec.toml", "--out", "owned"]) == 0
+    assert sorted(p.name for p in (folder / "owned").iterdir()) == ["model.keras", "model.tflite", "selection.json"]

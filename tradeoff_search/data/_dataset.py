@@ -167,6 +167,17 @@ def load_dataset(spec: DataSpec) -> Dataset:
     return dataset
 
 
+def data_changed(spec: DataSpec, recorded: str | None, digest: str | None, study_name: str) -> SpecError | None:
+    """The error for data other than study ``study_name`` runs on (``recorded``: the sha256 of its
+    file or image folder, see :attr:`Dataset.digest`); None if it is that data, or none was recorded."""
+    if recorded is None or recorded == digest:
+        return None
+    now = "none" if digest is None else digest[:12]
+    change = f"{spec.data.located(spec.path)} changed: sha256 {recorded[:12]} then, {now} now"
+    return SpecError(spec.path, "data.source", spec.data.source, f"the data study {study_name!r} runs on "
+                     f"({change}); restore it, or resume the study with --accept-data-change")  # fmt: skip
+
+
 def _scaled(spec: DataSpec, *splits: np.ndarray) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]:
     """The splits flattened and scaled as ``data.scaling`` says, fitted on the first (the train
     split), and each feature's scale as ``x * multiply + add``."""

@@ -14,6 +14,7 @@ no Python ML library is needed to turn a raw row into the model's input.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -96,6 +97,12 @@ class TableEncoding:
             "input_shape": list(input_shape),
             "classes": classes,
         }
+
+
+def preprocessing_file(document: dict[str, Any]) -> bytes:
+    """``preprocessing.json`` of a fit's :meth:`TableEncoding.to_dict`: the bytes ``select`` ships
+    and whose sha256 a trial records beside its model's (``model_sha256``)."""
+    return (json.dumps(document, indent=1) + "\n").encode()
 
 
 def text_columns(frame: pd.DataFrame) -> list[str]:

@@ -22,6 +22,7 @@ EPOCHS = "epochs"
 HISTORY = "history"  # per-epoch curves, by the names of CURVES
 CONTAINS_TRIAL = "contains_trial"  # the over-budget trial whose model this candidate contains
 MODEL_DIGESTS_ATTR = "model_sha256"  # {file name: sha256} of the model files the trial produced
+PREPROCESSING_FILE = "preprocessing.json"  # key of MODEL_DIGESTS_ATTR: the table encoding the model takes
 FAIL_REASON = "fail_reason"  # ``Type: message`` of a failed trial (Optuna keeps no reason)
 DEVICE_FAILURE = "device_unreachable"  # True: the trial failed because the latency server did not answer
 TRACEBACK = "traceback"  # a failed trial's traceback (also ``traceback.txt`` on its MLflow run)
@@ -54,7 +55,10 @@ PARENT_RUN_ATTR = "mlflow_parent_run"  # the id of its MLflow parent run
 BUILDERS_ATTR = "builders"  # the study's record of its user builders (target, source path, sha256)
 CALIBRATION_ATTR = "latency_calibration"  # the drift reference model's latency, primary batch size
 RETIMED_ATTR = "retimed_latency_ms"  # the front re-timed side by side: {trial number: latency_ms}
-PREPROCESSING_ATTR = "data_preprocessing"  # a table's fitted encoding and scaling (see _encoding), shipped by select
+DATA_DIGEST_ATTR = "data_sha256"  # sha256 of the data file or image folder the study runs on (see Dataset.digest)
+# A table's fitted encoding and scaling, as studies before #33 kept it (select reads it for their
+# trials, which record no PREPROCESSING_FILE); a trial now records the digest of its own.
+PREPROCESSING_ATTR = "data_preprocessing"
 
 # ---------------------------------------------------------------------- metric names
 LATENCY_METRIC = "latency_ms"  # the latency objective

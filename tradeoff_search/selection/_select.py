@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import math
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,14 +14,18 @@ from typing import TYPE_CHECKING
 from tradeoff_search.cost._convert import quantization_of, tensor_types
 from tradeoff_search.cost._latency import measure_latency
 from tradeoff_search.cost._memory import RamMeasurement, measure_ram
-from tradeoff_search.data._dataset import load_dataset
+from tradeoff_search.data import Dataset, load_dataset, preprocessing_file
+from tradeoff_search.data._dataset import data_changed
 from tradeoff_search.record._keys import (
     CALIBRATION_ATTR,
+    DATA_DIGEST_ATTR,
     MODEL_DIGESTS_ATTR,
     PARENT_RUN_ATTR,
     PREPROCESSING_ATTR,
+    PREPROCESSING_FILE,
+    STUDY_UID_ATTR,
 )
-from tradeoff_search.rules import POSITIVE, Interval, OrNone, RunError, Scalar
+from tradeoff_search.rules import POSITIVE, Interval, OrNone, RunError, Scalar, SpecError
 from tradeoff_search.selection._budgets import (
     NoneFits,
     Point,
@@ -31,6 +34,7 @@ from tradeoff_search.selection._budgets import (
     front_costs,
     pick_within,
 )
+from tradeoff_search.selection._export import export, written_before
 from tradeoff_search.space._builders import keras_classes, spec_builders
 from tradeoff_search.spec._sections import micro_installed
 from tradeoff_search.spec._spec import StudySpec
@@ -157,12 +161,13 @@ def select_model(
     mnas_weight: float = -0.07,
     target_ms: float | None = None,
 ) -> Selection:
-    """Pick one model of the study's front by ``rule`` (see :func:`pick`), export ``model.keras``
-    and the ``model.tflite`` that ships (in the trial's quantization mode) to ``out`` (and, for a
-    table, ``preprocessing.json``: how raw rows become the model's input), evaluate the ``.tflite``
-    with the LiteRT interpreter on the test split the search never saw, time it, and register it
-    in the MLflow Model Registry as ``<study>-selected`` with the
-    rule, latency and accuracies as tags.
+    """Pick one model of the study's front by ``rule`` (see :func:`pick`), evaluate its
+    ``model.tflite`` (as shipped: in the trial's quantization mode) with the LiteRT interpreter on
+    the test split the search never saw, time it, export it with ``model.keras`` (and, for a table,
+    ``preprocessing.json``: how raw rows become the model's input) to ``out``, which must be absent,
+    empty or hold only what an earlier ``select`` wrote there (listed in ``selection.json`` with each
+    file's sha256, and replaced), and register it in the MLflow Model Registry as
+    ``<study>-selected`` with the rule, latency and accuracies as tags.
 
     By budget (``rule="budget"``, or ``"max_latency"`` with ``max_latency_ms`` alone): the most
     accurate model within all of ``max_latency_ms``, ``max_ram_kb`` and ``max_flash_kb`` given
@@ -170,9 +175,11 @@ def select_model(
     (:attr:`Selection.binding`; see ``tradeoff_search.selection._budgets``).
 
     Raises:
-        ParameterError: a parameter breaks its rule, or no front model meets the rule's threshold.
+        ParameterError: a parameter breaks its rule, no front model meets the rule's threshold,
+            or ``out`` holds files select did not write.
         RunError: the study has no front yet, or the chosen model was not logged to MLflow
             (``log_models = "none"``).
+        SpecError: the data is not the study's, or its encoding not the one the chosen model takes.
         IntegrityError: no run of the study in MLflow holds the model files the trial recorded.
     """
     if len(study.directions) < 2:
@@ -182,60 +189,127 @@ def select_model(
                               target_ms=target_ms)  # fmt: skip
     number = chosen.trial
     out = Path(out)
-    blocking = next((folder for folder in (out, *out.parents) if folder.exists()), None)
-    if blocking is not None and not blocking.is_dir():
-        raise ParameterError("select_model", "out", str(out), f"a folder ({blocking} is a file)")
+    previous = written_before(out)
+    data = load_dataset(spec)
+    preprocessing = _preprocessing(spec, study, number, data)
+    client = tracking_client(tracking_uri)
+    run_id, tested = _test_and_export(client, spec, study, chosen, data, preprocessing, out, previous, rule)
+    tags = {"rule": rule, "trial": number, "validation_accuracy": chosen[1], "test_accuracy": tested.accuracy,
+            "latency_ms": chosen[2], "exported_latency_ms": tested.latency_ms, "quantization": tested.quantization,
+            **tested.types, "flash_bytes": tested.flash_bytes}  # fmt: skip
+    tags |= {"ram_bytes": tested.ram_bytes} if tested.ram_bytes is not None else {}
+    tags |= {"binding": binding} if binding else {}
+    name, version = _register(client, study, run_id, tags)
+    _logger.info("selected trial %d by %s: test accuracy %.4f, %.4g ms", number, rule, tested.accuracy,
+                 tested.latency_ms)  # fmt: skip
+    shipped = None if preprocessing is None else str(out / PREPROCESSING_FILE)
+    return Selection(number, rule, chosen[1], tested.accuracy, chosen[2], tested.latency_ms, str(out / "model.keras"),
+                     str(out / "model.tflite"), name, version, shipped, tested.quantization,
+                     tested.types["input_type"], tested.types["output_type"], tested.float_accuracy,
+                     tested.ram_bytes, tested.flash_bytes, binding)  # fmt: skip
 
+
+def _test_and_export(
+    client: MlflowClient,
+    spec: StudySpec,
+    study: optuna.Study,
+    chosen: Point,
+    data: Dataset,
+    preprocessing: bytes | None,
+    out: Path,
+    previous: list[str],
+    rule: str,
+) -> tuple[str, _Tested]:
+    """Download the chosen trial's verified model files, test them, and export them with
+    ``preprocessing`` (see :func:`export`); returns the trial's run and what the test found."""
+    with tempfile.TemporaryDirectory() as download:  # through our client: no global MLflow state
+        run_id, files = verified_model(client, spec, study, chosen.trial, Path(download))
+        tested = _tested(spec, study, chosen, files, data)
+        if preprocessing is not None:
+            files[PREPROCESSING_FILE] = Path(download) / PREPROCESSING_FILE
+            files[PREPROCESSING_FILE].write_bytes(preprocessing)
+        about = {"study": study.study_name, "study_uid": study.user_attrs.get(STUDY_UID_ATTR), "trial": chosen.trial}
+        export(out, files, previous, {**about, "rule": rule})
+    return run_id, tested
+
+
+def _register(client: MlflowClient, study: optuna.Study, run_id: str, tags: dict[str, object]) -> tuple[str, str]:
+    """Register the model of ``run_id`` as a version of ``<study>-selected`` with ``tags``; its name and version."""
+    name = f"{study.study_name}-selected"
+    if not client.search_registered_models(f"name = {filter_value(name)}"):
+        client.create_registered_model(name, description=f"Models selected from the Pareto front of {study.study_name}")
+    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    for key, tag in tags.items():
+        client.set_model_version_tag(name, version.version, key, str(tag))
+    return name, str(version.version)
+
+
+@dataclass(frozen=True)
+class _Tested:
+    """The chosen model's files as tested before they are exported."""
+
+    accuracy: float  # of the .tflite, on the test split
+    float_accuracy: float | None  # of a quantized model's float Keras model
+    quantization: str
+    latency_ms: float  # the .tflite timed again (normalized by the study's calibration, if any)
+    types: dict[str, str]  # its input_type and output_type
+    flash_bytes: int  # the .tflite's size
+    ram_bytes: int | None  # on the micro runtime (see _ram_of)
+
+
+def _tested(spec: StudySpec, study: optuna.Study, chosen: Point, files: dict[str, Path], data: Dataset) -> _Tested:
+    """Score the chosen trial's verified files on the test split the search never saw, and time the ``.tflite``."""
     import keras
 
-    client = tracking_client(tracking_uri)
-    with tempfile.TemporaryDirectory() as download:  # through our client: no global MLflow state
-        run_id, files = verified_model(client, spec, study, number, Path(download))
-        # The file itself, not mlflow.keras.load_model: the flavor's MLmodel may point it at any
-        # path, a TensorFlow SavedModel, or code to import. safe_mode runs no lambda from the file.
-        custom_objects = keras_classes(spec_builders(spec).values())  # your layers, from your builders' modules
-        model = keras.saving.load_model(files["model.keras"], custom_objects=custom_objects, compile=False,
-                                        safe_mode=True)  # fmt: skip
-        out.mkdir(parents=True, exist_ok=True)
-        keras_path, tflite_path = out / "model.keras", out / "model.tflite"
-        shutil.copyfile(files["model.keras"], keras_path)  # the very files the trial recorded
-        shutil.copyfile(files["model.tflite"], tflite_path)
-    data = load_dataset(spec)
     assert data.x_test is not None and data.y_test is not None, "a spec's data source always has a test split"
+    # The file itself, not mlflow.keras.load_model: the flavor's MLmodel may point it at any
+    # path, a TensorFlow SavedModel, or code to import. safe_mode runs no lambda from the file.
+    custom_objects = keras_classes(spec_builders(spec).values())  # your layers, from your builders' modules
+    model = keras.saving.load_model(files["model.keras"], custom_objects=custom_objects, compile=False,
+                                    safe_mode=True)  # fmt: skip
     metric = spec.objectives.accuracy
-    quantization = quantization_of(study.get_trials(deepcopy=False)[number].params)
-    shipped = tflite_path.read_bytes()  # the verified file: quantized as the trial was, if it was
-    test_accuracy = score(metric, data.y_test, tflite_classes(shipped, data.x_test))
+    quantization = quantization_of(study.get_trials(deepcopy=False)[chosen.trial].params)
+    shipped = files["model.tflite"].read_bytes()  # the verified file: quantized as the trial was, if it was
+    accuracy = score(metric, data.y_test, tflite_classes(shipped, data.x_test))
     float_accuracy = None if quantization == "none" else score(metric, data.y_test, predict_classes(model, data.x_test))
-    preprocessing = study.user_attrs.get(PREPROCESSING_ATTR, data.preprocessing)
-    preprocessing_path = out / "preprocessing.json" if preprocessing is not None else None
-    if preprocessing_path is not None:
-        preprocessing_path.write_text(json.dumps(preprocessing, indent=1) + "\n")
     latency = spec.latency
     stats = measure_latency(shipped, runtime="litert", batch_size=latency.batch_sizes[0],
                             threads=latency.threads, statistic=latency.statistic, max_seconds=2.0,
                             device=latency.device)  # fmt: skip
     calibration = study.user_attrs.get(CALIBRATION_ATTR, {}).get(f"{latency.statistic}_ms")
     exported_ms = stats.normalized_ms(calibration) if calibration else stats.value_ms
-    types = tensor_types(shipped)
-    name = f"{study.study_name}-selected"
-    if not client.search_registered_models(f"name = {filter_value(name)}"):
-        client.create_registered_model(name, description=f"Models selected from the Pareto front of {study.study_name}")
-    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
-    ram_bytes = _ram_of(shipped, chosen)
-    tags = {"rule": rule, "trial": number, "validation_accuracy": chosen[1], "test_accuracy": test_accuracy,
-            "latency_ms": chosen[2], "exported_latency_ms": exported_ms, "quantization": quantization,
-            **types, "flash_bytes": len(shipped)}  # fmt: skip
-    tags |= {"ram_bytes": ram_bytes} if ram_bytes is not None else {}
-    tags |= {"binding": binding} if binding else {}
-    for key, tag in tags.items():
-        client.set_model_version_tag(name, version.version, key, str(tag))
-    _logger.info("selected trial %d by %s: test accuracy %.4f, %.4g ms", number, rule, test_accuracy, exported_ms)
-    return Selection(number, rule, chosen[1], test_accuracy, chosen[2], exported_ms, str(keras_path),
-                     str(tflite_path), name, str(version.version),
-                     str(preprocessing_path) if preprocessing_path is not None else None, quantization,
-                     types["input_type"], types["output_type"], float_accuracy, ram_bytes, len(shipped),
-                     binding)  # fmt: skip
+    return _Tested(accuracy, float_accuracy, quantization, exported_ms, tensor_types(shipped), len(shipped),
+                   _ram_of(shipped, chosen))  # fmt: skip
+
+
+def _preprocessing(spec: StudySpec, study: optuna.Study, number: int, data: Dataset) -> bytes | None:
+    """``preprocessing.json`` for trial ``number``'s model: the data's encoding, if the trial's model
+    takes it (its sha256 recorded beside the model's); the study's one encoding for a trial of a
+    study recorded before trials bound theirs.
+
+    Raises:
+        SpecError: the data is not what the study runs on, or gives another encoding than the
+            one the trial's model takes.
+    """
+    changed = data_changed(spec, study.user_attrs.get(DATA_DIGEST_ATTR), data.digest, study.study_name)
+    if changed is not None:
+        raise changed
+    now = None if data.preprocessing is None else preprocessing_file(data.preprocessing)
+    recorded = (study.get_trials(deepcopy=False)[number].user_attrs.get(MODEL_DIGESTS_ATTR) or {}).get(
+        PREPROCESSING_FILE
+    )
+    if recorded is None:
+        legacy = study.user_attrs.get(PREPROCESSING_ATTR)
+        if legacy is None:
+            return now
+        _logger.warning("trial %d records no encoding of its own: shipping the study's, unchecked", number)
+        return preprocessing_file(legacy)
+    if now is None or hashlib.sha256(now).hexdigest() != recorded:
+        gives = "none" if now is None else f"sha256 {hashlib.sha256(now).hexdigest()[:12]}"
+        expected = (f"the data trial {number} was trained on (its model takes the encoding of sha256 "
+                    f"{recorded[:12]}, the data now gives {gives}); restore it or select another trial")  # fmt: skip
+        raise SpecError(spec.path, "data.source", spec.data.source, expected)
+    return now
 
 
 def _ram_of(shipped: bytes, chosen: Point) -> int | None:
@@ -329,7 +403,7 @@ def verified_model(
         except (MlflowException, OSError):
             others.append(run_id)
             continue
-        if {name: file_digest(path) for name, path in files.items()} == digests:
+        if all(file_digest(path) == digests.get(name) for name, path in files.items()):
             if len(runs) > 1:
                 passed = [r.info.run_id for r in runs if r.info.run_id != run_id]
                 _logger.warning("trial %d: run(s) %s claim this trial too: passed over", number, ", ".join(passed))
