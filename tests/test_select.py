@@ -12,7 +12,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tradeoff_search import StudySpec, load_dataset, run_study, select_model
+from tradeoff_search import SpecError, StudySpec, load_dataset, run_study, select_model
 from tradeoff_search.cli import main
 from tradeoff_search.record._keys import RETIMED_ATTR
 from tradeoff_search.selection._budgets import NoneFits, Point, binding_words, pick_within
@@ -104,11 +104,19 @@ def test_select_exports_tests_and_registers(write_spec, tmp_path: Path, mlflow_s
         np.testing.assert_allclose(litert_outputs(chosen.tflite_path, x_test), keras_out, atol=1e-5)
         document = json.loads((tmp_path / rule / "preprocessing.json").read_text())
         assert chosen.preprocessing_path == str(tmp_path / rule / "preprocessing.json")
-        assert document == study.user_attrs["data_preprocessing"] == load_dataset(spec).preprocessing
+        assert document == load_dataset(spec).preprocessing  # the encoding the model takes, as its trial recorded
+        recorded = study.trials[chosen.trial].user_attrs["model_sha256"]["preprocessing.json"]
+        assert recorded == file_digest(tmp_path / rule / "preprocessing.json")
         version = client.get_model_version(chosen.registered_model, chosen.registered_version)
         assert str(version.version) == str(i + 1) and version.tags["rule"] == rule
         assert float(version.tags["test_accuracy"]) == pytest.approx(chosen.test_accuracy)
         assert version.tags["trial"] == str(chosen.trial)
+    # A fifth city in the file: another encoding than the models take, which select neither tests nor ships.
+    frame.loc[[5, 9, 13], "city"] = "quito"
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    with pytest.raises(SpecError, match=r"data.source = \"csv:table.csv\": expected the data .+; restore it") as e:
+        select_model(spec, study, tmp_path / "changed", tracking_uri=uri)
+    assert "\n" not in str(e.value) and not (tmp_path / "changed").exists()
 
 
 @pytest.mark.e2e

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tradeoff_search.cost._convert import ConversionError, convert_as_shipped
-from tradeoff_search.data._dataset import Dataset
+from tradeoff_search.data import Dataset, preprocessing_file
 from tradeoff_search.front._pareto import is_nondominated_by
 from tradeoff_search.record._keys import (
     ACCURACY_FLOAT,
@@ -61,7 +61,7 @@ class Shipping:
             trial.set_user_attr(key, value)
         values = timed.objectives(shipped.accuracy)
         if self.model_dir is not None and self._may_be_logged(trial, values):
-            stage_model(trial, model, self.model_dir, self._file(model, quantization))
+            stage_model(trial, model, self.model_dir, self._file(model, quantization), self._preprocessing)
         return values
 
     def variants(
@@ -101,7 +101,7 @@ class Shipping:
         staged = None
         if self.model_dir is not None and self._may_be_logged(trial, values):
             staged = provisional_dir(self.model_dir, trial.number, mode)
-            attrs[MODEL_DIGESTS_ATTR] = stage(staged, model, self._file(model, mode))
+            attrs[MODEL_DIGESTS_ATTR] = stage(staged, model, self._file(model, mode), self._preprocessing)
         return Variant(mode, values, attrs, constraints, staged)
 
     def _shipped(self, model: keras.Model, quantization: str, accuracy_float: float) -> Shipped:
@@ -118,6 +118,11 @@ class Shipping:
     def _file(self, model: keras.Model, quantization: str) -> bytes:
         """The file to deploy the trained ``model`` in ``quantization`` (with its signature), as staged."""
         return convert_as_shipped(model, quantization, self.spec, self.data.x_train).flatbuffer
+
+    @property
+    def _preprocessing(self) -> bytes | None:
+        """The ``preprocessing.json`` a model trained on this data takes (a table's), else None."""
+        return None if self.data.preprocessing is None else preprocessing_file(self.data.preprocessing)
 
     def _may_be_logged(self, trial: optuna.Trial, values: tuple[float, ...]) -> bool:
         """Whether the MLflow callback could log this model: with ``log_models = "pareto"``, a

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tradeoff_search.cost._convert import to_tflite
-from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR
+from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR, PREPROCESSING_FILE
 from tradeoff_search.spec._sections import QUANTIZATIONS
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.stores import STATE_DIR
@@ -49,19 +49,31 @@ def provisional_dir(model_dir: Path, number: int, mode: str) -> Path:
     return Path(model_dir) / f"variant-{number:04d}-{mode}"
 
 
-def stage(directory: Path, model: keras.Model, flatbuffer: bytes | None = None) -> dict[str, str]:
+def stage(
+    directory: Path, model: keras.Model, flatbuffer: bytes | None = None, preprocessing: bytes | None = None
+) -> dict[str, str]:
     """Write ``model.keras`` and the LiteRT ``model.tflite`` to ship (``flatbuffer``, e.g. quantized;
-    by default the float32 conversion) to ``directory``; returns their sha256."""
+    by default the float32 conversion) to ``directory``; returns their sha256, and that of the
+    ``preprocessing.json`` the model takes (a table's encoding, which ``select`` ships with it only
+    if the data still gives it) as ``preprocessing.json``'s."""
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / MODEL_FILES[0])
     (directory / MODEL_FILES[1]).write_bytes(to_tflite(model) if flatbuffer is None else flatbuffer)
-    return _digests(directory)
+    bound = {} if preprocessing is None else {PREPROCESSING_FILE: hashlib.sha256(preprocessing).hexdigest()}
+    return _digests(directory) | bound
 
 
-def stage_model(trial: optuna.Trial, model: keras.Model, model_dir: Path, flatbuffer: bytes | None = None) -> None:
+def stage_model(
+    trial: optuna.Trial,
+    model: keras.Model,
+    model_dir: Path,
+    flatbuffer: bytes | None = None,
+    preprocessing: bytes | None = None,
+) -> None:
     """Leave a trained model for the callback (see :func:`stage`), its digests in the trial, so that
     what is later read back from MLflow (or from the staging folder) can be checked against the storage."""
-    trial.set_user_attr(MODEL_DIGESTS_ATTR, stage(trial_dir(model_dir, trial.number), model, flatbuffer))
+    digests = stage(trial_dir(model_dir, trial.number), model, flatbuffer, preprocessing)
+    trial.set_user_attr(MODEL_DIGESTS_ATTR, digests)
 
 
 def holds_recorded(model_dir: Path, trial: optuna.trial.FrozenTrial) -> bool | None:
@@ -72,7 +84,8 @@ def holds_recorded(model_dir: Path, trial: optuna.trial.FrozenTrial) -> bool | N
         return None
     if not all((directory / name).is_file() for name in MODEL_FILES):
         return False
-    return _digests(directory) == trial.user_attrs.get(MODEL_DIGESTS_ATTR)
+    recorded = trial.user_attrs.get(MODEL_DIGESTS_ATTR) or {}
+    return all(recorded.get(name) == digest for name, digest in _digests(directory).items())
 
 
 def remove_staged(model_dir: Path, number: int) -> None:
