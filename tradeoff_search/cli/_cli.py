@@ -18,7 +18,7 @@ from tradeoff_search.cli._study_commands import pareto, select, sync
 from tradeoff_search.cli._ui import ui
 from tradeoff_search.cost import DeviceUnreachable
 from tradeoff_search.process import stopped_like_ctrl_c
-from tradeoff_search.spec._validation import as_flag
+from tradeoff_search.spec import as_flag
 from tradeoff_search.stores import known_failure
 
 # The flag that gives each parameter of the public API: a bad argument's error names the flag.

@@ -16,7 +16,7 @@ from tradeoff_search import Dataset, StoreFailed, StudySpec, WorkersFailed, load
 from tradeoff_search.cli._parser import EXIT_FAILED, EXIT_OK
 from tradeoff_search.cli._ui import print_browse_hint
 from tradeoff_search.process import native_output_to, quiet_libraries
-from tradeoff_search.record._keys import FAIL_REASON, VARIANT_OF
+from tradeoff_search.record import FAIL_REASON, VARIANT_OF
 from tradeoff_search.stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, check_stores, known_failure
 from tradeoff_search.study import check_device, finished_count, worker_logs
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def run(args: argparse.Namespace) -> int:
     from tradeoff_search.front import Front, format_table
-    from tradeoff_search.trial._training_device import INSTALL_HINT, tensorflow_missing
+    from tradeoff_search.trial import INSTALL_HINT, tensorflow_missing
 
     spec = StudySpec.load(args.spec).override(
         n_trials=args.n_trials, timeout=args.timeout, worker_growth_mb=args.worker_growth_mb
@@ -74,7 +74,7 @@ def _load_quietly(spec: StudySpec) -> Dataset:
 
 
 def _run_study(args: argparse.Namespace, spec: StudySpec, data: Dataset, logs: Path) -> optuna.Study:
-    from tradeoff_search.trial._training_device import describe_training
+    from tradeoff_search.trial import describe_training
 
     with native_output_to(logs / f"run-{os.getpid()}.log"):  # TensorFlow's start-up lines
         print(describe_training(), flush=True)

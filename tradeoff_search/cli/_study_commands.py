@@ -21,7 +21,7 @@ def pareto(args: argparse.Namespace) -> int:
     _, study = _existing_study(args)
     print(format_table(front_rows(study)))
     if args.explain:
-        from tradeoff_search.tracking._report import param_importances
+        from tradeoff_search.tracking import param_importances
 
         for objective, importances in param_importances(study).items():
             ranked = ", ".join(f"{name} {share:.2f}" for name, share in importances.items())

@@ -14,7 +14,7 @@ from tradeoff_search.stores import DEFAULT_TRACKING_URI, STATE_DIR, redact
 if TYPE_CHECKING:
     import subprocess
 
-    from tradeoff_search.tracking import _mlflow_ui as _mlflow_ui
+    from tradeoff_search.tracking import StudyPages
 
 _UI_BASE = "http://127.0.0.1:5000"  # where `ui` serves by default
 
@@ -23,7 +23,7 @@ def print_browse_hint(args: argparse.Namespace, spec: StudySpec) -> None:
     """Where the study's runs open in the MLflow UI: an MLflow server's own pages, else those of ``ui``."""
     from mlflow import MlflowClient
 
-    from tradeoff_search.tracking._mlflow_ui import study_pages
+    from tradeoff_search.tracking import study_pages
 
     server = _server_base(args.tracking_uri)
     pages = study_pages(MlflowClient(args.tracking_uri), server or _UI_BASE, spec.tracking.experiment)
@@ -46,7 +46,7 @@ def _server_base(tracking_uri: str) -> str | None:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/"), "", ""))
 
 
-def _print_pages(page: _mlflow_ui.StudyPages) -> None:
+def _print_pages(page: StudyPages) -> None:
     print(f"  runs of {page.experiment!r}: {page.runs}")
     if page.front_plot is not None:
         print(f"  its Pareto front plot: {page.front_plot}")
@@ -60,7 +60,7 @@ def ui(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
 
     from tradeoff_search.device import is_loopback
-    from tradeoff_search.tracking._mlflow_ui import study_pages
+    from tradeoff_search.tracking import study_pages
 
     if not is_loopback(args.host):
         print(f"warning: --host {args.host}: the MLflow UI has no authentication; anyone who reaches this "

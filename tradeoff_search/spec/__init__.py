@@ -2,6 +2,6 @@
 name the file, key and value; the same rules check the public API's parameters."""
 
 from tradeoff_search.spec._spec import StudySpec
-from tradeoff_search.spec._validation import ParameterError, validate_params
+from tradeoff_search.spec._validation import ParameterError, as_flag, validate_params
 
-__all__ = ["ParameterError", "StudySpec", "validate_params"]
+__all__ = ["ParameterError", "StudySpec", "as_flag", "validate_params"]

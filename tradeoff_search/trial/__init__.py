@@ -2,5 +2,6 @@
 pruning, the quantization variants of a trained model and its staged files."""
 
 from tradeoff_search.trial._objective import TradeoffObjective
+from tradeoff_search.trial._training_device import INSTALL_HINT, describe_training, tensorflow_missing
 
-__all__ = ["TradeoffObjective"]
+__all__ = ["INSTALL_HINT", "TradeoffObjective", "describe_training", "tensorflow_missing"]
