@@ -266,6 +266,44 @@ def test_a_spec_edited_after_the_study_started_is_refused(write_spec, tmp_path: 
     assert study.user_attrs[SPEC]["model"]["units"] == [4, 64]
 
 
+def test_data_changed_under_a_study_is_refused_unless_accepted(write_spec, tmp_path: Path, caplog) -> None:
+    """A CSV edited between two runs of one study (a fifth city: a wider input than trial 0's
+    model takes) is refused in one line naming the file and both digests, before either store is
+    written; ``--accept-data-change`` goes on with the new data, which becomes the study's."""
+    import hashlib
+    import logging
+
+    from tradeoff_search import StudySpec, load_dataset
+    from tradeoff_search.record._keys import DATA_DIGEST_ATTR
+    from tradeoff_search.study._study import open_study
+
+    from .conftest import TINY_SPEC, table_frame
+
+    frame = table_frame(80)
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    path = write_spec(TINY_SPEC.replace('source = "sklearn:iris"', 'source = "csv:table.csv"\ntarget = "label"'))
+    spec, storage = StudySpec.load(path), f"sqlite:///{tmp_path}/optuna.db"
+    then = open_study(spec, storage, data=load_dataset(spec)).user_attrs  # the study as a first run leaves it
+    before = hashlib.sha256((tmp_path / "table.csv").read_bytes()).hexdigest()
+    assert then[DATA_DIGEST_ATTR] == before
+    frame.loc[[5, 9], "city"] = "quito"
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    now = hashlib.sha256((tmp_path / "table.csv").read_bytes()).hexdigest()
+    done = cli("run", "spec.toml", "--storage", "sqlite:///optuna.db", "--tracking-uri", "sqlite:///m.db",
+               "--in-process", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2 and done.stdout.count("\n") <= 2, done.stdout + done.stderr[-2000:]
+    assert done.stderr == (
+        f"error: spec.toml: data.source = \"csv:table.csv\": expected the data study 'tiny' runs on (table.csv "
+        f"changed: sha256 {before[:12]} then, {now[:12]} now); restore it, or resume the study with "
+        "--accept-data-change\n"
+    )
+    study = open_study(spec, storage, create=False)
+    assert study.user_attrs == then and not study.trials and not (tmp_path / "m.db").exists()
+    with caplog.at_level(logging.WARNING):
+        study = open_study(spec, storage, data=load_dataset(spec), accept_data_change=True)
+    assert study.user_attrs[DATA_DIGEST_ATTR] == now and "resumes with its data changed" in caplog.text
+
+
 def test_a_study_from_before_a_spec_key_existed_resumes_under_its_default(write_spec, tmp_path: Path) -> None:
     from tradeoff_search import StudySpec
     from tradeoff_search.record._keys import SPEC

@@ -158,3 +158,17 @@ def test_the_digest_is_of_the_file_list_and_contents(write_spec, digit_pngs: Pat
     renamed = load_dataset(_spec(write_spec, folder)).digest
     shutil.copy(folder / "3" / "0003.png", folder / "3" / "0002b.png")  # one image's content
     assert len({first, renamed, load_dataset(_spec(write_spec, folder)).digest}) == 3
+
+
+def test_a_study_refuses_a_changed_image_folder_unless_accepted(write_spec, digit_pngs: Path, tmp_path: Path) -> None:
+    from tradeoff_search.study._study import open_study
+
+    folder = _copy(digit_pngs, tmp_path)
+    spec, storage = _spec(write_spec, folder, 'color_mode = "grayscale"'), f"sqlite:///{tmp_path}/optuna.db"
+    recorded = open_study(spec, storage, data=load_dataset(spec)).user_attrs["data_sha256"]
+    (folder / "3" / "0002.png").unlink()  # one image fewer
+    changed = load_dataset(spec)
+    with pytest.raises(SpecError, match=rf"changed: sha256 {recorded[:12]} then, {changed.digest[:12]} now\); restore"):
+        open_study(spec, storage, data=changed)
+    assert open_study(spec, storage, create=False).user_attrs["data_sha256"] == recorded  # nothing written
+    assert open_study(spec, storage, data=changed, accept_data_change=True).user_attrs["data_sha256"] == changed.digest

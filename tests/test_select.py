@@ -17,6 +17,7 @@ from tradeoff_search.cli import main
 from tradeoff_search.record._keys import RETIMED_ATTR
 from tradeoff_search.selection._budgets import NoneFits, Point, binding_words, pick_within
 from tradeoff_search.selection._select import front_points, pick
+from tradeoff_search.study._study import open_study
 from tradeoff_search.trial._staging import file_digest
 
 from .conftest import TINY_SPEC, FinishedStudy, litert_outputs, table_frame
@@ -111,10 +112,15 @@ def test_select_exports_tests_and_registers(write_spec, tmp_path: Path, mlflow_s
         assert str(version.version) == str(i + 1) and version.tags["rule"] == rule
         assert float(version.tags["test_accuracy"]) == pytest.approx(chosen.test_accuracy)
         assert version.tags["trial"] == str(chosen.trial)
-    # A fifth city in the file: another encoding than the models take, which select neither tests nor ships.
+    # A fifth city in the file: data other than the study's, which select neither tests nor ships.
     frame.loc[[5, 9, 13], "city"] = "quito"
     frame.to_csv(tmp_path / "table.csv", index=False)
-    with pytest.raises(SpecError, match=r"data.source = \"csv:table.csv\": expected the data .+; restore it") as e:
+    with pytest.raises(SpecError, match=r"data.source = \"csv:table.csv\": expected the data study .+; restore") as e:
+        select_model(spec, study, tmp_path / "changed", tracking_uri=uri)
+    assert "\n" not in str(e.value) and not (tmp_path / "changed").exists()
+    # Accepted for the study (run --accept-data-change), it is another encoding than its models take.
+    open_study(spec, f"sqlite:///{tmp_path}/optuna.db", data=load_dataset(spec), accept_data_change=True)
+    with pytest.raises(SpecError, match=r"expected the data trial \d+ was trained on .+; restore it") as e:
         select_model(spec, study, tmp_path / "changed", tracking_uri=uri)
     assert "\n" not in str(e.value) and not (tmp_path / "changed").exists()
 

@@ -118,6 +118,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="resume even though a builder's source file changed since the study began",
     )
+    run.add_argument("--accept-data-change", action="store_true",
+                     help="resume even though the data file or image folder changed since the study began")  # fmt: skip
     run.add_argument("--spec-changed", action="store_true",
                      help="go on under the spec file as it is now, not the one the study was created with")  # fmt: skip
 

@@ -88,6 +88,7 @@ def _run_study(args: argparse.Namespace, spec: StudySpec, data: Dataset, logs: P
             workers=0 if args.in_process else args.workers,
             show_progress_bar=not args.no_progress,
             accept_builder_change=args.accept_builder_change,
+            accept_data_change=args.accept_data_change,
             spec_changed=args.spec_changed,
         )
 

@@ -167,13 +167,18 @@ def load_dataset(spec: DataSpec) -> Dataset:
     return dataset
 
 
-def data_changed(spec: DataSpec, recorded: str | None, digest: str | None, study_name: str) -> SpecError | None:
-    """The error for data other than study ``study_name`` runs on (``recorded``: the sha256 of its
-    file or image folder, see :attr:`Dataset.digest`); None if it is that data, or none was recorded."""
+def data_change(spec: DataSpec, recorded: str | None, digest: str | None) -> str | None:
+    """How the data differs from what a study recorded (``recorded``: the sha256 of its file or
+    image folder, see :attr:`Dataset.digest`), e.g. ``"data.csv changed: sha256 … then, … now"``;
+    None if it is that data, or none was recorded."""
     if recorded is None or recorded == digest:
         return None
     now = "none" if digest is None else digest[:12]
-    change = f"{spec.data.located(spec.path)} changed: sha256 {recorded[:12]} then, {now} now"
+    return f"{spec.data.located(spec.path)} changed: sha256 {recorded[:12]} then, {now} now"
+
+
+def data_changed(spec: DataSpec, change: str, study_name: str) -> SpecError:
+    """The error for data other than study ``study_name`` runs on (``change``: see :func:`data_change`)."""
     return SpecError(spec.path, "data.source", spec.data.source, f"the data study {study_name!r} runs on "
                      f"({change}); restore it, or resume the study with --accept-data-change")  # fmt: skip
 

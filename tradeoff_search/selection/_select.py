@@ -15,7 +15,7 @@ from tradeoff_search.cost._convert import quantization_of, tensor_types
 from tradeoff_search.cost._latency import measure_latency
 from tradeoff_search.cost._memory import RamMeasurement, measure_ram
 from tradeoff_search.data import Dataset, load_dataset, preprocessing_file
-from tradeoff_search.data._dataset import data_changed
+from tradeoff_search.data._dataset import data_change, data_changed
 from tradeoff_search.record._keys import (
     CALIBRATION_ATTR,
     DATA_DIGEST_ATTR,
@@ -291,9 +291,9 @@ def _preprocessing(spec: StudySpec, study: optuna.Study, number: int, data: Data
         SpecError: the data is not what the study runs on, or gives another encoding than the
             one the trial's model takes.
     """
-    changed = data_changed(spec, study.user_attrs.get(DATA_DIGEST_ATTR), data.digest, study.study_name)
-    if changed is not None:
-        raise changed
+    change = data_change(spec, study.user_attrs.get(DATA_DIGEST_ATTR), data.digest)
+    if change is not None:
+        raise data_changed(spec, change, study.study_name)
     now = None if data.preprocessing is None else preprocessing_file(data.preprocessing)
     recorded = (study.get_trials(deepcopy=False)[number].user_attrs.get(MODEL_DIGESTS_ATTR) or {}).get(
         PREPROCESSING_FILE

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from tradeoff_search.cost._device_client import DeviceBackend, DeviceError, DeviceUnreachable
 from tradeoff_search.cost._harness import LOCAL
-from tradeoff_search.data._dataset import Dataset, load_dataset
-from tradeoff_search.record._keys import BUILDERS_ATTR, DEVICE_FAILURE, PREPROCESSING_ATTR, SPEC
+from tradeoff_search.data._dataset import Dataset, data_change, data_changed, load_dataset
+from tradeoff_search.record._keys import BUILDERS_ATTR, DATA_DIGEST_ATTR, DEVICE_FAILURE, PREPROCESSING_ATTR, SPEC
 from tradeoff_search.rules import Described, Interval, RunError, Scalar, SpecError, excerpt
 from tradeoff_search.space._builders import Builder, keras_classes, spec_builders
 from tradeoff_search.space._space import narrowest_models
@@ -89,7 +89,9 @@ def open_study(
     *,
     create: bool = True,
     builders: Mapping[str, Mapping[str, str]] | None = None,
+    data: Dataset | None = None,
     accept_builder_change: bool = False,
+    accept_data_change: bool = False,
     spec_changed: bool = False,
 ) -> optuna.Study:
     """The spec's study in ``storage``: created on first use (the resolved spec stored in it,
@@ -99,12 +101,15 @@ def open_study(
     ``builders``, the records of the user builders searched (see
     :attr:`TradeoffObjective.builder_records`), are kept in the study's user attribute
     ``builders``; resuming with a builder whose source file changed is refused unless
-    ``accept_builder_change`` (trials before and after would not be of one space).
+    ``accept_builder_change`` (trials before and after would not be of one space). Likewise the
+    digest of ``data`` loaded from the spec's source (:attr:`Dataset.digest`) is kept in
+    ``data_sha256``; resuming with changed data is refused, before anything is written, unless
+    ``accept_data_change`` (a model trained on the old rows may not take the new ones).
 
     Raises:
         SpecError: the storage cannot be reached, the study does not exist (``create=False``),
-            it exists with other objectives, a builder's source changed since it began, or
-            (``create=True``) ``spec`` differs from the spec it was created with and
+            it exists with other objectives, a builder's source or the data changed since it
+            began, or (``create=True``) ``spec`` differs from the spec it was created with and
             ``spec_changed`` is false.
     """
     import optuna
@@ -121,6 +126,7 @@ def open_study(
             spec.path, "study.name", spec.study.name, f"a study with directions {spec.directions}, not {found}"
         )
     if create:
+        new_data = _data_to_record(study, spec, data, accept_data_change)  # refused before any write
         with storage_lock(storage, spec.study.name):  # one identity and spec, however many runs start at once
             study_uid(study)
             _keep_spec(study, spec, spec_changed)
@@ -129,6 +135,8 @@ def open_study(
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(spec.metric_names)
         _record_builders(study, spec, builders or {}, accept_builder_change)
+        if new_data:
+            study.set_user_attr(DATA_DIGEST_ATTR, data.digest if data is not None else None)
     return study
 
 
@@ -178,6 +186,21 @@ def _record_builders(
         _logger.warning("study %r resumes with builder %r changed (%s)", spec.study.name, name, change)
     if builders and {**stored, **builders} != stored:
         study.set_user_attr(BUILDERS_ATTR, {**stored, **builders})
+
+
+def _data_to_record(study: optuna.Study, spec: StudySpec, data: Dataset | None, accept_change: bool) -> bool:
+    """Whether the digest of ``data`` is to be kept in the study (its first, or an accepted
+    change); refuse data other than the study's unless ``accept_change``. A user's arrays
+    (no source) are not checked."""
+    if data is None or data.source is None:
+        return False
+    recorded = study.user_attrs.get(DATA_DIGEST_ATTR)
+    change = data_change(spec, recorded, data.digest)
+    if change is not None and not accept_change:
+        raise data_changed(spec, change, study.study_name)
+    if change is not None:
+        _logger.warning("study %r resumes with its data changed (%s)", spec.study.name, change)
+    return recorded != data.digest
 
 
 def _settled(spec: StudySpec) -> dict[str, Any]:
@@ -268,6 +291,7 @@ def run_study(
     finish: bool = True,
     build: Builder | Mapping[str, Builder] | None = None,
     accept_builder_change: bool = False,
+    accept_data_change: bool = False,
     spec_changed: bool = False,
 ) -> optuna.Study:
     """Run (or resume) the spec's study until it has ``study.n_trials`` trials.
@@ -290,7 +314,8 @@ def run_study(
     ``build`` searches your own builder(s) instead of the spec's families (see
     :class:`TradeoffObjective`); each is built once before the study opens (see
     :meth:`TradeoffObjective.check_builders`). A study whose builder source file changed
-    resumes only with ``accept_builder_change``.
+    resumes only with ``accept_builder_change``, one whose data file (or image folder) changed
+    only with ``accept_data_change``.
 
     Raises:
         ParameterError: ``workers`` is not an int >= 0.
@@ -299,7 +324,7 @@ def run_study(
             the builders the spec names, ``data`` holds arrays of your own or ``build`` is
             not what the spec names (pass those with ``workers=0``).
         SpecError: a store cannot be used, the data source is bad, a builder breaks the
-            contract, or its source changed since the study began, or ``spec`` is not the one
+            contract, or its source or the data changed since the study began, or ``spec`` is not the one
             the study was created with (and not ``spec_changed``).
         RunError: the spec's latency server does not answer.
         WorkersFailed: worker processes kept ending abnormally (the message names their exit
@@ -313,7 +338,8 @@ def run_study(
     trials are in the Optuna storage, a half-written run is logged again, a staged model logged.
     """
     _check_run_arguments(spec, storage, tracking_uri, data, workers, build)
-    session = _session(spec, storage, tracking_uri, data, build, accept_builder_change, spec_changed)
+    session = _session(spec, storage, tracking_uri, data, build, accept_builder_change=accept_builder_change,
+                       accept_data_change=accept_data_change, spec_changed=spec_changed)  # fmt: skip
     return _run(session, storage, tracking_uri, workers, show_progress_bar, callbacks, finish)
 
 
@@ -517,7 +543,9 @@ def _session(
     tracking_uri: str,
     data: Dataset | None,
     build: Builder | Mapping[str, Builder] | None = None,
+    *,
     accept_builder_change: bool = False,
+    accept_data_change: bool = False,
     spec_changed: bool = False,
 ) -> _Session:
     """The study, objective and MLflow callback of a run, after checking the device, data, stores and builders."""
@@ -532,7 +560,9 @@ def _session(
         objective.spec,
         storage,
         builders=records,
+        data=data,
         accept_builder_change=accept_builder_change,
+        accept_data_change=accept_data_change,
         spec_changed=spec_changed,
     )
     if data.preprocessing is not None:  # what a deployment applies to raw rows (select ships it)
