@@ -12,9 +12,10 @@ from mlflow import MlflowClient
 from tradeoff_search import MLflowParetoCallback
 from tradeoff_search.front._pareto import pareto_ranks
 from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR, PARENT_RUN_ATTR, WORKER_ATTR
-from tradeoff_search.tracking._callback import RUN_FILES, may_be_writing
+from tradeoff_search.tracking._repair import may_be_writing
 from tradeoff_search.tracking._report import _front_figure
 from tradeoff_search.tracking._run_index import TAG_ROLE, filter_value
+from tradeoff_search.tracking._trial_runs import RUN_FILES
 from tradeoff_search.trial._staging import file_digest, stage_model
 
 

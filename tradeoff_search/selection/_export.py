@@ -13,7 +13,7 @@ from typing import Any
 from tradeoff_search.record._keys import PREPROCESSING_FILE
 from tradeoff_search.rules import excerpt
 from tradeoff_search.spec._validation import ParameterError
-from tradeoff_search.tracking._callback import RUN_FILES
+from tradeoff_search.tracking._trial_runs import RUN_FILES
 from tradeoff_search.trial._staging import file_digest
 
 FILES = (*RUN_FILES, PREPROCESSING_FILE)  # what select may write, besides its manifest

@@ -40,8 +40,9 @@ from tradeoff_search.spec._sections import micro_installed
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.spec._validation import ParameterError, validate_params
 from tradeoff_search.stores import DEFAULT_TRACKING_URI
-from tradeoff_search.tracking._callback import RUN_FILES, IntegrityError
+from tradeoff_search.tracking._repair import IntegrityError
 from tradeoff_search.tracking._run_index import TAG_TRIAL, filter_value, tracking_client
+from tradeoff_search.tracking._trial_runs import RUN_FILES
 from tradeoff_search.trial._staging import file_digest
 from tradeoff_search.trial._training import predict_classes, score, tflite_classes
 

@@ -42,7 +42,8 @@ from tradeoff_search.study._retime import retime_front
 from tradeoff_search.study._retirement import Retirement
 from tradeoff_search.study._supervision import run_worker_processes
 from tradeoff_search.study._tickets import Tickets, finished_count
-from tradeoff_search.tracking._callback import MLflowParetoCallback, RecordIncomplete, SyncReport, may_be_writing
+from tradeoff_search.tracking._callback import MLflowParetoCallback
+from tradeoff_search.tracking._repair import RecordIncomplete, SyncReport, may_be_writing
 from tradeoff_search.tracking._run_index import study_uid
 from tradeoff_search.trial._objective import TradeoffObjective
 from tradeoff_search.trial._staging import staging_dir

@@ -1,6 +1,6 @@
 """The end-of-study report of a multi-objective study: the front as CSV, which hyperparameters
 decide each objective, and the figures (front, hypervolume, importances). Plain data and
-``matplotlib.figure.Figure`` objects; :class:`~tradeoff_search.MLflowParetoCallback` logs them."""
+``matplotlib.figure.Figure`` objects, logged on the study's parent run by :func:`log_report`."""
 
 from __future__ import annotations
 
@@ -19,8 +19,24 @@ from tradeoff_search.record._keys import LATENCY_METRIC
 if TYPE_CHECKING:
     import optuna
     from matplotlib.figure import Figure
+    from mlflow import MlflowClient
 
 _logger = logging.getLogger(__name__)
+
+
+def log_report(
+    client: MlflowClient, run_id: str, study: optuna.Study, front: Front, reference: Sequence[float] | None
+) -> None:
+    """Log the report on run ``run_id``: ``pareto.csv``, ``param_importances.json`` and the figures."""
+    import matplotlib.pyplot as plt
+
+    client.log_text(run_id, front_csv(front), "pareto.csv")
+    importances = param_importances(study)
+    if importances:
+        client.log_dict(run_id, importances, "param_importances.json")
+    for name, figure in report_figures(study, front, reference, importances).items():
+        client.log_figure(run_id, figure, name)
+        plt.close(figure)  # pyplot's, when it made it (the front plot); nothing for the others
 
 
 def front_csv(front: Front) -> str:
