@@ -1,5 +1,6 @@
 """RAM as the micro runtime allocates it: real Keras models, converted as trials convert them, measured
-by the real helper process; the value checked against the runtime itself in fresh processes."""
+by the real helper process; the value checked against the runtime itself in fresh processes; a
+study's budgets on latency, RAM and flash, from its trials' records."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import sys
 import textwrap
 
 import numpy as np
+import optuna
 import pytest
 
-from tradeoff_search import StudySpec
+from tradeoff_search import StudySpec, TradeoffObjective
 from tradeoff_search.cost._convert import convert
-from tradeoff_search.cost._memory import NotDeployable, RamMeasurement, _meter, measure_ram
+from tradeoff_search.cost._memory import REFUSED_RAM_BYTES, NotDeployable, RamMeasurement, _meter, measure_ram
 from tradeoff_search.rules import SpecError
+
+from .conftest import TINY_SPEC
 
 pytest.importorskip("tflite_micro", reason="the micro runtime has wheels for x86-64 Linux only")
 
@@ -127,3 +131,36 @@ def test_ram_budgets_and_objectives_need_the_micro_runtime(monkeypatch) -> None:
         assert "pip install 'tradeoff_search[micro]'" in str(refused.value)
         assert "\n" not in str(refused.value)
     StudySpec.from_dict(base | {"budget": {"flash_kb": 64, "latency_ms": 1}}, path="micro.toml")  # no RAM: fine
+
+
+def test_a_study_with_all_three_budgets_never_trains_a_candidate_over_one(tmp_path) -> None:
+    space = "n_layers = [1, 3]\nunits = [4, 1024]\nactivation = ['relu', 'gelu']"
+    budgets = '[budget]\nlatency_ms = 1000\nram_kb = 3\nflash_kb = 64\n[objectives]\nextra = ["ram_bytes"]\n'
+    path = tmp_path / "budgets.toml"
+    spec = TINY_SPEC.replace("n_layers = [1, 2]\nunits = [4, 16]", space).replace("max_epochs = 2", "max_epochs = 1")
+    path.write_text(spec + budgets)
+    objective = TradeoffObjective(StudySpec.load(path))
+    study = optuna.create_study(directions=objective.directions)
+    fixed = {"family": "mlp", "dropout": 0.0, "batch_norm": False, "optimizer": "adam", "learning_rate": 1e-3,
+             "schedule": "constant", "batch_size": 16, "activation": "relu"}  # fmt: skip
+    small = {"n_layers": 1, "units_0": 8}  # fits: 1.7 KB of arena, 1.5 KB of flash
+    wide = {"n_layers": 1, "units_0": 1024}  # a 4 KB activation: 5.3 KB of arena, over the RAM budget
+    deep = {"n_layers": 3, "units_0": 128, "units_1": 128, "units_2": 128}  # 2.7 KB of arena, 133 KB of flash
+    gelu = {"n_layers": 1, "units_0": 8, "activation": "gelu"}  # no micro kernel
+    for params in (small, wide, deep, gelu):
+        study.enqueue_trial({**fixed, **params})
+    study.optimize(objective, n_trials=4)
+
+    for trial in study.trials:  # from the records alone: trained exactly when within every budget
+        assert set(trial.constraints) == {"latency_ms_over_budget", "ram_kb_over_budget", "flash_kb_over_budget"}
+        within = all(excess <= 0 for excess in trial.constraints.values())
+        assert trial.user_attrs["trained"] is within and ("epochs" in trial.user_attrs) is within, trial.number
+    fits, over_ram, over_flash, refused = study.trials
+    assert fits.values[2] == fits.user_attrs["ram_bytes"] < 3 * 1024 and fits.values[0] > 0
+    assert over_ram.user_attrs["ram_bytes"] > 4 * 1024 and over_ram.constraints["ram_kb_over_budget"] > 0
+    assert over_ram.constraints["flash_kb_over_budget"] <= 0 and over_ram.values[0] == 0
+    assert over_flash.user_attrs["model_bytes"] > 64 * 1024 and over_flash.constraints["ram_kb_over_budget"] <= 0
+    assert over_flash.constraints["flash_kb_over_budget"] == over_flash.user_attrs["model_bytes"] / 1024 - 64
+    assert "ram_bytes" not in refused.user_attrs and refused.values[2] == REFUSED_RAM_BYTES
+    assert refused.user_attrs["ram_refusal"].startswith("not deployable on the micro runtime: op GELU (")
+    assert [t.number for t in study.best_trials] == [0]

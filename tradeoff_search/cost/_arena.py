@@ -31,6 +31,7 @@ import numpy as np
 from tflite_micro import runtime
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
+from tradeoff_search.cost._memory import ARENA_CEILING as CEILING
 from tradeoff_search.cost._memory import NotDeployable, RamMeasurement
 
 try:  # the wheel's native wrapper: the public Interpreter re-parses the whole flatbuffer in Python
@@ -38,7 +39,6 @@ try:  # the wheel's native wrapper: the public Interpreter re-parses the whole f
 except ImportError:  # pragma: no cover - another layout of the wheel: the public API does the same
     _runtime = None
 
-CEILING = 64 << 20  # the first probe's arena; malloc'd, not zeroed: only what is used is touched
 PROBE_SECONDS = 10  # a probe's child is ended by SIGALRM (a model whose loop never ends)
 _BRACKET = (1.0, 1.125, 1.25, 1.5, 2.0, 4.0)  # multiples of the reported bytes tried upwards
 _BELOW_REPORTED = 64  # the minimum was never more than 8 bytes below the report: start 64 below
@@ -130,7 +130,7 @@ def minimum_arena(flatbuffer: bytes) -> RamMeasurement | NotDeployable:
     start = time.perf_counter()
     with tempfile.TemporaryFile() as log:
         probe = _Prober(flatbuffer, log)
-        first = probe(CEILING, report=True)
+        first = probe(CEILING, report=True)  # malloc'd, not zeroed: only what is used is touched
         if not first.fits:
             return _refusal(first, flatbuffer)
         reported = int(found[1]) if (found := _REPORTED.search(first.log)) else 0

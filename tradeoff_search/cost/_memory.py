@@ -26,6 +26,11 @@ from tradeoff_search.spec._sections import micro_installed
 
 _logger = logging.getLogger(__name__)
 
+ARENA_CEILING = 64 << 20  # the largest arena tried: a model needing more is refused ("arena")
+# What a model the micro runtime cannot run counts as RAM, as an objective and against a budget:
+# more than any arena measured, so that every model it can run beats it.
+REFUSED_RAM_BYTES = 2 * ARENA_CEILING
+
 # An answer takes 21-340 ms; a probe's child is killed after 10 s and a search makes at most ~40.
 _ANSWER_SECONDS = 600.0
 # numpy's BLAS would start a thread at import: the helper forks, so it stays single-threaded.
@@ -51,11 +56,11 @@ class RamMeasurement:
 
 @dataclass(frozen=True)
 class NotDeployable:
-    """The micro runtime cannot run the model at any arena (up to 64 MiB), and why.
+    """The micro runtime cannot run the model at any arena (up to :data:`ARENA_CEILING`), and why.
 
     ``stage``: ``load`` (no kernel for ``op``), ``prepare`` or ``invoke`` (``op``'s kernel refuses
     its types or shapes, e.g. a dynamic-range model's int8 weights with float activations),
-    ``arena`` (needs more than 64 MiB), ``crash`` (the runtime died or hung at 64 MiB)."""
+    ``arena`` (needs more than the ceiling), ``crash`` (the runtime died or hung at the ceiling)."""
 
     op: str | None  # the operator named by the runtime (e.g. "GELU"); None when it names none
     stage: str

@@ -12,7 +12,7 @@ import numpy as np
 from tradeoff_search.cost._convert import suggest_quantization
 from tradeoff_search.cost._device_client import DeviceUnreachable
 from tradeoff_search.data._dataset import Dataset, load_dataset
-from tradeoff_search.record._keys import DEVICE_FAILURE, EPOCHS, FAIL_REASON, LATENCY_CONSTRAINT, TRACEBACK, TRAINED
+from tradeoff_search.record._keys import DEVICE_FAILURE, EPOCHS, FAIL_REASON, TRACEBACK, TRAINED
 from tradeoff_search.space._builders import Builder, Family, check_builders, searching, spec_builders
 from tradeoff_search.space._space import suggest_family
 from tradeoff_search.spec._builder_source import record_of
@@ -47,12 +47,14 @@ class TradeoffObjective:
         study.set_metric_names(objective.metric_names)  # names in plots and MLflow
         study.optimize(objective, n_trials=10)
 
-    Latency is measured before training (weights do not change it): with ``latency.budget_ms`` set,
-    an over-budget candidate is not trained; it is recorded with ``trial.set_constraint`` (so it
-    never enters ``study.best_trials``) and accuracy 0. A candidate of a built-in family containing
-    a model the study already timed over the budget (see :func:`tradeoff_search.space._families.contains`)
-    is not even built: it gets that model's values, lower bounds of its own, and
-    ``contains_trial``. A user builder's model is always timed: its structure proves nothing.
+    Latency, flash and (with a RAM budget or objective) RAM on the micro runtime are measured
+    before training (weights do not change them): with ``[budget]`` set (``latency_ms``, ``ram_kb``,
+    ``flash_kb``), a candidate over any budget is not trained; it is recorded with each budget's
+    excess as ``trial.set_constraint`` (so it never enters ``study.best_trials``) and accuracy 0.
+    A candidate of a built-in family containing a model the study already timed over the latency
+    budget (see :func:`tradeoff_search.space._families.contains`) is not even built: it gets that
+    model's values and constraints, lower bounds of its own, and ``contains_trial``.
+    A user builder's model is always timed: its structure proves nothing.
 
     Every model comes from a builder, ``builder(trial, input_shape, n_classes)`` (see
     ``tradeoff_search.space._builders``), checked against the contract; one that breaks it, or does not
@@ -63,8 +65,9 @@ class TradeoffObjective:
     first (``study.optimize(objective, callbacks=[objective.add_variants])``).
 
     Each trial records user attributes: ``n_params``, ``macs`` (or ``macs_uncounted``), ``latency``
-    (all statistics and the fingerprint), ``trained``, ``train_seconds``, ``epochs`` and
-    ``history`` (per-epoch curves).
+    (all statistics and the fingerprint), ``model_bytes`` (flash), ``ram_bytes`` (or
+    ``ram_refusal``, naming the operator the micro runtime lacks) where RAM is measured,
+    ``trained``, ``train_seconds``, ``epochs`` and ``history`` (per-epoch curves).
 
     Args:
         spec: the study spec (space, data, latency and training settings).
@@ -165,7 +168,7 @@ class TradeoffObjective:
 
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, ...]:
         """The trial as a pipeline: screen → build → time (→ budget) → train → ship."""
-        data, budget_ms = self.data, self.spec.latency.budget_ms
+        data = self.data
         family = suggest_family(trial, self.spec)
         quantization = suggest_quantization(trial, self.spec)
         modes = self._modes(quantization)
@@ -175,13 +178,13 @@ class TradeoffObjective:
         built = build_candidate(trial, self.spec, family, self.builders[family], data)
         timed = self._timing.time_modes(trial, built, modes, data.x_train)
         shipping = Shipping(self.spec, data, self.model_dir)
-        if budget_ms is not None:
-            if not timed.fits():  # trained only if some mode of it can meet the budget
-                # Its other modes are recorded over the budget too: what containment and the sampler learn from.
-                untrained = {**built.shared, TRAINED: False}
-                self._pending[trial.number] = shipping.variants(trial, built.model, timed.others, None, untrained)
-                return not_trained(trial, self.spec, timed.own.objectives(0.0), "")
-            trial.set_constraint(LATENCY_CONSTRAINT, timed.own.latency_ms - budget_ms)
+        if not timed.fits():  # trained only if some mode of it can meet the budgets
+            # Its other modes are recorded over the budgets too: what containment and the sampler learn from.
+            untrained = {**built.shared, TRAINED: False}
+            self._pending[trial.number] = shipping.variants(trial, built.model, timed.others, None, untrained)
+            return not_trained(trial, timed.own.objectives(0.0), timed.own.constraints, "")
+        for key, excess in timed.own.constraints.items():
+            trial.set_constraint(key, excess)
         trained = train_candidate(trial, built, data, self.spec, timed)
         values = shipping.ship(trial, built.model, quantization, timed.own, trained.accuracy_float)
         if timed.others:

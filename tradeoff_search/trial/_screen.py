@@ -1,8 +1,11 @@
-"""Screening a candidate against the latency budget before it is built: containment.
+"""Screening a candidate against the budgets before it is trained: each budget's excess, the
+trial's constraints (:func:`budget_excess`), and, before it is even built, containment.
 
-A candidate of a built-in family containing a model the study already timed over the budget
-(see :func:`~tradeoff_search.space._families.contains`) is over it too. A user builder's model is
-always timed: its structure proves nothing.
+A candidate of a built-in family containing a model the study already timed over the latency
+budget (see :func:`~tradeoff_search.space._families.contains`) is over it too. A user builder's
+model is always timed: its structure proves nothing. RAM and flash are measured, not inferred:
+the minimum arena of a wider model is not always larger (the runtime's planner reuses buffers),
+and both take a fraction of a conversion to measure.
 """
 
 from __future__ import annotations
@@ -13,11 +16,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tradeoff_search.cost._convert import quantization_of
-from tradeoff_search.record._keys import CONTAINS_TRIAL, LATENCY, LATENCY_CONSTRAINT, NORMALIZED_MS, TRAINED
+from tradeoff_search.cost._memory import ARENA_CEILING, REFUSED_RAM_BYTES, NotDeployable, RamMeasurement
+from tradeoff_search.record._keys import (
+    CONTAINS_TRIAL,
+    FLASH_CONSTRAINT,
+    LATENCY,
+    LATENCY_CONSTRAINT,
+    NORMALIZED_MS,
+    RAM_BYTES,
+    RAM_CONSTRAINT,
+    TRAINED,
+)
 from tradeoff_search.space._builders import Builder, Family
 from tradeoff_search.space._families import contains
 from tradeoff_search.space._space import Candidate, family_floors, suggest_architecture, suggest_recipe
-from tradeoff_search.spec._sections import FAMILIES
+from tradeoff_search.spec._sections import FAMILIES, KB
 from tradeoff_search.spec._spec import StudySpec
 
 if TYPE_CHECKING:
@@ -42,7 +55,10 @@ class Contained:
         """Record ``trial`` as not trained, containing :attr:`inside`; returns its values."""
         suggest_recipe(trial, spec)  # recorded as for every trial
         trial.set_user_attr(CONTAINS_TRIAL, self.inside.number)
-        return not_trained(trial, spec, self.values, f"contains trial {self.inside.number}, which is ")
+        assert spec.latency.budget_ms is not None, "containment needs a latency budget"
+        # The other budgets' excesses of the model inside, as its values: lower bounds of its own.
+        constraints = {**self.inside.constraints, LATENCY_CONSTRAINT: self.values[1] - spec.latency.budget_ms}
+        return not_trained(trial, self.values, constraints, f"contains trial {self.inside.number}, which is ")
 
 
 def screen(
@@ -58,14 +74,39 @@ def screen(
     return Contained(smaller) if smaller is not None and all(inside) else None
 
 
-def not_trained(trial: optuna.Trial, spec: StudySpec, values: tuple[float, ...], why: str) -> tuple[float, ...]:
-    """Record an over-budget candidate: ``values`` are its accuracy (0), latency and extras."""
-    budget_ms = spec.latency.budget_ms
-    assert budget_ms is not None, "only a study with a latency budget leaves candidates untrained"
-    trial.set_constraint(LATENCY_CONSTRAINT, values[1] - budget_ms)
+def measures_ram(spec: StudySpec) -> bool:
+    """Whether ``spec``'s trials measure RAM on the micro runtime: with a RAM budget or objective."""
+    return spec.budget.ram_kb is not None or RAM_BYTES in spec.objectives.extra.choices
+
+
+def budget_excess(
+    spec: StudySpec, latency_ms: float, flash_bytes: int, ram: RamMeasurement | NotDeployable | None
+) -> dict[str, float]:
+    """A model's constraints: how far over each of ``spec``'s budgets it is (feasible when <= 0),
+    in the budget's unit. Every trial of a study has the same ones (Optuna's GP sampler needs it).
+    Measured RAM is held to ``[budget] ram_kb``, or else to the largest arena measured: a model
+    the micro runtime cannot run (``ram`` a :class:`NotDeployable`) breaks it either way."""
+    budget, excess = spec.budget, {}
+    if spec.latency.budget_ms is not None:
+        excess[LATENCY_CONSTRAINT] = latency_ms - spec.latency.budget_ms
+    if ram is not None:
+        needed_kb = (ram.arena_bytes if isinstance(ram, RamMeasurement) else REFUSED_RAM_BYTES) / KB
+        excess[RAM_CONSTRAINT] = needed_kb - (budget.ram_kb if budget.ram_kb is not None else ARENA_CEILING / KB)
+    if budget.flash_kb is not None:
+        excess[FLASH_CONSTRAINT] = flash_bytes / KB - budget.flash_kb
+    return excess
+
+
+def not_trained(
+    trial: optuna.Trial, values: tuple[float, ...], constraints: dict[str, float], why: str
+) -> tuple[float, ...]:
+    """Record an over-budget candidate: ``values`` are its accuracy (0), latency and extras,
+    ``constraints`` its excess over each budget (see :func:`budget_excess`)."""
+    for key, excess in constraints.items():
+        trial.set_constraint(key, excess)
     trial.set_user_attr(TRAINED, False)
-    _logger.info("trial %d: %s%.4f ms over the %.4f ms budget, not trained", trial.number, why,
-                 values[1] - budget_ms, budget_ms)  # fmt: skip
+    over = ", ".join(f"{key} {excess:+.4g}" for key, excess in constraints.items() if excess > 0)
+    _logger.info("trial %d: %sover budget (%s), not trained", trial.number, why, over)
     return values
 
 

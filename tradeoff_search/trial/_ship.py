@@ -14,7 +14,6 @@ from tradeoff_search.record._keys import (
     ACCURACY_FLOAT,
     CONVERSION_WARNINGS,
     FAIL_REASON,
-    LATENCY_CONSTRAINT,
     MODEL_DIGESTS_ATTR,
 )
 from tradeoff_search.spec._spec import StudySpec
@@ -88,8 +87,7 @@ class Shipping:
     ) -> Variant:
         if isinstance(timed, ConversionError):
             return Variant(mode, None, {FAIL_REASON: f"ConversionError: {timed}"})
-        budget_ms = self.spec.latency.budget_ms
-        constraints = {} if budget_ms is None else {LATENCY_CONSTRAINT: timed.latency_ms - budget_ms}
+        constraints = timed.constraints
         if accuracy_float is None:
             return Variant(mode, timed.objectives(0.0), {**shared, **timed.user_attrs}, constraints)
         try:

@@ -1,8 +1,10 @@
 """Timing a trial's model before training: converted in each mode, measured in the study's
-calibrated units (see :meth:`~tradeoff_search.cost._latency.LatencyStats.normalized_ms`).
+calibrated units (see :meth:`~tradeoff_search.cost._latency.LatencyStats.normalized_ms`), and, in
+a study that asks for RAM, its RAM on the micro runtime (see ``cost._memory``); flash is the
+converted file's bytes. Each is set against its budget (see ``_screen.budget_excess``).
 
-Latency does not depend on the weights, so a model is timed untrained; for ``int8`` it is
-calibrated on the untrained model, which changes its scales, not its operators.
+Latency and RAM do not depend on the weights, so a model is measured untrained; for ``int8`` it
+is calibrated on the untrained model, which changes its scales, not its operators.
 """
 
 from __future__ import annotations
@@ -17,10 +19,20 @@ import numpy as np
 from tradeoff_search.cost._convert import Conversion, ConversionError, conversion_reason, convert_as_shipped
 from tradeoff_search.cost._harness import LOCAL
 from tradeoff_search.cost._latency import LatencyStats, calibrate_reference, measure_latency
-from tradeoff_search.record._keys import LATENCY, MODEL_BYTES, NORMALIZED_MS, calibration_attr, latency_at_batch
+from tradeoff_search.cost._memory import REFUSED_RAM_BYTES, RamMeasurement, measure_ram, start_ram_meter
+from tradeoff_search.record._keys import (
+    LATENCY,
+    MODEL_BYTES,
+    NORMALIZED_MS,
+    RAM_BYTES,
+    RAM_REFUSAL,
+    calibration_attr,
+    latency_at_batch,
+)
 from tradeoff_search.space._builders import BuilderError
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.trial._build import Built
+from tradeoff_search.trial._screen import budget_excess, measures_ram
 
 if TYPE_CHECKING:
     import keras
@@ -32,12 +44,17 @@ _logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Timed:
     """A model converted in one mode and timed: its latency objective, its extra objectives, the
-    user attributes it gives a trial, and whether it is over the budget."""
+    user attributes it gives a trial, and its constraints: each budget's excess (see
+    ``_screen.budget_excess``; empty without budgets)."""
 
     latency_ms: float
     extras: tuple[float, ...]
     user_attrs: dict[str, Any]
-    over_budget: bool
+    constraints: dict[str, float]
+
+    @property
+    def over_budget(self) -> bool:
+        return any(excess > 0 for excess in self.constraints.values())
 
     def objectives(self, accuracy: float) -> tuple[float, ...]:
         """The trial's values with ``accuracy``: ``(accuracy, latency_ms, *extras)``."""
@@ -71,6 +88,8 @@ class Timing:
 
     def __init__(self, spec: StudySpec) -> None:
         self.spec = spec
+        if measures_ram(spec):
+            start_ram_meter()  # its imports overlap the first conversion
 
     def time_modes(self, trial: optuna.Trial, built: Built, modes: Sequence[str], x_train: np.ndarray) -> TimedModes:
         """Time ``built``'s model in ``modes`` (its own first, its user attributes set on ``trial``
@@ -136,21 +155,26 @@ class Timing:
         return stats, stats.normalized_ms(calibration_ms)
 
     def _time(self, study: optuna.Study, built: Built, quantization: str, x_train: np.ndarray) -> Timed:
-        """Convert ``built``'s model in ``quantization`` and time it; further batch sizes only within the budget."""
+        """Convert ``built``'s model in ``quantization``, measure its RAM if the study asks, and time it;
+        further batch sizes only within the budgets."""
         latency_spec = self.spec.latency
-        conversion = self._convert(built, quantization, x_train)
-        timed = conversion.flatbuffer if latency_spec.runtime == "litert" else built.model
+        flatbuffer = self._convert(built, quantization, x_train).flatbuffer
+        ram = measure_ram(flatbuffer) if measures_ram(self.spec) else None
+        timed = flatbuffer if latency_spec.runtime == "litert" else built.model
         primary, *others = latency_spec.batch_sizes
         stats, latency_ms = self._measure(study, timed, primary, latency_spec.budget_ms)
-        attrs: dict[str, Any] = {LATENCY: {**stats.to_dict(), NORMALIZED_MS: latency_ms},
-                                 MODEL_BYTES: len(conversion.flatbuffer)}  # fmt: skip
+        attrs: dict[str, Any] = {LATENCY: {**stats.to_dict(), NORMALIZED_MS: latency_ms}, MODEL_BYTES: len(flatbuffer)}
         measured = {**built.companions, MODEL_BYTES: attrs[MODEL_BYTES]}
+        if isinstance(ram, RamMeasurement):
+            attrs[RAM_BYTES] = measured[RAM_BYTES] = ram.arena_bytes
+        elif ram is not None:  # the micro runtime cannot run it: it counts as more than any arena
+            attrs[RAM_REFUSAL], measured[RAM_BYTES] = str(ram), REFUSED_RAM_BYTES
         extras = tuple(float(measured[name]) for name in self.spec.objectives.extra.choices)
-        over = latency_spec.budget_ms is not None and latency_ms > latency_spec.budget_ms
-        if not over:
+        constraints = budget_excess(self.spec, latency_ms, len(flatbuffer), ram)
+        if not any(excess > 0 for excess in constraints.values()):
             for batch_size in others:
                 attrs[latency_at_batch(batch_size)] = self._measure(study, timed, batch_size)[1]
-        return Timed(latency_ms, extras, attrs, over)
+        return Timed(latency_ms, extras, attrs, constraints)
 
     def _convert(self, built: Built, quantization: str, x_train: np.ndarray) -> Conversion:
         """The LiteRT flatbuffer timed, in the trial's quantization mode. A mode the converter cannot
