@@ -4,6 +4,7 @@ looked into through SQLite, read-only."""
 from __future__ import annotations
 
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tradeoff_search import SpecError
-from tradeoff_search.stores import check_stores, has_optuna_tables, redact
+from tradeoff_search.stores import check_stores, has_optuna_tables, redact, storage_lock
 from tradeoff_search.stores._checks import _is_sqlite_database
 
 PASSWORDS = ["pg-s3cret", "p/w", "p?w", "p#w", "a/b?c#d:e", "p%40ss"]
@@ -93,3 +94,36 @@ def test_a_database_a_writer_has_locked_is_one_and_its_tables_are_read_once_it_l
     finally:
         commit.join()
         writer.close()
+
+
+def test_lock_files_are_named_by_the_whole_file_name_and_read_by_their_owner_only(tmp_path: Path) -> None:
+    """``optuna.db`` and ``optuna.sqlite`` beside it shared ``optuna.lock``: a run holding both
+    stores' locks (the study's, then the MLflow store's) waited for itself until killed."""
+    held = threading.Event()
+
+    def both() -> None:
+        with (
+            storage_lock(f"sqlite:///{tmp_path}/optuna.db", "s"),
+            storage_lock(f"sqlite:///{tmp_path}/optuna.sqlite", "m"),
+        ):
+            held.set()
+
+    nested = threading.Thread(target=both, daemon=True)
+    nested.start()
+    assert held.wait(10), "the second lock waited for the first"
+    nested.join(10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.db.lock", "optuna.sqlite.lock"]
+    assert {stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("optuna.db.lock", "optuna.sqlite.lock")} == {
+        0o600
+    }
+
+
+def test_a_lock_file_that_is_a_symbolic_link_is_never_followed(tmp_path: Path) -> None:
+    (tmp_path / "optuna.db.lock").symlink_to(tmp_path / "elsewhere")
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    expected = rf"expected a lock file that is not a symbolic link \({tmp_path}/optuna.db.lock is one\)$"
+    with pytest.raises(SpecError, match=rf'^check_stores: storage="{url}": {expected}'):
+        check_stores(url, f"sqlite:///{tmp_path}/mlflow.db", function="check_stores")
+    with pytest.raises(SpecError, match=rf'^storage_lock: url="{url}": {expected}'), storage_lock(url, "s"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.db.lock"]  # "elsewhere" was not created

@@ -5,11 +5,13 @@ as its flag) and the redacted URL."""
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from tradeoff_search.spec._validation import ParameterError
+from tradeoff_search.stores._lock import lock_file, symlinked
 from tradeoff_search.stores._urls import STATE_DIR, redact, sqlite_path
 
 if TYPE_CHECKING:
@@ -22,10 +24,21 @@ _TRACKING_SCHEMES = (*_DATABASES, "http", "https", "databricks")
 def check_stores(storage: str, tracking_uri: str, function: str = "run_study") -> None:
     """Fail fast, before anything is loaded or written, on an Optuna storage or MLflow tracking
     URI that could not be used: each must parse, have a scheme its library takes, and be
-    reachable (a SQLite file in an existing folder that is a database if it exists; a database
-    server that answers; an MLflow server's ``/health``)."""
+    reachable (a SQLite file in an existing folder that is a database if it exists, and not both
+    stores' file; a database server that answers; an MLflow server's ``/health``)."""
     _check_store(function, "storage", storage, _DATABASES)
     check_tracking_uri(tracking_uri, function)
+    both = sqlite_path(storage), sqlite_path(tracking_uri)
+    if both[0] is not None and both[1] is not None and _same_file(both[0], both[1]):
+        raise ParameterError(function, "tracking_uri", redact(tracking_uri),
+                             f"a SQLite file other than the Optuna storage's ({both[1]} is both)")  # fmt: skip
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether the paths ``a`` and ``b`` name one file (through links too), existing or not."""
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 def check_tracking_uri(uri: str, function: str = "run_study") -> None:
@@ -81,6 +94,8 @@ def _check_sqlite_file(function: str, key: str, url: str) -> None:
         raise ParameterError(function, key, url, f"a SQLite file in an existing folder ({path.parent} is missing)")
     if path.exists() and not _is_sqlite_database(path):
         raise ParameterError(function, key, url, f"a SQLite database file ({path} is something else)")
+    if lock_file(path).is_symlink():
+        raise ParameterError(function, key, url, symlinked(lock_file(path)))
 
 
 def _is_sqlite_database(path: Path) -> bool:
