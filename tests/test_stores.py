@@ -32,8 +32,37 @@ def test_redact_hides_the_password_sqlalchemy_reads(scheme: str, password: str) 
 
 
 def test_a_url_that_does_not_parse_has_its_credentials_hidden() -> None:
-    assert redact("postgresql://u:se/cret@[::1/db") == "postgresql://***@[::1/db"
+    assert redact("postgresql://u:se/cret@[::1/db") == "postgresql://u:***@[::1/db"
     assert redact("sqlite:///mlruns/optuna.db") == "sqlite:///mlruns/optuna.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u@h/db?password=SECRET", "postgresql://u@h/db?password=***"),
+        # SQLAlchemy reads the password "p" and the host "ss@host", an HTTP client "p@ss" and "host"
+        ("postgresql://u:p@ss@host/db", "postgresql://u:***@host/db"),
+        ("http://u:p@ss@host", "http://u:***@host"),
+        (
+            "mysql://u:p@h/db?x=1&sslpassword=S&Token=T&api%5Fkey=K",
+            "mysql://u:***@h/db?x=1&sslpassword=***&Token=***&api%5Fkey=***",
+        ),
+        ("postgresql://u@h/db?password=a#b&password=c", "postgresql://u@h/db?password=***&password=***"),
+        ("https://h/mlflow?sig=S&sv=2024", "https://h/mlflow?sig=***&sv=2024"),
+        ("sqlite:////tmp/a:b@c/optuna.db", "sqlite:////tmp/a:b@c/optuna.db"),  # a path: no password
+    ],
+)
+def test_redact_hides_passwords_however_read_and_secret_parameters(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+def test_a_password_with_an_unescaped_at_is_refused_in_one_line_without_it() -> None:
+    """SQLAlchemy would send "p" and look up the host "ss@127.0.0.1", naming it in its error."""
+    with pytest.raises(SpecError) as refused:
+        check_stores("postgresql+psycopg://u:p@ss@127.0.0.1:9/db", "sqlite:///mlflow.db")
+    assert str(refused.value) == (
+        'run_study: storage="postgresql+psycopg://u:***@127.0.0.1:9/db": expected a URL whose password writes @ as %40'
+    )
 
 
 def test_an_unreachable_store_is_named_without_its_password(tmp_path) -> None:

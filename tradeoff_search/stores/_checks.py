@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tradeoff_search.spec._validation import ParameterError
 from tradeoff_search.stores._lock import lock_file, symlinked
-from tradeoff_search.stores._urls import STATE_DIR, redact, sqlite_path
+from tradeoff_search.stores._urls import STATE_DIR, ambiguous_credentials, redact, sqlite_path
 
 if TYPE_CHECKING:
     import sqlite3
@@ -75,6 +75,8 @@ def _check_store(function: str, key: str, url: str, schemes: tuple[str, ...]) ->
         parts.port  # noqa: B018 - parsing it is the check
     except ValueError as error:
         raise ParameterError(function, key, redact(url), f"a valid URL ({error})") from None
+    if ambiguous_credentials(url):  # SQLAlchemy would send part of it as the host name
+        raise ParameterError(function, key, redact(url), "a URL whose password writes @ as %40")
     scheme = parts.scheme.partition("+")[0]
     if scheme not in schemes:
         example = "sqlite:///mlruns/optuna.db" if key == "storage" else "sqlite:///mlruns/mlflow.db or a server URL"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from tradeoff_search.rules import excerpt
+from tradeoff_search.stores._urls import redact
 
 
 def known_failure(error: BaseException) -> str | None:
@@ -31,7 +32,7 @@ def known_failure(error: BaseException) -> str | None:
         text = f"the server {server[1]} does not answer" + (f" ({(cause[1] or cause[2]).strip()})" if cause else "")
     else:  # SQLAlchemy's statement (long, and it may quote data) and its advice are no use here
         text = re.sub(r"\s*\[SQL: .*|\s*\(Background on this error .*|^\(raised as a result of [^)]*\)\s*", "", text)
-    # A store's message may quote its URL: hide any password in it.
-    text = re.sub(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    # A store's message may quote its URL: hide its password and secret parameters.
+    text = re.sub(r"\b[a-z][a-z0-9+.-]*://\S+", lambda url: redact(url[0]), text)
     what = "MLflow" if module == "mlflow" else "storage"
     return f"{what}: {excerpt(text, 300)}"
