@@ -238,6 +238,37 @@ def test_a_builder_file_changed_after_it_was_hashed_is_not_imported(spec_with, t
     assert not marker.exists()
 
 
+def test_a_worker_imports_no_builder_source_but_the_one_its_run_hashed(spec_with, tmp_path: Path) -> None:
+    """Whoever can write to the storage must not choose the code a worker process imports: the
+    study's spec names a builder, and the worker refuses it, before importing it, unless its run
+    hashed that very source (here it changed since: another file would be refused alike)."""
+    import os
+
+    from tradeoff_search.stores import STORAGE_ENV, TRACKING_ENV
+    from tradeoff_search.study._pool import BUILDERS_ENV, worker_environment
+
+    spec = StudySpec.load(spec_with('builder = "models.py:two_branch"'))
+    storage, tracking = f"sqlite:///{tmp_path}/optuna.db", f"sqlite:///{tmp_path}/mlflow.db"
+    open_study(spec, storage)  # the study holds the spec, as its run left it
+    environment = {**os.environ, **worker_environment(storage, tracking, spec)}
+    assert set(environment) >= {STORAGE_ENV, TRACKING_ENV, BUILDERS_ENV}
+    marker = tmp_path / "imported"
+    with (tmp_path / "models.py").open("a") as models:
+        models.write(f"\nopen({str(marker)!r}, 'w').close()\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done = subprocess.run(
+        [sys.executable, "-m", "tradeoff_search.study._worker", str(spec.path), "--study=mine", "--n-trials=1",
+         "--worker-growth-mb=1024"], env=environment, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    then, now = (s.builder_sources["two_branch"].sha256[:12] for s in (spec, StudySpec.load(spec.path)))
+    assert done.stderr == (
+        f'error: {spec.path}: model.builders.two_branch = "models.py:two_branch": expected the builder source its run '
+        f"hashed ({tmp_path}/models.py: sha256 {then} then, {now} now); a worker imports no other\n"
+    )
+    assert not marker.exists() and sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, tmp_path: Path, mlflow_store) -> None:
     """Functional with two branches, Sequential with SeparableConv1D, categorical + conditional
     parameters: Optuna's trials and MLflow's child runs one to one, with each builder's own

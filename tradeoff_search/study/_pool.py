@@ -11,6 +11,7 @@ the run. What becomes of the trials of a worker that ended: ``_supervision``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tradeoff_search.process._channel import Done, Failed, Inbox, Limit, Ready, Retire
+from tradeoff_search.rules import SpecError
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.stores import STATE_DIR, STORAGE_ENV, TRACKING_ENV
 from tradeoff_search.study._tickets import Tickets
@@ -52,7 +54,7 @@ class Pool:
         self.study, self.tickets, self.stop = tickets.study, tickets, stop
         threads = str(max(1, (os.cpu_count() or 1) // workers))
         self.env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
-                    "OMP_NUM_THREADS": threads, **worker_environment(storage, tracking_uri)}  # fmt: skip
+                    "OMP_NUM_THREADS": threads, **worker_environment(storage, tracking_uri, spec)}  # fmt: skip
         self.deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
         self.logs = worker_logs(spec)
         self.children: dict[int, subprocess.Popen[bytes]] = {}
@@ -178,6 +180,29 @@ def worker_command(spec: StudySpec, timeout: float | None) -> list[str]:
     return command if timeout is None else [*command, "--timeout", f"{timeout:.0f}"]
 
 
-def worker_environment(storage: str, tracking_uri: str) -> dict[str, str]:
-    """The variables that give a worker process its stores (see :func:`worker_command`)."""
-    return {STORAGE_ENV: storage, TRACKING_ENV: tracking_uri}
+# A worker process's builders' sha256 as its run hashed them, {name: sha256}: the storage alone
+# (whoever can write to it) must not choose the code worker processes import.
+BUILDERS_ENV = "TRADEOFF_SEARCH_BUILDERS"
+
+
+def worker_environment(storage: str, tracking_uri: str, spec: StudySpec) -> dict[str, str]:
+    """The variables that give a worker process its stores (see :func:`worker_command`) and the
+    hashes of the builders ``spec`` names (see :func:`check_builders_hashed`)."""
+    hashed = {name: source.sha256 for name, source in spec.builder_sources.items()}
+    return {STORAGE_ENV: storage, TRACKING_ENV: tracking_uri, BUILDERS_ENV: json.dumps(hashed)}
+
+
+def check_builders_hashed(spec: StudySpec, hashed: str | None) -> None:
+    """In a worker process, before any builder is imported: each builder of ``spec`` (the study's,
+    from its storage) has the source its run hashed (``hashed``, :data:`BUILDERS_ENV`).
+
+    Raises:
+        SpecError: a builder's source is another file or changed, or its run hashed none.
+    """
+    expected = json.loads(hashed or "{}")
+    for name, source in spec.builder_sources.items():
+        if expected.get(name) != source.sha256:
+            then = (expected.get(name) or "none")[:12]
+            raise SpecError(spec.path, spec.builder_key(name), source.target,
+                            f"the builder source its run hashed ({source.path}: sha256 {then} then, "
+                            f"{source.sha256[:12]} now); a worker imports no other")  # fmt: skip

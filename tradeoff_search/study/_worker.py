@@ -25,6 +25,7 @@ from tradeoff_search.process._logs import quiet_libraries
 from tradeoff_search.process._signals import stopped_like_ctrl_c
 from tradeoff_search.rules import RunError, SpecError
 from tradeoff_search.stores import STORAGE_ENV, TRACKING_ENV, known_failure
+from tradeoff_search.study._pool import BUILDERS_ENV, check_builders_hashed
 from tradeoff_search.study._study import run_worker, stored_spec
 
 
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = stored_spec(args.spec, args.study, storage).override(
             n_trials=args.n_trials, timeout=args.timeout, worker_growth_mb=args.worker_growth_mb
         )
+        check_builders_hashed(spec, os.environ.get(BUILDERS_ENV))  # before any is imported
         quiet_libraries()
         with stopped_like_ctrl_c():
             run_worker(spec, storage, os.environ[TRACKING_ENV])
