@@ -29,7 +29,7 @@ from tradeoff_search import StudySpec, run_study
 from tradeoff_search.record._keys import LATENCY_CONSTRAINT
 from tradeoff_search.space._space import suggest_architecture, suggest_family, suggest_recipe
 from tradeoff_search.stores import make_storage
-from tradeoff_search.study._study import make_sampler
+from tradeoff_search.study._open import make_sampler
 
 REPO = Path(__file__).resolve().parent.parent
 

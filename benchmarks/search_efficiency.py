@@ -58,11 +58,11 @@ def run_variant(
         tracking=dataclasses.replace(spec.tracking, log_models="none"),
     )
     if "noredraw" in variant:  # this process only: the spec's sampler, not wrapped
-        from tradeoff_search.study import _study as _study
+        from tradeoff_search.study import _open as _open
 
-        make_sampler = _study.make_sampler
+        make_sampler = _open.make_sampler
         unwrapped = dataclasses.replace(spec, latency=dataclasses.replace(spec.latency, budget_ms=None))
-        _study.make_sampler = lambda _: make_sampler(unwrapped)
+        _open.make_sampler = lambda _: make_sampler(unwrapped)
     with tempfile.TemporaryDirectory() as root:
         study = run_study(spec, storage=f"sqlite:///{root}/optuna.db", tracking_uri=f"sqlite:///{root}/mlflow.db")
     trials = [t for t in study.trials if t.datetime_complete is not None]

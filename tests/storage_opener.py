@@ -9,7 +9,7 @@ import time
 def open_at(url: str, start: float) -> str:
     """Open the Optuna storage ``url`` at the moment ``start`` (``time.time()``); say how it went."""
     from tradeoff_search import StudySpec
-    from tradeoff_search.study._study import make_storage
+    from tradeoff_search.stores import make_storage
 
     spec = StudySpec.from_dict({"data": {"source": "sklearn:iris"}})
     time.sleep(max(0.0, start - time.time()))

@@ -10,7 +10,7 @@ import pytest
 
 from tradeoff_search import MLflowParetoCallback, StudySpec, TradeoffObjective, measure_latency, run_study, select_model
 from tradeoff_search.rules import SpecError
-from tradeoff_search.study._study import open_study, stored_spec
+from tradeoff_search.study._open import open_study, stored_spec
 
 from .conftest import TINY_SPEC
 

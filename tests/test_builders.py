@@ -14,7 +14,7 @@ import pytest
 
 from tradeoff_search import SpecError, StudySpec, TradeoffObjective, run_study
 from tradeoff_search.space._space import narrowest_models
-from tradeoff_search.study._study import open_study
+from tradeoff_search.study._open import open_study
 from tradeoff_search.trial._screen import ruled_out
 
 from .conftest import litert_outputs

@@ -95,7 +95,7 @@ def test_pareto_shows_which_training_a_variant_shares(
 
     from tradeoff_search import StudySpec
     from tradeoff_search.cli._cli import main
-    from tradeoff_search.study._study import open_study
+    from tradeoff_search.study._open import open_study
 
     from .conftest import TINY_SPEC
 
@@ -247,7 +247,7 @@ def test_a_password_in_a_store_message_is_hidden() -> None:
 def test_a_spec_edited_after_the_study_started_is_refused(write_spec, tmp_path: Path) -> None:
     from tradeoff_search import StudySpec
     from tradeoff_search.record._keys import SPEC
-    from tradeoff_search.study._study import open_study
+    from tradeoff_search.study._open import open_study
 
     from .conftest import TINY_SPEC
 
@@ -275,7 +275,7 @@ def test_data_changed_under_a_study_is_refused_unless_accepted(write_spec, tmp_p
 
     from tradeoff_search import StudySpec, load_dataset
     from tradeoff_search.record._keys import DATA_DIGEST_ATTR
-    from tradeoff_search.study._study import open_study
+    from tradeoff_search.study._open import open_study
 
     from .conftest import TINY_SPEC, table_frame
 
@@ -307,7 +307,7 @@ def test_data_changed_under_a_study_is_refused_unless_accepted(write_spec, tmp_p
 def test_a_study_from_before_a_spec_key_existed_resumes_under_its_default(write_spec, tmp_path: Path) -> None:
     from tradeoff_search import StudySpec
     from tradeoff_search.record._keys import SPEC
-    from tradeoff_search.study._study import open_study, stored_spec
+    from tradeoff_search.study._open import open_study, stored_spec
 
     spec, storage = StudySpec.load(write_spec()), f"sqlite:///{tmp_path}/optuna.db"
     study = open_study(spec, storage)

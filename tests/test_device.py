@@ -258,7 +258,7 @@ def test_a_study_timed_on_the_server_stops_when_it_is_lost_and_resumes_when_it_i
     tmp_path: Path, mlflow_store: Callable[..., str]
 ) -> None:
     from tradeoff_search.record._keys import DEVICE_FAILURE
-    from tradeoff_search.study._study import MAX_DEVICE_FAILURES
+    from tradeoff_search.study._device_watch import MAX_DEVICE_FAILURES
 
     server = Server(tmp_path, "--token-file", str(token_file(tmp_path)))
     spec = _study_spec(tmp_path, server.url, 4)
@@ -335,7 +335,7 @@ def test_three_trials_in_a_row_without_the_server_stop_the_study_until_it_is_bac
     import optuna
 
     from tradeoff_search.record._keys import DEVICE_FAILURE
-    from tradeoff_search.study._study import MAX_DEVICE_FAILURES, device_lost
+    from tradeoff_search.study._device_watch import MAX_DEVICE_FAILURES, device_lost
 
     study = optuna.create_study(directions=["maximize", "minimize"])
 

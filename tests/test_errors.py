@@ -9,7 +9,7 @@ import pytest
 
 from tradeoff_search import RunError, SpecError, StudySpec, select_model
 from tradeoff_search.cli._cli import main
-from tradeoff_search.study._study import open_study
+from tradeoff_search.study._open import open_study
 
 
 def test_a_study_without_a_front_is_a_run_error_not_a_spec_error(

@@ -161,7 +161,7 @@ def test_the_digest_is_of_the_file_list_and_contents(write_spec, digit_pngs: Pat
 
 
 def test_a_study_refuses_a_changed_image_folder_unless_accepted(write_spec, digit_pngs: Path, tmp_path: Path) -> None:
-    from tradeoff_search.study._study import open_study
+    from tradeoff_search.study._open import open_study
 
     folder = _copy(digit_pngs, tmp_path)
     spec, storage = _spec(write_spec, folder, 'color_mode = "grayscale"'), f"sqlite:///{tmp_path}/optuna.db"

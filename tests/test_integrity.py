@@ -16,7 +16,7 @@ from tradeoff_search import IntegrityError, StudySpec, run_study, select_model
 from tradeoff_search.cli._cli import main
 from tradeoff_search.cost._convert import to_tflite
 from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR, PARENT_RUN_ATTR, STUDY_UID_ATTR
-from tradeoff_search.study._study import make_callback
+from tradeoff_search.study._finish import make_callback
 from tradeoff_search.tracking._run_index import TAG_ROLE, TAG_STUDY, TAG_STUDY_UID, TAG_TRIAL
 from tradeoff_search.trial._staging import file_digest
 

@@ -17,7 +17,7 @@ from tradeoff_search.cli import main
 from tradeoff_search.record._keys import RETIMED_ATTR
 from tradeoff_search.selection._budgets import NoneFits, Point, binding_words, pick_within
 from tradeoff_search.selection._select import front_points, pick
-from tradeoff_search.study._study import open_study
+from tradeoff_search.study._open import open_study
 from tradeoff_search.trial._staging import file_digest
 
 from .conftest import TINY_SPEC, FinishedStudy, litert_outputs, table_frame

@@ -3,7 +3,7 @@
 A spec names a builder by a target, ``package.module:function`` (imported from the Python path)
 or ``path/to/file.py:function`` (relative to the spec's folder). Its source file is hashed when
 the spec loads, without importing it (so spec checks stay free of TensorFlow); the study records
-the path and hash, and refuses to resume under a changed source (see ``tradeoff_search.study._study``).
+the path and hash, and refuses to resume under a changed source (see ``tradeoff_search.study._open``).
 """
 
 from __future__ import annotations

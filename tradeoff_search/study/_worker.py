@@ -4,7 +4,7 @@
 
 It runs trials its coordinator queued in study NAME until none is left or, its memory grown
 past MB, its pool retires it (see :func:`~tradeoff_search.study._study.run_worker`), under the spec
-stored in the study (see :func:`~tradeoff_search.study._study.stored_spec`), not the file SPEC says
+stored in the study (see :func:`~tradeoff_search.study._open.stored_spec`), not the file SPEC says
 now: SPEC's folder is where its relative paths start. Exit codes: 0 done, 2 bad spec or store,
 1 a store or file failure (its one line also told to the pool, see
 :func:`~tradeoff_search.process._channel.tell_pool`), 130 interrupted; an unexpected error is a
@@ -25,8 +25,9 @@ from tradeoff_search.process._logs import quiet_libraries
 from tradeoff_search.process._signals import stopped_like_ctrl_c
 from tradeoff_search.rules import RunError, SpecError
 from tradeoff_search.stores import STORAGE_ENV, TRACKING_ENV, known_failure
+from tradeoff_search.study._open import stored_spec
 from tradeoff_search.study._pool import BUILDERS_ENV, check_builders_hashed
-from tradeoff_search.study._study import run_worker, stored_spec
+from tradeoff_search.study._study import run_worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:
