@@ -1,7 +1,7 @@
-"""Searching quantization against float-only at equal wall time, judged on the test split (issue 21).
+"""Searching quantization against float-only at equal wall time, judged on the test split (issues 21, 34).
 
-    python benchmarks/quantization.py [--tasks mnist1d digits] [--seeds 0 1 2] [--minutes 3]
-        [--modes none dynamic int8] [--json FILE]
+    XDG_RUNTIME_DIR=$(mktemp -d) nice python benchmarks/quantization.py [--tasks mnist1d digits32]
+        [--seeds 0 1 2] [--minutes 3] [--modes none dynamic int8] [--mode-effects] [--json FILE]
 
 For each task and seed, two studies run for the same wall time, one after the other, each in a
 fresh process with its own stores: ``float`` (``quantization = "none"``) and ``searched``
@@ -12,11 +12,18 @@ referee pass, in this process:
   ``.tflite`` its study exported to MLflow (quantized where its trial was), by the LiteRT
   interpreter, and all those files are timed side by side (LiteRT, one thread, batch 1, p10,
   the drift reference interleaved);
-- per study: the hypervolume of (test accuracy, log10 µs) from the task's reference point, the
-  latency of the fastest model at or above 0.90 test accuracy, trainings and trials;
-- every front model's float Keras model is also converted in each mode (``float16``,
-  ``dynamic``, ``int8``) and scored on the test split and timed in the same rounds: the accuracy
-  drop from float32 to each mode (median and worst over the front models) and each mode's speed-up.
+- per study: the hypervolume of (test accuracy, log10 µs) from the task's reference point (one
+  for both studies, moocore), the latency of the fastest model at or above 0.90 test accuracy,
+  trainings, trainings per minute and trials, and what TPE did with the mode: the trainings it
+  proposed in each mode, in its random start-up (the first 10) and after, and how each mode's
+  variants ended (COMPLETE, or PRUNED: not worth converting after training);
+- with ``--mode-effects``, every front model's float Keras model is also converted in each mode
+  (``float16``, ``dynamic``, ``int8``) and scored on the test split and timed in the same rounds:
+  the accuracy drop from float32 to each mode (median and worst over the front models) and each
+  mode's speed-up.
+
+``digits32`` is digits timed at batch 32 (``[latency] batch_size = 32``): its float fronts reach
+models of 5 µs a call and more, where integer kernels can pay.
 
 MNIST-1D searches MLPs and 1-D CNNs (GRUs left out: 2–4 s to convert, 25 µs and up, never on its
 front; at a few minutes per study they would eat the time).
@@ -37,12 +44,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = {"mnist1d": REPO / "studies" / "mnist1d.toml", "digits": REPO / "studies" / "digits.toml"}
+TASKS = {"mnist1d": REPO / "studies" / "mnist1d.toml", "digits": REPO / "studies" / "digits.toml",
+         "digits32": REPO / "studies" / "digits.toml"}  # fmt: skip
+BATCH = {"digits32": 32}  # rows per timed call, else 1
 # Hypervolume reference (test accuracy, latency ms), near each task's fronts so differences show.
-REFERENCES = {"mnist1d": (0.5, 0.05), "digits": (0.8, 0.02)}
+REFERENCES = {"mnist1d": (0.5, 0.05), "digits": (0.8, 0.02), "digits32": (0.8, 1.0)}
+STARTUP = 10  # trainings TPE samples at random first
 MODES = ("float16", "dynamic", "int8")
 TARGET_ACCURACY = 0.90
 SECONDS_PER_MODEL = 0.5
@@ -66,12 +77,16 @@ def run_study_once(task: str, seed: int, variant: str, modes: list[str], minutes
     spec = dataclasses.replace(
         spec,
         study=dataclasses.replace(spec.study, seed=seed, name=f"{task}-{variant}-{seed}"),
-        latency=dataclasses.replace(spec.latency, quantization=Categorical(quantization)),
+        latency=dataclasses.replace(
+            spec.latency, quantization=Categorical(quantization), batch_size=Categorical((BATCH.get(task, 1),))
+        ),
         model=model,
         tracking=dataclasses.replace(spec.tracking, log_models="pareto"),
     )
     uri = f"sqlite:///{root}/mlflow.db"
+    start = time.perf_counter()
     study = run_study(spec, storage=f"sqlite:///{root}/optuna.db", tracking_uri=uri)
+    seconds = time.perf_counter() - start
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(spec.tracking.experiment)
     front = []
@@ -91,16 +106,35 @@ def run_study_once(task: str, seed: int, variant: str, modes: list[str], minutes
                       "tflite": str(folder / "tflite" / "model.tflite"), "keras": str(folder / "model")})  # fmt: skip
     states = [t.state for t in study.trials]
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return {"task": task, "seed": seed, "variant": variant, "front": front,
+    trained = [t for t in study.trials if t.state in done and t.user_attrs.get("trained", False)
+               and "variant_of" not in t.user_attrs]  # fmt: skip
+    return {"task": task, "seed": seed, "variant": variant, "front": front, "seconds": seconds,
             "complete": states.count(optuna.trial.TrialState.COMPLETE),
             "failed": states.count(optuna.trial.TrialState.FAIL),
-            "trainings": sum(t.state in done and t.user_attrs.get("trained", False) and "variant_of" not in t.user_attrs
-                             for t in study.trials)}  # fmt: skip
+            "trainings": len(trained), "trainings_per_minute": len(trained) / seconds * 60,
+            "tpe_modes": mode_counts(study.trials)}  # fmt: skip
 
 
-def referee(task: str, runs: list[dict]) -> dict:
-    """Score and time every front model of ``runs`` (one task, one seed) side by side, and each
-    one's float Keras model converted in every mode."""
+def mode_counts(trials: list) -> dict:
+    """What TPE did with the mode: the trainings it proposed per mode, in its random start-up and
+    after, and per mode how its variants ended (COMPLETE, PRUNED, FAIL)."""
+    proposed = [t for t in trials if "variant_of" not in t.user_attrs]
+    variants = [t for t in trials if "variant_of" in t.user_attrs]
+
+    def modes(chosen: list) -> dict[str, int]:
+        found = [t.params.get("quantization", "none") for t in chosen]
+        return {mode: found.count(mode) for mode in sorted(set(found))}
+
+    ended = {}
+    for mode in sorted({t.params["quantization"] for t in variants}):
+        states = [t.state.name for t in variants if t.params["quantization"] == mode]
+        ended[mode] = {state: states.count(state) for state in sorted(set(states))}
+    return {"startup": modes(proposed[:STARTUP]), "after_startup": modes(proposed[STARTUP:]), "variants": ended}
+
+
+def referee(task: str, runs: list[dict], mode_effects: bool) -> dict:
+    """Score and time every front model of ``runs`` (one task, one seed) side by side, and (with
+    ``mode_effects``) each one's float Keras model converted in every mode."""
     import mlflow.keras
     import optuna
 
@@ -119,9 +153,11 @@ def referee(task: str, runs: list[dict]) -> dict:
             model["test_accuracy"] = score("accuracy", data.y_test, tflite_classes(shipped, data.x_test))
             model["timed"] = len(flatbuffers)
             flatbuffers.append(shipped)
+            model["modes"] = {}
+            if not mode_effects:
+                continue
             keras_model = mlflow.keras.load_model(model["keras"])
             model["test_accuracy_float"] = score("accuracy", data.y_test, predict_classes(keras_model, data.x_test))
-            model["modes"] = {}
             for mode in ("none", *MODES):
                 try:
                     converted = convert_as_shipped(keras_model, mode, spec, data.x_train).flatbuffer
@@ -132,7 +168,8 @@ def referee(task: str, runs: list[dict]) -> dict:
                                                                tflite_classes(converted, data.x_test)),
                                         "timed": len(flatbuffers), "bytes": len(converted)}  # fmt: skip
                 flatbuffers.append(converted)
-    stats = measure_latencies(flatbuffers, max_seconds=max(10.0, SECONDS_PER_MODEL * len(flatbuffers)))
+    stats = measure_latencies(flatbuffers, batch_size=BATCH.get(task, 1),
+                              max_seconds=max(10.0, SECONDS_PER_MODEL * len(flatbuffers)))  # fmt: skip
     latencies = [s.p10_ms for s in stats]
     directions = [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     for run in runs:
@@ -151,10 +188,11 @@ def referee(task: str, runs: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=["mnist1d", "digits32"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--modes", nargs="+", default=["none", "dynamic", "int8"])
+    parser.add_argument("--mode-effects", action="store_true", help="also each front model in every mode")
     parser.add_argument("--json", help="write every run and the summary here")
     parser.add_argument("--summarize", metavar="JSON", help="only summarize the results of an earlier --json")
     parser.add_argument("--one", nargs=4, metavar=("TASK", "SEED", "VARIANT", "ROOT"), help=argparse.SUPPRESS)
@@ -180,16 +218,17 @@ def main() -> None:
                     child = subprocess.run(command, capture_output=True, text=True, check=True,
                                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})  # fmt: skip
                     runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
-                judged = referee(task, runs)
+                judged = referee(task, runs, args.mode_effects)
                 results.append(judged)
                 for run in judged["runs"]:
                     fastest = run["fastest_at_target_ms"]
                     shown = f"{fastest * 1e3:.2f} µs" if fastest is not None else "none"
                     modes = counts([m["quantization"] for m in run["front"]])
-                    print(f"{task} seed {seed} {run['variant']:8} {run['trainings']:3d} trainings, "
-                          f"{run['complete']:3d} trials ({run['failed']} fail), front {len(run['front'])} ({modes}), "
-                          f"test HV {run['hypervolume']:.4f}, fastest >= {TARGET_ACCURACY}: {shown}",
-                          flush=True)  # fmt: skip
+                    print(f"{task} seed {seed} {run['variant']:8} {run['trainings']:3d} trainings "
+                          f"({run['trainings_per_minute']:.1f}/min), {run['complete']:3d} trials "
+                          f"({run['failed']} fail), front {len(run['front'])} ({modes}), "
+                          f"test HV {run['hypervolume']:.4f}, fastest >= {TARGET_ACCURACY}: {shown}; "
+                          f"TPE {run['tpe_modes']}; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     summary = summarize(results)
     print(json.dumps(summary, indent=1))
     if args.json:
@@ -207,15 +246,18 @@ def summarize(results: list[dict]) -> dict:
     summary: dict = {}
     for task in dict.fromkeys(r["task"] for r in results):
         seeds = [r for r in results if r["task"] == task]
-        ratios, studies = [], []
+        ratios, pace, studies = [], [], []
         for judged in seeds:
             first, second = judged["runs"]
             ratios.append(second["hypervolume"] / first["hypervolume"] if first["hypervolume"] else math.nan)
+            pace.append(second["trainings_per_minute"] / first["trainings_per_minute"])
             studies.append({run["variant"]: {"fastest_at_target_us": _us(run["fastest_at_target_ms"]),
-                                             "trainings": run.get("trainings"), "trials": run["complete"]}
+                                             "trainings": run.get("trainings"), "trials": run["complete"],
+                                             "hypervolume": run["hypervolume"], "tpe_modes": run.get("tpe_modes")}
                             for run in judged["runs"]})  # fmt: skip
         models = [m for judged in seeds for run in judged["runs"] for m in run["front"]]
-        summary[task] = {"hypervolume_ratio_per_seed": ratios, "studies_per_seed": studies,
+        summary[task] = {"hypervolume_ratio_per_seed": ratios, "trainings_per_minute_ratio_per_seed": pace,
+                         "studies_per_seed": studies,
                          "modes": {mode: _mode_effect(models, mode) for mode in MODES}}  # fmt: skip
     return summary
 

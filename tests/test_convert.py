@@ -12,7 +12,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from mlflow import MlflowClient
 
-from tradeoff_search import StudySpec, load_dataset, run_study, select_model
+from tradeoff_search import StudySpec, TradeoffObjective, load_dataset, run_study, select_model
 from tradeoff_search.cost._convert import ConversionError, convert
 from tradeoff_search.record._keys import WORKER_ATTR
 from tradeoff_search.selection._select import verified_model
@@ -121,9 +121,9 @@ def test_an_int8_trial_is_scored_and_exported_as_shipped(write_spec, tmp_path: P
 def test_one_training_is_recorded_in_every_mode(write_spec, tmp_path: Path, mlflow_store) -> None:
     """A training adds its model in the other modes searched as trials of their own, each with
     its MLflow run and files, tagged with the training they share."""
-    text = TINY_SPEC.replace("n_trials = 3", "n_trials = 1")
+    text = TINY_SPEC.replace("n_trials = 3", "n_trials = 1").replace("units = [4, 16]", "units = [384, 512]")
     text = text.replace("max_seconds = 0.2", 'max_seconds = 0.2\nquantization = ["none", "int8"]')
-    spec = StudySpec.load(write_spec(text + "[tracking]\nlog_models = 'all'\n"))
+    spec = StudySpec.load(write_spec(text + "[tracking]\nlog_models = 'all'\n"))  # int8 pays on layers this wide
     storage, uri = f"sqlite:///{tmp_path}/optuna.db", mlflow_store()
     queued = optuna.create_study(study_name="tiny", storage=storage, directions=spec.directions)
     queued.enqueue_trial({"quantization": "none"})
@@ -145,6 +145,34 @@ def test_one_training_is_recorded_in_every_mode(write_spec, tmp_path: Path, mlfl
     _, files = verified_model(client, spec, study, variant.number, tmp_path / "variant")  # as select checks it
     data = load_dataset(spec)
     assert variant.values[0] == _independent_accuracy(str(files["model.tflite"]), data.x_val, data.y_val)
+
+
+def test_a_mode_not_worth_converting_after_training_is_a_pruned_variant_saying_why(tmp_path: Path) -> None:
+    """After training, a model is converted only in the modes timed below 0.9x the float32 model's
+    latency before it; dynamic-range quantization of a model without a weight of 1024 elements is
+    the float32 model, neither timed nor converted. Both are PRUNED variants, with the reason."""
+    path = tmp_path / "modes.toml"
+    path.write_text(
+        TINY_SPEC.replace("max_seconds = 0.2", 'max_seconds = 0.2\nquantization = ["none", "dynamic", "int8"]')
+    )
+    objective = TradeoffObjective(StudySpec.load(path))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=objective.directions)
+    study.enqueue_trial({"quantization": "none", "n_layers": 1, "units_0": 8})
+    study.optimize(objective, n_trials=1, callbacks=[objective.add_variants])
+    trained, *variants = study.trials
+    by_mode = {variant.params["quantization"]: variant for variant in variants}
+    assert sorted(by_mode) == ["dynamic", "int8"] and trained.state == optuna.trial.TrialState.COMPLETE
+
+    dynamic, int8 = by_mode["dynamic"], by_mode["int8"]
+    assert dynamic.state == optuna.trial.TrialState.PRUNED and "latency" not in dynamic.user_attrs
+    assert "dynamic quantizes none of its weights" in dynamic.user_attrs["prune_reason"]
+    ratio = int8.user_attrs["latency"]["normalized_ms"] / trained.user_attrs["latency"]["normalized_ms"]
+    if ratio >= 0.9:  # as at LiteRT's per-call floor, usually: no int8 file converted, nor scored
+        assert int8.state == optuna.trial.TrialState.PRUNED and int8.values is None
+        assert f"{ratio:.2f}x the float32 model's latency" in int8.user_attrs["prune_reason"]
+    else:
+        assert int8.state == optuna.trial.TrialState.COMPLETE and "accuracy_float" in int8.user_attrs
+    assert all(v.user_attrs["variant_of"] == 0 and v.user_attrs["trained"] for v in variants)
 
 
 def test_variants_are_added_once_and_only_for_a_completed_training(tmp_path: Path) -> None:

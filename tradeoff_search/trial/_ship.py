@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tradeoff_search.cost._convert import ConversionError, convert_as_shipped
+from tradeoff_search.cost._convert import Conversion, ConversionError, convert_as_shipped
 from tradeoff_search.data import Dataset, preprocessing_file
 from tradeoff_search.front._pareto import is_nondominated_by
 from tradeoff_search.record._keys import (
@@ -15,10 +15,11 @@ from tradeoff_search.record._keys import (
     CONVERSION_WARNINGS,
     FAIL_REASON,
     MODEL_DIGESTS_ATTR,
+    PRUNE_REASON,
 )
 from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.trial._staging import provisional_dir, stage, stage_model
-from tradeoff_search.trial._timing import Timed
+from tradeoff_search.trial._timing import Timed, TimedModes
 from tradeoff_search.trial._training import score, tflite_classes
 from tradeoff_search.trial._variants import Variant
 
@@ -55,67 +56,81 @@ class Shipping:
     ) -> tuple[float, ...]:
         """Score ``trial``'s trained ``model`` as shipped in its mode, record what goes with it and
         stage it if it may be logged; returns the trial's values."""
-        shipped = self._shipped(model, quantization, accuracy_float)
+        conversion = self._conversion(model, quantization)
+        shipped = self._shipped(conversion, accuracy_float)
         for key, value in shipped.user_attrs.items():
             trial.set_user_attr(key, value)
         values = timed.objectives(shipped.accuracy)
         if self.model_dir is not None and self._may_be_logged(trial, values):
-            stage_model(trial, model, self.model_dir, self._file(model, quantization), self._preprocessing)
+            stage_model(trial, model, self.model_dir, _file(conversion), self._preprocessing)
         return values
 
     def variants(
         self,
         trial: optuna.Trial,
         model: keras.Model,
-        others: dict[str, Timed | ConversionError],
+        timed: TimedModes,
         accuracy_float: float | None,
         shared: dict[str, Any],
     ) -> list[Variant]:
         """The model of ``trial`` in each other mode, for ``TradeoffObjective.add_variants``:
-        trained, scored as shipped; untrained (``accuracy_float`` None, over the budget in every
-        mode), accuracy 0. ``shared``: the user attributes they share with ``trial``."""
-        return [self._variant(trial, model, mode, timed, accuracy_float, shared) for mode, timed in others.items()]
+        trained, scored as shipped (or not converted, see :meth:`TimedModes.not_worth`);
+        untrained (``accuracy_float`` None, over the budget in every mode), accuracy 0.
+        ``shared``: the user attributes they share with ``trial``."""
+        modes = [*timed.others, *timed.unquantized]
+        return [self._variant(trial, model, mode, timed, accuracy_float, shared) for mode in modes]
 
     def _variant(
         self,
         trial: optuna.Trial,
         model: keras.Model,
         mode: str,
-        timed: Timed | ConversionError,
+        modes: TimedModes,
         accuracy_float: float | None,
         shared: dict[str, Any],
     ) -> Variant:
+        timed = modes.others.get(mode, modes.float_model)  # an unquantized mode is the float32 model
         if isinstance(timed, ConversionError):
             return Variant(mode, None, {FAIL_REASON: f"ConversionError: {timed}"})
+        assert timed is not None, "a mode is unquantized only beside the float32 model"
         constraints = timed.constraints
         if accuracy_float is None:
             return Variant(mode, timed.objectives(0.0), {**shared, **timed.user_attrs}, constraints)
+        reason = modes.not_worth(mode)
+        if reason is not None:
+            measured = {} if mode in modes.unquantized else timed.user_attrs
+            return Variant(mode, None, {**shared, **measured, PRUNE_REASON: reason}, constraints, pruned=True)
         try:
-            shipped = self._shipped(model, mode, accuracy_float)
+            conversion = self._conversion(model, mode)
         except ConversionError as error:  # int8 calibrated on the trained model: its scales only change
             return Variant(mode, None, {FAIL_REASON: f"ConversionError: {error}"})
+        shipped = self._shipped(conversion, accuracy_float)
         values = timed.objectives(shipped.accuracy)
         attrs = {**shared, **timed.user_attrs, **shipped.user_attrs}
         staged = None
         if self.model_dir is not None and self._may_be_logged(trial, values):
             staged = provisional_dir(self.model_dir, trial.number, mode)
-            attrs[MODEL_DIGESTS_ATTR] = stage(staged, model, self._file(model, mode), self._preprocessing)
+            attrs[MODEL_DIGESTS_ATTR] = stage(staged, model, _file(conversion), self._preprocessing)
         return Variant(mode, values, attrs, constraints, staged)
 
-    def _shipped(self, model: keras.Model, quantization: str, accuracy_float: float) -> Shipped:
-        """The trained ``model`` as shipped in ``quantization``: the accuracy objective (a
+    def _conversion(self, model: keras.Model, quantization: str) -> Conversion | None:
+        """The trained ``model`` converted in ``quantization``, once for both its score and its
+        staged file: with the signature a file to deploy keeps if it may be staged (the SavedModel
+        path, ~5× slower), else without. None for ``none``: the float model is scored in Keras."""
+        if quantization == "none":
+            return None
+        signature = self.model_dir is not None and self.spec.tracking.log_models != "none"
+        return convert_as_shipped(model, quantization, self.spec, self.data.x_train, signature=signature)
+
+    def _shipped(self, conversion: Conversion | None, accuracy_float: float) -> Shipped:
+        """The trained model as shipped in ``conversion``'s mode: the accuracy objective (a
         quantized model's ``.tflite`` as LiteRT runs it, on the whole validation split) and what
         to record beside it."""
-        if quantization == "none":
+        if conversion is None:
             return Shipped(accuracy_float, {})
         data = self.data
-        shipped = convert_as_shipped(model, quantization, self.spec, data.x_train, signature=False)
-        accuracy = score(self.spec.objectives.accuracy, data.y_val, tflite_classes(shipped.flatbuffer, data.x_val))
-        return Shipped(accuracy, {ACCURACY_FLOAT: accuracy_float, CONVERSION_WARNINGS: list(shipped.warnings)})
-
-    def _file(self, model: keras.Model, quantization: str) -> bytes:
-        """The file to deploy the trained ``model`` in ``quantization`` (with its signature), as staged."""
-        return convert_as_shipped(model, quantization, self.spec, self.data.x_train).flatbuffer
+        accuracy = score(self.spec.objectives.accuracy, data.y_val, tflite_classes(conversion.flatbuffer, data.x_val))
+        return Shipped(accuracy, {ACCURACY_FLOAT: accuracy_float, CONVERSION_WARNINGS: list(conversion.warnings)})
 
     @property
     def _preprocessing(self) -> bytes | None:
@@ -129,3 +144,8 @@ class Shipping:
             return self.spec.tracking.log_models == "all"
         front = [best.values for best in trial.study.best_trials]
         return is_nondominated_by(values, front, trial.study.directions)
+
+
+def _file(conversion: Conversion | None) -> bytes | None:
+    """The ``model.tflite`` to stage: the quantized file scored, or (None) the float32 conversion."""
+    return None if conversion is None else conversion.flatbuffer

@@ -4,22 +4,32 @@ a study that asks for RAM, its RAM on the micro runtime (see ``cost._memory``); 
 converted file's bytes. Each is set against its budget (see ``_screen.budget_excess``).
 
 Latency and RAM do not depend on the weights, so a model is measured untrained; for ``int8`` it
-is calibrated on the untrained model, which changes its scales, not its operators.
+is calibrated on the untrained model, which changes its scales, not its operators. Every mode is
+converted from one trace of the model and all are timed side by side in one measurement (one
+warm-up, one drift reference, the same machine states for all), not one measurement each.
+A ``dynamic`` conversion that quantizes no weight (none has 1024 elements) is the float32 model:
+beside ``none`` it is not timed, nor scored after training (see :meth:`TimedModes.not_worth`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tradeoff_search.cost._convert import Conversion, ConversionError, conversion_reason, convert_as_shipped
+from tradeoff_search.cost._convert import (
+    Conversion,
+    ConversionError,
+    conversion_reason,
+    convert_modes_as_shipped,
+    quantizes_weights,
+)
 from tradeoff_search.cost._harness import LOCAL
-from tradeoff_search.cost._latency import LatencyStats, calibrate_reference, measure_latency
-from tradeoff_search.cost._memory import REFUSED_RAM_BYTES, RamMeasurement, measure_ram, start_ram_meter
+from tradeoff_search.cost._latency import LatencyStats, calibrate_reference, measure_latencies
+from tradeoff_search.cost._memory import REFUSED_RAM_BYTES, NotDeployable, RamMeasurement, measure_ram, start_ram_meter
 from tradeoff_search.record._keys import (
     LATENCY,
     MODEL_BYTES,
@@ -39,6 +49,12 @@ if TYPE_CHECKING:
     import optuna
 
 _logger = logging.getLogger(__name__)
+
+# A quantized mode is converted and scored after training only if its latency is below this
+# share of the float32 model's: at batch 1 near LiteRT's per-call floor, int8 and dynamic are
+# often no faster than float32 (measured: 0.9–1.3× on digits' MLPs), and a mode no faster than
+# the float32 model, which is at least as accurate, is dominated by it anyway.
+WORTH_BELOW = 0.9
 
 
 @dataclass(frozen=True)
@@ -64,10 +80,20 @@ class Timed:
 @dataclass(frozen=True)
 class TimedModes:
     """A model timed in its trial's mode (``own``) and in each other mode of the spec (its
-    variants', see ``_variants``): timed, or the reason the converter could not apply it."""
+    variants', see ``_variants``): timed, or the reason the converter could not apply it.
+
+    Attributes:
+        own: the trial's own mode.
+        others: every other mode, timed or the converter's reason.
+        float_model: the float32 model's timing (mode ``none``), if among the modes.
+        unquantized: modes whose conversion left the float32 model, not timed: why (``dynamic``
+            of a model without a weight of 1024 elements), when ``none`` is among the modes.
+    """
 
     own: Timed
     others: dict[str, Timed | ConversionError]
+    float_model: Timed | None = None
+    unquantized: dict[str, str] = field(default_factory=dict)
 
     def fits(self) -> bool:
         """Whether some mode of the model meets the budget."""
@@ -77,6 +103,20 @@ class TimedModes:
         """The best of each objective known before training, over the modes."""
         timed = [(t.latency_ms, *t.extras) for t in (self.own, *self.others.values()) if isinstance(t, Timed)]
         return tuple(map(min, zip(*timed, strict=True)))
+
+    def not_worth(self, mode: str) -> str | None:
+        """Why the trained model is not converted to ``mode`` (another mode than its trial's) and
+        scored, else None: it is the float32 model, or it is not faster than it by a margin."""
+        if mode in self.unquantized:
+            return self.unquantized[mode]
+        timed, reference = self.others.get(mode), self.float_model
+        if mode == "none" or not isinstance(timed, Timed) or reference is None:
+            return None
+        ratio = timed.latency_ms / reference.latency_ms
+        if ratio < WORTH_BELOW:
+            return None
+        return (f"not converted after training: {mode} timed {ratio:.2f}x the float32 model's latency "
+                f"before training, not below {WORTH_BELOW}x")  # fmt: skip
 
 
 class Timing:
@@ -92,18 +132,31 @@ class Timing:
             start_ram_meter()  # its imports overlap the first conversion
 
     def time_modes(self, trial: optuna.Trial, built: Built, modes: Sequence[str], x_train: np.ndarray) -> TimedModes:
-        """Time ``built``'s model in ``modes`` (its own first, its user attributes set on ``trial``
-        before the others are timed); ``x_train`` calibrates ``int8``."""
-        own = self._time(trial.study, built, modes[0], x_train)
+        """Time ``built``'s model in ``modes`` (its own first, its user attributes set on ``trial``),
+        all side by side; ``x_train`` calibrates ``int8``.
+
+        Raises:
+            ConversionError: the converter cannot apply the trial's own mode to the model.
+        """
+        own_mode = modes[0]
+        converted = self._convert(built, modes, x_train)
+        own_conversion = converted[own_mode]
+        if isinstance(own_conversion, ConversionError):
+            raise own_conversion
+        unquantized = {mode: _UNQUANTIZED for mode in modes[1:] if _unquantized(mode, converted)}
+        to_time = {mode: c for mode, c in converted.items() if isinstance(c, Conversion) and mode not in unquantized}
+        timed = self._time(trial.study, built, to_time)
+        own = timed[own_mode]
         for key, value in own.user_attrs.items():
             trial.set_user_attr(key, value)
         others: dict[str, Timed | ConversionError] = {}
         for mode in modes[1:]:
-            try:
-                others[mode] = self._time(trial.study, built, mode, x_train)
-            except ConversionError as error:
-                others[mode] = error
-        return TimedModes(own, others)
+            conversion = converted[mode]
+            if mode in timed:
+                others[mode] = timed[mode]
+            elif isinstance(conversion, ConversionError):
+                others[mode] = conversion
+        return TimedModes(own, others, timed.get("none"), unquantized)
 
     def calibrate(self, study: optuna.Study) -> dict[str, float]:
         """Each batch size's calibration (see ``TradeoffObjective.calibrate``); returns the first's."""
@@ -136,14 +189,18 @@ class Timing:
         return stored
 
     def _measure(
-        self, study: optuna.Study, model: keras.Model | bytes, batch_size: int, budget_ms: float | None = None
-    ) -> tuple[LatencyStats, float]:
-        """Time ``model`` at ``batch_size``: its statistics and its calibrated ``latency_ms``.
-        With ``budget_ms``, timing stops as soon as the model is surely over it."""
+        self,
+        study: optuna.Study,
+        models: Sequence[keras.Model | bytes],
+        batch_size: int,
+        budget_ms: float | None = None,
+    ) -> list[tuple[LatencyStats, float]]:
+        """Time ``models`` side by side at ``batch_size``: each one's statistics and calibrated
+        ``latency_ms``. With ``budget_ms``, timing stops as soon as each is surely over it."""
         spec = self.spec.latency
         calibration_ms = self._calibration(study, batch_size)[f"{spec.statistic}_ms"]
-        stats = measure_latency(
-            model,
+        measured = measure_latencies(
+            models,
             runtime=spec.runtime,
             batch_size=batch_size,
             threads=spec.threads,
@@ -152,40 +209,65 @@ class Timing:
             stop_above_reference=None if budget_ms is None else budget_ms / calibration_ms,
             device=spec.device,
         )
-        return stats, stats.normalized_ms(calibration_ms)
+        return [(stats, stats.normalized_ms(calibration_ms)) for stats in measured]
 
-    def _time(self, study: optuna.Study, built: Built, quantization: str, x_train: np.ndarray) -> Timed:
-        """Convert ``built``'s model in ``quantization``, measure its RAM if the study asks, and time it;
-        further batch sizes only within the budgets."""
+    def _time(self, study: optuna.Study, built: Built, conversions: dict[str, Conversion]) -> dict[str, Timed]:
+        """Measure the RAM of ``built``'s model as converted in each mode if the study asks, and
+        time them side by side; further batch sizes only for the modes within the budgets."""
         latency_spec = self.spec.latency
-        flatbuffer = self._convert(built, quantization, x_train).flatbuffer
-        ram = measure_ram(flatbuffer) if measures_ram(self.spec) else None
-        timed = flatbuffer if latency_spec.runtime == "litert" else built.model
+        files = [conversion.flatbuffer for conversion in conversions.values()]
+        rams = [measure_ram(file) if measures_ram(self.spec) else None for file in files]
+        models = files if latency_spec.runtime == "litert" else [built.model] * len(files)
         primary, *others = latency_spec.batch_sizes
-        stats, latency_ms = self._measure(study, timed, primary, latency_spec.budget_ms)
-        attrs: dict[str, Any] = {LATENCY: {**stats.to_dict(), NORMALIZED_MS: latency_ms}, MODEL_BYTES: len(flatbuffer)}
-        measured = {**built.companions, MODEL_BYTES: attrs[MODEL_BYTES]}
+        measured = self._measure(study, models, primary, latency_spec.budget_ms)
+        timed = [self._timed(built, stats, latency_ms, len(file), ram)
+                 for (stats, latency_ms), file, ram in zip(measured, files, rams, strict=True)]  # fmt: skip
+        within = [i for i, mode in enumerate(timed) if not mode.over_budget]
+        for batch_size in others if within else ():
+            at_batch = self._measure(study, [models[i] for i in within], batch_size)
+            for i, (_, latency_ms) in zip(within, at_batch, strict=True):
+                timed[i].user_attrs[latency_at_batch(batch_size)] = latency_ms
+        return dict(zip(conversions, timed, strict=True))
+
+    def _timed(
+        self,
+        built: Built,
+        stats: LatencyStats,
+        latency_ms: float,
+        size: int,
+        ram: RamMeasurement | NotDeployable | None,
+    ) -> Timed:
+        """A mode's measurements as a :class:`Timed`: user attributes, extra objectives, constraints."""
+        attrs: dict[str, Any] = {LATENCY: {**stats.to_dict(), NORMALIZED_MS: latency_ms}, MODEL_BYTES: size}
+        measured = {**built.companions, MODEL_BYTES: size}
         if isinstance(ram, RamMeasurement):
             attrs[RAM_BYTES] = measured[RAM_BYTES] = ram.arena_bytes
         elif ram is not None:  # the micro runtime cannot run it: it counts as more than any arena
             attrs[RAM_REFUSAL], measured[RAM_BYTES] = str(ram), REFUSED_RAM_BYTES
         extras = tuple(float(measured[name]) for name in self.spec.objectives.extra.choices)
-        constraints = budget_excess(self.spec, latency_ms, len(flatbuffer), ram)
-        if not any(excess > 0 for excess in constraints.values()):
-            for batch_size in others:
-                attrs[latency_at_batch(batch_size)] = self._measure(study, timed, batch_size)[1]
-        return Timed(latency_ms, extras, attrs, constraints)
+        return Timed(latency_ms, extras, attrs, budget_excess(self.spec, latency_ms, size, ram))
 
-    def _convert(self, built: Built, quantization: str, x_train: np.ndarray) -> Conversion:
-        """The LiteRT flatbuffer timed, in the trial's quantization mode. A mode the converter cannot
-        apply to the model fails the trial with its reason (:class:`ConversionError`), and so does a
-        user builder's model that does not convert at all; the study goes on."""
+    def _convert(
+        self, built: Built, modes: Sequence[str], x_train: np.ndarray
+    ) -> dict[str, Conversion | ConversionError]:
+        """The LiteRT flatbuffers timed, in each mode, or why the converter cannot apply it. A
+        user builder's model that does not convert at all fails the trial with the reason
+        (:class:`BuilderError`); the study goes on."""
         try:
-            return convert_as_shipped(built.model, quantization, self.spec, x_train, signature=False)
-        except ConversionError:
-            raise
+            return convert_modes_as_shipped(built.model, modes, self.spec, x_train)
         except Exception as error:  # the converter raises several kinds, with MLIR's reasons
             if not built.by_user:
                 raise  # a built-in family's model that does not convert is a bug of ours
             reason = f"{type(error).__name__}: {conversion_reason(error)}"
             raise BuilderError(built.family, f"a model that converts to LiteRT ({reason})") from error
+
+
+def _unquantized(mode: str, converted: dict[str, Conversion | ConversionError]) -> bool:
+    """Whether ``mode``'s conversion left the float32 model, timed beside it as ``none``."""
+    conversion = converted[mode]
+    return (mode == "dynamic" and "none" in converted and isinstance(conversion, Conversion)
+            and not quantizes_weights(conversion.flatbuffer))  # fmt: skip
+
+
+_UNQUANTIZED = ("not timed, nor converted after training: dynamic quantizes none of its weights (none has 1024 "
+                "elements), so it is the float32 model")  # fmt: skip

@@ -16,7 +16,11 @@ Killed between staging its variants' files and adding them, it leaves those file
 provisional names for nobody: ``sync`` removes them (``_staging.drop_provisional``) once the trained
 trial is finished and its worker gone, as it removes a trial's own staged model.
 A variant whose mode the converter cannot apply is added FAIL with the reason, as a trial in that
-mode would be. A model over the latency budget in every mode is not trained; its variants are
+mode would be. One not worth converting after training (see ``_timing.TimedModes.not_worth``: not
+faster than the float32 model before training by a margin, or the float32 model itself) is added
+PRUNED, without values, the reason in its ``prune_reason``: the sampler counts it as a poor
+outcome of that mode for that architecture, and the record says why it has no accuracy.
+A model over the latency budget in every mode is not trained; its variants are
 added all the same, untrained with accuracy 0, so that containment (``_models.contains``) knows it
 is over in each mode.
 """
@@ -42,14 +46,24 @@ _logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Variant:
-    """A trained model in another mode: its values (None when its conversion failed), user
-    attributes and constraints, and its staged model files (if any) awaiting its trial number."""
+    """A trained model in another mode: its values (None when its conversion failed, or when it
+    was not converted: ``pruned``, the reason in its ``prune_reason``), user attributes and
+    constraints, and its staged model files (if any) awaiting its trial number."""
 
     mode: str
     values: tuple[float, ...] | None
     user_attrs: dict[str, Any] = field(default_factory=dict)
     constraints: dict[str, float] = field(default_factory=dict)
     staged: Path | None = None
+    pruned: bool = False
+
+    @property
+    def state(self) -> optuna.trial.TrialState:
+        import optuna
+
+        if self.values is not None:
+            return optuna.trial.TrialState.COMPLETE
+        return optuna.trial.TrialState.PRUNED if self.pruned else optuna.trial.TrialState.FAIL
 
 
 def is_variant(trial: optuna.trial.FrozenTrial) -> bool:
@@ -77,7 +91,7 @@ def add_variants(study: optuna.Study, trained: optuna.trial.FrozenTrial, variant
     added, missing = [], [variant for variant in variants if variant.mode not in present]
     for variant in missing:
         template = optuna.trial.create_trial(
-            state=optuna.trial.TrialState.COMPLETE if variant.values is not None else optuna.trial.TrialState.FAIL,
+            state=variant.state,
             values=variant.values,
             params={**trained.params, QUANTIZATION_PARAM: variant.mode},
             distributions=distributions,
