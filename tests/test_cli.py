@@ -116,8 +116,9 @@ def test_pareto_shows_which_training_a_variant_shares(
     add("int8", 16, [0.95, 0.002], variant_of=0)  # trial 2: trial 0's model in int8
     assert main(["pareto", str(path), "--storage", storage]) == 0
     rows = _table(capsys.readouterr().out)
-    assert [list(row)[:6] for row in rows[:1]] == [["trial", "accuracy", "latency_ms", "n_params", "quantization",
+    assert [list(row)[:6] for row in rows[:1]] == [["trial", "accuracy", "latency_µs", "n_params", "quantization",
                                                     "variant_of"]]  # fmt: skip
+    assert [row["latency_µs"] for row in rows] == ["1", "2", "4"]  # 0.001 ms …, in µs
     assert [(row["trial"], row["quantization"], row["variant_of"], row["units_0"]) for row in rows] == [
         ("1", "int8", "", "4"), ("2", "int8", "0", "16"), ("0", "none", "", "16")]  # fmt: skip
 

@@ -220,6 +220,24 @@ def test_front_table_shows_params_once_when_it_is_an_objective() -> None:
         assert list(front_rows(study)[0]) == expected
 
 
+def test_latencies_read_in_one_unit_per_study() -> None:
+    """µs while the front's median latency is under 1 ms (LiteRT's small models), ms above; the
+    table's latency columns named after their unit, the rows' values (pareto.csv) untouched."""
+    from tradeoff_search.front import MICROSECONDS, MILLISECONDS, format_table, in_microseconds, latency_unit
+
+    assert latency_unit([0.0005969, 0.0006055, 2.0]) is MICROSECONDS
+    assert latency_unit([0.0005969, 2.0, 3.5]) is MILLISECONDS
+    assert latency_unit([]) is MICROSECONDS
+    assert in_microseconds(0.00066489995652) == 0.6649
+    rows = [{"trial": 3, "latency_ms": 0.0005969, "latency_retimed_ms": 0.0006197, "accuracy": 0.93},
+            {"trial": 8, "latency_ms": 0.0006055, "latency_retimed_ms": None, "accuracy": 0.96}]  # fmt: skip
+    header, first, second = format_table(rows).splitlines()
+    assert header.split() == ["trial", "latency_µs", "latency_retimed_µs", "accuracy"]
+    assert first.split() == ["3", "0.5969", "0.6197", "0.93"] and second.split() == ["8", "0.6055", "0.96"]
+    assert rows[0]["latency_ms"] == 0.0005969
+    assert format_table([{"trial": 1, "latency_ms": 12.5}]).splitlines()[0].split() == ["trial", "latency_ms"]
+
+
 def test_the_callback_refuses_a_study_it_cannot_record(mlflow_store) -> None:
     """Before anything is logged: one objective, a reference point of the wrong length, a second study."""
     uri = mlflow_store()

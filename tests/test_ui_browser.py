@@ -8,15 +8,18 @@ skipped without them. Nothing is downloaded: the driver is given by path, Seleni
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import optuna
 import pytest
+from mlflow import MlflowClient
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
@@ -26,7 +29,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 from .conftest import FinishedStudy, free_port, stop_group, wait_until_served
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-RUN_NAMES = {"tiny", "trial-0000", "trial-0001", "trial-0002"}  # the parent run and its nested trial runs
 # Kept as CI artifacts (mlruns/ is git-ignored).
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "mlruns" / "screenshots"
 
@@ -39,11 +41,22 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def ui_pages(tiny_cli_study: FinishedStudy, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+@dataclasses.dataclass(frozen=True)
+class Pages:
+    """What ``tradeoff_search ui spec.toml`` printed and opened for the tiny study."""
+
+    runs: str
+    front_plot: str
+    opened: str
+    folder: Path  # the study's
+    study: optuna.Study
+
+
+@pytest.fixture(scope="module")
+def ui_pages(tiny_cli_study: FinishedStudy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pages]:
     """Serve the tiny study with ``tradeoff_search ui spec.toml`` (``$BROWSER`` a script that records
-    what it is asked to open) and yield the runs page, the front plot page and the page the UI opened."""
-    folder, printed = tiny_cli_study.folder, tiny_cli_study.stdout
+    what it is asked to open), once for this module's tests."""
+    folder, printed, tmp_path = tiny_cli_study.folder, tiny_cli_study.stdout, tmp_path_factory.mktemp("ui")
     hinted = re.findall(r"runs of 'tiny': (\S+)", printed)
     opened = tmp_path / "opened.txt"
     recorder = tmp_path / "browser.sh"
@@ -67,63 +80,97 @@ def ui_pages(tiny_cli_study: FinishedStudy, tmp_path: Path) -> Iterator[tuple[st
         assert runs and plot, log.read_text()[-3000:]
         # `run` printed the same page, on the default port
         assert hinted == [runs[1].replace(f":{port}/", ":5000/")], printed[-2000:]
-        yield runs[1], plot[1], opened.read_text().strip()
+        study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/mlruns/optuna.db")
+        yield Pages(runs[1], plot[1], opened.read_text().strip(), folder, study)
     finally:
         stop_group(server)
 
 
-@pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriver.Chrome]:
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not reach for the network
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium at 1600 × 1000, once for this module's tests."""
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1600,1000", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1600,1000", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
     ):  # fmt: skip
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not reach for the network
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
+        page = {"width": 1600, "height": 1000, "deviceScaleFactor": 1, "mobile": False}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", page)  # the page itself, as a window shows it
         yield driver
     finally:
         driver.quit()
 
 
-def test_mlflow_ui_opens_on_the_runs_the_pareto_column_and_the_front_plot(
-    ui_pages: tuple[str, str, str], browser: webdriver.Chrome
-) -> None:
-    runs_page, plot_page, opened = ui_pages
-    assert opened == runs_page
-
-    def listed(driver: webdriver.Chrome) -> set[str]:
-        return {link.text for link in driver.find_elements(By.CSS_SELECTOR, "[role=gridcell] a[href*='/runs/']")}
-
-    def headers(driver: webdriver.Chrome) -> set[str]:
-        return {cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "[role=columnheader]")}
-
+def _shown(browser: webdriver.Chrome, url: str, screenshot: str, ready: Callable[[webdriver.Chrome], object]) -> None:
+    """Open ``url``, wait until ``ready`` (the assertions after say what is missing), save a screenshot."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    wait = WebDriverWait(browser, 60)
-    try:  # no click: the view groups the runs by `pareto`, every group open
-        browser.get(runs_page)
-        with contextlib.suppress(TimeoutException):  # the assertions below say what is missing
-            wait.until(lambda driver: listed(driver) >= RUN_NAMES and "pareto" in headers(driver))
+    try:
+        browser.get(url)
+        with contextlib.suppress(TimeoutException):
+            WebDriverWait(browser, 60).until(ready)
     finally:
-        browser.save_screenshot(str(SCREENSHOTS / "mlflow_runs.png"))
-    assert listed(browser) == RUN_NAMES, f"the runs table, as in {SCREENSHOTS / 'mlflow_runs.png'}"
-    assert {"accuracy", "latency_ms", "pareto", "pareto_rank"} <= headers(browser)
+        browser.save_screenshot(str(SCREENSHOTS / screenshot))
 
+
+def _rows(driver: webdriver.Chrome) -> list[str]:
+    """The runs table's rows top to bottom by id: ``tag.pareto.true`` for the front's group, then
+    ``tag.pareto.true.RUN_ID`` for each run in it, …, ``tag.pareto`` for "Additional runs"."""
+    return driver.execute_script(
+        "const rows = new Map();"
+        "for (const row of document.querySelectorAll('[role=row][row-index]'))"
+        "  rows.set(Number(row.getAttribute('row-index')), row.getAttribute('row-id'));"
+        "return [...rows.keys()].sort((a, b) => a - b).map(index => rows.get(index));"
+    )
+
+
+def _cells(driver: webdriver.Chrome, column: str) -> dict[str, str]:
+    """The text of ``column``'s cells by row id."""
+    return driver.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('[role=gridcell][col-id=\"' + arguments[0] + '\"]')]"
+        "  .map(cell => [cell.closest('[role=row]').getAttribute('row-id'), cell.innerText]));",
+        column,
+    )
+
+
+def test_mlflow_ui_opens_on_the_front_with_the_model_training_sidebar(
+    ui_pages: Pages, browser: webdriver.Chrome
+) -> None:
+    """The runs page `ui` opens: the front's group first and open, the other trials' group closed,
+    the parent run below; the sidebar of model training; latencies in µs."""
+    assert ui_pages.opened == ui_pages.runs
+    latency = "metrics.`latency_us`"
+    _shown(browser, ui_pages.runs, "mlflow_runs.png", lambda driver: any(_cells(driver, latency).values()))
+    where = f"the runs table, as in {SCREENSHOTS / 'mlflow_runs.png'}"
+    client = MlflowClient(f"sqlite:///{ui_pages.folder}/mlruns/mlflow.db")
+    runs = {run.info.run_id: run for run in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])}
+    rows = _rows(browser)
+    groups = [row for row in rows if row.rpartition(".")[2] not in runs]
+    assert groups[0] == "tag.pareto.true" and groups[-1] == "tag.pareto", where
+    assert set(groups[1:-1]) <= {"tag.pareto.false"}, where  # the others' group, when some are off the front
+    cells = _cells(browser, latency)
+    shown = {runs[row.rpartition(".")[2]].info.run_name: cells.get(row) for row in rows if row not in groups}
+    front = {f"trial-{t.number:04d}": t.values[1] for t in ui_pages.study.best_trials}
+    assert shown.keys() == {*front, "tiny"}, where  # the front and the parent run; `false` closed
+    for name, latency_ms in front.items():  # e.g. 0.6649 (µs), not 0.0006648999…
+        assert shown[name] == f"{latency_ms * 1e3:.4g}", where
+    sidebar = browser.find_element(By.TAG_NAME, "nav").text.split("\n")
+    assert {"Runs", "Models", "Model registry"} <= set(sidebar) and "Judges" not in sidebar, sidebar
+
+
+def test_mlflow_ui_shows_the_front_plot(ui_pages: Pages, browser: webdriver.Chrome) -> None:
     def plots(driver: webdriver.Chrome) -> int:  # images shown and loaded at a plot's size (icons are small)
         return driver.execute_script(
             "return [...document.images].filter(i => i.offsetParent && i.naturalWidth >= 300).length"
         )
 
-    try:
-        browser.get(plot_page)
-        with contextlib.suppress(TimeoutException):
-            wait.until(lambda driver: plots(driver) > 0)
-    finally:
-        browser.save_screenshot(str(SCREENSHOTS / "mlflow_front_plot.png"))
+    _shown(browser, ui_pages.front_plot, "mlflow_front_plot.png", lambda driver: plots(driver) > 0)
     assert "pareto_front.png" in browser.find_element(By.TAG_NAME, "body").text
     assert plots(browser) == 1, f"no front plot, as in {SCREENSHOTS / 'mlflow_front_plot.png'}"
 

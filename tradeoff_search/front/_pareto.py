@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tradeoff_search.front._units import readable_latencies
 from tradeoff_search.record._keys import LATENCY_METRIC
 from tradeoff_search.spec._spec import DEFAULT_REFERENCE_LATENCY_MS
 
@@ -118,9 +119,11 @@ def hypervolume(
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows as an aligned text table (columns in first-seen order; blanks where a row lacks one)."""
+    """Rows as an aligned text table (columns in first-seen order; blanks where a row lacks one),
+    latencies in a unit that reads (see :func:`readable_latencies`)."""
     if not rows:
         return "(no completed feasible trials yet)"
+    rows = readable_latencies(rows)
     columns: list[str] = []
     for row in rows:
         columns.extend(c for c in row if c not in columns)

@@ -62,6 +62,7 @@ PREPROCESSING_ATTR = "data_preprocessing"
 
 # ---------------------------------------------------------------------- metric names
 LATENCY_METRIC = "latency_ms"  # the latency objective
+LATENCY_DISPLAY_METRIC = "latency_us"  # a run's latency in µs, to 4 significant digits (MLflow's runs table)
 RETIMED_METRIC = "latency_retimed_ms"  # a front trial's re-timed latency (tables, MLflow)
 PARAMS_METRIC = "params"  # N_PARAMS as an objective and an MLflow metric
 

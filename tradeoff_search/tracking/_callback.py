@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tradeoff_search.front import Front, metric_names
+from tradeoff_search.front import Front, front_latency_unit, metric_names
 from tradeoff_search.record._keys import VARIANT_OF
 from tradeoff_search.rules import spec_rule
 from tradeoff_search.spec._sections import TrackingSection
@@ -194,7 +194,8 @@ class MLflowParetoCallback:
         self._front.log_device(study, parent_id)
         self._front.log_retimed(parent_id, front)
         log_report(self._runs.client, parent_id, study, front, self._front.reference(front))
-        share_runs_view(self._runs.client, self._runs.experiment_id(study), front.metric_names)
+        unit = front_latency_unit(front)
+        share_runs_view(self._runs.client, self._runs.experiment_id(study), front.metric_names, unit)
         self._runs.client.set_terminated(parent_id, "FINISHED")
 
     def _parent(self, study: optuna.Study) -> str:

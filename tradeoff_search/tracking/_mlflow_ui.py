@@ -2,10 +2,17 @@
 
 MLflow 3.17's UI lands on a GenAI overview and shows neither our metrics nor the ``pareto`` tag as
 columns. Its runs page takes ``?viewStateShareKey=KEY`` and then applies the view stored in the
-experiment tag ``mlflow.sharedViewState.KEY``: columns, grouping and which groups are open. Which
-rows are expanded is not part of a shared view (MLflow leaves ``runsExpanded`` out of it), so
-the view groups the runs by the ``pareto`` tag instead: every trial run is listed without a
-click, the front together, and the study's parent run in the open "Additional runs" group.
+experiment tag ``mlflow.sharedViewState.KEY``: columns, sort, grouping and which groups are open.
+Which rows are expanded is not part of a shared view (MLflow leaves ``runsExpanded`` out of it),
+so the view groups the runs by the ``pareto`` tag instead: the front's group first and open (the UI
+lists groups in the order of their first run, and the runs come sorted by ``pareto``, ``true``
+first), the other trials' group closed below it, and the study's parent run in the open
+"Additional runs" group: the whole study on one screen.
+
+Its sidebar is the GenAI one unless the page's address says ``workflowType=machine_learning``
+(3.17 reads the address, then the browser's last choice); the experiment tag
+``mlflow.experimentKind``, which MLflow 3 sets when a user picks the experiment's kind, records
+it too.
 """
 
 from __future__ import annotations
@@ -15,31 +22,44 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from tradeoff_search.front import MICROSECONDS, LatencyUnit
+from tradeoff_search.record._keys import LATENCY_METRIC
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 VIEW_KEY = "tradeoff_search"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+_WORKFLOW = "workflowType=machine_learning"  # the query that shows the UI's model-training sidebar
 _GROUP_TAG = "pareto"
 _TAG_COLUMNS = ("pareto", "pareto_rank", "pareto_retimed")
 
 
-def runs_view(metric_names: Sequence[str]) -> dict[str, object]:
-    """The shared view: the objectives and the front's tags as columns, runs grouped by ``pareto``."""
-    columns = [f"metrics.`{name}`" for name in metric_names] + [f"tags.`{name}`" for name in _TAG_COLUMNS]
-    group = {"mode": "tag", "groupByData": _GROUP_TAG}
+def runs_view(metric_names: Sequence[str], latency: LatencyUnit = MICROSECONDS) -> dict[str, object]:
+    """The shared view: the objectives (``latency_ms`` as the metric in ``latency``'s unit) and the
+    front's tags as columns, runs sorted and grouped by ``pareto``, the front first."""
+    shown = [latency.metric if name == LATENCY_METRIC else name for name in metric_names]
+    columns = [f"metrics.`{name}`" for name in shown] + [f"tags.`{name}`" for name in _TAG_COLUMNS]
+    group = f"tag.{_GROUP_TAG}"  # a group's id: mode.key, then .value for a group of a value
     return {
         "selectedColumns": columns,
-        "groupBy": {"aggregateFunction": "min", "groupByKeys": [group]},
-        # Groups of a value are open by default; the group of runs without the tag (the parent run,
-        # failed trials) is keyed by the grouping itself and closed unless set.
-        "groupsExpanded": {f"{group['mode']}.{group['groupByData']}": True},
+        "orderByKey": f"tags.`{_GROUP_TAG}`",
+        "orderByAsc": False,
+        "groupBy": {"aggregateFunction": "min", "groupByKeys": [{"mode": "tag", "groupByData": _GROUP_TAG}]},
+        # Groups of a value are open unless set; that of runs without the tag (the parent run) is
+        # keyed by the grouping itself and closed unless set.
+        "groupsExpanded": {f"{group}.false": False, group: True},
     }
 
 
-def share_runs_view(client: MlflowClient, experiment_id: str, metric_names: Sequence[str]) -> None:
-    """Store the view on the experiment (idempotent: the same tag, rewritten)."""
-    client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(runs_view(metric_names)))
+def share_runs_view(
+    client: MlflowClient, experiment_id: str, metric_names: Sequence[str], latency: LatencyUnit = MICROSECONDS
+) -> None:
+    """Store the view on the experiment and mark it a model-training one (idempotent: the same tags,
+    rewritten): the study's start stores it with latencies in µs, its end in the unit of its front."""
+    client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(runs_view(metric_names, latency)))
+    client.set_experiment_tag(experiment_id, KIND_TAG, MODEL_TRAINING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +87,6 @@ def study_pages(client: MlflowClient, base: str, experiment: str | None = None) 
         parents = client.search_runs([found.experiment_id], f"tags.`{TAG_ROLE}` = '{PARENT}'", max_results=1)
         plot = None
         if parents and parents[0].info.status == "FINISHED":
-            plot = f"{root}/runs/{parents[0].info.run_id}/artifacts/pareto_front.png"
-        pages.append(StudyPages(found.name, f"{root}/runs?viewStateShareKey={VIEW_KEY}", plot))
+            plot = f"{root}/runs/{parents[0].info.run_id}/artifacts/pareto_front.png?{_WORKFLOW}"
+        pages.append(StudyPages(found.name, f"{root}/runs?viewStateShareKey={VIEW_KEY}&{_WORKFLOW}", plot))
     return pages

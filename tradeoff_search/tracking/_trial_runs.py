@@ -15,12 +15,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tradeoff_search.front import Front, is_feasible, metric_names
+from tradeoff_search.front import Front, in_microseconds, is_feasible, metric_names
 from tradeoff_search.record._keys import (
     CONVERSION_WARNINGS,
     FAIL_REASON,
     HISTORY,
     LATENCY,
+    LATENCY_DISPLAY_METRIC,
+    LATENCY_METRIC,
     N_PARAMS,
     PARAMS_METRIC,
     PRUNE_REASON,
@@ -168,6 +170,8 @@ def _trial_metrics(names: Sequence[str], trial: optuna.trial.FrozenTrial) -> dic
         elif key == LATENCY and isinstance(value, dict):
             metrics.update({f"latency_{k}": float(v) for k, v in value.items() if _is_number(v)})
     metrics.update({f"constraint.{key}": value for key, value in trial.constraints.items()})
+    if LATENCY_METRIC in metrics:  # what MLflow's runs table shows (see tracking._mlflow_ui)
+        metrics[LATENCY_DISPLAY_METRIC] = in_microseconds(metrics[LATENCY_METRIC])
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
 
