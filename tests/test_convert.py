@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from tradeoff_search import StudySpec, TradeoffObjective, load_dataset, run_study, select_model
 from tradeoff_search.cost._convert import ConversionError, convert
-from tradeoff_search.record._keys import WORKER_ATTR
+from tradeoff_search.record._keys import FINISHED_ATTR, WORKER_ATTR, WORKER_PROCESS_ATTR
 from tradeoff_search.selection._select import verified_model
 from tradeoff_search.study._tickets import Tickets, finished_count
 from tradeoff_search.trial._staging import provisional_dir
@@ -131,7 +131,9 @@ def test_one_training_is_recorded_in_every_mode(write_spec, tmp_path: Path, mlfl
     trained, variant = study.trials  # n_trials = 1 training
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert (variant.user_attrs["variant_of"], variant.params) == (0, {**trained.params, "quantization": "int8"})
-    assert variant.system_attrs[WORKER_ATTR] == trained.system_attrs[WORKER_ATTR]  # who writes its run
+    for key in (WORKER_ATTR, WORKER_PROCESS_ATTR):  # who writes its run
+        assert variant.system_attrs[key] == trained.system_attrs[key]
+    assert variant.system_attrs[FINISHED_ATTR] >= trained.system_attrs[FINISHED_ATTR]  # ISO 8601, UTC
 
     client = MlflowClient(uri)
     runs = client.search_runs(client.get_experiment_by_name("tiny").experiment_id, "tags.`optuna.role` = 'trial'")

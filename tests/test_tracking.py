@@ -449,3 +449,65 @@ def test_missing_names_what_the_record_lacks_and_a_dead_writer_is_repaired_at_on
     report = callback.sync(study)
     assert (report.half_written, report.pending) == ([0], [1])
     assert callback.missing(study) == {"an unfinished run": [1]}
+
+
+def test_a_worker_is_its_host_boot_pid_and_start_not_its_host_name_alone(tmp_path: Path) -> None:
+    """A live pid on this machine is the trial's worker only if it started when the worker did,
+    in this boot: another host of the same name, or a pid handed out again, is not it."""
+    import socket
+    import subprocess
+
+    from tradeoff_search.process import process_identity
+    from tradeoff_search.record._keys import WORKER_PROCESS_ATTR
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=["maximize", "minimize"])
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        identity = process_identity(alive.pid)
+        assert identity is not None
+        boot, start = identity.split()
+        for recorded in (identity, f"{boot} {int(start) + 1}", f"another-boot {start}", None):
+            trial = study.ask()
+            study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, f"{socket.gethostname()}:{alive.pid}")
+            if recorded is not None:
+                study._storage.set_trial_system_attr(trial._trial_id, WORKER_PROCESS_ATTR, recorded)
+            study.tell(trial, [0.5, 0.1])
+        # its worker; its pid taken by another process; another machine's; a trial from before #33
+        assert [may_be_writing(t) for t in study.trials] == [True, False, None, True]
+    finally:
+        alive.kill()
+        alive.wait()
+    assert [may_be_writing(t) for t in study.trials] == [False, False, None, False]
+
+
+def test_sync_times_its_grace_period_from_the_utc_time_its_worker_recorded(tmp_path: Path) -> None:
+    """Optuna's storage hands out naive local times: in the hour that repeats when daylight saving
+    time ends, one reads an hour early (in Paris, 2026-10-25 01:30 UTC is the second 02:30), and
+    sync would take a run still being written for half-written. The UTC time a worker records is
+    exact, whatever the time zone."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import datetime, sys, optuna
+from tradeoff_search.record._keys import FINISHED_ATTR
+from tradeoff_search.study._loop import work
+from tradeoff_search.tracking._repair import finished_at
+study = optuna.create_study(storage=sys.argv[1], directions=["maximize", "minimize"])
+told = datetime.datetime(2026, 10, 25, 1, 30, tzinfo=datetime.UTC)
+for recorded in ({FINISHED_ATTR: told.isoformat()}, None):  # by a worker; by Optuna alone (before #33)
+    trial = optuna.trial.create_trial(values=[0.5, 1.0], system_attrs=recorded)
+    trial.datetime_complete = told
+    study.add_trial(trial)
+study.enqueue_trial({})
+work(study, lambda trial: (0.5, 1.0), storage_url=sys.argv[1])  # told now by this worker
+print(*(finished_at(trial).isoformat() for trial in study.trials))
+"""
+    paris = {**os.environ, "TZ": "Europe/Paris"}
+    done = subprocess.run([sys.executable, "-c", script, f"sqlite:///{tmp_path}/optuna.db"], env=paris,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    recorded, naive, now = done.stdout.split()
+    assert (recorded, naive) == ("2026-10-25T01:30:00+00:00", "2026-10-25T00:30:00+00:00")
+    assert now.endswith("+00:00")

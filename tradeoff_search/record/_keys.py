@@ -36,6 +36,9 @@ QUANTIZATION_PARAM = "quantization"  # the trial's quantization mode, when the s
 
 # ---------------------------------------------------------------------- trial system attributes
 WORKER_ATTR = "tradeoff_search:worker"  # host:pid of the process running the trial
+# That process's boot id and start time (see process_identity): a pid is handed out again, a host name shared
+WORKER_PROCESS_ATTR = "tradeoff_search:worker_process"
+FINISHED_ATTR = "tradeoff_search:finished"  # when its worker told it, ISO 8601 in UTC (Optuna's times are naive local)
 
 # ---------------------------------------------------------------------- training curves
 CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")

@@ -8,6 +8,7 @@ same parameters; a worker process its pool saw end has its trials failed (and re
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import socket
@@ -16,7 +17,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from tradeoff_search.record._keys import FAIL_REASON, PRUNE_REASON, WORKER_ATTR
+from tradeoff_search.process import process_identity
+from tradeoff_search.record._keys import FAIL_REASON, FINISHED_ATTR, PRUNE_REASON, WORKER_ATTR, WORKER_PROCESS_ATTR
 from tradeoff_search.stores import storage_lock
 from tradeoff_search.stores._optuna_adapter import (
     claim_waiting_trial,
@@ -102,6 +104,8 @@ def _run_trial(
     values: Sequence[float] | None = None
     with heartbeat(trial):
         set_trial_system_attr(trial, WORKER_ATTR, me)  # once heartbeats run
+        if (identity := process_identity()) is not None:
+            set_trial_system_attr(trial, WORKER_PROCESS_ATTR, identity)
         try:
             values = objective(trial)
             outcome = state.COMPLETE
@@ -116,6 +120,7 @@ def _run_trial(
             trial.set_user_attr(FAIL_REASON, "interrupted (Ctrl-C)")
             study.tell(trial, state=state.FAIL)
             raise
+    set_trial_system_attr(trial, FINISHED_ATTR, datetime.datetime.now(datetime.UTC).isoformat())
     with warnings.catch_warnings():  # values Optuna refuses (NaN) fail the trial with a warning
         warnings.simplefilter("ignore", UserWarning)
         return study.tell(trial, values if outcome == state.COMPLETE else None, state=outcome)

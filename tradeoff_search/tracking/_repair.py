@@ -4,14 +4,15 @@ what it still lacks (``missing``)."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import socket
-import time
 from typing import TYPE_CHECKING
 
 from tradeoff_search.front import Front
-from tradeoff_search.record._keys import MODEL_DIGESTS_ATTR, WORKER_ATTR
-from tradeoff_search.tracking._run_index import FRONT_TAGS, RunIndex, millis
+from tradeoff_search.process import process_identity
+from tradeoff_search.record._keys import FINISHED_ATTR, MODEL_DIGESTS_ATTR, WORKER_ATTR, WORKER_PROCESS_ATTR
+from tradeoff_search.tracking._run_index import FRONT_TAGS, RunIndex
 from tradeoff_search.tracking._trial_runs import TrialRuns
 from tradeoff_search.trial._staging import drop_provisional, holds_recorded, remove_staged
 
@@ -68,9 +69,9 @@ class RecordRepair:
         logged = self.runs.child_runs(study)
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
         report = SyncReport()
-        now = time.time() * 1000  # as millis reads Optuna's naive local times
+        grace, now = datetime.timedelta(seconds=grace_seconds), datetime.datetime.now(datetime.UTC)
         for trial in study.get_trials(deepcopy=False, states=finished):
-            aged = now - (millis(trial.datetime_complete) or 0) >= 1000 * grace_seconds
+            aged = now - finished_at(trial) >= grace
             settled = aged or may_be_writing(trial) is False
             self._repair(study, trial, logged.get(trial.number), parent_id, settled, report)
         return report
@@ -140,12 +141,32 @@ class RecordRepair:
         return missing
 
 
+def finished_at(trial: optuna.trial.FrozenTrial) -> datetime.datetime:
+    """When ``trial`` finished, in UTC: as its worker recorded it (``FINISHED_ATTR``), else
+    Optuna's ``datetime_complete``, the naive local time of the machine that told it, read as this
+    machine's (a trial told before #33)."""
+    recorded = trial.system_attrs.get(FINISHED_ATTR)
+    if recorded is not None:
+        return datetime.datetime.fromisoformat(recorded)
+    if trial.datetime_complete is None:
+        return datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    return trial.datetime_complete.astimezone(datetime.UTC)
+
+
 def may_be_writing(trial: optuna.trial.FrozenTrial) -> bool | None:
-    """Whether the process that ran ``trial`` (its ``host:pid``) may still be writing its run:
-    True if it runs on this machine, False if it has ended or is this process (which is not
-    logging, since it asks), None if nobody can tell (another machine, or no worker recorded)."""
+    """Whether the process that ran ``trial`` may still be writing its run: True if it runs on
+    this machine, False if it has ended or is this process (which is not logging, since it asks),
+    None if nobody can tell (another machine, or no worker recorded).
+
+    Its ``host:pid`` alone is not who it is: another machine may have the same name, and a pid is
+    handed out again. With its boot id and start time recorded (``WORKER_PROCESS_ATTR``), a worker
+    of another boot is another machine's (or gone) and a live pid started at another time is
+    another process."""
     host, _, pid = str(trial.system_attrs.get(WORKER_ATTR, "")).rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
+        return None
+    recorded, mine = trial.system_attrs.get(WORKER_PROCESS_ATTR), process_identity()
+    if recorded is not None and mine is not None and recorded.split()[0] != mine.split()[0]:
         return None
     if int(pid) == os.getpid():
         return False
@@ -154,5 +175,6 @@ def may_be_writing(trial: optuna.trial.FrozenTrial) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
-        return True
-    return True
+        pass
+    now = process_identity(int(pid))
+    return recorded is None or now is None or now == recorded

@@ -27,6 +27,7 @@ is over in each mode.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tradeoff_search.cost._convert import quantization_of
-from tradeoff_search.record._keys import QUANTIZATION_PARAM, VARIANT_OF, WORKER_ATTR
+from tradeoff_search.record._keys import FINISHED_ATTR, QUANTIZATION_PARAM, VARIANT_OF, WORKER_ATTR, WORKER_PROCESS_ATTR
 from tradeoff_search.stores._optuna_adapter import add_trial_from_template
 from tradeoff_search.trial._staging import discard, rename_provisional
 
@@ -86,8 +87,11 @@ def add_variants(study: optuna.Study, trained: optuna.trial.FrozenTrial, variant
     trials = study.get_trials(deepcopy=False)
     present = {quantization_of(t.params) for t in trials if t.user_attrs.get(VARIANT_OF) == trained.number}
     distributions = dict(trained.distributions)
-    # Whoever wrote the trained trial's MLflow run writes its variants' (see _tracking.may_be_writing).
-    writer = {WORKER_ATTR: trained.system_attrs[WORKER_ATTR]} if WORKER_ATTR in trained.system_attrs else None
+    # Whoever wrote the trained trial's MLflow run writes its variants' (see tracking.may_be_writing), from now.
+    writer = {
+        key: trained.system_attrs[key] for key in (WORKER_ATTR, WORKER_PROCESS_ATTR) if key in trained.system_attrs
+    }
+    writer[FINISHED_ATTR] = datetime.datetime.now(datetime.UTC).isoformat()
     added, missing = [], [variant for variant in variants if variant.mode not in present]
     for variant in missing:
         template = optuna.trial.create_trial(
