@@ -243,6 +243,9 @@ def test_a_password_in_a_store_message_is_hidden() -> None:
 
     error = sqlalchemy.exc.OperationalError("connect", {}, Exception("postgresql://u:p/w?#@db/x: refused"))
     assert "p/w" not in known_failure(error) and "u:***@db" in known_failure(error)
+    quoted = "(postgresql://u@db/x?sslpassword=S3cr&x=1) and 'http://u:p@ss@host/api'"
+    line = known_failure(sqlalchemy.exc.OperationalError("connect", {}, Exception(quoted)))
+    assert line is not None and "S3cr" not in line and "ss@host" not in line and "u:***@host" in line
 
 
 def test_a_spec_edited_after_the_study_started_is_refused(write_spec, tmp_path: Path) -> None:

@@ -93,6 +93,7 @@ def test_select_exports_tests_and_registers(write_spec, tmp_path: Path, mlflow_s
         [MlflowClient(uri).get_experiment_by_name(name).experiment_id], "tags.`optuna.role` = 'study'"
     )
     assert [p.info.run_name for p in parents] == [name]  # found again by every trial: no orphan
+    assert "data_preprocessing" not in study.user_attrs  # each trial binds its own encoding; no run rewrites one
     x_test = load_dataset(spec).x_test
     client = MlflowClient(uri)
     rules = {"knee": {}, "max_latency": {"max_latency_ms": 10.0}, "min_accuracy": {"min_accuracy": 0.01},

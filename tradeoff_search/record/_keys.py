@@ -59,8 +59,9 @@ BUILDERS_ATTR = "builders"  # the study's record of its user builders (target, s
 CALIBRATION_ATTR = "latency_calibration"  # the drift reference model's latency, primary batch size
 RETIMED_ATTR = "retimed_latency_ms"  # the front re-timed side by side: {trial number: latency_ms}
 DATA_DIGEST_ATTR = "data_sha256"  # sha256 of the data file or image folder the study runs on (see Dataset.digest)
-# A table's fitted encoding and scaling, as studies before #33 kept it (select reads it for their
-# trials, which record no PREPROCESSING_FILE); a trial now records the digest of its own.
+# A table's fitted encoding and scaling, as studies before #33 kept it, rewritten by every run
+# (select reads it for their trials, which record no PREPROCESSING_FILE); a trial now records the
+# digest of its own, and no run writes this any more.
 PREPROCESSING_ATTR = "data_preprocessing"
 
 # ---------------------------------------------------------------------- metric names

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from tradeoff_search.cost._device_client import DeviceUnreachable
 from tradeoff_search.data._dataset import Dataset, load_dataset
-from tradeoff_search.record._keys import PREPROCESSING_ATTR
 from tradeoff_search.rules import Described, Interval, Scalar, excerpt
 from tradeoff_search.space._builders import Builder, keras_classes
 from tradeoff_search.space._space import narrowest_models
@@ -255,8 +254,6 @@ def _session(
         accept_data_change=accept_data_change,
         spec_changed=spec_changed,
     )
-    if data.preprocessing is not None:  # what a deployment applies to raw rows (select ships it)
-        study.set_user_attr(PREPROCESSING_ATTR, data.preprocessing)
     callback = make_callback(objective.spec, tracking_uri, records, keras_classes(objective.builders.values()))
     if device:
         _logger.info("timing on %s: %s", spec.latency.device, ", ".join(str(v) for v in device.values()))
