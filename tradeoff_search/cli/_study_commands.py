@@ -37,7 +37,7 @@ def _existing_study(args: argparse.Namespace) -> tuple[StudySpec, optuna.Study]:
     quiet_libraries()
     spec = StudySpec.load(args.spec)
     if "tracking_uri" in args:
-        check_tracking_uri(args.tracking_uri)
+        check_tracking_uri(args.tracking_uri, storage=args.storage)
     return spec, open_study(spec, args.storage, create=False)
 
 

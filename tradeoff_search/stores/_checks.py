@@ -27,11 +27,7 @@ def check_stores(storage: str, tracking_uri: str, function: str = "run_study") -
     reachable (a SQLite file in an existing folder that is a database if it exists, and not both
     stores' file; a database server that answers; an MLflow server's ``/health``)."""
     _check_store(function, "storage", storage, _DATABASES)
-    check_tracking_uri(tracking_uri, function)
-    both = sqlite_path(storage), sqlite_path(tracking_uri)
-    if both[0] is not None and both[1] is not None and _same_file(both[0], both[1]):
-        raise ParameterError(function, "tracking_uri", redact(tracking_uri),
-                             f"a SQLite file other than the Optuna storage's ({both[1]} is both)")  # fmt: skip
+    check_tracking_uri(tracking_uri, function, storage)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -41,8 +37,8 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def check_tracking_uri(uri: str, function: str = "run_study") -> None:
-    """:func:`check_stores` for the MLflow tracking URI alone.
+def check_tracking_uri(uri: str, function: str = "run_study", storage: str | None = None) -> None:
+    """:func:`check_stores` for the MLflow tracking URI alone (given ``storage``, not its SQLite file).
 
     A server is asked for ``/health`` (MLflow's own client would retry for minutes); MLflow 3.17
     no longer accepts plain-folder stores.
@@ -52,6 +48,10 @@ def check_tracking_uri(uri: str, function: str = "run_study") -> None:
     import urllib.request
 
     scheme = _check_store(function, "tracking_uri", uri, _TRACKING_SCHEMES)
+    both = sqlite_path(storage or ""), sqlite_path(uri)
+    if both[0] is not None and both[1] is not None and _same_file(both[0], both[1]):
+        raise ParameterError(function, "tracking_uri", redact(uri),
+                             f"a SQLite file other than the Optuna storage's ({both[1]} is both)")  # fmt: skip
     if scheme in ("http", "https"):
         # Credentials go to MLflow by MLFLOW_TRACKING_USERNAME/PASSWORD; the probe needs none.
         parts = urlsplit(uri)
