@@ -164,3 +164,60 @@ def test_a_study_with_all_three_budgets_never_trains_a_candidate_over_one(tmp_pa
     assert "ram_bytes" not in refused.user_attrs and refused.values[2] == REFUSED_RAM_BYTES
     assert refused.user_attrs["ram_refusal"].startswith("not deployable on the micro runtime: op GELU (")
     assert [t.number for t in study.best_trials] == [0]
+
+
+def test_a_study_of_four_objectives_has_its_front_record_and_select_by_budget(
+    write_spec, tmp_path, mlflow_store, capsys
+) -> None:
+    from mlflow import MlflowClient
+
+    from tradeoff_search import run_study
+    from tradeoff_search.cli._cli import main
+    from tradeoff_search.front import Front
+
+    text = TINY_SPEC.replace("n_trials = 3", "n_trials = 5").replace("units = [4, 16]", "units = [4, 256]")
+    text += '[objectives]\nextra = ["ram_bytes", "model_bytes"]\n[budget]\nram_kb = 8\nflash_kb = 256\n'
+    path = write_spec(text)
+    storage, uri = f"sqlite:///{tmp_path}/optuna.db", mlflow_store()
+    study = run_study(StudySpec.load(path), storage=storage, tracking_uri=uri)
+    assert study.metric_names == ["accuracy", "latency_ms", "ram_bytes", "model_bytes"]
+    front = Front.of(study).best_trials
+    assert front and all(t.values[2:] == [t.user_attrs["ram_bytes"], t.user_attrs["model_bytes"]] for t in front)
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("optuna.role") == "study")
+    assert parent.data.metrics["hypervolume"] > 0  # from accuracy 0, 100 ms, 8 KB and 256 KB
+    children = {r.info.run_name: r for r in runs if r is not parent}
+    for trial in study.trials:  # RAM a metric (REFUSED_RAM_BYTES where it cannot run), and why a tag
+        run = children[f"trial-{trial.number:04d}"]
+        assert run.data.metrics["ram_bytes"] == trial.user_attrs.get("ram_bytes", REFUSED_RAM_BYTES)
+        assert run.data.tags.get("ram_refusal") == trial.user_attrs.get("ram_refusal")
+        assert run.data.tags["pareto"] == str(trial in front).lower()
+
+    capsys.readouterr()
+    assert main(["pareto", str(path), "--storage", storage]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ")).split()
+    assert header[:5] == ["trial", "accuracy", "latency_ms", "ram_bytes", "model_bytes"]
+
+    # The front's median RAM as the budget: the most accurate front model within it and the flash budget.
+    rams = sorted(t.user_attrs["ram_bytes"] for t in front)
+    ram_kb, flash_kb = rams[len(rams) // 2] / 1024, 256.0
+    within = [t for t in front if t.values[2] <= ram_kb * 1024 and t.values[3] <= flash_kb * 1024]
+    expected = max(within, key=lambda t: (t.values[0], -t.values[1]))
+    select = ["select", str(path), "--storage", storage, "--tracking-uri", uri, "--out", str(tmp_path / "out")]
+    assert main([*select, "--max-ram-kb", str(ram_kb), "--max-flash-kb", str(flash_kb)]) == 0
+    printed = capsys.readouterr().out
+    assert f"trial {expected.number} by budget: " in printed
+    # Measured before training, the arena is the trained and exported file's (its biases kept: see _timing).
+    assert f" KB, RAM {expected.values[2] / 1024:.2f} KB on the micro runtime\n" in printed
+
+    assert main([*select, "--max-ram-kb", "0.01"]) == 2  # no arena is 10 bytes
+    error = capsys.readouterr().err
+    assert error.startswith("error: --max-ram-kb: max_ram_kb = 0.01: expected a budget some front model meets "
+                            "(no model of the front within 0.01 KB RAM; closest: trial ")  # fmt: skip
+    assert error.count("\n") == 1
+    with pytest.raises(SystemExit) as usage:
+        main([*select, "--max-ram-kb", "8", "--min-accuracy", "0.5"])
+    assert usage.value.code == 2
+    assert "argument --min-accuracy: not allowed with --max-ram-kb" in capsys.readouterr().err

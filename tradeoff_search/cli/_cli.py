@@ -6,6 +6,7 @@ argument errors answer at once.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ _FLAGS = {
     "workers": "--workers",
     "out": "--out",
     "max_latency_ms": "--max-latency-ms",
+    "max_ram_kb": "--max-ram-kb",
+    "max_flash_kb": "--max-flash-kb",
     "min_accuracy": "--min-accuracy",
     "mnas_weight": "--mnas",
     "target_ms": "--target-ms",
@@ -37,9 +40,8 @@ _FLAGS = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "target_ms", None) is not None and args.mnas is None:
-        parser.exit(EXIT_USAGE, f"error: {parser.prog} select: argument --target-ms: is the --mnas target, "
-                    f"got {args.target_ms} without --mnas\n")  # fmt: skip
+    if args.command == "select":
+        _check_select(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         commands = {"run": run, "pareto": pareto, "select": select, "sync": sync, "ui": ui, "device": device}
@@ -60,3 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {reason}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _check_select(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot say of ``select``'s flags: --target-ms goes with --mnas, budgets with no other rule."""
+    if args.target_ms is not None and args.mnas is None:
+        parser.exit(EXIT_USAGE, f"error: {parser.prog} select: argument --target-ms: is the --mnas target, "
+                    f"got {args.target_ms} without --mnas\n")  # fmt: skip
+    given = [flag for flag in ("--max-latency-ms", "--max-ram-kb", "--max-flash-kb", "--min-accuracy", "--mnas")
+             if getattr(args, flag[2:].replace("-", "_")) is not None]  # fmt: skip
+    budgets = [flag for flag in given if flag.startswith("--max-")]
+    rule = next((flag for flag in given if flag not in budgets), None)
+    if budgets and rule is not None:
+        parser.exit(EXIT_USAGE, f"error: {parser.prog} select: argument {rule}: not allowed with {budgets[0]} "
+                    f"(budgets pick the most accurate model within them)\n")  # fmt: skip

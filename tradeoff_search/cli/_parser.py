@@ -133,11 +133,15 @@ def _add_study_commands(commands: argparse._SubParsersAction) -> None:
     _with_stores(select)
     rule = select.add_mutually_exclusive_group()
     rule.add_argument("--rule", choices=["knee"], default="knee", help="the front's knee (default)")
-    rule.add_argument("--max-latency-ms", type=_positive_float, metavar="T", help="most accurate within T ms")
     rule.add_argument("--min-accuracy", type=_accuracy, metavar="A", help="fastest with accuracy >= A")
     rule.add_argument(
         "--mnas", type=_negative_float, metavar="W", help="max accuracy·(latency/target)^W (MnasNet; W < 0)"
     )
+    budgets = select.add_argument_group("budgets", "the most accurate model within all the budgets given")
+    budgets.add_argument("--max-latency-ms", type=_positive_float, metavar="T", help="latency at most T ms")
+    budgets.add_argument("--max-ram-kb", type=_positive_float, metavar="R",
+                         help="RAM at most R KB (1024 bytes) on the micro runtime, as measured")  # fmt: skip
+    budgets.add_argument("--max-flash-kb", type=_positive_float, metavar="F", help="the .tflite at most F KB")
     select.add_argument("--target-ms", type=_positive_float, help="--mnas target latency (default: front median)")
     select.add_argument("--out", help="export folder (default: mlruns/selected/STUDY)")
 

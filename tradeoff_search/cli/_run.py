@@ -16,7 +16,7 @@ from tradeoff_search import Dataset, StoreFailed, StudySpec, WorkersFailed, load
 from tradeoff_search.cli._parser import EXIT_FAILED, EXIT_OK
 from tradeoff_search.cli._ui import print_browse_hint
 from tradeoff_search.process import native_output_to, quiet_libraries
-from tradeoff_search.record import FAIL_REASON, VARIANT_OF
+from tradeoff_search.record import FAIL_REASON, LATENCY_CONSTRAINT, VARIANT_OF
 from tradeoff_search.stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, check_stores, known_failure
 from tradeoff_search.study import check_device, finished_count, worker_logs
 
@@ -118,7 +118,8 @@ def _verdict(
         return EXIT_FAILED
     budget_ms = spec.latency.budget_ms
     fastest = fastest_trial(study)
-    if budget_ms is not None and fastest is not None and not front.best_trials:
+    others = _memory_budgets(spec)
+    if budget_ms is not None and not others and fastest is not None and not front.best_trials:
         print(
             f"error: {args.spec}: latency.budget_ms = {budget_ms}: none of the {complete} candidates met it; "
             f"the fastest measured {fastest.values[1]:.4g} ms (trial {fastest.number}). "
@@ -126,12 +127,37 @@ def _verdict(
             file=sys.stderr,
         )
         return EXIT_FAILED
+    if others and not front.best_trials:
+        given = {"latency_ms": budget_ms, **others}
+        budgets = ", ".join(f"{key} = {limit:g}" for key, limit in given.items() if limit is not None)
+        print(f"error: {args.spec}: [budget] {budgets}: none of the {complete} candidates met them all; "
+              f"{_closest(study)}. Raise a budget or search smaller models.", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     finished = finished_count(study)
     if finished < spec.study.n_trials and not timed_out:
         print(f"error: the study has {finished} of its {spec.study.n_trials} trials (failed ones free their place); "
               "run the same command again to run the missing ones", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _memory_budgets(spec: StudySpec) -> dict[str, float]:
+    """The spec's RAM and flash budgets that are set, by key."""
+    return {key: limit for key, limit in {"ram_kb": spec.budget.ram_kb, "flash_kb": spec.budget.flash_kb}.items()
+            if limit is not None}  # fmt: skip
+
+
+def _closest(study: optuna.Study) -> str:
+    """The measured candidate least over the budgets (the smallest largest excess), in words."""
+    import optuna
+
+    measured = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.constraints]  # fmt: skip
+    if not measured:
+        return "none was measured"
+    closest = min(measured, key=lambda t: max(t.constraints.values()))
+    over = ", ".join(f"{key} {excess:+.4g}" for key, excess in closest.constraints.items() if excess > 0)
+    return f"the closest, trial {closest.number}, is over by {over}"
 
 
 def _after_a_store_failure(args: argparse.Namespace) -> str:
@@ -163,7 +189,8 @@ def _trial_counts(study: optuna.Study) -> str:
     count = collections.Counter(t.state for t in trials)
     over = sum(t.state == state.COMPLETE and not is_feasible(t) for t in trials)
     variants = sum(VARIANT_OF in t.user_attrs for t in trials)
-    notes = [f"{variants} quantization variants"] * bool(variants) + [f"{over} over the latency budget"] * bool(over)
+    budget = "a budget" if any(set(t.constraints) - {LATENCY_CONSTRAINT} for t in trials) else "the latency budget"
+    notes = [f"{variants} quantization variants"] * bool(variants) + [f"{over} over {budget}"] * bool(over)
     counts = [f"{count[state.COMPLETE]} complete" + (f" ({', '.join(notes)})" if notes else "")]
     counts += [f"{count[state.PRUNED]} pruned"] if count[state.PRUNED] else []
     return ", ".join([*counts, f"{count[state.FAIL]} failed trials"])

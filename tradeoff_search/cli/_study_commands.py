@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from tradeoff_search import StudySpec, select_model
 from tradeoff_search.cli._parser import EXIT_OK
 from tradeoff_search.process import quiet_libraries
+from tradeoff_search.spec import KB
 from tradeoff_search.stores import STATE_DIR, check_tracking_uri
 from tradeoff_search.study import open_study, sync_study
 
@@ -43,7 +44,9 @@ def _existing_study(args: argparse.Namespace) -> tuple[StudySpec, optuna.Study]:
 
 def select(args: argparse.Namespace) -> int:
     spec, study = _existing_study(args)
-    given = {"max_latency": args.max_latency_ms, "min_accuracy": args.min_accuracy, "mnas": args.mnas}
+    budgets = {"max_latency_ms": args.max_latency_ms, "max_ram_kb": args.max_ram_kb, "max_flash_kb": args.max_flash_kb}
+    given = {"budget": any(v is not None for v in budgets.values()) or None, "min_accuracy": args.min_accuracy,
+             "mnas": args.mnas}  # fmt: skip
     rule = next((name for name, value in given.items() if value is not None), "knee")
     chosen = select_model(
         spec,
@@ -51,14 +54,18 @@ def select(args: argparse.Namespace) -> int:
         args.out or STATE_DIR / "selected" / spec.study.name,
         rule=rule,
         tracking_uri=args.tracking_uri,
-        max_latency_ms=args.max_latency_ms,
+        **budgets,
         min_accuracy=args.min_accuracy,
         mnas_weight=args.mnas if args.mnas is not None else -0.07,
         target_ms=args.target_ms,
     )
     print(f"trial {chosen.trial} by {rule}: accuracy {chosen.validation_accuracy:.4f} validation, "
           f"{chosen.test_accuracy:.4f} test (never seen by the search)")  # fmt: skip
+    if chosen.binding:
+        print(chosen.binding)
     print(f"latency {chosen.latency_ms * 1e3:.2f} µs on the front, {chosen.exported_latency_ms * 1e3:.2f} µs exported")
+    ram = "" if chosen.ram_bytes is None else f", RAM {chosen.ram_bytes / KB:.2f} KB on the micro runtime"
+    print(f"flash {chosen.flash_bytes / KB:.2f} KB{ram}")
     print(f"exported {chosen.keras_path} and {chosen.tflite_path}")
     if chosen.preprocessing_path is not None:
         print(f"exported {chosen.preprocessing_path}: apply it to raw rows before the model (see docs/data.md)")

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tradeoff_search.data import DataSection
-from tradeoff_search.record._keys import LATENCY_METRIC
+from tradeoff_search.record._keys import LATENCY_METRIC, MODEL_BYTES, RAM_BYTES
 from tradeoff_search.rules import Categorical, SpecError, parse_section, show, spec_rule
 from tradeoff_search.spec._memory import check_memory
 from tradeoff_search.spec._sections import (
     FAMILIES,
     FAMILY_RANKS,
+    KB,
     BudgetSection,
     LatencySection,
     ModelSection,
@@ -179,13 +180,16 @@ class StudySpec:
 
     @property
     def hypervolume_reference(self) -> list[float] | None:
-        """Where hypervolume is measured from: the spec's point; else, for accuracy and latency
-        alone, accuracy 0 and the latency budget or 100 ms; else none."""
+        """Where hypervolume is measured from: the spec's point; else accuracy 0, the latency
+        budget or 100 ms, and for each extra objective its budget (``ram_bytes``: ``ram_kb``,
+        ``model_bytes``: ``flash_kb``, in bytes); none when an extra has no budget."""
         if self.tracking.hypervolume_reference is not None:
             return list(self.tracking.hypervolume_reference)
-        if self.objectives.extra.choices:
+        budgets = {RAM_BYTES: self.budget.ram_kb, MODEL_BYTES: self.budget.flash_kb}
+        extras = [budgets.get(name) for name in self.objectives.extra.choices]
+        if any(limit is None for limit in extras):
             return None
-        return [0.0, self.latency.budget_ms or DEFAULT_REFERENCE_LATENCY_MS]
+        return [0.0, self.latency.budget_ms or DEFAULT_REFERENCE_LATENCY_MS, *(limit * KB for limit in extras if limit)]
 
     def override(
         self, *, n_trials: int | None = None, timeout: float | None = None, worker_growth_mb: float | None = None

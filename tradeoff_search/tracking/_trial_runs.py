@@ -26,6 +26,7 @@ from tradeoff_search.record._keys import (
     N_PARAMS,
     PARAMS_METRIC,
     PRUNE_REASON,
+    RAM_REFUSAL,
     TRACEBACK,
     TRAINED,
     VARIANT_OF,
@@ -189,6 +190,8 @@ def _trial_tags(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
         tags[CONVERSION_WARNINGS] = " | ".join(trial.user_attrs[CONVERSION_WARNINGS])[:5000]
     if VARIANT_OF in trial.user_attrs:
         tags[VARIANT_OF] = str(trial.user_attrs[VARIANT_OF])
+    if RAM_REFUSAL in trial.user_attrs:  # why the micro runtime cannot run it (ram_bytes, a metric, else)
+        tags[RAM_REFUSAL] = str(trial.user_attrs[RAM_REFUSAL])[:5000]
     if trial.user_attrs.get(TRAINED):  # the runs of one training (a trial and its variants) share it
         tags[TAG_TRAINING] = str(trial.user_attrs.get(VARIANT_OF, trial.number))
     return tags

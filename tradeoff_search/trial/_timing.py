@@ -13,8 +13,9 @@ beside ``none`` it is not timed, nor scored after training (see :meth:`TimedMode
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     import optuna
 
 _logger = logging.getLogger(__name__)
+_AS_TRAINED = 1e-3  # an untrained model's zero weights while it converts (see _nonzero_as_trained)
 
 # A quantized mode is converted and scored after training only if its latency is below this
 # share of the float32 model's: at batch 1 near LiteRT's per-call floor, int8 and dynamic are
@@ -254,7 +256,8 @@ class Timing:
         user builder's model that does not convert at all fails the trial with the reason
         (:class:`BuilderError`); the study goes on."""
         try:
-            return convert_modes_as_shipped(built.model, modes, self.spec, x_train)
+            with _nonzero_as_trained(built.model):
+                return convert_modes_as_shipped(built.model, modes, self.spec, x_train)
         except Exception as error:  # the converter raises several kinds, with MLIR's reasons
             if not built.by_user:
                 raise  # a built-in family's model that does not convert is a bug of ours
@@ -271,3 +274,19 @@ def _unquantized(mode: str, converted: dict[str, Conversion | ConversionError]) 
 
 _UNQUANTIZED = ("not timed, nor converted after training: dynamic quantizes none of its weights (none has 1024 "
                 "elements), so it is the float32 model")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _nonzero_as_trained(model: keras.Model) -> Iterator[None]:
+    """``model`` with each all-zero float weight (biases, batch norm's offsets and means, as
+    initialized) set to a small constant while it converts, as training leaves them: the converter
+    drops a zero bias, so an untrained model would be timed and measured without its bias adds
+    (on the micro runtime, 24 bytes of arena less per layer than the trained model needs)."""
+    zeros = [w for w in model.weights if "float" in str(w.dtype) and not np.any(np.asarray(w))]
+    for weight in zeros:
+        weight.assign(np.full(weight.shape, _AS_TRAINED, str(weight.dtype)))
+    try:
+        yield
+    finally:
+        for weight in zeros:
+            weight.assign(np.zeros(weight.shape, str(weight.dtype)))
