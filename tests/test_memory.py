@@ -198,7 +198,7 @@ def test_a_study_of_four_objectives_has_its_front_record_and_select_by_budget(
     capsys.readouterr()
     assert main(["pareto", str(path), "--storage", storage]) == 0
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ")).split()
-    assert header[:5] == ["trial", "accuracy", "latency_ms", "ram_bytes", "model_bytes"]
+    assert header[:2] == ["trial", "accuracy"] and {"ram_bytes", "model_bytes"} <= set(header), header
 
     # The front's median RAM as the budget: the most accurate front model within it and the flash budget.
     rams = sorted(t.user_attrs["ram_bytes"] for t in front)
