@@ -8,6 +8,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.request
@@ -21,6 +22,36 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# What the user's machine holds must play no part in a test (#30): stores named by the environment
+# (the suite wrote its studies into them), its Keras and matplotlib settings (a keras.json with
+# float16 or channels_first failed 27 tests, a matplotlibrc with usetex one), and the user's
+# latency lock (a study of theirs training made every timing test wait for it). Set once in the
+# controller; xdist's workers and every process a test starts inherit it.
+_HOST_PREFIXES = ("MLFLOW_", "TRADEOFF_SEARCH_")
+_HOST_NAMES = ("KERAS_BACKEND", "MPLBACKEND")
+_KEPT = ("TRADEOFF_SEARCH_TEST_POSTGRES",)
+_PRIVATE_DIRS = {"XDG_RUNTIME_DIR": "run", "KERAS_HOME": "keras", "MPLCONFIGDIR": "matplotlib"}
+_HOME = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):  # an xdist worker: its controller has done it
+        return
+    for name in [n for n in os.environ if n.startswith(_HOST_PREFIXES) or n in _HOST_NAMES]:
+        if name not in _KEPT:
+            del os.environ[name]
+    home = Path(tempfile.mkdtemp(prefix="tradeoff-search-tests-"))
+    config.stash[_HOME] = home
+    for name, folder in _PRIVATE_DIRS.items():
+        (home / folder).mkdir(mode=0o700)
+        os.environ[name] = str(home / folder)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _HOME in config.stash:
+        shutil.rmtree(config.stash[_HOME], ignore_errors=True)
+
 
 # A spec small enough for tests: tiny MLPs, two epochs.
 TINY_SPEC = """
