@@ -103,6 +103,24 @@ def test_a_model_is_timed_on_the_server_with_its_fingerprint(server: Server, tok
     assert stats.reference_p10_ms is None and stats.device == server.url
 
 
+def test_the_server_measures_ram_as_a_study_does_here(server: Server, token: None) -> None:
+    pytest.importorskip("tflite_micro", reason="the micro runtime has wheels for x86-64 Linux only")
+    import keras
+
+    from tradeoff_search.cost._convert import to_tflite
+    from tradeoff_search.cost._memory import NotDeployable, RamMeasurement, measure_ram, measure_rams
+
+    def mlp(activation: str) -> bytes:
+        layers = [keras.layers.Dense(32, activation=activation), keras.layers.Dense(3, activation="softmax")]
+        return to_tflite(keras.Sequential([keras.Input((8,)), *layers]), signature=False)
+
+    files = [mlp("relu"), mlp("gelu")]
+    there, here = measure_rams(files, server.url), [measure_ram(file) for file in files]
+    assert isinstance(there[0], RamMeasurement) and isinstance(here[0], RamMeasurement)
+    assert there[0].arena_bytes == here[0].arena_bytes and there[0].flash_bytes == len(files[0])
+    assert isinstance(there[1], NotDeployable) and (there[1].op, there[1].stage) == ("GELU", "load")
+
+
 def _not_a_model() -> bytes:
     """A valid flatbuffer with LiteRT's identifier that holds no model: no subgraph."""
     import flatbuffers
@@ -137,6 +155,8 @@ BAD_REQUESTS = {  # name: (method, path, body, headers, status, words of the ans
     "a year of timing": ("POST", _query(len(MODEL), max_seconds="3e7"), MODEL, {}, 400, "max_seconds <= 600"),
     "NaN seconds": ("POST", _query(len(MODEL), max_seconds="nan"), MODEL, {}, 400, "max_seconds=nan"),
     "wrong path": ("POST", "/v1/pickle", MODEL, {}, 404, "POST /v1/measure"),
+    "RAM with a timing parameter": ("POST", f"/v1/ram?sizes={len(MODEL)}&t=1", MODEL, {}, 400, "parameter 't'"),
+    "RAM of random bytes": ("POST", "/v1/ram?sizes=5000", RANDOM, {}, 400, "not a LiteRT flatbuffer"),
     "wrong token": ("GET", "/v1/device", b"", {"Authorization": "Bearer not-the-token"}, 403, "wrong token"),
     "missing token": ("GET", "/v1/device", b"", {"Authorization": ""}, 401, TOKEN_ENV),
     "chunked body": ("POST", _query(len(MODEL)), MODEL, {"Transfer-Encoding": "chunked"}, 411, "Content-Length"),

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from tradeoff_search.cost._harness import LatencyStats, Setting
+from tradeoff_search.cost._memory import NotDeployable, RamMeasurement, decode
 from tradeoff_search.rules import TOKEN_ENV, check_device_url
 
 _logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ _logger = logging.getLogger(__name__)
 RETRIES = 3  # per request, on a lost connection or a server error; 1, 2, 4 s apart
 _CONNECT_SECONDS = 10.0
 _QUEUE_SECONDS = 300.0  # other workers' models may be ahead of ours
+_RAM_SECONDS = 60.0  # per model: 0.07-0.4 s measured, on a device that may be far slower
 _MAX_ANSWER_BYTES = 16 * 2**20  # statistics of 64 models take ~40 kB
 _MESSAGE_CHARACTERS = 300  # of a server's error, in ours
 
@@ -78,6 +80,17 @@ class DeviceBackend:
         answer = self._request("POST", f"/v1/measure?{urlencode(query)}", b"".join(flatbuffers), timeout)
         fields = {field.name for field in dataclasses.fields(LatencyStats)} - {"device"}
         return [LatencyStats(**{k: v for k, v in s.items() if k in fields}, device=self.name) for s in answer["stats"]]
+
+    def measure_ram(self, flatbuffers: Sequence[bytes]) -> list[RamMeasurement | NotDeployable]:
+        """The RAM each flatbuffer needs on the micro runtime, measured on the server (see ``cost._memory``).
+
+        Raises:
+            MemoryMeterError: the server's measurement failed.
+        """
+        query = {"sizes": ",".join(str(len(f)) for f in flatbuffers)}
+        timeout = _QUEUE_SECONDS + _RAM_SECONDS * len(flatbuffers)
+        answer = self._request("POST", f"/v1/ram?{urlencode(query)}", b"".join(flatbuffers), timeout)
+        return [decode(measured) for measured in answer["ram"]]
 
     def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> dict[str, Any]:
         headers = {"Content-Type": "application/octet-stream"}

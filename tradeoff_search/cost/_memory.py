@@ -19,9 +19,11 @@ import select
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
+from tradeoff_search.cost._harness import LOCAL
 from tradeoff_search.spec._sections import micro_installed
 
 _logger = logging.getLogger(__name__)
@@ -183,6 +185,22 @@ def measure_ram(flatbuffer: bytes) -> RamMeasurement | NotDeployable:
             :class:`NotDeployable`).
     """
     return _meter.measure(bytes(flatbuffer))
+
+
+def measure_rams(flatbuffers: Sequence[bytes], device: str = LOCAL) -> list[RamMeasurement | NotDeployable]:
+    """The RAM each of ``flatbuffers`` needs on the micro runtime: measured here, or by the latency
+    server ``device`` (``http://HOST:PORT``) on its side, so that one place answers latency, RAM
+    and flash.
+
+    Raises:
+        MemoryMeterError: the measurement failed here, or on the server.
+        DeviceError: the latency server refused the request or did not answer.
+    """
+    if device == LOCAL:
+        return [measure_ram(flatbuffer) for flatbuffer in flatbuffers]
+    from tradeoff_search.cost._device_client import DeviceBackend
+
+    return DeviceBackend(device).measure_ram(flatbuffers)
 
 
 def start_ram_meter() -> None:

@@ -40,12 +40,13 @@ from tradeoff_search.device._http import Head, RequestError, answer, trim
 from tradeoff_search.device._timing import Job, TimingProcess, TimingQueue
 from tradeoff_search.device._timing_process import BASE_BYTES
 from tradeoff_search.device._token import read_token
+from tradeoff_search.spec._sections import micro_installed
 
 __all__ = ["fingerprint", "is_loopback", "read_token", "serve"]
 
 _logger = logging.getLogger(__name__)
 
-MEASURE_PATH, DEVICE_PATH = "/v1/measure", "/v1/device"
+MEASURE_PATH, DEVICE_PATH, RAM_PATH = "/v1/measure", "/v1/device", "/v1/ram"
 MAX_MODELS = 64  # per request: a re-timed Pareto front is smaller
 MAX_SECONDS = 600.0  # of timing per request (all its models side by side); the spec's bound too
 MAX_BATCH_SIZE = 4096  # the spec's bound on latency batch sizes
@@ -69,13 +70,15 @@ class _Handler:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"request target {trim(head.target)!r}: not a path") from None
         if head.method == "GET" and url.path == DEVICE_PATH:
             return HTTPStatus.OK, answer(HTTPStatus.OK, self.device)
-        if head.method != "POST" or url.path != MEASURE_PATH:
-            raise RequestError(HTTPStatus.NOT_FOUND, f"GET {DEVICE_PATH} or POST {MEASURE_PATH}")
+        if head.method != "POST" or url.path not in (MEASURE_PATH, RAM_PATH):
+            raise RequestError(HTTPStatus.NOT_FOUND, f"GET {DEVICE_PATH}, POST {MEASURE_PATH} or POST {RAM_PATH}")
         query = parse_qs(url.query, keep_blank_values=True)
-        setting, sizes = _setting(query), _sizes(query)
+        ram = url.path == RAM_PATH
+        setting, sizes = _ram_query(query) if ram else _setting(query), _sizes(query)
         self._check_length(head, sum(sizes))
         expects_continue = head.headers.get("expect", "").lower() == "100-continue"
-        self.timing.submit(Job(connection, setting, sizes, connection.deadline - time.monotonic(), expects_continue))
+        seconds = connection.deadline - time.monotonic()
+        self.timing.submit(Job(connection, setting, sizes, seconds, expects_continue, ram))
         return None
 
     def _check(self, head: Head) -> None:
@@ -147,6 +150,17 @@ def _setting(query: dict[str, list[str]]) -> dict[str, Any]:
     if setting["threads"] > (os.cpu_count() or 1):
         raise RequestError(HTTPStatus.BAD_REQUEST, f"bad query: threads <= the {os.cpu_count()} cores of this device")
     return setting
+
+
+def _ram_query(query: dict[str, list[str]]) -> dict[str, Any]:
+    """A RAM request takes ``sizes`` only, and this device must have the micro runtime."""
+    unknown = sorted(set(query) - {"sizes"})
+    if unknown:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"unknown query parameter {trim(unknown[0])!r}: expected ['sizes']")
+    if not micro_installed():
+        needs = "this device has no micro runtime to measure RAM: pip install 'tradeoff_search[micro]'"
+        raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, needs)
+    return {}
 
 
 def _sizes(query: dict[str, list[str]]) -> list[int]:

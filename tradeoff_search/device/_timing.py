@@ -1,4 +1,5 @@
-"""The latency server's one timing slot, the requests waiting for it, and the process that times.
+"""The latency server's one timing slot, the requests waiting for it, and the process that times
+(or, for ``POST /v1/ram``, the helper process that measures RAM on the micro runtime).
 
 Requests are timed one at a time, in the order they came. At most ``max_queue`` wait; one more
 is answered 503 at once. A waiting request holds its connection only: its body is read when its
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from tradeoff_search.cost._memory import MemoryMeterError, encode, measure_ram
 from tradeoff_search.device._connections import Connection
 from tradeoff_search.device._http import FAILED, RequestError, answer, refusal
 
@@ -82,6 +84,16 @@ class TimingProcess:
             self._process = None
 
 
+def _rams(flatbuffers: Sequence[memoryview]) -> list[dict[str, Any]]:
+    """Each flatbuffer's RAM on the micro runtime, measured as a study measures it (the helper
+    process of ``cost._memory``, which imports neither TensorFlow nor LiteRT): what a refused model
+    lacks is an answer, a failed measurement an error."""
+    try:
+        return [encode(measure_ram(bytes(flatbuffer))) for flatbuffer in flatbuffers]
+    except MemoryMeterError as error:
+        raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
+
+
 def _exit(process: subprocess.Popen[bytes]) -> str:
     code = process.wait()
     return f"signal {-code}" if code < 0 else f"exit code {code}"
@@ -96,6 +108,7 @@ class Job:
     sizes: list[int]
     seconds: float  # left of the request's deadline, for its body
     expects_continue: bool = False  # the client waits for a "100 Continue" before it sends its body
+    ram: bool = False  # measure RAM on the micro runtime (POST /v1/ram), not latency
 
 
 class TimingQueue:
@@ -123,8 +136,11 @@ class TimingQueue:
         while True:
             job = self._jobs.get()
             try:
-                stats = self._timing.measure(self._flatbuffers(job), job.setting)
-                status, payload = HTTPStatus.OK, answer(HTTPStatus.OK, {"stats": stats})
+                if job.ram:
+                    status, payload = HTTPStatus.OK, answer(HTTPStatus.OK, {"ram": _rams(self._flatbuffers(job))})
+                else:
+                    stats = self._timing.measure(self._flatbuffers(job), job.setting)
+                    status, payload = HTTPStatus.OK, answer(HTTPStatus.OK, {"stats": stats})
             except RequestError as error:
                 status, payload = error.status, refusal(error)
             except Exception:  # a bug: in the log, answered, and the next request served all the same

@@ -30,7 +30,7 @@ from tradeoff_search.cost._convert import (
 )
 from tradeoff_search.cost._harness import LOCAL
 from tradeoff_search.cost._latency import LatencyStats, calibrate_reference, measure_latencies
-from tradeoff_search.cost._memory import REFUSED_RAM_BYTES, NotDeployable, RamMeasurement, measure_ram, start_ram_meter
+from tradeoff_search.cost._memory import REFUSED_RAM_BYTES, NotDeployable, RamMeasurement, measure_rams, start_ram_meter
 from tradeoff_search.record._keys import (
     LATENCY,
     MODEL_BYTES,
@@ -130,7 +130,7 @@ class Timing:
 
     def __init__(self, spec: StudySpec) -> None:
         self.spec = spec
-        if measures_ram(spec):
+        if measures_ram(spec) and spec.latency.device == LOCAL:
             start_ram_meter()  # its imports overlap the first conversion
 
     def time_modes(self, trial: optuna.Trial, built: Built, modes: Sequence[str], x_train: np.ndarray) -> TimedModes:
@@ -218,7 +218,8 @@ class Timing:
         time them side by side; further batch sizes only for the modes within the budgets."""
         latency_spec = self.spec.latency
         files = [conversion.flatbuffer for conversion in conversions.values()]
-        rams = [measure_ram(file) if measures_ram(self.spec) else None for file in files]
+        # Where the latency is measured: here, or on the latency server's side.
+        rams = measure_rams(files, latency_spec.device) if measures_ram(self.spec) else [None] * len(files)
         models = files if latency_spec.runtime == "litert" else [built.model] * len(files)
         primary, *others = latency_spec.batch_sizes
         measured = self._measure(study, models, primary, latency_spec.budget_ms)
