@@ -48,3 +48,17 @@ def test_logged_pareto_model_predicts_as_before(
     tflite = Path(client.download_artifacts(run_id, "tflite/model.tflite", str(tmp_path)))
     np.testing.assert_allclose(litert_outputs(tflite, x), before[0], atol=1e-5)
     assert not staging.exists() or not any(staging.iterdir())  # logged, then removed
+
+    # The same files as the run's logged model (MLflow 3's Models view), with the run's metrics
+    callback.finish(study)
+    (model,) = client.search_logged_models([runs[0].info.experiment_id], filter_string="name = 'trial-0000'")
+    assert model.source_run_id == run_id and model.status == "READY"
+    assert model.params["optimizer"] == study.trials[0].params["optimizer"]
+    metrics = {m.key: m.value for m in model.metrics}
+    assert metrics["accuracy"] == study.trials[0].values[0]
+    assert metrics["latency_us"] == runs[0].data.metrics["latency_us"]
+    assert model.tags["pareto"] == str(0 in {t.number for t in study.best_trials}).lower()
+    loaded = mlflow.keras.load_model(f"models:/{model.model_id}")
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), before[0])
+    shipped = Path(mlflow.artifacts.download_artifacts(f"{model.artifact_location}/tflite/model.tflite"))
+    assert shipped.read_bytes() == tflite.read_bytes()

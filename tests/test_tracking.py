@@ -238,6 +238,33 @@ def test_latencies_read_in_one_unit_per_study() -> None:
     assert format_table([{"trial": 1, "latency_ms": 12.5}]).splitlines()[0].split() == ["trial", "latency_ms"]
 
 
+@pytest.mark.parametrize("names", [["accuracy", "latency_ms"], ["accuracy", "latency_ms", "params"]])
+def test_the_front_page_names_each_trial(names: list[str]) -> None:
+    """pareto_front.html: Optuna's front (3-D for three objectives), a point per trial whose data is
+    its number and whose hover names it, latency in µs; plotly.js inside, the hypervolume below."""
+    from tradeoff_search.front import Front
+    from tradeoff_search.tracking._front_plot import front_figure, front_page
+
+    study = optuna.create_study(directions=["maximize", *["minimize"] * (len(names) - 1)])
+    study.set_metric_names(names)
+    for number in range(6):
+        trial = study.ask()
+        trial.suggest_categorical("family", ["mlp", "cnn1d"])
+        trial.set_user_attr("n_params", 100 + number)
+        study.tell(trial, [0.5 + number / 20, 0.0006 + (number % 3) / 1e4, 100 + number][: len(names)])
+    front = Front.of(study)
+    figure = front_figure(study, front)
+    assert {trace.type for trace in figure.data} == {"scatter" if len(names) == 2 else "scatter3d"}
+    assert sorted(n for trace in figure.data for n in trace.customdata) == list(range(6))
+    for trace in figure.data:
+        for number, hover in zip(trace.customdata, trace.text, strict=True):
+            trial = study.trials[number]
+            assert hover.startswith(f"trial {number}<br>{trial.params['family']}, {100 + number} params<br>")
+            assert f"latency {trial.values[1] * 1e3:.4g} µs" in hover
+    page = front_page(study, front, [0.0, 100.0, 1000.0][: len(names)])
+    assert page.count('class="plotly-graph-div"') == 2 and "Hypervolume" in page and len(page) > 3_000_000
+
+
 def test_the_callback_refuses_a_study_it_cannot_record(mlflow_store) -> None:
     """Before anything is logged: one objective, a reference point of the wrong length, a second study."""
     uri = mlflow_store()

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -23,6 +24,7 @@ from mlflow import MlflowClient
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -47,6 +49,7 @@ class Pages:
 
     runs: str
     front_plot: str
+    models: str | None
     opened: str
     folder: Path  # the study's
     study: optuna.Study
@@ -81,7 +84,8 @@ def ui_pages(tiny_cli_study: FinishedStudy, tmp_path_factory: pytest.TempPathFac
         # `run` printed the same page, on the default port
         assert hinted == [runs[1].replace(f":{port}/", ":5000/")], printed[-2000:]
         study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/mlruns/optuna.db")
-        yield Pages(runs[1], plot[1], opened.read_text().strip(), folder, study)
+        models = re.search(r"its models: (\S+)", log.read_text())
+        yield Pages(runs[1], plot[1], models and models[1], opened.read_text().strip(), folder, study)
     finally:
         stop_group(server)
 
@@ -164,15 +168,90 @@ def test_mlflow_ui_opens_on_the_front_with_the_model_training_sidebar(
     assert {"Runs", "Models", "Model registry"} <= set(sidebar) and "Judges" not in sidebar, sidebar
 
 
-def test_mlflow_ui_shows_the_front_plot(ui_pages: Pages, browser: webdriver.Chrome) -> None:
-    def plots(driver: webdriver.Chrome) -> int:  # images shown and loaded at a plot's size (icons are small)
-        return driver.execute_script(
-            "return [...document.images].filter(i => i.offsetParent && i.naturalWidth >= 300).length"
-        )
+def _in_viewer(driver: webdriver.Chrome, script: str) -> Any:
+    """``script``'s value in the page MLflow's artifact viewer shows (its frame); None before it has one."""
+    driver.switch_to.default_content()
+    frames = driver.find_elements(By.TAG_NAME, "iframe")
+    if not frames:
+        return None
+    driver.switch_to.frame(frames[0])
+    try:
+        return driver.execute_script(script)
+    finally:
+        driver.switch_to.default_content()
 
-    _shown(browser, ui_pages.front_plot, "mlflow_front_plot.png", lambda driver: plots(driver) > 0)
-    assert "pareto_front.png" in browser.find_element(By.TAG_NAME, "body").text
-    assert plots(browser) == 1, f"no front plot, as in {SCREENSHOTS / 'mlflow_front_plot.png'}"
+
+def test_mlflow_ui_shows_the_front_to_explore(ui_pages: Pages, browser: webdriver.Chrome) -> None:
+    """The front page `ui` prints: pareto_front.html in MLflow's artifact viewer, a point per
+    completed trial (its number the point's data), a hover naming its trial; the PNG beside it."""
+    assert ui_pages.front_plot.partition("?")[0].endswith("/artifacts/pareto_front.html")
+    plotted = (
+        "const plot = document.querySelector('.js-plotly-plot'); return plot && plot.data.flatMap(t => t.customdata);"
+    )
+    _shown(browser, ui_pages.front_plot, "mlflow_front.png", lambda driver: _in_viewer(driver, plotted))
+    where = f"the front, as in {SCREENSHOTS / 'mlflow_front.png'}"
+    completed = [t for t in ui_pages.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(_in_viewer(browser, plotted) or []) == [t.number for t in completed], where
+    assert "pareto_front.png" in browser.find_element(By.TAG_NAME, "body").text, where  # the PNG stays
+
+    browser.switch_to.frame(browser.find_element(By.TAG_NAME, "iframe"))
+    try:  # the front plot's first point, hovered
+        point = browser.find_element(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer path.point")
+        ActionChains(browser).move_to_element(point).perform()
+        with contextlib.suppress(TimeoutException):
+            WebDriverWait(browser, 10).until(lambda driver: "trial" in _hover_text(driver))
+        hover = _hover_text(browser)
+    finally:
+        browser.switch_to.default_content()
+    named = re.match(r"trial (\d+)", hover)
+    assert named, f"hover text {hover!r}"
+    trial = ui_pages.study.trials[int(named[1])]
+    for said in (trial.params["family"], f"{trial.user_attrs['n_params']} params", "quantization none",
+                 f"accuracy {trial.values[0]:.4g}", f"latency {trial.values[1] * 1e3:.4g} µs"):  # fmt: skip
+        assert said in hover, f"{said!r} not in the hover text {hover!r}"
+
+
+def _hover_text(driver: webdriver.Chrome) -> str:
+    return driver.execute_script("return document.querySelector('.hoverlayer')?.textContent ?? ''")
+
+
+def test_mlflow_models_view_lists_the_fronts_models(ui_pages: Pages, browser: webdriver.Chrome) -> None:
+    """The models `ui` prints: MLflow 3's Models view of the experiment, a logged model per front
+    trial, named after its run, with the trial's metrics."""
+    assert ui_pages.models is not None
+
+    def names(driver: webdriver.Chrome) -> set[str]:
+        return set(re.findall(r"\btrial-\d{4}\b", driver.find_element(By.TAG_NAME, "body").text))
+
+    client = MlflowClient(f"sqlite:///{ui_pages.folder}/mlruns/mlflow.db")
+    experiment_id = client.get_experiment_by_name("tiny").experiment_id
+    logged = client.search_logged_models([experiment_id])
+    expected = {model.name for model in logged}
+    _shown(browser, ui_pages.models, "mlflow_models.png", lambda driver: names(driver) >= expected)
+    where = f"the Models view, as in {SCREENSHOTS / 'mlflow_models.png'}"
+    assert expected and names(browser) >= expected, where
+    runs = {run.info.run_id: run for run in client.search_runs([experiment_id])}
+    for model in logged:  # each the model of its trial's run, tagged as it is, with its metrics
+        run = runs[model.source_run_id]
+        assert model.name == run.info.run_name and model.tags["pareto"] == run.data.tags["pareto"], model
+        assert {m.key: m.value for m in model.metrics}["accuracy"] == run.data.metrics["accuracy"]
+    front = {f"trial-{t.number:04d}" for t in ui_pages.study.best_trials}
+    assert front <= expected, "every trial on the front had a model logged"
+    assert {"accuracy", "latency_us", "params"} <= _headers_scrolled(browser), where  # the metrics' columns
+
+
+def _headers_scrolled(driver: webdriver.Chrome) -> set[str]:
+    """The table's column headers, scrolled through from left to right (it draws those in view only)."""
+    return set(driver.execute_async_script(
+        "const done = arguments[arguments.length - 1], seen = new Set();"
+        "const viewport = document.querySelector('.ag-body-horizontal-scroll-viewport');"
+        "const step = () => {"
+        "  document.querySelectorAll('[role=columnheader]').forEach(cell => seen.add(cell.innerText));"
+        "  if (!viewport || viewport.scrollLeft + viewport.clientWidth >= viewport.scrollWidth) return done([...seen]);"
+        "  viewport.scrollLeft += viewport.clientWidth; setTimeout(step, 300);"
+        "};"
+        "step();"
+    ))  # fmt: skip
 
 
 @pytest.fixture

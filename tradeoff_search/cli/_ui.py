@@ -50,6 +50,8 @@ def _print_pages(page: StudyPages) -> None:
     print(f"  runs of {page.experiment!r}: {page.runs}")
     if page.front_plot is not None:
         print(f"  its Pareto front plot: {page.front_plot}")
+    if page.models is not None:
+        print(f"  its models: {page.models}")
 
 
 def ui(args: argparse.Namespace) -> int:

@@ -20,10 +20,11 @@ from tradeoff_search.rules import spec_rule
 from tradeoff_search.spec._sections import TrackingSection
 from tradeoff_search.spec._validation import validate_params
 from tradeoff_search.tracking._front_tags import FrontTagger, front_tags
+from tradeoff_search.tracking._logged_models import tag_logged_models
 from tradeoff_search.tracking._mlflow_ui import share_runs_view
 from tradeoff_search.tracking._repair import RecordRepair, SyncReport
 from tradeoff_search.tracking._report import log_report
-from tradeoff_search.tracking._run_index import RunIndex
+from tradeoff_search.tracking._run_index import RunIndex, study_uid
 from tradeoff_search.tracking._trial_runs import TrialRuns
 from tradeoff_search.trial._staging import remove_staged
 
@@ -187,15 +188,17 @@ class MLflowParetoCallback:
         return self._repair.missing(study, parent_id, Front.of(study))
 
     def finish(self, study: optuna.Study) -> None:
-        """Refresh the Pareto tags; log the front, plots and importances; close the parent run."""
+        """Refresh the Pareto tags (of runs and logged models); log the front, plots and
+        importances; store the runs view in the front's latency unit; close the parent run."""
         parent_id = self._parent(study)
         front = Front.of(study)
         self._front.update(study, parent_id, front, step=max((t.number for t in front.trials), default=0), refresh=True)
         self._front.log_device(study, parent_id)
         self._front.log_retimed(parent_id, front)
         log_report(self._runs.client, parent_id, study, front, self._front.reference(front))
-        unit = front_latency_unit(front)
-        share_runs_view(self._runs.client, self._runs.experiment_id(study), front.metric_names, unit)
+        experiment_id = self._runs.experiment_id(study)
+        tag_logged_models(self._runs.client, experiment_id, study_uid(study), front)
+        share_runs_view(self._runs.client, experiment_id, front.metric_names, front_latency_unit(front))
         self._runs.client.set_terminated(parent_id, "FINISHED")
 
     def _parent(self, study: optuna.Study) -> str:

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING
 
 from tradeoff_search.front import MICROSECONDS, LatencyUnit
 from tradeoff_search.record._keys import LATENCY_METRIC
+from tradeoff_search.tracking._front_plot import FRONT_PAGE
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Experiment
 
 VIEW_KEY = "tradeoff_search"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
@@ -68,25 +70,31 @@ class StudyPages:
 
     experiment: str
     runs: str  # the runs page with the view above
-    front_plot: str | None  # the parent run's pareto_front.png, once the study has finished
+    front_plot: str | None  # the parent run's pareto_front.html (else .png), once the study has finished
+    models: str | None  # the Models view, once the study has logged a model there
 
 
 def study_pages(client: MlflowClient, base: str, experiment: str | None = None) -> list[StudyPages]:
     """The pages of ``experiment``, or of every experiment that holds a study, most recent first."""
-    from tradeoff_search.tracking._run_index import PARENT, TAG_ROLE
-
     if experiment is not None:
         found = client.get_experiment_by_name(experiment)
         experiments = [found] if found is not None else []
     else:
         experiments = [e for e in client.search_experiments() if VIEW_TAG in e.tags]
     experiments.sort(key=lambda e: e.last_update_time or 0, reverse=True)
-    pages = []
-    for found in experiments:
-        root = f"{base.rstrip('/')}/#/experiments/{found.experiment_id}"
-        parents = client.search_runs([found.experiment_id], f"tags.`{TAG_ROLE}` = '{PARENT}'", max_results=1)
-        plot = None
-        if parents and parents[0].info.status == "FINISHED":
-            plot = f"{root}/runs/{parents[0].info.run_id}/artifacts/pareto_front.png?{_WORKFLOW}"
-        pages.append(StudyPages(found.name, f"{root}/runs?viewStateShareKey={VIEW_KEY}&{_WORKFLOW}", plot))
-    return pages
+    return [_pages(client, base, found) for found in experiments]
+
+
+def _pages(client: MlflowClient, base: str, experiment: Experiment) -> StudyPages:
+    from tradeoff_search.tracking._run_index import PARENT, TAG_ROLE
+
+    root = f"{base.rstrip('/')}/#/experiments/{experiment.experiment_id}"
+    parents = client.search_runs([experiment.experiment_id], f"tags.`{TAG_ROLE}` = '{PARENT}'", max_results=1)
+    plot = None
+    if parents and parents[0].info.status == "FINISHED":
+        run_id = parents[0].info.run_id
+        page = FRONT_PAGE if FRONT_PAGE in {a.path for a in client.list_artifacts(run_id)} else "pareto_front.png"
+        plot = f"{root}/runs/{run_id}/artifacts/{page}?{_WORKFLOW}"
+    logged = client.search_logged_models([experiment.experiment_id], max_results=1)
+    models = f"{root}/models?{_WORKFLOW}" if logged else None
+    return StudyPages(experiment.name, f"{root}/runs?viewStateShareKey={VIEW_KEY}&{_WORKFLOW}", plot, models)

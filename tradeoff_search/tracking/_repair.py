@@ -104,7 +104,7 @@ class RecordRepair:
             self.trial_runs.log(study, trial, parent_id, with_model=loggable)
             report.logged.append(trial.number)
         elif loggable and not self.trial_runs.has_model(run.info.run_id):
-            self.trial_runs.log_model(run.info.run_id, trial)
+            self.trial_runs.log_model(study, run.info.run_id, trial)
         else:
             loggable = False
         if loggable:

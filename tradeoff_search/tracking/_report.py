@@ -1,6 +1,7 @@
 """The end-of-study report of a multi-objective study: the front as CSV, which hyperparameters
-decide each objective, and the figures (front, hypervolume, importances). Plain data and
-``matplotlib.figure.Figure`` objects, logged on the study's parent run by :func:`log_report`."""
+decide each objective, the figures (front, hypervolume, importances) and the front as a page to
+explore (``_front_plot``). Plain data, ``matplotlib.figure.Figure`` objects and HTML, logged on
+the study's parent run by :func:`log_report`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from tradeoff_search.cost._convert import quantization_of
 from tradeoff_search.front import Front, completed_trials, is_feasible, metric_names
 from tradeoff_search.record._keys import LATENCY_METRIC
+from tradeoff_search.tracking._front_plot import FRONT_PAGE, front_page
 
 if TYPE_CHECKING:
     import optuna
@@ -27,10 +29,13 @@ _logger = logging.getLogger(__name__)
 def log_report(
     client: MlflowClient, run_id: str, study: optuna.Study, front: Front, reference: Sequence[float] | None
 ) -> None:
-    """Log the report on run ``run_id``: ``pareto.csv``, ``param_importances.json`` and the figures."""
+    """Log the report on run ``run_id``: ``pareto.csv``, ``param_importances.json``, the figures,
+    and the front to explore (``pareto_front.html``) once a trial completed."""
     import matplotlib.pyplot as plt
 
     client.log_text(run_id, front_csv(front), "pareto.csv")
+    if _any_completed(front):
+        client.log_text(run_id, front_page(study, front, reference), FRONT_PAGE)
     importances = param_importances(study)
     if importances:
         client.log_dict(run_id, importances, "param_importances.json")
@@ -49,16 +54,20 @@ def report_figures(
 ) -> dict[str, Figure]:
     """The report's figures by file name: the front and the hypervolume once a trial completed
     (the latter with a reference point), the importances when there are some."""
-    import optuna
-
     figures = {}
-    if any(t.state == optuna.trial.TrialState.COMPLETE for t in front.trials):
+    if _any_completed(front):
         figures["pareto_front.png"] = _front_figure(study)
         if reference is not None:
             figures["hypervolume.png"] = _hypervolume_figure(front.hypervolume_history(reference), reference)
     if importances:
         figures["param_importances.png"] = _importances_figure(importances)
     return figures
+
+
+def _any_completed(front: Front) -> bool:
+    import optuna
+
+    return any(t.state == optuna.trial.TrialState.COMPLETE for t in front.trials)
 
 
 def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:

@@ -31,6 +31,7 @@ from tradeoff_search.record._keys import (
     TRAINED,
     VARIANT_OF,
 )
+from tradeoff_search.tracking._logged_models import MODEL_METRICS, log_logged_model
 from tradeoff_search.tracking._run_index import (
     CHILD,
     TAG_ROLE,
@@ -46,6 +47,7 @@ from tradeoff_search.trial._staging import holds_recorded, staged_model_path, tr
 
 if TYPE_CHECKING:
     import optuna
+    from mlflow.entities import Metric
 
 _logger = logging.getLogger(__name__)
 
@@ -99,8 +101,7 @@ class TrialRuns:
         existing = self.runs.trial_run(study, trial.number)
         if existing is not None:
             return ChildRun(existing, {})  # its Pareto tags are unknown here: the front's update writes them
-        start = millis(trial.datetime_start)
-        end = millis(trial.datetime_complete) or start or 0  # a finished trial has both
+        start, end = millis(trial.datetime_start), _ended(trial)
         tags = {"mlflow.parentRunId": parent_id, TAG_STUDY: study.study_name, TAG_ROLE: CHILD,
                 TAG_STUDY_UID: study_uid(study), TAG_TRIAL: str(trial.number)}  # fmt: skip
         front = dict(front_tags or {})
@@ -111,23 +112,24 @@ class TrialRuns:
             tags={**tags, **_trial_tags(trial), **front},
         )
         run_id = run.info.run_id
-        metrics = [Metric(k, v, end, 0) for k, v in _trial_metrics(metric_names(study), trial).items()]
+        metrics = _summary(metric_names(study), trial)
         for curve, values in (trial.user_attrs.get(HISTORY) or {}).items():
             metrics += [Metric(curve, float(v), end, epoch) for epoch, v in enumerate(values) if math.isfinite(v)]
         params = [Param(k, str(v)) for k, v in trial.params.items()]
         for i in range(0, max(len(metrics), 1), _BATCH):
             client.log_batch(run_id, metrics=metrics[i : i + _BATCH], params=params if i == 0 else ())
         if with_model and self.model_dir is not None:
-            self.log_model(run_id, trial)
+            self.log_model(study, run_id, trial)
         if TRACEBACK in trial.user_attrs:
             client.log_text(run_id, str(trial.user_attrs[TRACEBACK]), "traceback.txt")
         client.set_terminated(run_id, _STATUS.get(trial.state.name, "FAILED"), end_time=end)
         return ChildRun(run_id, front)
 
-    def log_model(self, run_id: str, trial: optuna.trial.FrozenTrial) -> None:
+    def log_model(self, study: optuna.Study, run_id: str, trial: optuna.trial.FrozenTrial) -> None:
         """Log the trial's staged files, if they are what the trial recorded (see :func:`stage_model`):
         ``model`` (MLflow's Keras flavor, with signature, holding the staged ``model.keras``
-        itself) and ``tflite/model.tflite``."""
+        itself) and ``tflite/model.tflite``; then the same files as the run's logged model
+        (see ``_logged_models``)."""
         assert self.model_dir is not None
         held = holds_recorded(self.model_dir, trial)
         if held is False:
@@ -155,10 +157,27 @@ class TrialRuns:
         shutil.copyfile(directory / "model.keras", flavor_dir / FLAVOR_KERAS_FILE)
         self.runs.client.log_artifacts(run_id, str(flavor_dir), "model")
         self.runs.client.log_artifact(run_id, str(directory / "model.tflite"), "tflite")
+        names = metric_names(study)
+        files = (flavor_dir, directory / "model.tflite")
+        metrics = [metric for metric in _summary(names, trial) if metric.key in {*names, *MODEL_METRICS}]
+        experiment_id = self.runs.experiment_id(study)
+        log_logged_model(self.runs.client, experiment_id, run_id, trial, files, metrics, study_uid(study))
 
     def has_model(self, run_id: str) -> bool:
         folders = {path.partition("/")[0] for path in RUN_FILES.values()}
         return folders <= {artifact.path for artifact in self.runs.client.list_artifacts(run_id)}
+
+
+def _summary(names: Sequence[str], trial: optuna.trial.FrozenTrial) -> list[Metric]:
+    """The trial's numbers as metrics at step 0, stamped with its end."""
+    from mlflow.entities import Metric
+
+    return [Metric(key, value, _ended(trial), 0) for key, value in _trial_metrics(names, trial).items()]
+
+
+def _ended(trial: optuna.trial.FrozenTrial) -> int:
+    """When ``trial`` ended, in ms (a finished trial has both times)."""
+    return millis(trial.datetime_complete) or millis(trial.datetime_start) or 0
 
 
 def _trial_metrics(names: Sequence[str], trial: optuna.trial.FrozenTrial) -> dict[str, float]:
