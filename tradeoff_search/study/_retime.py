@@ -17,6 +17,7 @@ from tradeoff_search.cost._convert import convert_as_shipped, quantization_of
 from tradeoff_search.cost._latency import measure_latencies
 from tradeoff_search.front import Front
 from tradeoff_search.record._keys import RETIMED_ATTR
+from tradeoff_search.trial._timing import nonzero_as_trained
 
 if TYPE_CHECKING:
     import optuna
@@ -50,7 +51,8 @@ def retime_front(study: optuna.Study, objective: TradeoffObjective) -> dict[int,
         if latency.runtime == "litert":
             quantization = quantization_of(trial.params)
             conversion = functools.partial(convert_as_shipped, model, quantization, spec, data.x_train, signature=False)
-            converted = _within(latency.conversion_timeout, conversion)
+            with nonzero_as_trained(model):  # as the trial timed it
+                converted = _within(latency.conversion_timeout, conversion)
             if converted is None:
                 _logger.warning("the front was not re-timed: the conversion to LiteRT of trial %d's model did "
                                 "not finish within %g s (conversion_timeout)", trial.number,

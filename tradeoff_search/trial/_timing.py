@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import optuna
 
 _logger = logging.getLogger(__name__)
-_AS_TRAINED = 1e-3  # an untrained model's zero weights while it converts (see _nonzero_as_trained)
+_AS_TRAINED = 1e-3  # an untrained model's zero weights while it converts (see nonzero_as_trained)
 
 # A quantized mode is converted and scored after training only if its latency is below this
 # share of the float32 model's: at batch 1 near LiteRT's per-call floor, int8 and dynamic are
@@ -257,7 +257,7 @@ class Timing:
         user builder's model that does not convert at all fails the trial with the reason
         (:class:`BuilderError`); the study goes on."""
         try:
-            with _nonzero_as_trained(built.model):
+            with nonzero_as_trained(built.model):
                 return convert_modes_as_shipped(built.model, modes, self.spec, x_train)
         except Exception as error:  # the converter raises several kinds, with MLIR's reasons
             if not built.by_user:
@@ -278,7 +278,7 @@ _UNQUANTIZED = ("not timed, nor converted after training: dynamic quantizes none
 
 
 @contextlib.contextmanager
-def _nonzero_as_trained(model: keras.Model) -> Iterator[None]:
+def nonzero_as_trained(model: keras.Model) -> Iterator[None]:
     """``model`` with each all-zero float weight (biases, batch norm's offsets and means, as
     initialized) set to a small constant while it converts, as training leaves them: the converter
     drops a zero bias, so an untrained model would be timed and measured without its bias adds
