@@ -112,6 +112,7 @@ def run_study_once(task: str, seed: int, variant: str, modes: list[str], minutes
             "complete": states.count(optuna.trial.TrialState.COMPLETE),
             "failed": states.count(optuna.trial.TrialState.FAIL),
             "trainings": len(trained), "trainings_per_minute": len(trained) / seconds * 60,
+            "train_seconds": sum(t.user_attrs.get("train_seconds", 0.0) for t in trained),
             "tpe_modes": mode_counts(study.trials)}  # fmt: skip
 
 
@@ -225,7 +226,8 @@ def main() -> None:
                     shown = f"{fastest * 1e3:.2f} µs" if fastest is not None else "none"
                     modes = counts([m["quantization"] for m in run["front"]])
                     print(f"{task} seed {seed} {run['variant']:8} {run['trainings']:3d} trainings "
-                          f"({run['trainings_per_minute']:.1f}/min), {run['complete']:3d} trials "
+                          f"({run['trainings_per_minute']:.1f}/min, {run['train_seconds']:.0f} of "
+                          f"{run['seconds']:.0f} s training), {run['complete']:3d} trials "
                           f"({run['failed']} fail), front {len(run['front'])} ({modes}), "
                           f"test HV {run['hypervolume']:.4f}, fastest >= {TARGET_ACCURACY}: {shown}; "
                           f"TPE {run['tpe_modes']}; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip

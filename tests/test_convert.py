@@ -54,6 +54,26 @@ def test_each_mode_has_the_tensor_types_it_promises() -> None:
     assert "trackable_obj" not in " ".join(convert(model, "dynamic", signature=False).warnings)
 
 
+def test_a_file_to_deploy_has_the_signature_the_keras_converter_writes() -> None:
+    """With its signature, a model is converted from its traced function and the signature added to
+    the file: the same signature, operators and outputs as ``from_keras_model``'s (its slow path)."""
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).standard_normal((5, 32)).astype(np.float32)
+    functional = _mlp()
+    sequential = keras.Sequential([keras.Input((32,)), keras.layers.Dense(3, activation="softmax")])
+    for model in (functional, sequential):
+        ours, theirs = convert(model).flatbuffer, tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        interpreters = [Interpreter(model_content=flatbuffer) for flatbuffer in (ours, theirs)]
+        (signature, *_), (expected, *_) = [i.get_signature_list().items() for i in interpreters]
+        assert signature == expected and expected[0] == "serving_default"
+        ops = [[op["op_name"] for op in i._get_ops_details()] for i in interpreters]
+        assert ops[0] == ops[1]
+        (name,) = expected[1]["inputs"]
+        outputs = [i.get_signature_runner()(**{name: x})["output_0"] for i in interpreters]
+        np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
 def test_an_op_without_an_int8_kernel_is_refused() -> None:
     inputs = keras.Input((8,))
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Lambda(keras.ops.sin)(inputs)))
@@ -123,10 +143,10 @@ def test_one_training_is_recorded_in_every_mode(write_spec, tmp_path: Path, mlfl
     its MLflow run and files, tagged with the training they share."""
     text = TINY_SPEC.replace("n_trials = 3", "n_trials = 1").replace("units = [4, 16]", "units = [384, 512]")
     text = text.replace("max_seconds = 0.2", 'max_seconds = 0.2\nquantization = ["none", "int8"]')
-    spec = StudySpec.load(write_spec(text + "[tracking]\nlog_models = 'all'\n"))  # int8 pays on layers this wide
+    spec = StudySpec.load(write_spec(text + "[tracking]\nlog_models = 'all'\n"))  # int8 pays on 512x512 layers
     storage, uri = f"sqlite:///{tmp_path}/optuna.db", mlflow_store()
     queued = optuna.create_study(study_name="tiny", storage=storage, directions=spec.directions)
-    queued.enqueue_trial({"quantization": "none"})
+    queued.enqueue_trial({"quantization": "none", "n_layers": 2, "units_0": 512, "units_1": 512})
     study = run_study(spec, storage=storage, tracking_uri=uri)
     trained, variant = study.trials  # n_trials = 1 training
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2

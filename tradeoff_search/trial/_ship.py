@@ -114,13 +114,12 @@ class Shipping:
         return Variant(mode, values, attrs, constraints, staged)
 
     def _conversion(self, model: keras.Model, quantization: str) -> Conversion | None:
-        """The trained ``model`` converted in ``quantization``, once for both its score and its
-        staged file: with the signature a file to deploy keeps if it may be staged (the SavedModel
-        path, ~5× slower), else without. None for ``none``: the float model is scored in Keras."""
+        """The trained ``model`` converted in ``quantization`` (with its signature, as a file to
+        deploy), once for both its score and its staged file. None for ``none``: the float model
+        is scored in Keras."""
         if quantization == "none":
             return None
-        signature = self.model_dir is not None and self.spec.tracking.log_models != "none"
-        return convert_as_shipped(model, quantization, self.spec, self.data.x_train, signature=signature)
+        return convert_as_shipped(model, quantization, self.spec, self.data.x_train)
 
     def _shipped(self, conversion: Conversion | None, accuracy_float: float) -> Shipped:
         """The trained model as shipped in ``conversion``'s mode: the accuracy objective (a
