@@ -17,6 +17,7 @@ from tradeoff_search.cost._convert import ConversionError, convert
 from tradeoff_search.record._keys import FINISHED_ATTR, WORKER_ATTR, WORKER_PROCESS_ATTR
 from tradeoff_search.selection._select import verified_model
 from tradeoff_search.study._tickets import Tickets, finished_count
+from tradeoff_search.trial import describe_modes
 from tradeoff_search.trial._staging import provisional_dir
 from tradeoff_search.trial._variants import Variant, add_variants
 
@@ -178,6 +179,7 @@ def test_a_mode_not_worth_converting_after_training_is_a_pruned_variant_saying_w
         TINY_SPEC.replace("max_seconds = 0.2", 'max_seconds = 0.2\nquantization = ["none", "dynamic", "int8"]')
     )
     objective = TradeoffObjective(StudySpec.load(path))
+    assert "n_trials = 3 counts trainings" in str(describe_modes(objective.spec))  # as run says first
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=objective.directions)
     study.enqueue_trial({"quantization": "none", "n_layers": 1, "units_0": 8})
     study.optimize(objective, n_trials=1, callbacks=[objective.add_variants])

@@ -74,11 +74,13 @@ def _load_quietly(spec: StudySpec) -> Dataset:
 
 
 def _run_study(args: argparse.Namespace, spec: StudySpec, data: Dataset, logs: Path) -> optuna.Study:
-    from tradeoff_search.trial import describe_training
+    from tradeoff_search.trial import describe_modes, describe_training
 
     with native_output_to(logs / f"run-{os.getpid()}.log"):  # TensorFlow's start-up lines
         print(describe_training(), flush=True)
         print(data.summary, flush=True)
+        if (modes := describe_modes(spec)) is not None:
+            print(modes, flush=True)
         quiet_libraries()
         return run_study(
             spec,

@@ -3,5 +3,6 @@ pruning, the quantization variants of a trained model and its staged files."""
 
 from tradeoff_search.trial._objective import TradeoffObjective
 from tradeoff_search.trial._training_device import INSTALL_HINT, describe_training, tensorflow_missing
+from tradeoff_search.trial._variants import describe_modes
 
-__all__ = ["INSTALL_HINT", "TradeoffObjective", "describe_training", "tensorflow_missing"]
+__all__ = ["INSTALL_HINT", "TradeoffObjective", "describe_modes", "describe_training", "tensorflow_missing"]

@@ -36,8 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 from tradeoff_search.cost._convert import quantization_of
 from tradeoff_search.record._keys import FINISHED_ATTR, QUANTIZATION_PARAM, VARIANT_OF, WORKER_ATTR, WORKER_PROCESS_ATTR
+from tradeoff_search.spec._spec import StudySpec
 from tradeoff_search.stores._optuna_adapter import add_trial_from_template
 from tradeoff_search.trial._staging import discard, rename_provisional
+from tradeoff_search.trial._timing import WORTH_BELOW
 
 if TYPE_CHECKING:
     import optuna
@@ -65,6 +67,17 @@ class Variant:
         if self.values is not None:
             return optuna.trial.TrialState.COMPLETE
         return optuna.trial.TrialState.PRUNED if self.pruned else optuna.trial.TrialState.FAIL
+
+
+def describe_modes(spec: StudySpec) -> str | None:
+    """The line ``run`` says of a study searching quantization modes (None for one mode): what
+    ``n_trials`` counts, and which variants a training adds."""
+    modes = spec.latency.quantization.choices
+    if len(modes) == 1:
+        return None
+    margin = f" timed below {WORTH_BELOW}x the float32 model's latency" if "none" in modes else ""
+    return (f"quantization searched in {', '.join(modes)}: n_trials = {spec.study.n_trials} counts trainings; "
+            f"each training is also scored in the other modes{margin} (docs/quantization.md)")  # fmt: skip
 
 
 def is_variant(trial: optuna.trial.FrozenTrial) -> bool:
