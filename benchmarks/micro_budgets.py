@@ -67,16 +67,16 @@ def run_arm(arm: str, seed: int, seconds: float, folder: Path) -> dict[str, Any]
     path.write_text(spec_text(arm, seed))
     spec = StudySpec.load(path)
     ram_seconds: list[float] = []
-    measure = timing.measure_ram
+    measure = timing.measure_rams
 
-    def timed_measure(flatbuffer: bytes) -> Any:  # instrumentation: the round trip a trial waits for
+    def timed_measure(flatbuffers: Any, device: str) -> Any:  # instrumentation: the wait of a trial (one mode)
         start = time.perf_counter()
         try:
-            return measure(flatbuffer)
+            return measure(flatbuffers, device)
         finally:
             ram_seconds.append(time.perf_counter() - start)
 
-    timing.measure_ram = timed_measure  # type: ignore[assignment]
+    timing.measure_rams = timed_measure
     objective = TradeoffObjective(spec, model_dir=folder / f"models-{arm}-{seed}")
     study = optuna.create_study(directions=objective.directions, sampler=make_sampler(spec))
     study.set_metric_names(objective.metric_names)
@@ -172,8 +172,8 @@ def main() -> None:
                 subprocess.run(command, check=True, env=env, cwd=folder, stdout=subprocess.DEVNULL)
                 runs.append(json.loads((Path(folder) / "result.json").read_text()))
             print(f"seed {seed} {arm}: done", file=sys.stderr)
-    if args.json:
-        args.json.write_text(json.dumps(runs, indent=1))
+            if args.json:
+                args.json.write_text(json.dumps(runs, indent=1))
     report(runs)
 
 
