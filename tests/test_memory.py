@@ -221,3 +221,22 @@ def test_a_study_of_four_objectives_has_its_front_record_and_select_by_budget(
         main([*select, "--max-ram-kb", "8", "--min-accuracy", "0.5"])
     assert usage.value.code == 2
     assert "argument --min-accuracy: not allowed with --max-ram-kb" in capsys.readouterr().err
+
+
+def test_ram_and_flash_budgets_no_candidate_meets_exit_1_naming_the_closest(
+    tmp_path, mlflow_store, monkeypatch, capsys
+) -> None:
+    from tradeoff_search.cli._cli import main
+
+    spec = '[study]\nn_trials = 2\n[data]\nsource = "sklearn:iris"\n[budget]\nram_kb = 0.5\nflash_kb = 64\n'
+    spec += '[model]\nn_layers = [1, 1]\nunits = [8, 16]\nactivation = "relu"\n[tracking]\nlog_models = "none"\n'
+    (tmp_path / "tight.toml").write_text(spec)
+    mlflow_store("mlruns/mlflow.db")  # its tables made: not what this test is about
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "tight.toml", "--no-progress", "--in-process"]) == 1
+    printed = capsys.readouterr()
+    assert "(2 complete (2 over a budget), 0 failed trials)" in printed.out
+    error = printed.err.strip().splitlines()[-1]
+    assert error.startswith("error: tight.toml: [budget] ram_kb = 0.5, flash_kb = 64: none of the 2 candidates met "
+                            "them all; the closest, trial "), error  # fmt: skip
+    assert ", is over by ram_kb_over_budget +" in error and error.endswith(". Raise a budget or search smaller models.")
