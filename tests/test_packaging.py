@@ -26,13 +26,17 @@ def test_installing_next_to_an_installed_tensorflow_adds_no_tensorflow(tmp_path:
     would show it the base interpreter's packages (setuptools 65.5 and no ``wheel`` on a fresh
     machine, which cannot build the editable metadata), whatever this environment installed."""
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=False)  # pip, setuptools and TensorFlow come from this environment
+    # Linked, not copied: a temp folder may be mounted noexec. pip, setuptools and TensorFlow come
+    # from this environment.
+    venv.create(env_dir, with_pip=False, symlinks=True)
     inner = subprocess.run([env_dir / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     outer = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
     Path(inner, "test-environment.pth").write_text("".join(f"{path}\n" for path in sorted(outer)))
     python = str(env_dir / "bin" / "python")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # pip as a fresh machine's: no PIP_* setting nor configuration file of this one (PIP_USER=1 failed it)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
     report = tmp_path / "report.json"
     done = subprocess.run(
         [python, "-m", "pip", "install", "--dry-run", "--no-index", "--no-build-isolation", "--quiet",

@@ -11,8 +11,11 @@ import contextlib
 import dataclasses
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,15 +65,14 @@ def ui_pages(tiny_cli_study: FinishedStudy, tmp_path_factory: pytest.TempPathFac
     folder, printed, tmp_path = tiny_cli_study.folder, tiny_cli_study.stdout, tmp_path_factory.mktemp("ui")
     hinted = re.findall(r"runs of 'tiny': (\S+)", printed)
     opened = tmp_path / "opened.txt"
-    recorder = tmp_path / "browser.sh"
-    recorder.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
-    recorder.chmod(0o755)
+    recorder = tmp_path / "browser.sh"  # run by sh: a temp folder may be mounted noexec
+    recorder.write_text(f'echo "$1" > {shlex.quote(str(opened))}\n')
     port, log = free_port(), tmp_path / "ui.log"
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "tradeoff_search", "ui", "spec.toml", "--port", str(port)],
             cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "BROWSER": str(recorder)},
+            env={**os.environ, "BROWSER": f"sh {shlex.quote(str(recorder))} %s"},
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 90
@@ -90,6 +92,20 @@ def ui_pages(tiny_cli_study: FinishedStudy, tmp_path_factory: pytest.TempPathFac
         stop_group(server)
 
 
+# Chromium makes its singleton socket at $TMPDIR/org.chromium.Chromium.XXXXXX/SingletonSocket and
+# aborts ("Socket path too long") past a socket address's 107 bytes: under a long TMPDIR, as CI
+# runners give, it gets a folder in /tmp.
+_SOCKET_SUFFIX = "/org.chromium.Chromium.XXXXXX/SingletonSocket"
+
+
+def _chromium_temp() -> str:
+    folder = tempfile.mkdtemp(prefix="chromium-")
+    if len(folder) + len(_SOCKET_SUFFIX) > 107:
+        os.rmdir(folder)
+        folder = tempfile.mkdtemp(prefix="chromium-", dir="/tmp")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
     """Headless Chromium at 1600 × 1000, once for this module's tests."""
@@ -101,8 +117,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chro
         "--window-size=1600,1000", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
     ):  # fmt: skip
         options.add_argument(flag)
+    temp = _chromium_temp()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not reach for the network
+        patch.setenv("TMPDIR", temp)
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
         page = {"width": 1600, "height": 1000, "deviceScaleFactor": 1, "mobile": False}
@@ -110,6 +128,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chro
         yield driver
     finally:
         driver.quit()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _shown(browser: webdriver.Chrome, url: str, screenshot: str, ready: Callable[[webdriver.Chrome], object]) -> None:
