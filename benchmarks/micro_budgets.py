@@ -1,7 +1,7 @@
 """RAM and flash budgets for a microcontroller (issue 32): what searching with them finds, what
 measuring RAM buys over an estimate, and what it costs.
 
-    nice python benchmarks/micro_budgets.py [--minutes 3] [--seeds 0 1 2] [--json FILE]
+    nice python benchmarks/micro_budgets.py [--minutes 3] [--seeds 0 1 2] [--json FILE] [--wide]
 
 Per seed, two arms of studies/mnist1d_micro.toml, each for the same wall time, one after the
 other (which goes first alternates), each in a fresh process:
@@ -12,7 +12,9 @@ other (which goes first alternates), each in a fresh process:
   afterwards to the same budgets.
 
 Both train for at most 8 epochs (patience 3; the spec says 40 and 6), so that a few minutes hold
-more than a handful of trials on a loaded machine.
+more than a handful of trials on a loaded machine. ``--wide`` searches a space reaching well
+beyond the budgets (units up to 1024, filters up to 256; the spec's stay within them but for the
+widest MLPs' flash).
 
 Every trained model is kept as shipped (``log_models = "all"``: the int8 ``.tflite``) and, after
 the study, measured on the micro runtime (RAM, flash: the exported file's bytes) and scored on
@@ -45,8 +47,11 @@ RAM_KB, FLASH_KB = 16, 64
 EPOCHS = 8
 
 
-def spec_text(arm: str, seed: int) -> str:
+def spec_text(arm: str, seed: int, wide: bool = False) -> str:
     text = SPEC.read_text().replace('name = "mnist1d_micro"', f'name = "micro-{arm}-{seed}"\nseed = {seed}')
+    if wide:  # a space reaching well beyond the budgets: 4x the units, 4x the filters
+        text = text.replace("units = [16, 256]", "units = [16, 1024]")
+        text = text.replace("filters = [8, 64]", "filters = [8, 256]")
     text = text.replace("n_trials = 60", "n_trials = 10000")  # the wall time ends it
     # Short trainings, the same in both arms: a few minutes must hold more than a handful of trials.
     text = text.replace("max_epochs = 40", f"max_epochs = {EPOCHS}").replace("patience = 6", "patience = 3")
@@ -55,7 +60,7 @@ def spec_text(arm: str, seed: int) -> str:
     return text + '\n[tracking]\nlog_models = "all"\n'
 
 
-def run_arm(arm: str, seed: int, seconds: float, folder: Path) -> dict[str, Any]:
+def run_arm(arm: str, seed: int, seconds: float, folder: Path, wide: bool) -> dict[str, Any]:
     """One arm in this process: the study for ``seconds``, then its trained models measured and tested."""
     import optuna
 
@@ -64,7 +69,7 @@ def run_arm(arm: str, seed: int, seconds: float, folder: Path) -> dict[str, Any]
     from tradeoff_search.study._open import make_sampler
 
     path = folder / f"{arm}-{seed}.toml"
-    path.write_text(spec_text(arm, seed))
+    path.write_text(spec_text(arm, seed, wide))
     spec = StudySpec.load(path)
     ram_seconds: list[float] = []
     measure = timing.measure_rams
@@ -156,18 +161,20 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="wall time of each study")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", type=Path, help="write every run here")
+    parser.add_argument("--wide", action="store_true", help="units up to 1024, filters up to 256 (the spec: 256, 64)")
     parser.add_argument("--one", nargs=3, metavar=("ARM", "SEED", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         arm, seed, folder = args.one
-        result = run_arm(arm, int(seed), args.minutes * 60, Path(folder))
+        result = run_arm(arm, int(seed), args.minutes * 60, Path(folder), args.wide)
         (Path(folder) / "result.json").write_text(json.dumps(result))
         return
     runs = []
     for seed in args.seeds:
         for arm in ("budgets", "latency") if seed % 2 == 0 else ("latency", "budgets"):
             with tempfile.TemporaryDirectory() as folder:
-                command = [sys.executable, __file__, "--minutes", str(args.minutes), "--one", arm, str(seed), folder]
+                command = [sys.executable, __file__, "--minutes", str(args.minutes), "--one", arm, str(seed), folder,
+                           *(["--wide"] if args.wide else [])]  # fmt: skip
                 env = {**os.environ, "PYTHONPATH": str(REPO)}
                 subprocess.run(command, check=True, env=env, cwd=folder, stdout=subprocess.DEVNULL)
                 runs.append(json.loads((Path(folder) / "result.json").read_text()))
