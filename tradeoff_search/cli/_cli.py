@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "select":
         _check_select(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    # The first time it runs on a machine, matplotlib says "generated new fontManager" at INFO.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         commands = {"run": run, "pareto": pareto, "select": select, "sync": sync, "ui": ui, "device": device}
         with stopped_like_ctrl_c():
