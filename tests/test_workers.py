@@ -38,6 +38,7 @@ from .storage_opener import open_at
 pytestmark = pytest.mark.e2e
 
 POSTGRES = os.environ.get("TRADEOFF_SEARCH_TEST_POSTGRES")
+_NO_POSTGRES = "needs TRADEOFF_SEARCH_TEST_POSTGRES, a PostgreSQL database URL (.ci/postgres makes one)"
 COMPLETE = optuna.trial.TrialState.COMPLETE
 
 
@@ -64,7 +65,7 @@ def _mlflow_runs(tracking_uri: str, experiment: str) -> tuple[list, dict[int, ob
     "backend",
     [
         "sqlite",
-        pytest.param("postgres", marks=pytest.mark.skipif(not POSTGRES, reason="no TRADEOFF_SEARCH_TEST_POSTGRES")),
+        pytest.param("postgres", marks=pytest.mark.skipif(not POSTGRES, reason=_NO_POSTGRES)),
     ],
 )
 def test_two_workers_run_exactly_the_requested_trials(tmp_path: Path, backend: str, mlflow_store) -> None:
