@@ -199,6 +199,24 @@ def test_a_mode_not_worth_converting_after_training_is_a_pruned_variant_saying_w
     assert all(v.user_attrs["variant_of"] == 0 and v.user_attrs["trained"] for v in variants)
 
 
+def test_a_mode_the_front_dominates_at_the_float_models_accuracy_is_not_converted(tmp_path: Path) -> None:
+    """A mode faster than the float32 model is still not converted after training when, at the
+    float32 model's accuracy and its own latency, the study's front already dominates it."""
+    path = tmp_path / "modes.toml"
+    text = TINY_SPEC.replace("units = [4, 16]", "units = [384, 512]")
+    path.write_text(text.replace("max_seconds = 0.2", 'max_seconds = 0.2\nquantization = ["none", "int8"]'))
+    objective = TradeoffObjective(StudySpec.load(path))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=objective.directions)
+    study.add_trial(optuna.trial.create_trial(values=[1.0, 1e-6]))  # perfect, and faster than any model
+    study.enqueue_trial({"quantization": "none", "n_layers": 2, "units_0": 512, "units_1": 512})
+    study.optimize(objective, n_trials=1, callbacks=[objective.add_variants])
+    _, trained, int8 = study.trials
+    assert int8.state == optuna.trial.TrialState.PRUNED and int8.user_attrs["variant_of"] == trained.number
+    ratio = int8.user_attrs["latency"]["normalized_ms"] / trained.user_attrs["latency"]["normalized_ms"]
+    expected = "the study's front dominates it" if ratio < 0.9 else "the float32 model's latency"
+    assert expected in int8.user_attrs["prune_reason"]
+
+
 def test_variants_are_added_once_and_only_for_a_completed_training(tmp_path: Path) -> None:
     """A retried callback adds no duplicate; a training that failed leaves no variant (nor files);
     n_trials counts trainings, not their variants."""

@@ -96,7 +96,7 @@ class Shipping:
         constraints = timed.constraints
         if accuracy_float is None:
             return Variant(mode, timed.objectives(0.0), {**shared, **timed.user_attrs}, constraints)
-        reason = modes.not_worth(mode)
+        reason = modes.not_worth(mode) or self._dominated(trial, mode, timed, accuracy_float)
         if reason is not None:
             measured = {} if mode in modes.unquantized else timed.user_attrs
             return Variant(mode, None, {**shared, **measured, PRUNE_REASON: reason}, constraints, pruned=True)
@@ -112,6 +112,16 @@ class Shipping:
             staged = provisional_dir(self.model_dir, trial.number, mode)
             attrs[MODEL_DIGESTS_ATTR] = stage(staged, model, _file(conversion), self._preprocessing)
         return Variant(mode, values, attrs, constraints, staged)
+
+    def _dominated(self, trial: optuna.Trial, mode: str, timed: Timed, accuracy_float: float) -> str | None:
+        """Why the trained model is not converted to ``mode`` though it is faster: at the float32
+        model's accuracy (which a quantized model rarely beats) and the latency it was timed at, the
+        study's front already dominates it. None for ``none``, whose score costs no conversion."""
+        front = [best.values for best in trial.study.best_trials]
+        if mode == "none" or is_nondominated_by(timed.objectives(accuracy_float), front, trial.study.directions):
+            return None
+        return (f"not converted after training: at the float32 model's accuracy ({accuracy_float:.4f}) and its "
+                f"latency before training ({timed.latency_ms:.4g} ms), the study's front dominates it")  # fmt: skip
 
     def _conversion(self, model: keras.Model, quantization: str) -> Conversion | None:
         """The trained ``model`` converted in ``quantization`` (with its signature, as a file to
