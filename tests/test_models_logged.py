@@ -62,3 +62,17 @@ def test_logged_pareto_model_predicts_as_before(
     np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), before[0])
     shipped = Path(mlflow.artifacts.download_artifacts(f"{model.artifact_location}/tflite/model.tflite"))
     assert shipped.read_bytes() == tflite.read_bytes()
+
+    # A record written before the Models view held models: sync lists the front's from their runs' files
+    experiment_id = runs[0].info.experiment_id
+    for logged in client.search_logged_models([experiment_id]):
+        client.delete_logged_model(logged.model_id)
+    front = sorted(t.number for t in study.best_trials)
+    assert callback.sync(study).listed == front
+    relisted = client.search_logged_models([experiment_id])
+    assert sorted(int(m.tags["optuna.trial"]) for m in relisted) == front and {m.status for m in relisted} == {"READY"}
+    if 0 in front:
+        (again,) = [m for m in relisted if m.name == "trial-0000"]
+        loaded = mlflow.keras.load_model(f"models:/{again.model_id}")
+        np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), before[0])
+    assert callback.sync(study).listed == []  # once

@@ -197,7 +197,7 @@ class MLflowParetoCallback:
         self._front.log_retimed(parent_id, front)
         log_report(self._runs.client, parent_id, study, front, self._front.reference(front))
         experiment_id = self._runs.experiment_id(study)
-        tag_logged_models(self._runs.client, experiment_id, study_uid(study), front)
+        tag_logged_models(self._runs.client, experiment_id, study_uid(study), front, self.log_models == "all")
         share_runs_view(self._runs.client, experiment_id, front.metric_names, front_latency_unit(front))
         self._runs.client.set_terminated(parent_id, "FINISHED")
 

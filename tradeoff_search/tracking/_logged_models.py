@@ -26,7 +26,7 @@ from tradeoff_search.tracking._run_index import TAG_STUDY_UID, TAG_TRIAL, filter
 if TYPE_CHECKING:
     import optuna
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
+    from mlflow.entities import LoggedModel, Metric
 
 MODEL_TYPE = "keras"
 MODEL_METRICS = (LATENCY_DISPLAY_METRIC, PARAMS_METRIC, MODEL_BYTES, MACS, RAM_BYTES)  # besides the objectives
@@ -72,18 +72,27 @@ def log_logged_model(
     return str(model.model_id)
 
 
-def tag_logged_models(client: MlflowClient, experiment_id: str, uid: str, front: Front) -> None:
-    """Tag the logged models of the study ``uid`` with their trial's Pareto tags, where they differ."""
-    by_number = {trial.number: trial for trial in front.trials}
-    found = f"tags.`{TAG_STUDY_UID}` = {filter_value(uid)}"
-    token = None
+def logged_models(client: MlflowClient, experiment_id: str, uid: str) -> list[LoggedModel]:
+    """The logged models of the study ``uid`` (see :func:`study_uid`) in ``experiment_id``."""
+    found, token = f"tags.`{TAG_STUDY_UID}` = {filter_value(uid)}", None
+    models: list[LoggedModel] = []
     while True:
         page = client.search_logged_models([experiment_id], filter_string=found, page_token=token)
-        for model in page:
-            number = int(model.tags[TAG_TRIAL])
-            wanted = front_tags(by_number.get(number), front.ranks.get(number))
-            if any(model.tags.get(key) != value for key, value in wanted.items()):
-                client.set_logged_model_tags(model.model_id, wanted)
+        models += page
         token = page.token
         if not token:
-            return
+            return models
+
+
+def tag_logged_models(client: MlflowClient, experiment_id: str, uid: str, front: Front, keep_all: bool) -> None:
+    """Tag the logged models of the study ``uid`` with their trial's Pareto tags, where they differ;
+    unless ``keep_all`` (``log_models = "all"``), delete those of trials no longer on the front
+    (their runs keep the files), so that the Models view lists the front."""
+    by_number = {trial.number: trial for trial in front.trials}
+    for model in logged_models(client, experiment_id, uid):
+        number = int(model.tags[TAG_TRIAL])
+        wanted = front_tags(by_number.get(number), front.ranks.get(number))
+        if not keep_all and front.ranks.get(number) != 0:
+            client.delete_logged_model(model.model_id)
+        elif any(model.tags.get(key) != value for key, value in wanted.items()):
+            client.set_logged_model_tags(model.model_id, wanted)

@@ -7,13 +7,17 @@ import dataclasses
 import datetime
 import os
 import socket
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tradeoff_search.front import Front
 from tradeoff_search.process import process_identity
 from tradeoff_search.record._keys import FINISHED_ATTR, MODEL_DIGESTS_ATTR, WORKER_ATTR, WORKER_PROCESS_ATTR
-from tradeoff_search.tracking._run_index import FRONT_TAGS, RunIndex
-from tradeoff_search.tracking._trial_runs import TrialRuns
+from tradeoff_search.tracking._logged_models import logged_models
+from tradeoff_search.tracking._run_index import FRONT_TAGS, RunIndex, study_uid
+from tradeoff_search.tracking._trial_runs import RUN_FILES, TrialRuns
 from tradeoff_search.trial._staging import drop_provisional, holds_recorded, remove_staged
 
 if TYPE_CHECKING:
@@ -32,6 +36,7 @@ class SyncReport:
     # The trial of each leftover staging folder removed: its own, whose model its run held already, and its variants'
     leftovers: list[int] = dataclasses.field(default_factory=list)
     pending: list[int] = dataclasses.field(default_factory=list)  # RUNNING runs of trials finished just now
+    listed: list[int] = dataclasses.field(default_factory=list)  # runs' models added to MLflow's Models view
 
     def __str__(self) -> str:
         folders = len(self.leftovers)
@@ -42,6 +47,7 @@ class SyncReport:
             ("discarded staged files that did not match their trial's recorded digests", self.discarded),
             (f"removed {folders} leftover staging folder{'s' * (folders != 1)}", sorted(set(self.leftovers))),
             ("left runs still being written, run sync again in a few minutes", self.pending),
+            ("added the front's models to MLflow's Models view from their runs", self.listed),
         ) if numbers]  # fmt: skip
         return "; ".join(parts) or "nothing to repair"
 
@@ -74,7 +80,28 @@ class RecordRepair:
             aged = now - finished_at(trial) >= grace
             settled = aged or may_be_writing(trial) is False
             self._repair(study, trial, logged.get(trial.number), parent_id, settled, report)
+        report.listed = self._list_models(study, logged)
         return report
+
+    def _list_models(self, study: optuna.Study, runs: Mapping[int, Run]) -> list[int]:
+        """Add the logged model of each front trial whose run holds its model without one (a
+        record written before the Models view held them), from the run's own files; their trials."""
+        front, client = Front.of(study), self.runs.client
+        uid, experiment_id = study_uid(study), self.runs.experiment_id(study)
+        listed = {model.source_run_id for model in logged_models(client, experiment_id, uid)}
+        added = []
+        for trial in front.best_trials:
+            run = runs.get(trial.number)
+            if run is None or run.info.status == "RUNNING" or run.info.run_id in listed:
+                continue  # no run yet, or written by the repair above with its logged model
+            if not (self.trial_runs.wants_model(trial, front) and self.trial_runs.has_model(run.info.run_id)):
+                continue
+            with tempfile.TemporaryDirectory() as folder:
+                flavor = client.download_artifacts(run.info.run_id, "model", folder)
+                tflite = client.download_artifacts(run.info.run_id, RUN_FILES["model.tflite"], folder)
+                self.trial_runs.log_logged_model(study, run.info.run_id, trial, (Path(flavor), Path(tflite)))
+            added.append(trial.number)
+        return added
 
     def _repair(
         self,

@@ -157,8 +157,14 @@ class TrialRuns:
         shutil.copyfile(directory / "model.keras", flavor_dir / FLAVOR_KERAS_FILE)
         self.runs.client.log_artifacts(run_id, str(flavor_dir), "model")
         self.runs.client.log_artifact(run_id, str(directory / "model.tflite"), "tflite")
+        self.log_logged_model(study, run_id, trial, (flavor_dir, directory / "model.tflite"))
+
+    def log_logged_model(
+        self, study: optuna.Study, run_id: str, trial: optuna.trial.FrozenTrial, files: tuple[Path, Path]
+    ) -> None:
+        """``files`` (the Keras flavor's folder, the ``.tflite``) as the logged model of the trial's
+        run, with the numbers a model is chosen by (see ``_logged_models``)."""
         names = metric_names(study)
-        files = (flavor_dir, directory / "model.tflite")
         metrics = [metric for metric in _summary(names, trial) if metric.key in {*names, *MODEL_METRICS}]
         experiment_id = self.runs.experiment_id(study)
         log_logged_model(self.runs.client, experiment_id, run_id, trial, files, metrics, study_uid(study))
