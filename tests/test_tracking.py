@@ -252,7 +252,7 @@ def test_the_front_page_names_each_trial(names: list[str]) -> None:
         trial.suggest_categorical("family", ["mlp", "cnn1d"])
         trial.set_user_attr("n_params", 100 + number)
         study.tell(trial, [0.5 + number / 20, 0.0006 + (number % 3) / 1e4, 100 + number][: len(names)])
-    front = Front.of(study)
+    front = Front.of(study).with_retimed({1: 0.00055})
     figure = front_figure(study, front)
     assert {trace.type for trace in figure.data} == {"scatter" if len(names) == 2 else "scatter3d"}
     assert sorted(n for trace in figure.data for n in trace.customdata) == list(range(6))
@@ -261,6 +261,7 @@ def test_the_front_page_names_each_trial(names: list[str]) -> None:
             trial = study.trials[number]
             assert hover.startswith(f"trial {number}<br>{trial.params['family']}, {100 + number} params<br>")
             assert f"latency {trial.values[1] * 1e3:.4g} µs" in hover
+            assert ("re-timed 0.55 µs" in hover) == (number == 1)
     page = front_page(study, front, [0.0, 100.0, 1000.0][: len(names)])
     assert page.count('class="plotly-graph-div"') == 2 and "Hypervolume" in page and len(page) > 3_000_000
 

@@ -57,7 +57,7 @@ def front_figure(study: optuna.Study, front: Front) -> Figure:
     unit = front_latency_unit(front)
     for trace in figure.data:
         numbers = [int(match[1]) for match in map(_NUMBER.search, trace.text or ()) if match]
-        hover = [_hover(trials[number], front.metric_names, unit) for number in numbers]
+        hover = [_hover(trials[number], front, unit) for number in numbers]
         trace.update(customdata=numbers, text=hover, hovertemplate="%{text}<extra></extra>")
     if LATENCY_METRIC in names:
         _latency_in(figure, "xyz"[names.index(LATENCY_METRIC)], unit, log=len(names) == 2)
@@ -77,8 +77,9 @@ def _latency_in(figure: Figure, axis: str, unit: LatencyUnit, log: bool) -> None
         figure.update_layout({f"{axis}axis": title})
 
 
-def _hover(trial: optuna.trial.FrozenTrial, names: Sequence[str], unit: LatencyUnit) -> str:
-    """E.g. ``trial 26<br>mlp, 946 params, 3.2 kB<br>quantization none<br>accuracy 0.9667<br>latency 0.6173 µs``."""
+def _hover(trial: optuna.trial.FrozenTrial, front: Front, unit: LatencyUnit) -> str:
+    """E.g. ``trial 26<br>mlp, 946 params, 3.2 kB<br>quantization none<br>accuracy 0.9667<br>latency
+    0.6173 µs``, then ``re-timed 0.5877 µs`` once the front was re-timed side by side."""
     title = f"trial {trial.number}" + (
         f" (variant of {trial.user_attrs[VARIANT_OF]})" if VARIANT_OF in trial.user_attrs else ""
     )
@@ -89,10 +90,12 @@ def _hover(trial: optuna.trial.FrozenTrial, names: Sequence[str], unit: LatencyU
         ", ".join([str(trial.params.get("family", "model")), *size]),
         f"quantization {quantization_of(trial.params)}",
     ]
-    for name, value in zip(names, trial.values or (), strict=False):
+    for name, value in zip(front.metric_names, trial.values or (), strict=False):
         lines.append(
             f"latency {value * unit.per_ms:.4g} {unit.symbol}" if name == LATENCY_METRIC else f"{name} {value:.4g}"
         )
+    if trial.number in front.retimed:
+        lines.append(f"re-timed {front.retimed[trial.number] * unit.per_ms:.4g} {unit.symbol}")
     return "<br>".join(html.escape(line) for line in lines)
 
 
