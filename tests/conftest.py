@@ -127,7 +127,7 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
 
     def write(text: str = TINY_SPEC, name: str = "spec.toml") -> Path:
         path = tmp_path / name
-        path.write_text(textwrap.dedent(text))
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
         return path
 
     return write
@@ -150,7 +150,7 @@ def tiny_cli_study(tmp_path_factory: pytest.TempPathFactory) -> FinishedStudy:
     on a study of its own.
     """
     folder = tmp_path_factory.mktemp("tiny-cli-study")
-    (folder / "spec.toml").write_text(textwrap.dedent(TINY_SPEC))
+    (folder / "spec.toml").write_text(textwrap.dedent(TINY_SPEC), encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
         cwd=folder, capture_output=True, text=True, timeout=600,
@@ -257,7 +257,9 @@ def command_lines(root: int) -> list[str]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError):
-            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
+            children.setdefault(int(stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()[1]), []).append(
+                int(stat.parent.name)
+            )
     lines, todo = [], [root]
     while todo:
         pid = todo.pop()

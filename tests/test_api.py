@@ -58,7 +58,9 @@ def test_select_model_names_what_is_missing(spec: StudySpec, tmp_path: Path) -> 
 def test_workers_take_the_spec_stored_in_the_study_not_its_file(spec: StudySpec, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/optuna.db"
     open_study(spec, storage)
-    spec.path.write_text(spec.path.read_text().replace("units = [4, 16]", "units = [64, 128]"))
+    spec.path.write_text(
+        spec.path.read_text(encoding="utf-8").replace("units = [4, 16]", "units = [64, 128]"), encoding="utf-8"
+    )
     stored = stored_spec(spec.path, spec.study.name, storage)  # as a worker started after the edit loads it
     assert stored.model == spec.model and stored.model.units.high == 16 and stored.path == spec.path
     with pytest.raises(SpecError, match=r"study.name = \"other\": expected a study of sqlite:///.* that holds"):

@@ -16,7 +16,7 @@ TOP = "cli"  # the stage of the package's own __init__ and __main__
 
 def stages() -> dict[str, int]:
     """Subpackage name → its stage's row in the table of docs/architecture.md (0 = the lowest)."""
-    text = (REPO / "docs" / "architecture.md").read_text()
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
     table = text.split("## Stages, lowest first", 1)[1]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "`" in line.split("|")[2]]
     found: dict[str, int] = {}
@@ -38,7 +38,7 @@ def imported_packages(path: Path) -> set[str]:
     name of the package itself counts as the top stage's."""
     names = set()
     subpackages = {init.parent.name for init in PACKAGE.glob("*/__init__.py")}
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module == "tradeoff_search":
             names |= {alias.name if alias.name in subpackages else TOP for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tradeoff_search."):
@@ -87,7 +87,7 @@ def optuna_private_uses(path: Path, privates: set[str]) -> list[str]:
     """Where ``path`` imports a private module or name of Optuna, or reads a private attribute of
     one of its objects (any ``x._name`` of ``privates`` but ``self._name``)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:

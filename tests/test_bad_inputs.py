@@ -578,7 +578,7 @@ def _write_files(root: Path, files: dict[str, object]) -> None:
             path.write_bytes(content)
         else:
             assert isinstance(content, str)
-            path.write_text(content)
+            path.write_text(content, encoding="utf-8")
 
 
 def _snapshot(root: Path) -> set[str]:

@@ -52,7 +52,7 @@ def spec_with(tmp_path: Path):
 
     def write(model: str) -> Path:
         path = tmp_path / "spec.toml"
-        path.write_text(SPEC.format(model=model))
+        path.write_text(SPEC.format(model=model), encoding="utf-8")
         return path
 
     return write
@@ -144,7 +144,7 @@ def test_a_model_that_does_not_convert_fails_its_trial_and_the_study_goes_on(spe
 
 def test_with_macs_an_objective_a_layer_it_cannot_count_is_refused(spec_with) -> None:
     path = spec_with('builder = "models.py:not_convertible"')
-    path.write_text(path.read_text() + '\n[objectives]\nextra = ["macs"]\n')
+    path.write_text(path.read_text(encoding="utf-8") + '\n[objectives]\nextra = ["macs"]\n', encoding="utf-8")
     with pytest.raises(SpecError, match=r"expected layers whose multiply-adds are known, as macs is an objective \("):
         TradeoffObjective(StudySpec.load(path)).check_builders()
 
@@ -202,7 +202,9 @@ def test_a_user_builder_is_never_ruled_out_by_containment(spec_with) -> None:
 
 
 def _with_budget(path: Path) -> Path:
-    path.write_text(path.read_text().replace("[latency]", "[latency]\nbudget_ms = 0.001"))
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("[latency]", "[latency]\nbudget_ms = 0.001"), encoding="utf-8"
+    )
     return path
 
 
@@ -212,7 +214,7 @@ def test_resuming_with_a_changed_builder_source_is_refused_unless_accepted(spec_
     storage = f"sqlite:///{tmp_path}/optuna.db"
     record = {"two_branch": spec.builder_sources["two_branch"].record()}
     open_study(spec, storage, builders=record)
-    (tmp_path / "models.py").write_text(MODELS.read_text() + "\n# tuned\n")
+    (tmp_path / "models.py").write_text(MODELS.read_text(encoding="utf-8") + "\n# tuned\n", encoding="utf-8")
     changed = StudySpec.load(path)
     now = {"two_branch": changed.builder_sources["two_branch"].record()}
     with pytest.raises(
@@ -230,7 +232,7 @@ def test_a_builder_file_changed_after_it_was_hashed_is_not_imported(spec_with, t
     """What is imported is what was hashed (and what a study records and checks), never later bytes."""
     spec = StudySpec.load(spec_with('builder = "models.py:two_branch"'))
     marker = tmp_path / "imported"
-    with (tmp_path / "models.py").open("a") as models:
+    with (tmp_path / "models.py").open("a", encoding="utf-8") as models:
         models.write(f"\nopen({str(marker)!r}, 'w').close()\n")
     refused = r"the source hashed when the spec loaded \(\S+/models.py changed since: sha256 \w{12} then, \w{12} now\)$"
     with pytest.raises(SpecError, match=r"model.builder = \"models.py:two_branch\": expected " + refused):
@@ -253,7 +255,7 @@ def test_a_worker_imports_no_builder_source_but_the_one_its_run_hashed(spec_with
     environment = {**os.environ, **worker_environment(storage, tracking, spec)}
     assert set(environment) >= {STORAGE_ENV, TRACKING_ENV, BUILDERS_ENV}
     marker = tmp_path / "imported"
-    with (tmp_path / "models.py").open("a") as models:
+    with (tmp_path / "models.py").open("a", encoding="utf-8") as models:
         models.write(f"\nopen({str(marker)!r}, 'w').close()\n")
     before = sorted(p.name for p in tmp_path.iterdir())
     done = subprocess.run(
@@ -282,7 +284,9 @@ def test_a_cli_study_of_three_user_builders_records_and_exports_them(spec_with, 
     names = ("two_branch", "separable", "conditional")
     builders = "\n".join(f'{name} = "models.py:{name}"' for name in names)
     path = spec_with(f"families = {list(names)}\n[model.builders]\n{builders}".replace("'", '"'))
-    path.write_text(path.read_text().replace("seed = 3", "seed = 7"))  # a seed drawing each family once
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("seed = 3", "seed = 7"), encoding="utf-8"
+    )  # a seed drawing each family once
     mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     done = subprocess.run(
         [sys.executable, "-m", "tradeoff_search", "run", path.name, "--no-progress"],

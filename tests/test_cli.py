@@ -51,8 +51,8 @@ BAD_SPECS = {
 @pytest.mark.parametrize("case", sorted(BAD_SPECS))
 def test_bad_spec_exits_2_with_one_line_and_creates_nothing(tmp_path: Path, case: str) -> None:
     text, key = BAD_SPECS[case]
-    (tmp_path / "data.csv").write_text("a,b,y\n" + "1,2,0\n3,4,1\n" * 10)
-    (tmp_path / "bad.toml").write_text(text)
+    (tmp_path / "data.csv").write_text("a,b,y\n" + "1,2,0\n3,4,1\n" * 10, encoding="utf-8")
+    (tmp_path / "bad.toml").write_text(text, encoding="utf-8")
     done = cli("run", "bad.toml", cwd=tmp_path)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -63,7 +63,7 @@ def test_bad_spec_exits_2_with_one_line_and_creates_nothing(tmp_path: Path, case
 
 
 def test_unreachable_storage_is_a_clear_error_without_the_password(tmp_path: Path) -> None:
-    (tmp_path / "s.toml").write_text('[data]\nsource = "sklearn:iris"\n')
+    (tmp_path / "s.toml").write_text('[data]\nsource = "sklearn:iris"\n', encoding="utf-8")
     done = cli("run", "s.toml", "--storage", "postgresql+psycopg://me:s3cret@127.0.0.1:9/none", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: --storage: storage = ")
@@ -72,7 +72,7 @@ def test_unreachable_storage_is_a_clear_error_without_the_password(tmp_path: Pat
 
 
 def test_pareto_of_an_unknown_study(tmp_path: Path) -> None:
-    (tmp_path / "s.toml").write_text('[data]\nsource = "sklearn:iris"\n')
+    (tmp_path / "s.toml").write_text('[data]\nsource = "sklearn:iris"\n', encoding="utf-8")
     done = cli("pareto", "s.toml", cwd=tmp_path)
     assert done.returncode == 2 and "run it first" in done.stderr
 
@@ -131,7 +131,7 @@ def test_shipped_default_spec_validates_from_the_repo(tmp_path: Path) -> None:
 def test_a_budget_no_candidate_meets_exits_1_naming_the_fastest(tmp_path: Path, mlflow_store) -> None:
     spec = '[study]\nn_trials = 2\n[data]\nsource = "sklearn:iris"\n[latency]\nbudget_ms = 0.00001\n'
     spec += '[model]\nn_layers = [1, 1]\nunits = [8, 16]\n[tracking]\nlog_models = "none"\n'
-    (tmp_path / "tight.toml").write_text(spec)
+    (tmp_path / "tight.toml").write_text(spec, encoding="utf-8")
     mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     # GPUs hidden; trials in-process, as this is about the budget (worker processes: test_workers)
     done = cli("run", "tight.toml", "--no-progress", "--in-process", cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
@@ -257,7 +257,7 @@ def test_a_spec_edited_after_the_study_started_is_refused(write_spec, tmp_path: 
 
     path = write_spec()
     open_study(StudySpec.load(path), f"sqlite:///{tmp_path}/optuna.db")  # the study as it was created
-    path.write_text(TINY_SPEC.replace("units = [4, 16]", "units = [4, 64]"))  # edited mid-run
+    path.write_text(TINY_SPEC.replace("units = [4, 16]", "units = [4, 64]"), encoding="utf-8")  # edited mid-run
     done = cli("run", "spec.toml", "--storage", "sqlite:///optuna.db", "--tracking-uri", "sqlite:///m.db", cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     assert re.fullmatch(

@@ -176,7 +176,8 @@ def test_a_mode_not_worth_converting_after_training_is_a_pruned_variant_saying_w
     the float32 model, neither timed nor converted. Both are PRUNED variants, with the reason."""
     path = tmp_path / "modes.toml"
     path.write_text(
-        TINY_SPEC.replace("max_seconds = 0.2", 'max_seconds = 0.2\nquantization = ["none", "dynamic", "int8"]')
+        TINY_SPEC.replace("max_seconds = 0.2", 'max_seconds = 0.2\nquantization = ["none", "dynamic", "int8"]'),
+        encoding="utf-8",
     )
     objective = TradeoffObjective(StudySpec.load(path))
     assert "n_trials = 3 counts trainings" in str(describe_modes(objective.spec))  # as run says first

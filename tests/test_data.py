@@ -40,7 +40,7 @@ def test_balanced_class_weights(write_spec) -> None:
 def test_csv_with_text_labels(write_spec, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rows = ["f1,f2,label"] + [f"{a:.3f},{b:.3f},{'cat' if a > 0 else 'dog'}" for a, b in rng.normal(size=(60, 2))]
-    (tmp_path / "d.csv").write_text("\n".join(rows))
+    (tmp_path / "d.csv").write_text("\n".join(rows), encoding="utf-8")
     data = load_dataset(_spec(write_spec, 'source = "csv:d.csv"\ntarget = "label"'))
     assert data.input_shape == (2,) and data.n_classes == 2
 
@@ -55,7 +55,7 @@ def test_csv_with_text_labels(write_spec, tmp_path: Path) -> None:
     ],
 )
 def test_bad_csv(write_spec, tmp_path: Path, csv: str, key: str, expected: str) -> None:
-    (tmp_path / "d.csv").write_text(csv)
+    (tmp_path / "d.csv").write_text(csv, encoding="utf-8")
     spec = _spec(write_spec, 'source = "csv:d.csv"\ntarget = "y"')
     with pytest.raises(SpecError, match=expected) as caught:
         load_dataset(spec)
@@ -114,7 +114,9 @@ def test_input_shape_must_hold_the_features(write_spec) -> None:
 def test_a_column_of_numbers_but_for_a_few_values_says_what_it_is(write_spec, tmp_path: Path) -> None:
     """At least 90% numbers: refused until the spec says the rest are missing or the column is text."""
     rows = [f"{i},{'?' if i % 20 == 3 else i % 7},{'low' if i % 2 else i},{i % 2}" for i in range(60)]
-    (tmp_path / "d.csv").write_text("a,b,words,y\n" + "\n".join(rows) + "\n")  # b: 57 numbers and 3 "?"
+    (tmp_path / "d.csv").write_text(
+        "a,b,words,y\n" + "\n".join(rows) + "\n", encoding="utf-8"
+    )  # b: 57 numbers and 3 "?"
     source = 'source = "csv:d.csv"\ntarget = "y"\n'
     with pytest.raises(SpecError, match=r'column \'b\' of d.csv holds numbers but for "\?" in rows 5, 25, 45') as e:
         load_dataset(_spec(write_spec, source))

@@ -62,7 +62,7 @@ class Server:
 def token_file(directory: Path, token: str = TOKEN) -> Path:
     """``token`` in a file only its owner may read, as the server requires."""
     path = directory / "token"
-    path.write_text(token + "\n")
+    path.write_text(token + "\n", encoding="utf-8")
     path.chmod(0o600)
     return path
 
@@ -199,7 +199,7 @@ def test_oversized_slow_and_crashing_requests_leave_the_server_serving(server: S
     assert len(children) == 1
     os.kill(int(children[0]), signal.SIGKILL)
     proc = Path(f"/proc/{children[0]}")
-    while "State:\tZ" not in (proc / "status").read_text() or len(list((proc / "task").iterdir())) > 1:
+    while "State:\tZ" not in (proc / "status").read_text(encoding="utf-8") or len(list((proc / "task").iterdir())) > 1:
         time.sleep(0.01)  # until all its threads are gone: dead, not yet reaped
     (stats,) = device.measure([MODEL], Setting(max_seconds=0.1))
     assert stats.p10_ms > 0
@@ -250,7 +250,7 @@ def test_the_server_binds_beyond_loopback_only_with_a_token(tmp_path: Path) -> N
     )
     missing = serve("--token-file", str(tmp_path / "absent"))
     assert missing.returncode == 2 and "--token-file" in missing.stderr and "absent" in missing.stderr
-    (tmp_path / "short").write_text("abc")
+    (tmp_path / "short").write_text("abc", encoding="utf-8")
     (tmp_path / "short").chmod(0o600)
     short = serve("--token-file", str(tmp_path / "short"))
     assert short.returncode == 2 and "too weak a token" in short.stderr and "abc" not in short.stderr
@@ -261,7 +261,7 @@ def _study_spec(tmp: Path, url: str, n_trials: int) -> Path:
 
     text = TINY_SPEC.replace("n_trials = 3", f"n_trials = {n_trials}")
     text = text.replace("max_seconds = 0.2", f'max_seconds = 0.2\ndevice = "{url}"')
-    (tmp / "spec.toml").write_text(text)
+    (tmp / "spec.toml").write_text(text, encoding="utf-8")
     return tmp / "spec.toml"
 
 

@@ -63,12 +63,12 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _rss_bytes(pid: int) -> int:
-    return int(re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1)) * 1024  # type: ignore[union-attr]
+    return int(re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(encoding="utf-8")).group(1)) * 1024  # type: ignore[union-attr]
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
@@ -205,7 +205,7 @@ def test_tensors_beyond_the_memory_limit_are_refused_before_they_are_allocated(l
     status, text = loopback.request("POST", f"/v1/measure?sizes={len(huge)}&batch_size=64&max_seconds=0.1", huge)
     assert status == 422 and "tensors need 32,768 MB at batch_size=64" in text, text
     (child,) = subprocess.run(["pgrep", "-P", str(loopback.process.pid)], capture_output=True, text=True).stdout.split()
-    limits = Path(f"/proc/{child}/limits").read_text()
+    limits = Path(f"/proc/{child}/limits").read_text(encoding="utf-8")
     assert re.search(rf"Max address space\s+{int(default_memory_mb() * 2**20)}\s", limits), limits
     assert _rss_bytes(int(child)) < 2**30
     status, text = loopback.request("POST", f"/v1/measure?sizes={len(MODEL)}&batch_size={MAX_BATCH_SIZE + 1}", MODEL)

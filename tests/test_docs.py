@@ -53,7 +53,7 @@ class Block:
 
 
 def blocks(page: Path) -> list[Block]:
-    text = page.read_text()
+    text = page.read_text(encoding="utf-8")
     found = []
     for match in FENCE.finditer(text):
         line = text.count("\n", 0, match.start()) + 1
@@ -74,7 +74,7 @@ def slug(heading: str) -> str:
 
 
 def anchors(page: Path) -> set[str]:
-    text = FENCE.sub("", page.read_text())  # a "# comment" in a code block is no heading
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))  # a "# comment" in a code block is no heading
     found: set[str] = set()
     count: collections.Counter[str] = collections.Counter()
     for heading in re.findall(r"(?m)^#{1,6} (.+)$", text):
@@ -113,17 +113,22 @@ def _stable_help(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_readme_is_one_page_linking_every_docs_page() -> None:
-    lines = README.read_text().splitlines()
+    lines = README.read_text(encoding="utf-8").splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines: move reference to docs/, figures to benchmarks/"
-    linked = {(README.parent / target.partition("#")[0]).resolve() for target in LINK.findall(README.read_text())}
+    linked = {
+        (README.parent / target.partition("#")[0]).resolve()
+        for target in LINK.findall(README.read_text(encoding="utf-8"))
+    }
     assert [page.name for page in DOCS if page.resolve() not in linked] == []
-    assert [page.name for page in PAGES if page.name != "CHANGELOG.md" and HISTORY.search(page.read_text())] == []
+    assert [
+        page.name for page in PAGES if page.name != "CHANGELOG.md" and HISTORY.search(page.read_text(encoding="utf-8"))
+    ] == []
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO)))
 def test_relative_links_resolve(page: Path) -> None:
     broken = []
-    for target in LINK.findall(FENCE.sub("", page.read_text())):
+    for target in LINK.findall(FENCE.sub("", page.read_text(encoding="utf-8"))):
         if re.match(r"[a-z]+:", target):
             continue  # https:, mailto:
         path, _, anchor = target.partition("#")
@@ -179,7 +184,7 @@ def test_shown_help_is_the_real_help() -> None:
 def command_lines() -> Iterator[tuple[Path, str]]:
     """Every ``python -m tradeoff_search …`` shown: in code blocks and in inline code."""
     for page in PAGES:
-        text = page.read_text()
+        text = page.read_text(encoding="utf-8")
         code = [b.text.replace("\\\n", " ") for b in blocks(page) if b.lang in ("bash", "text", "")]
         spans = re.findall(r"`([^`\n]+)`", FENCE.sub("", text))
         for piece in re.split(r"\n|&&|;|\|", "\n".join([*code, *spans])):
@@ -210,7 +215,7 @@ def test_commands_shown_parse_with_the_real_command_line() -> None:
 
 def test_spec_tables_are_the_real_defaults() -> None:
     base = StudySpec.from_dict({"data": {"source": "sklearn:iris"}})
-    text = (REPO / "docs" / "spec.md").read_text()
+    text = (REPO / "docs" / "spec.md").read_text(encoding="utf-8")
     sections = [f.name for f in dataclasses.fields(StudySpec) if f.name not in ("path", "digest")]
     tables = dict(re.findall(r"(?ms)^## `\[(\w+)\]`\n(.*?)(?=^## )", text))
     assert sorted(tables) == sorted(sections)

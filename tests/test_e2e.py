@@ -109,7 +109,7 @@ def test_cli_run_then_pareto_and_sync(
 
 
 def test_readme_python_api_snippet_runs_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     snippet = re.search(
         r"```python\n(import optuna\nfrom tradeoff_search import StudySpec, TradeoffObjective\n.*?)```", readme, re.S
     )

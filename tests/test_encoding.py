@@ -22,7 +22,9 @@ from .conftest import CITIES, REPO, table_frame
 def _docs_preprocess() -> Callable[[dict[str, Any], dict[str, Any]], list[float]]:
     """docs/data.md's ``preprocess``, run as the page shows it."""
     block = re.search(
-        r"```python\n(import json\nimport math\n.*?)\n\n\ndocument = ", (REPO / "docs" / "data.md").read_text(), re.S
+        r"```python\n(import json\nimport math\n.*?)\n\n\ndocument = ",
+        (REPO / "docs" / "data.md").read_text(encoding="utf-8"),
+        re.S,
     )
     assert block, "docs/data.md's preprocess() example"
     namespace: dict[str, Any] = {}

@@ -138,7 +138,7 @@ def test_a_study_with_all_three_budgets_never_trains_a_candidate_over_one(tmp_pa
     budgets = '[budget]\nlatency_ms = 1000\nram_kb = 3\nflash_kb = 64\n[objectives]\nextra = ["ram_bytes"]\n'
     path = tmp_path / "budgets.toml"
     spec = TINY_SPEC.replace("n_layers = [1, 2]\nunits = [4, 16]", space).replace("max_epochs = 2", "max_epochs = 1")
-    path.write_text(spec + budgets)
+    path.write_text(spec + budgets, encoding="utf-8")
     objective = TradeoffObjective(StudySpec.load(path))
     study = optuna.create_study(directions=objective.directions)
     fixed = {"family": "mlp", "dropout": 0.0, "batch_norm": False, "optimizer": "adam", "learning_rate": 1e-3,
@@ -230,7 +230,7 @@ def test_ram_and_flash_budgets_no_candidate_meets_exit_1_naming_the_closest(
 
     spec = '[study]\nn_trials = 2\n[data]\nsource = "sklearn:iris"\n[budget]\nram_kb = 0.5\nflash_kb = 64\n'
     spec += '[model]\nn_layers = [1, 1]\nunits = [8, 16]\nactivation = "relu"\n[tracking]\nlog_models = "none"\n'
-    (tmp_path / "tight.toml").write_text(spec)
+    (tmp_path / "tight.toml").write_text(spec, encoding="utf-8")
     mlflow_store("mlruns/mlflow.db")  # its tables made: not what this test is about
     monkeypatch.chdir(tmp_path)
     assert main(["run", "tight.toml", "--no-progress", "--in-process"]) == 1

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 def macs_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, TradeoffObjective]:
     path = tmp_path_factory.mktemp("spec") / "macs.toml"
     spec = TINY_SPEC.replace("[latency]\n", "[latency]\nbatch_size = [1, 256]\n")
-    path.write_text(spec + '[objectives]\nextra = ["macs"]\n[tracking]\nlog_models = "none"\n')
+    path.write_text(spec + '[objectives]\nextra = ["macs"]\n[tracking]\nlog_models = "none"\n', encoding="utf-8")
     objective = TradeoffObjective(StudySpec.load(path))
     study = optuna.create_study(directions=objective.directions, sampler=optuna.samplers.RandomSampler(seed=3))
     study.set_metric_names(objective.metric_names)
@@ -74,7 +74,7 @@ def test_re_timing_gives_up_on_a_conversion_over_its_time_limit(tmp_path, caplog
     shutil.copy(Path(__file__).with_name("user_models.py"), tmp_path / "models.py")
     path = tmp_path / "slow.toml"
     path.write_text(TINY_SPEC.replace("[latency]\n", "[latency]\nconversion_timeout = 1\n").replace(
-        "[model]\n", '[model]\nbuilder = "models.py:slow_to_convert_when_retimed"\n'))  # fmt: skip
+        "[model]\n", '[model]\nbuilder = "models.py:slow_to_convert_when_retimed"\n'), encoding="utf-8")  # fmt: skip
     objective = TradeoffObjective(StudySpec.load(path))
     study = optuna.create_study(directions=objective.directions)
     family = {"family": optuna.distributions.CategoricalDistribution(["slow_to_convert_when_retimed"])}
@@ -92,7 +92,7 @@ def test_re_timing_gives_up_on_a_conversion_over_its_time_limit(tmp_path, caplog
 def test_a_candidate_containing_an_over_budget_model_is_not_built(tmp_path) -> None:
     path = tmp_path / "budget.toml"
     # 0.1 µs is below LiteRT's per-call floor: every candidate is over the budget.
-    path.write_text(TINY_SPEC.replace("[latency]\n", "[latency]\nbudget_ms = 0.0001\n"))
+    path.write_text(TINY_SPEC.replace("[latency]\n", "[latency]\nbudget_ms = 0.0001\n"), encoding="utf-8")
     objective = TradeoffObjective(StudySpec.load(path))
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=objective.directions)
     fixed = {"family": "mlp", "n_layers": 1, "activation": "relu", "dropout": 0.0, "batch_norm": False,
@@ -116,7 +116,7 @@ def test_a_candidate_over_the_budget_in_every_mode_is_recorded_in_each_and_its_c
 ) -> None:
     path = tmp_path / "modes.toml"
     modes = '[latency]\nbudget_ms = 0.0001\nquantization = ["none", "dynamic"]\n'  # both over: below LiteRT's floor
-    path.write_text(TINY_SPEC.replace("[latency]\n", modes))
+    path.write_text(TINY_SPEC.replace("[latency]\n", modes), encoding="utf-8")
     objective = TradeoffObjective(StudySpec.load(path))
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", directions=objective.directions)
     fixed = {"family": "mlp", "n_layers": 1, "activation": "relu", "dropout": 0.0, "batch_norm": False,
@@ -141,7 +141,7 @@ def test_a_budgeted_study_times_the_narrowest_model_first(tmp_path, mlflow_store
     space = TINY_SPEC.replace("[latency]\n", "[latency]\nbudget_ms = 0.0001\n").replace(
         "[model]\n", '[model]\nactivation = ["relu"]\nbatch_norm = [false]\n'
     )
-    path.write_text(space.replace("n_trials = 3", "n_trials = 4"))
+    path.write_text(space.replace("n_trials = 3", "n_trials = 4"), encoding="utf-8")
     study = run_study(StudySpec.load(path), storage=f"sqlite:///{tmp_path}/optuna.db",
                       tracking_uri=mlflow_store())  # fmt: skip
     first, *others = sorted(study.trials, key=lambda trial: trial.number)
@@ -181,7 +181,7 @@ def test_a_trial_converts_its_model_without_holding_the_latency_lock(tmp_path, m
     after converting, only to time."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # a lock of this test's own, whatever else runs
     path = tmp_path / "converting.toml"
-    path.write_text(TINY_SPEC + '[tracking]\nlog_models = "none"\n')
+    path.write_text(TINY_SPEC + '[tracking]\nlog_models = "none"\n', encoding="utf-8")
     objective = TradeoffObjective(StudySpec.load(path), build=converting)
     study = optuna.create_study(directions=objective.directions)
     study.optimize(objective, n_trials=1)

@@ -32,7 +32,7 @@ def test_installing_next_to_an_installed_tensorflow_adds_no_tensorflow(tmp_path:
     inner = subprocess.run([env_dir / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     outer = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
-    Path(inner, "test-environment.pth").write_text("".join(f"{path}\n" for path in sorted(outer)))
+    Path(inner, "test-environment.pth").write_text("".join(f"{path}\n" for path in sorted(outer)), encoding="utf-8")
     python = str(env_dir / "bin" / "python")
     # pip as a fresh machine's: no PIP_* setting nor configuration file of this one (PIP_USER=1 failed it)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("PIP_")}
@@ -44,7 +44,9 @@ def test_installing_next_to_an_installed_tensorflow_adds_no_tensorflow(tmp_path:
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    (plan,) = json.loads(report.read_text())["install"]  # only the package itself: [cpu]'s tensorflow-cpu is there
+    (plan,) = json.loads(report.read_text(encoding="utf-8"))[
+        "install"
+    ]  # only the package itself: [cpu]'s tensorflow-cpu is there
     # pip reports the name as built: "tradeoff_search" or "tradeoff-search" by setuptools' version
     assert canonicalize_name(plan["metadata"]["name"]) == "tradeoff-search"
     tensorflows = [r for r in plan["metadata"]["requires_dist"] if r.lower().startswith("tensorflow")]

@@ -104,7 +104,7 @@ def test_select_exports_tests_and_registers(write_spec, tmp_path: Path, mlflow_s
         assert 0 <= chosen.test_accuracy <= 1 and chosen.exported_latency_ms > 0
         keras_out = np.asarray(keras.models.load_model(chosen.keras_path)(x_test, training=False))
         np.testing.assert_allclose(litert_outputs(chosen.tflite_path, x_test), keras_out, atol=1e-5)
-        document = json.loads((tmp_path / rule / "preprocessing.json").read_text())
+        document = json.loads((tmp_path / rule / "preprocessing.json").read_text(encoding="utf-8"))
         assert chosen.preprocessing_path == str(tmp_path / rule / "preprocessing.json")
         assert document == load_dataset(spec).preprocessing  # the encoding the model takes, as its trial recorded
         recorded = study.trials[chosen.trial].user_attrs["model_sha256"]["preprocessing.json"]
@@ -134,7 +134,7 @@ def test_select_exports_into_an_empty_folder_or_its_own_only(
     shutil.copytree(tiny_cli_study.folder, folder)
     monkeypatch.chdir(folder)
     (folder / "foreign").mkdir()
-    (folder / "foreign" / "notes.txt").write_text("mine\n")
+    (folder / "foreign" / "notes.txt").write_text("mine\n", encoding="utf-8")
     capfd.readouterr()
     assert main(["select", "spec.toml", "--out", "foreign"]) == 2
     out, err = capfd.readouterr()
@@ -144,12 +144,12 @@ def test_select_exports_into_an_empty_folder_or_its_own_only(
     assert not (folder / "mlruns" / "selected").exists()
 
     assert main(["select", "spec.toml", "--out", "owned"]) == 0
-    manifest = json.loads((folder / "owned" / "selection.json").read_text())
+    manifest = json.loads((folder / "owned" / "selection.json").read_text(encoding="utf-8"))
     assert sorted(p.name for p in (folder / "owned").iterdir()) == ["model.keras", "model.tflite", "selection.json"]
     assert manifest["files"] == {name: file_digest(folder / "owned" / name) for name in ("model.keras", "model.tflite")}
     # A file an earlier select wrote that this one does not (a table's encoding) goes: never left stale.
     manifest["files"]["preprocessing.json"] = "0" * 64
-    (folder / "owned" / "selection.json").write_text(json.dumps(manifest))
-    (folder / "owned" / "preprocessing.json").write_text("{}\n")
+    (folder / "owned" / "selection.json").write_text(json.dumps(manifest), encoding="utf-8")
+    (folder / "owned" / "preprocessing.json").write_text("{}\n", encoding="utf-8")
     assert main(["select", "spec.toml", "--out", "owned"]) == 0
     assert sorted(p.name for p in (folder / "owned").iterdir()) == ["model.keras", "model.tflite", "selection.json"]

@@ -19,7 +19,9 @@ def test_shipped_specs_load(path: Path) -> None:
         # Its PNG files are generated (git-ignored), as the spec's comment says.
         script = REPO / "studies" / "make_digits_images.py"
         subprocess.run([sys.executable, str(script), "--per-class", "1"], check=True, capture_output=True)
-    if "ram_kb" in path.read_text() and not micro_installed():  # refused where the micro runtime is missing
+    if (
+        "ram_kb" in path.read_text(encoding="utf-8") and not micro_installed()
+    ):  # refused where the micro runtime is missing
         with pytest.raises(SpecError, match=r"pip install 'tradeoff_search\[micro\]'"):
             StudySpec.load(path)
         return
@@ -132,7 +134,7 @@ def test_missing_file_is_a_spec_error(tmp_path: Path) -> None:
 
 
 def test_csv_needs_target(write_spec, tmp_path: Path) -> None:
-    (tmp_path / "d.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "d.csv").write_text("a,b\n1,2\n", encoding="utf-8")
     with pytest.raises(SpecError, match=r"data.target = null"):
         StudySpec.load(write_spec('[data]\nsource = "csv:d.csv"\n'))
 

@@ -92,14 +92,16 @@ def test_optuna_tables_are_looked_for_on_one_read_only_connection(
     read-only connection."""
     optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/optuna.db")  # Optuna's tables
     sqlite3.connect(tmp_path / "other.db").execute("create table t (x)").connection.close()
-    (tmp_path / "notes.db").write_text("not a database")
+    (tmp_path / "notes.db").write_text("not a database", encoding="utf-8")
     opened = _counting_connections(monkeypatch)
     cases = [("optuna.db", True, 1), ("other.db", False, 1), ("notes.db", False, 1), ("missing.db", False, 0)]
     for name, found, connections in cases:
         opened.clear()
         assert has_optuna_tables(tmp_path / name) is found, name
         assert len(opened) == connections and all(uri.endswith("?mode=ro") for uri in opened), (name, opened)
-    assert (tmp_path / "notes.db").read_text() == "not a database" and not (tmp_path / "missing.db").exists()
+    assert (tmp_path / "notes.db").read_text(encoding="utf-8") == "not a database" and not (
+        tmp_path / "missing.db"
+    ).exists()
 
 
 def test_a_database_a_writer_has_locked_is_one_and_its_tables_are_read_once_it_lets_go(

@@ -66,7 +66,7 @@ def ui_pages(tiny_cli_study: FinishedStudy, tmp_path_factory: pytest.TempPathFac
     hinted = re.findall(r"runs of 'tiny': (\S+)", printed)
     opened = tmp_path / "opened.txt"
     recorder = tmp_path / "browser.sh"  # run by sh: a temp folder may be mounted noexec
-    recorder.write_text(f'echo "$1" > {shlex.quote(str(opened))}\n')
+    recorder.write_text(f'echo "$1" > {shlex.quote(str(opened))}\n', encoding="utf-8")
     port, log = free_port(), tmp_path / "ui.log"
     with log.open("w") as out:
         server = subprocess.Popen(
@@ -87,7 +87,7 @@ def ui_pages(tiny_cli_study: FinishedStudy, tmp_path_factory: pytest.TempPathFac
         assert hinted == [runs[1].replace(f":{port}/", ":5000/")], printed[-2000:]
         study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/mlruns/optuna.db")
         models = re.search(r"its models: (\S+)", log.read_text())
-        yield Pages(runs[1], plot[1], models and models[1], opened.read_text().strip(), folder, study)
+        yield Pages(runs[1], plot[1], models and models[1], opened.read_text(encoding="utf-8").strip(), folder, study)
     finally:
         stop_group(server)
 

@@ -71,7 +71,7 @@ def _mlflow_runs(tracking_uri: str, experiment: str) -> tuple[list, dict[int, ob
 def test_two_workers_run_exactly_the_requested_trials(tmp_path: Path, backend: str, mlflow_store) -> None:
     name = f"workers_{uuid.uuid4().hex[:8]}"
     (tmp_path / "spec.toml").write_text(
-        TINY_SPEC.replace('name = "tiny"', f'name = "{name}"').replace("n_trials = 3", "n_trials = 6")
+        TINY_SPEC.replace('name = "tiny"', f'name = "{name}"').replace("n_trials = 3", "n_trials = 6"), encoding="utf-8"
     )
     storage = POSTGRES if backend == "postgres" else f"sqlite:///{tmp_path}/optuna.db"
     tracking = mlflow_store()
@@ -112,7 +112,7 @@ def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path, mlflow_store) -
         "max_epochs = 2", "max_epochs = 150"
     )
     slow = slow.replace("patience = 1", "patience = 150").replace("[study]", "[study]\nheartbeat_seconds = 1")
-    (tmp_path / "spec.toml").write_text(slow)
+    (tmp_path / "spec.toml").write_text(slow, encoding="utf-8")
     mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
     worker = subprocess.Popen(  # the trials run in the very process that is killed
@@ -169,7 +169,7 @@ def test_a_conversion_over_its_timeout_ends_its_worker_and_fails_its_trial(
         .replace("[latency]", "[latency]\nconversion_timeout = 5")
         .replace("[model]", '[model]\nbuilder = "models.py:slow_to_convert_first"')
     )
-    (tmp_path / "spec.toml").write_text(spec)
+    (tmp_path / "spec.toml").write_text(spec, encoding="utf-8")
     mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     done = _run("spec.toml", "--workers", "1", cwd=tmp_path)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
@@ -221,7 +221,7 @@ def _huge_features(tmp_path: Path, activation: str) -> str:
 
 
 def test_a_study_where_every_trial_fails_exits_1_with_a_summary(tmp_path: Path, mlflow_store) -> None:
-    (tmp_path / "spec.toml").write_text(_huge_features(tmp_path, '"relu"'))
+    (tmp_path / "spec.toml").write_text(_huge_features(tmp_path, '"relu"'), encoding="utf-8")
     mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     done = _run("spec.toml", "--in-process", cwd=tmp_path)  # worker processes: the planted-failure test below
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
@@ -270,8 +270,8 @@ TENSORFLOW_START_UP = ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "XN
 def test_a_failed_trial_leaves_its_traceback_in_the_worker_log_and_on_its_run(tmp_path: Path, mlflow_store) -> None:
     """A default run (one worker process): the console names the worker logs and holds none of
     TensorFlow's start-up lines; the traceback of a useless message is in the log and in MLflow."""
-    (tmp_path / "planted.py").write_text(PLANTED_BUILDER)
-    (tmp_path / "spec.toml").write_text(PLANTED_SPEC)
+    (tmp_path / "planted.py").write_text(PLANTED_BUILDER, encoding="utf-8")
+    (tmp_path / "spec.toml").write_text(PLANTED_SPEC, encoding="utf-8")
     mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     done = _run("spec.toml", cwd=tmp_path)
     console = done.stdout + done.stderr
@@ -282,13 +282,15 @@ def test_a_failed_trial_leaves_its_traceback_in_the_worker_log_and_on_its_run(tm
 
     logs = sorted((tmp_path / "mlruns" / "logs" / "planted").glob("worker-*.log"))
     assert len(logs) == 1
-    log = logs[0].read_text()
+    log = logs[0].read_text(encoding="utf-8")
     assert "trial 0 failed: " in log and "Traceback" in log and "in _deep_inside_the_builder" in log
     assert any(s in log for s in TENSORFLOW_START_UP)  # kept, where it does not drown the console
 
     _, children = _mlflow_runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "planted")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    traceback = Path(client.download_artifacts(children[0].info.run_id, "traceback.txt", str(tmp_path))).read_text()
+    traceback = Path(client.download_artifacts(children[0].info.run_id, "traceback.txt", str(tmp_path))).read_text(
+        encoding="utf-8"
+    )
     assert traceback.startswith("Traceback") and "in _deep_inside_the_builder" in traceback
 
 
@@ -306,7 +308,9 @@ def test_tickets_are_queued_as_needed_and_never_past_n_trials(tmp_path: Path) ->
 
 
 def test_a_timeout_study_with_a_huge_n_trials_starts_at_once(tmp_path: Path, mlflow_store) -> None:
-    (tmp_path / "spec.toml").write_text(TINY_SPEC.replace("n_trials = 3", "n_trials = 1000000\ntimeout = 1"))
+    (tmp_path / "spec.toml").write_text(
+        TINY_SPEC.replace("n_trials = 3", "n_trials = 1000000\ntimeout = 1"), encoding="utf-8"
+    )
     mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     start = time.monotonic()
     done = _run("spec.toml", "--in-process", cwd=tmp_path)
@@ -321,7 +325,7 @@ def test_sigterm_keeps_finished_trials_completes_the_record_and_resumes(tmp_path
     """SIGTERM to run alone (kill, a scheduler) stops it as Ctrl-C in a terminal does, which reaches
     the whole process group: run interrupts its worker, and no process of the study is left."""
     (tmp_path / "spec.toml").write_text(
-        TINY_SPEC.replace("max_epochs = 2\npatience = 1", "max_epochs = 30\npatience = 30")
+        TINY_SPEC.replace("max_epochs = 2\npatience = 1", "max_epochs = 30\npatience = 30"), encoding="utf-8"
     )
     mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     command = [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--n-trials", "50", "--no-progress"]
@@ -369,7 +373,7 @@ def test_runs_started_together_on_fresh_sqlite_stores_finish_the_study_though_a_
     # migrations raced ("table ... already exists", "duplicate column name") in every round of 3.
     spec_file = tmp_path / "spec.toml"
     spec_file.write_text(TINY_SPEC.replace("n_trials = 3", "n_trials = 6").replace(
-        "max_epochs = 2\npatience = 1", "max_epochs = 150\npatience = 150"))  # fmt: skip
+        "max_epochs = 2\npatience = 1", "max_epochs = 150\npatience = 150"), encoding="utf-8")  # fmt: skip
     command = [sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"]
     runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]  # fmt: skip
@@ -386,7 +390,10 @@ def test_runs_started_together_on_fresh_sqlite_stores_finish_the_study_though_a_
         for trial in running:  # a worker process with a trial at hand, as the OOM killer finds it
             if WORKER_ATTR in trial.system_attrs:
                 # The file edited mid-run: the killed worker's replacement runs the study's spec anyway.
-                spec_file.write_text(spec_file.read_text().replace("units = [4, 16]", "units = [200, 300]"))
+                spec_file.write_text(
+                    spec_file.read_text(encoding="utf-8").replace("units = [4, 16]", "units = [200, 300]"),
+                    encoding="utf-8",
+                )
                 killed = int(trial.system_attrs[WORKER_ATTR].rpartition(":")[2])
                 os.kill(killed, signal.SIGKILL)
                 break
@@ -415,9 +422,10 @@ def test_a_worker_dying_at_every_start_makes_run_give_up_naming_its_log(tmp_path
     # Worker processes die before they import anything (as in a broken environment); the run does not.
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(
-        "import os\nif b'tradeoff_search.study._worker' in open('/proc/self/cmdline', 'rb').read():\n    os._exit(3)\n"
+        "import os\nif b'tradeoff_search.study._worker' in open('/proc/self/cmdline', 'rb').read():\n    os._exit(3)\n",
+        encoding="utf-8",
     )
-    (tmp_path / "spec.toml").write_text(TINY_SPEC)
+    (tmp_path / "spec.toml").write_text(TINY_SPEC, encoding="utf-8")
     mlflow_store("mlruns/mlflow.db")  # the MLflow store's tables made: not what this test is about
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", "tradeoff_search", "run", "spec.toml", "--no-progress"],
@@ -437,7 +445,7 @@ def test_an_mlflow_server_lost_mid_study_stops_it_in_one_line_and_sync_then_a_re
     shutil.copyfile(migrated_mlflow_db, tmp_path / "server.db")  # its tables made: the server starts sooner
     server = start_mlflow_server(tmp_path, port)
     url = f"http://127.0.0.1:{port}"
-    (tmp_path / "spec.toml").write_text(TINY_SPEC + '\n[tracking]\nlog_models = "none"\n')
+    (tmp_path / "spec.toml").write_text(TINY_SPEC + '\n[tracking]\nlog_models = "none"\n', encoding="utf-8")
     # A password in the URL (this server ignores it) is never shown. MLflow's client would retry
     # a server that does not answer for ~4 minutes (its default).
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://me:s3cret@127.0.0.1:{port}",

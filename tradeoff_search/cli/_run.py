@@ -98,7 +98,7 @@ def _run_study(args: argparse.Namespace, spec: StudySpec, data: Dataset, logs: P
 def _failed_here(args: argparse.Namespace, error: Exception, reason: str, logs: Path) -> int:
     """A store or file failure in this process: its one line, its traceback in this run's log."""
     log = logs / f"run-{os.getpid()}.log"
-    with log.open("a") as file:
+    with log.open("a", encoding="utf-8") as file:
         traceback.print_exception(error, file=file)
     print(f"error: {reason} (traceback: {log}); {_after_a_store_failure(args)}", file=sys.stderr)
     return EXIT_FAILED

@@ -34,7 +34,7 @@ def written_before(out: Path) -> list[str]:
     if not present:
         return []
     try:  # only names select writes: a manifest is no list of files to remove anywhere
-        written = [name for name in json.loads((out / MANIFEST).read_text())["files"] if name in FILES]
+        written = [name for name in json.loads((out / MANIFEST).read_text(encoding="utf-8"))["files"] if name in FILES]
     except (OSError, ValueError, KeyError, TypeError):
         written = []
     foreign = [name for name in present if name not in {*written, MANIFEST}]
@@ -65,4 +65,4 @@ def export(out: Path, files: Mapping[str, Path], previous: Sequence[str], about:
 
 def _write_manifest(out: Path, about: Mapping[str, Any], digests: Mapping[str, str]) -> None:
     document = {"format": FORMAT, **about, "files": dict(digests)}
-    (out / MANIFEST).write_text(json.dumps(document, indent=1) + "\n")
+    (out / MANIFEST).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
