@@ -7,6 +7,7 @@ argument errors answer at once.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import sys
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ _FLAGS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a character the locale cannot show (the help's ×, a
+        sys.stdout.reconfigure(errors="backslashreplace")  # study's name) is escaped, as on stderr
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "select":
