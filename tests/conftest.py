@@ -25,9 +25,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 # What the user's machine holds must play no part in a test (#30): stores named by the environment
 # (the suite wrote its studies into them), its Keras and matplotlib settings (a keras.json with
-# float16 or channels_first failed 27 tests, a matplotlibrc with usetex one), and the user's
-# latency lock (a study of theirs training made every timing test wait for it). Set once in the
-# controller; xdist's workers and every process a test starts inherit it.
+# float16 or channels_first failed 27 tests, a matplotlibrc with usetex one), its http_proxy (the
+# tests' own servers on 127.0.0.1 were asked through it), and the user's latency lock (a study of
+# theirs training made every timing test wait for it). Set once in the controller; xdist's workers
+# and every process a test starts inherit it.
 _HOST_PREFIXES = ("MLFLOW_", "TRADEOFF_SEARCH_")
 _HOST_NAMES = ("KERAS_BACKEND", "MPLBACKEND")
 _KEPT = ("TRADEOFF_SEARCH_TEST_POSTGRES",)
@@ -41,6 +42,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for name in [n for n in os.environ if n.startswith(_HOST_PREFIXES) or n in _HOST_NAMES]:
         if name not in _KEPT:
             del os.environ[name]
+    for name in ("no_proxy", "NO_PROXY"):  # a proxy of the machine's would take requests to 127.0.0.1
+        os.environ[name] = ",".join(filter(None, [os.environ.get(name), "127.0.0.1", "localhost"]))
     home = Path(tempfile.mkdtemp(prefix="tradeoff-search-tests-"))
     config.stash[_HOME] = home
     for name, folder in _PRIVATE_DIRS.items():
