@@ -16,7 +16,7 @@ from tradeoff_search import Dataset, StoreFailed, StudySpec, WorkersFailed, load
 from tradeoff_search.cli._parser import EXIT_FAILED, EXIT_OK
 from tradeoff_search.cli._ui import print_browse_hint
 from tradeoff_search.process import native_output_to, quiet_libraries
-from tradeoff_search.record import FAIL_REASON, LATENCY_CONSTRAINT, VARIANT_OF
+from tradeoff_search.record import FAIL_REASON, FLASH_CONSTRAINT, LATENCY_CONSTRAINT, RAM_CONSTRAINT, VARIANT_OF
 from tradeoff_search.stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, check_stores, known_failure
 from tradeoff_search.study import check_device, finished_count, worker_logs
 
@@ -130,10 +130,10 @@ def _verdict(
         )
         return EXIT_FAILED
     if others and not front.best_trials:
-        given = {"latency_ms": budget_ms, **others}
+        given = {"latency_ms": budget_ms, "ram_kb": spec.budget.ram_kb, "flash_kb": spec.budget.flash_kb}
         budgets = ", ".join(f"{key} = {limit:g}" for key, limit in given.items() if limit is not None)
         print(f"error: {args.spec}: [budget] {budgets}: none of the {complete} candidates met them all; "
-              f"{_closest(study)}. Raise a budget or search smaller models.", file=sys.stderr)  # fmt: skip
+              f"{_closest(study, given)}. Raise a budget or search smaller models.", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     finished = finished_count(study)
     if finished < spec.study.n_trials and not timed_out:
@@ -149,15 +149,22 @@ def _memory_budgets(spec: StudySpec) -> dict[str, float]:
             if limit is not None}  # fmt: skip
 
 
-def _closest(study: optuna.Study) -> str:
-    """The measured candidate least over the budgets (the smallest largest excess), in words."""
+def _closest(study: optuna.Study, budgets: dict[str, float | None]) -> str:
+    """The measured candidate least over the budgets (the smallest largest excess, as a share of
+    its budget: milliseconds and kB do not compare), in words."""
     import optuna
 
+    limits = {LATENCY_CONSTRAINT: budgets["latency_ms"], RAM_CONSTRAINT: budgets["ram_kb"],
+              FLASH_CONSTRAINT: budgets["flash_kb"]}  # fmt: skip
     measured = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.constraints]  # fmt: skip
     if not measured:
         return "none was measured"
-    closest = min(measured, key=lambda t: max(t.constraints.values()))
+
+    def share(trial: optuna.trial.FrozenTrial) -> float:
+        return max(excess / (limits.get(key) or 1.0) for key, excess in trial.constraints.items())
+
+    closest = min(measured, key=share)
     over = ", ".join(f"{key} {excess:+.4g}" for key, excess in closest.constraints.items() if excess > 0)
     return f"the closest, trial {closest.number}, is over by {over}"
 
