@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 import re
 import warnings
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tradeoff_search.cost._convert import quantization_of
 from tradeoff_search.front import Front, LatencyUnit, front_latency_unit, metric_names
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
 FRONT_PAGE = "pareto_front.html"
+_Plot = TypeVar("_Plot")
 _NUMBER = re.compile(r'"number": (\d+)')  # in the hover text Optuna writes: the trial's JSON
 
 
@@ -41,18 +42,27 @@ def front_page(study: optuna.Study, front: Front, reference: Sequence[float] | N
     )
 
 
-def front_figure(study: optuna.Study, front: Front) -> Figure:
-    """Optuna's ``plot_pareto_front``, each point's hover text naming its trial (its number also
-    the point's ``customdata``); latency on a log axis in 2-D."""
+def plot_pareto(plot: Callable[..., _Plot], study: optuna.Study) -> tuple[_Plot, list[str]]:
+    """Optuna's Pareto-front plot (``plot`` is its plotly or its matplotlib one) and the objectives
+    drawn: Optuna draws 2 or 3; with more, the first two (accuracy and latency in our studies) show
+    the front of all objectives projected on them."""
     import optuna
 
-    names = metric_names(study)
+    names = list(metric_names(study))
     first_two = None
     if len(names) > 3:
         names, first_two = names[:2], lambda trial: trial.values[:2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        figure = optuna.visualization.plot_pareto_front(study, targets=first_two, target_names=names)
+        return plot(study, targets=first_two, target_names=names), names
+
+
+def front_figure(study: optuna.Study, front: Front) -> Figure:
+    """Optuna's ``plot_pareto_front``, each point's hover text naming its trial (its number also
+    the point's ``customdata``); latency on a log axis in 2-D."""
+    import optuna
+
+    figure, names = plot_pareto(optuna.visualization.plot_pareto_front, study)
     trials = {trial.number: trial for trial in front.trials}
     unit = front_latency_unit(front)
     for trace in figure.data:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from tradeoff_search.cost._convert import quantization_of
 from tradeoff_search.front import Front, completed_trials, is_feasible, metric_names
 from tradeoff_search.record._keys import LATENCY_METRIC
-from tradeoff_search.tracking._front_plot import FRONT_PAGE, front_page
+from tradeoff_search.tracking._front_plot import FRONT_PAGE, front_page, plot_pareto
 
 if TYPE_CHECKING:
     import optuna
@@ -112,19 +112,12 @@ def _rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------------- drawing
 def _front_figure(study: optuna.Study) -> Figure:
-    """Optuna's Pareto-front plot (feasible, infeasible and dominated trials told apart). Optuna
-    draws 2 or 3 objectives; with more, the first two (accuracy and latency in our studies) show
-    the front of all objectives projected on them. Optuna draws it with pyplot (whose backend is
-    the user's; :meth:`MLflowParetoCallback.finish` closes the figure once logged)."""
+    """Optuna's Pareto-front plot (feasible, infeasible and dominated trials told apart), drawn
+    with pyplot (whose backend is the user's; :meth:`MLflowParetoCallback.finish` closes the figure
+    once logged)."""
     import optuna
 
-    names = metric_names(study)
-    first_two = None
-    if len(names) > 3:
-        names, first_two = names[:2], lambda trial: trial.values[:2]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        axes = optuna.visualization.matplotlib.plot_pareto_front(study, targets=first_two, target_names=names)
+    axes, names = plot_pareto(optuna.visualization.matplotlib.plot_pareto_front, study)
     if len(names) == 2 and LATENCY_METRIC in names:  # latencies span orders of magnitude
         (axes.set_xscale if names.index(LATENCY_METRIC) == 0 else axes.set_yscale)("log")
     if len(names) == 2:
