@@ -80,11 +80,6 @@ def describe_modes(spec: StudySpec) -> str | None:
             f"each training is also scored in the other modes{margin} (docs/quantization.md)")  # fmt: skip
 
 
-def is_variant(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether ``trial`` was added as the variant of a trained trial (``n_trials`` counts trainings)."""
-    return VARIANT_OF in trial.user_attrs
-
-
 def add_variants(study: optuna.Study, trained: optuna.trial.FrozenTrial, variants: Iterable[Variant]) -> list[int]:
     """Add the ``variants`` of ``trained`` to ``study`` (see the module docstring); returns their
     numbers. One already in the study (same ``variant_of`` and mode) is not added again; variants
