@@ -90,7 +90,7 @@ class RecordRepair:
         uid, experiment_id = study_uid(study), self.runs.experiment_id(study)
         listed = {model.source_run_id for model in logged_models(client, experiment_id, uid)}
         added = []
-        for trial in front.best_trials:
+        for trial in sorted(front.best_trials, key=lambda trial: trial.number):  # the report's order
             run = runs.get(trial.number)
             if run is None or run.info.status == "RUNNING" or run.info.run_id in listed:
                 continue  # no run yet, or written by the repair above with its logged model
