@@ -8,6 +8,7 @@ import gc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tradeoff_search.cost._convert import TracedModel
 from tradeoff_search.data._dataset import Dataset
 from tradeoff_search.record._keys import MACS, MACS_UNCOUNTED, N_PARAMS, PARAMS_METRIC
 from tradeoff_search.space._builders import Builder, Family, build_checked
@@ -39,6 +40,12 @@ class Built:
     recipe: Recipe
     companions: dict[str, Any]
     shared: dict[str, Any]
+
+    @functools.cached_property
+    def traced(self) -> TracedModel:
+        """The model traced once, for its conversions before training (to time it) and after (to
+        score and ship it)."""
+        return TracedModel(self.model)
 
 
 def build_candidate(trial: optuna.Trial, spec: StudySpec, family: str, builder: Builder, data: Dataset) -> Built:

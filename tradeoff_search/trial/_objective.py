@@ -181,15 +181,15 @@ class TradeoffObjective:
         if not timed.fits():  # trained only if some mode of it can meet the budgets
             # Its other modes are recorded over the budgets too: what containment and the sampler learn from.
             untrained = {**built.shared, TRAINED: False}
-            self._pending[trial.number] = shipping.variants(trial, built.model, timed, None, untrained)
+            self._pending[trial.number] = shipping.variants(trial, built.traced, timed, None, untrained)
             return not_trained(trial, timed.own.objectives(0.0), timed.own.constraints, "")
         for key, excess in timed.own.constraints.items():
             trial.set_constraint(key, excess)
         trained = train_candidate(trial, built, data, self.spec, timed)
-        values = shipping.ship(trial, built.model, quantization, timed.own, trained.accuracy_float)
+        values = shipping.ship(trial, built.traced, quantization, timed.own, trained.accuracy_float)
         if timed.others or timed.unquantized:
             shared = {**built.shared, TRAINED: True, EPOCHS: trained.epochs}
-            variants = shipping.variants(trial, built.model, timed, trained.accuracy_float, shared)
+            variants = shipping.variants(trial, built.traced, timed, trained.accuracy_float, shared)
             self._pending[trial.number] = variants
         return values
 

@@ -3,11 +3,11 @@ record, and its variants in the other quantization modes (see ``_variants``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tradeoff_search.cost._convert import Conversion, ConversionError, convert_as_shipped
+from tradeoff_search.cost._convert import Conversion, ConversionError, TracedModel, convert_as_shipped
 from tradeoff_search.data import Dataset, preprocessing_file
 from tradeoff_search.front._pareto import is_nondominated_by
 from tradeoff_search.record._keys import (
@@ -24,7 +24,6 @@ from tradeoff_search.trial._training import score, tflite_classes
 from tradeoff_search.trial._variants import Variant
 
 if TYPE_CHECKING:
-    import keras
     import optuna
 
 
@@ -37,9 +36,9 @@ class Shipped:
     user_attrs: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Shipping:
-    """Where a study's trained models go once trained.
+    """Where one trial's trained model goes once trained.
 
     Attributes:
         spec: the study spec.
@@ -50,9 +49,12 @@ class Shipping:
     spec: StudySpec
     data: Dataset
     model_dir: Path | None
+    # The study's front as shipping began: read once (every trial of the study, ~15–40 ms on
+    # SQLite), not once for each mode's decisions.
+    _front: list[tuple[float, ...]] | None = field(default=None, init=False, repr=False)
 
     def ship(
-        self, trial: optuna.Trial, model: keras.Model, quantization: str, timed: Timed, accuracy_float: float
+        self, trial: optuna.Trial, model: TracedModel, quantization: str, timed: Timed, accuracy_float: float
     ) -> tuple[float, ...]:
         """Score ``trial``'s trained ``model`` as shipped in its mode, record what goes with it and
         stage it if it may be logged; returns the trial's values."""
@@ -62,13 +64,13 @@ class Shipping:
             trial.set_user_attr(key, value)
         values = timed.objectives(shipped.accuracy)
         if self.model_dir is not None and self._may_be_logged(trial, values):
-            stage_model(trial, model, self.model_dir, _file(conversion), self._preprocessing)
+            stage_model(trial, model.model, self.model_dir, self._file(model, conversion), self._preprocessing)
         return values
 
     def variants(
         self,
         trial: optuna.Trial,
-        model: keras.Model,
+        model: TracedModel,
         timed: TimedModes,
         accuracy_float: float | None,
         shared: dict[str, Any],
@@ -83,7 +85,7 @@ class Shipping:
     def _variant(
         self,
         trial: optuna.Trial,
-        model: keras.Model,
+        model: TracedModel,
         mode: str,
         modes: TimedModes,
         accuracy_float: float | None,
@@ -110,23 +112,24 @@ class Shipping:
         staged = None
         if self.model_dir is not None and self._may_be_logged(trial, values):
             staged = provisional_dir(self.model_dir, trial.number, mode)
-            attrs[MODEL_DIGESTS_ATTR] = stage(staged, model, _file(conversion), self._preprocessing)
+            attrs[MODEL_DIGESTS_ATTR] = stage(staged, model.model, self._file(model, conversion), self._preprocessing)
         return Variant(mode, values, attrs, constraints, staged)
 
     def _dominated(self, trial: optuna.Trial, mode: str, timed: Timed, accuracy_float: float) -> str | None:
         """Why the trained model is not converted to ``mode`` though it is faster: at the float32
         model's accuracy (which a quantized model rarely beats) and the latency it was timed at, the
         study's front already dominates it. None for ``none``, whose score costs no conversion."""
-        front = [best.values for best in trial.study.best_trials]
-        if mode == "none" or is_nondominated_by(timed.objectives(accuracy_float), front, trial.study.directions):
+        if mode == "none" or is_nondominated_by(
+            timed.objectives(accuracy_float), self._front_of(trial), trial.study.directions
+        ):
             return None
         return (f"not converted after training: at the float32 model's accuracy ({accuracy_float:.4f}) and its "
                 f"latency before training ({timed.latency_ms:.4g} ms), the study's front dominates it")  # fmt: skip
 
-    def _conversion(self, model: keras.Model, quantization: str) -> Conversion | None:
-        """The trained ``model`` converted in ``quantization`` (with its signature, as a file to
-        deploy), once for both its score and its staged file. None for ``none``: the float model
-        is scored in Keras."""
+    def _conversion(self, model: TracedModel, quantization: str) -> Conversion | None:
+        """The trained ``model`` converted in ``quantization`` from its trace (with its signature,
+        as a file to deploy), once for both its score and its staged file. None for ``none``: the
+        float model is scored in Keras."""
         if quantization == "none":
             return None
         return convert_as_shipped(model, quantization, self.spec, self.data.x_train)
@@ -141,6 +144,12 @@ class Shipping:
         accuracy = score(self.spec.objectives.accuracy, data.y_val, tflite_classes(conversion.flatbuffer, data.x_val))
         return Shipped(accuracy, {ACCURACY_FLOAT: accuracy_float, CONVERSION_WARNINGS: list(conversion.warnings)})
 
+    def _file(self, model: TracedModel, conversion: Conversion | None) -> bytes:
+        """The ``model.tflite`` to stage: the quantized file scored, or the float32 conversion."""
+        if conversion is not None:
+            return conversion.flatbuffer
+        return convert_as_shipped(model, "none", self.spec, self.data.x_train).flatbuffer
+
     @property
     def _preprocessing(self) -> bytes | None:
         """The ``preprocessing.json`` a model trained on this data takes (a table's), else None."""
@@ -151,10 +160,9 @@ class Shipping:
         model already dominated by a finished trial will never be on the front."""
         if self.spec.tracking.log_models != "pareto":
             return self.spec.tracking.log_models == "all"
-        front = [best.values for best in trial.study.best_trials]
-        return is_nondominated_by(values, front, trial.study.directions)
+        return is_nondominated_by(values, self._front_of(trial), trial.study.directions)
 
-
-def _file(conversion: Conversion | None) -> bytes | None:
-    """The ``model.tflite`` to stage: the quantized file scored, or (None) the float32 conversion."""
-    return None if conversion is None else conversion.flatbuffer
+    def _front_of(self, trial: optuna.Trial) -> list[tuple[float, ...]]:
+        if self._front is None:
+            self._front = [tuple(best.values) for best in trial.study.best_trials]
+        return self._front

@@ -258,7 +258,7 @@ class Timing:
         (:class:`BuilderError`); the study goes on."""
         try:
             with nonzero_as_trained(built.model):
-                return convert_modes_as_shipped(built.model, modes, self.spec, x_train)
+                return convert_modes_as_shipped(built.traced, modes, self.spec, x_train)
         except Exception as error:  # the converter raises several kinds, with MLIR's reasons
             if not built.by_user:
                 raise  # a built-in family's model that does not convert is a bug of ours
