@@ -13,7 +13,7 @@ from ai_edge_litert.interpreter import Interpreter
 from mlflow import MlflowClient
 
 from tradeoff_search import StudySpec, TradeoffObjective, load_dataset, run_study, select_model
-from tradeoff_search.cost._convert import ConversionError, convert
+from tradeoff_search.cost._convert import ConversionError, TracedModel, convert, representative_rows, tflite_outputs
 from tradeoff_search.record._keys import FINISHED_ATTR, WORKER_ATTR, WORKER_PROCESS_ATTR
 from tradeoff_search.selection._select import verified_model
 from tradeoff_search.study._tickets import Tickets, finished_count
@@ -73,6 +73,26 @@ def test_a_file_to_deploy_has_the_signature_the_keras_converter_writes() -> None
         (name,) = expected[1]["inputs"]
         outputs = [i.get_signature_runner()(**{name: x})["output_0"] for i in interpreters]
         np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_one_trace_converts_the_model_before_and_after_training() -> None:
+    """A training traces its model once: converted after training, the trace made before it gives
+    the trained model, byte for byte what a fresh conversion of it gives, in every mode."""
+    x = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    y = np.arange(64) % 3
+    model = _mlp()
+    traced = TracedModel(model)
+    rows = representative_rows(x, 16)
+    before = {mode: traced.convert(mode, representative=rows if mode == "int8" else None).flatbuffer
+              for mode in ("none", "dynamic", "int8")}  # fmt: skip
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, verbose=0)
+    for mode, untrained in before.items():
+        representative = rows if mode == "int8" else None
+        after = traced.convert(mode, representative=representative).flatbuffer
+        assert after == convert(model, mode, representative=representative).flatbuffer
+        assert after != untrained
+    np.testing.assert_allclose(tflite_outputs(traced.convert().flatbuffer, x), model.predict(x, verbose=0), atol=1e-5)
 
 
 def test_an_op_without_an_int8_kernel_is_refused() -> None:
