@@ -12,6 +12,7 @@ process to prove the process exit code and what a user's terminal shows.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
@@ -646,3 +647,24 @@ def test_bad_input_as_a_process(case_id: str, tmp_path: Path) -> None:
 
 def test_corpus_is_large_enough() -> None:
     assert len(CASES) >= 30
+
+
+def test_a_latency_lock_folder_that_cannot_be_made_is_one_line_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Trainings and timings take a lock in ``$XDG_RUNTIME_DIR`` or ``~/.cache``: a ``HOME`` that is
+    no folder, or an ``XDG_RUNTIME_DIR`` under a file, is said before the stores, the data or the logs."""
+    case = Case("lock_folder", ("run", "spec.toml"), "", "latency lock folder", "",
+                {"spec.toml": '[data]\nsource = "sklearn:iris"\n', "not-a-folder": "a file\n"},
+                hint="set XDG_RUNTIME_DIR to a folder of yours")  # fmt: skip
+    _write_files(tmp_path, case.files)
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(tmp_path)
+    for variable, value in (("HOME", "not-a-folder"), ("XDG_RUNTIME_DIR", "not-a-folder/run")):
+        monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+        monkeypatch.setenv(variable, str(tmp_path / value))
+        expected = str(tmp_path / value / (".cache/tradeoff_search" if variable == "HOME" else "tradeoff_search"))
+        code = main(list(case.argv))
+        out, err = capfd.readouterr()
+        _check(replace(case, source=variable, value=json.dumps(expected)), tmp_path, code, out, err, before)
+        assert "NotADirectoryError" in err, err

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from tradeoff_search import Dataset, StoreFailed, StudySpec, WorkersFailed, load_dataset, run_study
 from tradeoff_search.cli._parser import EXIT_FAILED, EXIT_OK
 from tradeoff_search.cli._ui import print_browse_hint
+from tradeoff_search.cost import lock_path
 from tradeoff_search.process import native_output_to, quiet_libraries
 from tradeoff_search.record import FAIL_REASON, FLASH_CONSTRAINT, LATENCY_CONSTRAINT, RAM_CONSTRAINT, VARIANT_OF
 from tradeoff_search.stores import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, check_stores, known_failure
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     )
     check_device(spec)  # before the stores, the data and TensorFlow: at once
     check_stores(args.storage, args.tracking_uri)
+    lock_path()  # made now: a folder it cannot be made in is one line before the data and the logs
     if tensorflow_missing():
         print(f"error: TensorFlow is not installed: {INSTALL_HINT}", file=sys.stderr)
         return EXIT_FAILED

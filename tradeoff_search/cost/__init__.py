@@ -4,5 +4,6 @@ latency, timed locally or on a latency server."""
 from tradeoff_search.cost._device_client import DeviceUnreachable
 from tradeoff_search.cost._harness import LatencyStats
 from tradeoff_search.cost._latency import measure_latency
+from tradeoff_search.cost._lock import lock_path
 
-__all__ = ["DeviceUnreachable", "LatencyStats", "measure_latency"]
+__all__ = ["DeviceUnreachable", "LatencyStats", "lock_path", "measure_latency"]

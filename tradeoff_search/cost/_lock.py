@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tradeoff_search.rules import RunError
+
 _logger = logging.getLogger(__name__)
 
 WAIT_SECONDS = 1800.0  # longer than any training of a study meant for batch-1 latency
@@ -26,10 +28,20 @@ _TELL_AFTER_SECONDS = 30.0
 
 
 def lock_path() -> Path:
-    """This user's lock file, in a folder only they can write (made on first use)."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or Path.home() / ".cache"
-    folder = Path(base) / "tradeoff_search"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """This user's lock file, in a folder only they can write (made on first use).
+
+    Raises:
+        RunError: the folder cannot be made (e.g. ``HOME`` is not a folder of the user's); names
+            the variable it came from, the folder, and ``XDG_RUNTIME_DIR``, which puts it elsewhere.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    folder = (Path(runtime) if runtime else Path.home() / ".cache") / "tradeoff_search"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError("XDG_RUNTIME_DIR" if runtime else "HOME", "latency lock folder", str(folder),
+                       f"a folder this user can make and write ({type(error).__name__}: {error.strerror}); "
+                       "set XDG_RUNTIME_DIR to a folder of yours") from None  # fmt: skip
     return folder / "latency.lock"
 
 

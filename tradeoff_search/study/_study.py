@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from tradeoff_search.cost import lock_path
 from tradeoff_search.cost._device_client import DeviceUnreachable
 from tradeoff_search.data._dataset import Dataset, load_dataset
 from tradeoff_search.rules import Described, Interval, Scalar, excerpt
@@ -91,7 +92,8 @@ def run_study(
         SpecError: a store cannot be used, the data source is bad, a builder breaks the contract,
             its source or the data changed since the study began, or ``spec`` is not the one the
             study was created with (and not ``spec_changed``).
-        RunError: the spec's latency server does not answer.
+        RunError: the spec's latency server does not answer, or the latency lock's folder cannot
+            be made (see ``cost._lock``).
         WorkersFailed: worker processes kept ending abnormally (the message names their exit
             codes and the last one's log); the MLflow record is completed first. Its subclass
             ``StoreFailed``: a worker failed on a store or a file (its one line and log).
@@ -127,6 +129,7 @@ def _check_run_arguments(
     if workers > 0 and build is not None and not _names_its_builders(spec, build):
         raise ValueError(f"build with workers={workers}: worker processes load the builders {spec.path} names "
                          "([model] builder(s)), not these; name them there or use workers=0")  # fmt: skip
+    lock_path()  # trainings and timings take it: a folder it cannot be made in fails here, before any store is written
 
 
 def _run(
