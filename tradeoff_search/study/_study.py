@@ -92,8 +92,7 @@ def run_study(
         SpecError: a store cannot be used, the data source is bad, a builder breaks the contract,
             its source or the data changed since the study began, or ``spec`` is not the one the
             study was created with (and not ``spec_changed``).
-        RunError: the spec's latency server does not answer, or the latency lock's folder cannot
-            be made (see ``cost._lock``).
+        RunError: the spec's latency server does not answer, or no latency lock folder can be made.
         WorkersFailed: worker processes kept ending abnormally (the message names their exit
             codes and the last one's log); the MLflow record is completed first. Its subclass
             ``StoreFailed``: a worker failed on a store or a file (its one line and log).
