@@ -128,6 +128,11 @@ class TracedModel:
         return dataclasses.replace(conversion, flatbuffer=_signed(conversion.flatbuffer, str(self._input_name)))
 
 
+def _traced(model: keras.Model | TracedModel) -> TracedModel:
+    """``model``'s trace: its own if it is a :class:`TracedModel`, else a new one."""
+    return model if isinstance(model, TracedModel) else TracedModel(model)
+
+
 def _input_name(model: keras.Model) -> str | None:
     """The name of the model's one input, the key of its signature; None when it has no symbolic
     inputs (a subclassed model) or several."""
@@ -171,7 +176,7 @@ def convert_modes(
     ``int8``), from one trace of the model: each mode converted, or the reason it cannot be."""
     for mode in modes:
         _check_mode(mode, representative if mode == "int8" else None, io if mode == "int8" else "float")
-    traced = model if isinstance(model, TracedModel) else TracedModel(model)
+    traced = _traced(model)
     converted: dict[str, Conversion | ConversionError] = {}
     for mode in modes:
         int8 = mode == "int8"
@@ -356,7 +361,7 @@ def convert_as_shipped(
     latency = spec.latency
     rows = representative_rows(x_train, latency.representative_rows) if quantization == "int8" else None
     io = latency.io if quantization == "int8" else "float"
-    traced = model if isinstance(model, TracedModel) else TracedModel(model)
+    traced = _traced(model)
     return traced.convert(quantization, representative=rows, io=io, signature=signature,
                           timeout=latency.conversion_timeout)  # fmt: skip
 
